@@ -1,0 +1,93 @@
+"""Shared test helpers: where the fixtures are, running the CLIs as a user would, comparing PNGs."""
+from __future__ import annotations
+
+import json
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import pytest
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT / "tests" / "data"
+CASES = DATA / "cases"
+
+# Where the oracle's commands found their files (a grad-cam checkout) -> where they are here.
+_ORACLE_DIRS = {
+    "models/": DATA / "models",
+    "images/": ROOT / "images",
+    "VQA_LSTM_CNN/": DATA / "VQA_LSTM_CNN",
+    "neuraltalk2/": DATA / "neuraltalk2",
+}
+
+
+def case_ids(prefix: str) -> list[str]:
+    """The oracle cases whose id starts with ``prefix`` (cls_, vqa_, cap_)."""
+    return sorted(p.name for p in CASES.iterdir() if p.name.startswith(prefix))
+
+
+def load_case(case_id: str) -> dict:
+    return json.loads((CASES / case_id / "case.json").read_text())
+
+
+def oracle_tensor(case_id: str, name: str) -> Optional[np.ndarray]:
+    path = CASES / case_id / "tensors" / f"{name}.npy"
+    return np.load(path) if path.exists() else None
+
+
+def oracle_args(case_id: str, out_dir: Path) -> tuple[str, list[str]]:
+    """The case's original command as (our script, arguments), paths mapped to this repo and
+    ``-out_path`` pointed at ``out_dir``."""
+    words = shlex.split(load_case(case_id)["command"])
+    assert words[0] == "th"
+    script = words[1].replace(".lua", ".py")
+    args = []
+    for i, w in enumerate(words[2:]):
+        if args and args[-1] == "-out_path":
+            w = str(out_dir) + "/"
+        for old, new in _ORACLE_DIRS.items():
+            if w.startswith(old):
+                w = str(new / w[len(old):])
+        args.append(w)
+    return script, args
+
+
+def run_script(script: str, *args: str, cwd: Optional[Path] = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run one of the entry scripts in a fresh interpreter, as a user would."""
+    return subprocess.run(
+        [sys.executable, str(ROOT / script), *args],
+        cwd=cwd or ROOT, capture_output=True, text=True, timeout=timeout,
+    )
+
+
+def read_png(path: Path) -> np.ndarray:
+    with Image.open(path) as im:
+        return np.asarray(im).astype(np.int16)
+
+
+def assert_png_close(actual: Path, expected: Path, *, max_diff: int = 2, max_frac_over_one: float = 0.001) -> None:
+    """The issue's tolerance: every pixel within ``max_diff`` grey levels and at most
+    ``max_frac_over_one`` of the values off by more than one level."""
+    a, e = read_png(actual), read_png(expected)
+    assert a.shape == e.shape, f"{actual.name}: shape {a.shape} != oracle {e.shape}"
+    diff = np.abs(a - e)
+    assert diff.max() <= max_diff, f"{actual.name}: max pixel difference {diff.max()} > {max_diff}"
+    frac = float((diff > 1).mean())
+    assert frac <= max_frac_over_one, f"{actual.name}: {frac:.4%} of values off by more than one level"
+
+
+def assert_rel_close(actual: np.ndarray, expected: np.ndarray, rel: float = 1e-4, what: str = "") -> None:
+    """Relative closeness measured against the tensor's own scale (max |expected|)."""
+    actual = np.asarray(actual, dtype=np.float64).reshape(expected.shape)
+    scale = max(float(np.abs(expected).max()), 1e-30)
+    err = float(np.abs(actual - expected.astype(np.float64)).max()) / scale
+    assert err <= rel, f"{what}: relative error {err:.3g} > {rel}"
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    return DATA

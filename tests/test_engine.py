@@ -1,0 +1,161 @@
+"""The engine against an independent implementation (Captum) and against properties a user relies on."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from gradcam_core import GradCamError, explain
+from gradcam_core.engine import resolve_layer
+
+
+def toy_cnn(inplace: bool = False) -> nn.Sequential:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(inplace), nn.MaxPool2d(2),
+        nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(inplace),
+        nn.Flatten(), nn.Linear(16 * 8 * 8, 32), nn.ReLU(inplace), nn.Linear(32, 5),
+    ).double().eval()
+
+
+@pytest.fixture
+def images() -> torch.Tensor:
+    return torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+
+
+def test_matches_captum_gradcam_and_guided_backprop(images):
+    captum_attr = pytest.importorskip("captum.attr")
+    model = toy_cnn()
+    targets = [1, 3, 2]
+    expl = explain(model, images, "4", targets)
+    for k, t in enumerate(targets):
+        # Captum averages the gradients (1/Z); the original sums them: Z = 8 x 8 here.
+        ref_cam = captum_attr.LayerGradCam(model, model[4]).attribute(images, target=t, relu_attributions=True)
+        torch.testing.assert_close(expl.cam_raw[:, k], 64 * ref_cam[:, 0], rtol=1e-10, atol=1e-12)
+        ref_gb = captum_attr.GuidedBackprop(model).attribute(images.clone().requires_grad_(), target=t)
+        torch.testing.assert_close(expl.guided[:, k], ref_gb, rtol=1e-10, atol=1e-14)
+        torch.testing.assert_close(expl.guided_cam[:, k], ref_gb * expl.cam[:, k, None])
+
+
+def test_several_targets_equal_separate_runs(images):
+    model = toy_cnn()
+    together = explain(model, images, "4", [4, 0, 2])
+    for k, t in enumerate([4, 0, 2]):
+        alone = explain(model, images, "4", [t])
+        torch.testing.assert_close(together.cam[:, k], alone.cam[:, 0])
+        torch.testing.assert_close(together.guided[:, k], alone.guided[:, 0])
+
+
+def test_batch_equals_one_image_at_a_time(images):
+    model = toy_cnn()
+    batch = explain(model, images, "4", [1, 2])
+    for n in range(images.shape[0]):
+        one = explain(model, images[n : n + 1], "4", [1, 2])
+        torch.testing.assert_close(batch.cam[n], one.cam[0])
+        torch.testing.assert_close(batch.guided[n], one.guided[0])
+
+
+def test_gradcam_alone_gives_the_same_map(images):
+    model = toy_cnn()
+    full = explain(model, images, "4", [3])
+    cam_only = explain(model, images, "4", [3], guided=False)
+    torch.testing.assert_close(cam_only.cam, full.cam)
+    assert cam_only.guided is None and cam_only.guided_cam is None
+
+
+def test_inplace_relu_after_the_layer_acts_as_in_lua(images):
+    """With an in-place ReLU after the chosen conv (as loadcaffe's nn.ReLU(true)), the conv's stored
+    output is the rectified one, and its gradient is the ReLU's, masked where the output is 0."""
+    plain, inplace = toy_cnn(False), toy_cnn(True)
+    at_relu = explain(plain, images, "4", [2])
+    for guided in (True, False):
+        at_conv = explain(inplace, images, "3", [2], guided=guided)
+        torch.testing.assert_close(at_conv.activations, at_relu.activations)
+        x = images.clone().requires_grad_()
+        a = plain[:5](x)
+        (g,) = torch.autograd.grad(plain[5:](a)[:, 2].sum(), a)
+        torch.testing.assert_close(at_conv.weights[:, 0], (g * (a > 0)).sum(dim=(-2, -1)))
+        if guided:
+            torch.testing.assert_close(at_conv.guided, at_relu.guided)
+
+
+def test_predicted_class_target(images):
+    from gradcam_core.targets import ClassTarget
+
+    model = toy_cnn()
+    expl = explain(model, images, "4", [ClassTarget(None)])
+    pred = expl.scores.argmax(dim=1)
+    for n in range(images.shape[0]):
+        ref = explain(model, images[n : n + 1], "4", [int(pred[n])])
+        torch.testing.assert_close(expl.cam[n, 0], ref.cam[0, 0])
+
+
+def test_model_is_left_as_it_was_even_after_an_error(images):
+    model = toy_cnn()
+    before = [p.requires_grad for p in model.parameters()]
+
+    def failing_target(_out):
+        raise GradCamError("boom")
+
+    with pytest.raises(GradCamError):
+        explain(model, images, "4", [failing_target])
+    explain(model, images, "4", [1])
+    assert [p.requires_grad for p in model.parameters()] == before
+    assert all(not m._forward_hooks and not m._backward_hooks for m in model.modules())
+
+
+def test_out_of_range_class_is_a_clear_error(images):
+    with pytest.raises(GradCamError, match="out of range: the model has 5 outputs"):
+        explain(toy_cnn(), images, "4", [5])
+
+
+def test_unknown_layer_lists_the_valid_names(images):
+    with pytest.raises(GradCamError, match="valid names: 0, 1, 2"):
+        resolve_layer(toy_cnn(), "conv9")
+
+
+def test_non_convolutional_layer_is_refused(images):
+    with pytest.raises(GradCamError, match=r"needs a convolutional layer"):
+        explain(toy_cnn(), images, "6", [1])
+
+
+def test_trained_model_looks_at_the_object():
+    """A toy classifier trained to tell "bright square present" from noise: its Grad-CAM peak for the
+    positive class lands on the square."""
+    gen = torch.Generator().manual_seed(7)
+
+    def batch(n):
+        x = 0.3 * torch.randn(n, 3, 32, 32, generator=gen)
+        y = torch.randint(0, 2, (n,), generator=gen)
+        where = torch.randint(0, 24, (n, 2), generator=gen)
+        for i in range(n):
+            if y[i]:
+                r, c = where[i].tolist()
+                x[i, :, r : r + 8, c : c + 8] += 2.0
+        return x, y, where
+
+    torch.manual_seed(3)
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(),
+        nn.MaxPool2d(2), nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(),
+        nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Linear(16, 2),
+    )
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(150):
+        x, y, _ = batch(32)
+        loss = nn.functional.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    x, y, where = batch(64)
+    assert (model(x).argmax(1) == y).float().mean() > 0.9, "the toy model did not learn"
+    pos = y.nonzero()[:, 0]
+    expl = explain(model, x[pos], "6", [1])
+    hits = 0
+    for j, i in enumerate(pos.tolist()):
+        peak = int(expl.cam[j, 0].argmax())
+        r, c = divmod(peak, 32)
+        r0, c0 = where[i].tolist()
+        hits += (r0 - 2 <= r < r0 + 10) and (c0 - 2 <= c < c0 + 10)
+    assert hits / len(pos) > 0.9, f"Grad-CAM peak on the object in only {hits}/{len(pos)} images"
