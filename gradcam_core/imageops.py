@@ -353,8 +353,8 @@ def save_png(path: str | os.PathLike[str], t: torch.Tensor) -> None:
 def write_atomic(path: str | os.PathLike[str], data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file in the same folder and ``os.replace``:
     readers never see a partial file and an interrupted write leaves nothing behind. Raises OSError."""
-    folder, name = os.path.split(os.path.abspath(path))
-    tmp = os.path.join(folder, f".{name}.{secrets.token_hex(4)}.tmp")
+    folder = os.path.dirname(os.path.abspath(path))
+    tmp = os.path.join(folder, f".gradcam-{secrets.token_hex(6)}.tmp")  # short: name may be at NAME_MAX
     try:
         # os.open with 0o666 gives the usual umask-based permissions (mkstemp would give 0600).
         with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "wb") as f:
