@@ -1,0 +1,354 @@
+"""Caffe layer type -> torch modules. :data:`LAYERS` is the ONE table; each builder reads a
+:class:`~.schema.LayerSpec` and the shapes of its bottoms and returns a :class:`Plan`.
+
+Shapes exclude the batch axis: (C, H, W) for images, (K,) after an InnerProduct; None marks a size not
+known before the first forward. Modules with weights are created on the meta device (no random init:
+the real fc6 holds 102 M weights) and receive the loaded tensors as their parameters.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import GradCamError
+from .schema import NORM_REGION, POOL_METHOD, ROUND_MODE, LayerSpec, Msg, Shape
+
+Modules = list[tuple[str, nn.Module]]
+
+
+@dataclass
+class Plan:
+    """What one layer becomes.
+
+    ``blob_shapes``: the shapes Caffe requires of the layer's parameter blobs, in blob order (None =
+    any size, taken from the file). ``build(tensors)`` receives the loaded blobs (checked against
+    ``blob_shapes``) and returns the (name, module) pairs to run in order - none for layers that only
+    declare inputs (no bottoms) or pass their bottom through (Split). ``out_shapes``: one per top.
+    """
+
+    out_shapes: list[Shape]
+    blob_shapes: list[tuple[int | None, ...]] = field(default_factory=list)
+    build: Callable[[list[torch.Tensor]], Modules] = lambda tensors: []
+
+
+def plan_layer(spec: LayerSpec, in_shapes: list[Shape]) -> Plan:
+    """The :class:`Plan` for ``spec`` given its bottoms' shapes; unsupported types raise."""
+    builder = LAYERS.get(spec.type)
+    if builder is None:
+        raise GradCamError(
+            f"layer '{spec.name}' has type '{spec.type}', which is not supported "
+            f"(supported: {', '.join(sorted(LAYERS))})"
+        )
+    return builder(spec, in_shapes)
+
+
+# --------------------------------------------------------------------------------------------------
+# Helpers
+
+
+def _fail(spec: LayerSpec, what: str) -> GradCamError:
+    return GradCamError(f"layer '{spec.name}' ({spec.type}): {what}")
+
+
+def _single(spec: LayerSpec, in_shapes: list[Shape]) -> Shape:
+    if len(in_shapes) != 1 or len(spec.tops) != 1:
+        raise _fail(spec, f"needs one bottom and one top, has {len(in_shapes)} and {len(spec.tops)}")
+    return in_shapes[0]
+
+
+def _image(spec: LayerSpec, in_shapes: list[Shape]) -> Shape:
+    shape = _single(spec, in_shapes)
+    if len(shape) != 3:
+        raise _fail(spec, f"needs a (N, C, H, W) input, gets {len(shape) + 1} axes")
+    return shape
+
+
+def _pair(spec: LayerSpec, p: Msg, repeated: str, default: int | None, hw: str | None = None) -> tuple[int, int]:
+    """(h, w) of a ConvolutionParameter geometry field (base_conv_layer.cpp): ``{hw}_h``/``{hw}_w`` if
+    either is set, else ``repeated`` given once (both) or twice (h, w), else ``default``."""
+    if hw and (p.has(f"{hw}_h") or p.has(f"{hw}_w")):
+        return p.get(f"{hw}_h"), p.get(f"{hw}_w")
+    values = p.all(repeated)
+    if len(values) == 0 and default is not None:
+        return default, default
+    if len(values) in (1, 2):
+        return values[0], values[-1]
+    raise _fail(spec, f"'{repeated}' must be given once or twice for a 2-D convolution, not {len(values)} times")
+
+
+def _positive(spec: LayerSpec, **values: tuple[int, int] | int) -> None:
+    for name, value in values.items():
+        if min(value if isinstance(value, tuple) else (value,)) <= 0:
+            raise _fail(spec, f"{name} must be positive, is {value}")
+
+
+def _attach(module: nn.Module, weight: torch.Tensor, bias: torch.Tensor | None) -> nn.Module:
+    """Give a meta-device module its loaded parameters (no copy)."""
+    module.weight = nn.Parameter(weight)
+    if bias is not None:
+        module.bias = nn.Parameter(bias)
+    return module
+
+
+def _same(make: Callable[[LayerSpec], nn.Module]) -> Callable[[LayerSpec, list[Shape]], Plan]:
+    """A builder for a weightless layer whose output has its input's shape."""
+
+    def build(spec: LayerSpec, in_shapes: list[Shape]) -> Plan:
+        shape = _single(spec, in_shapes)
+        return Plan([shape], build=lambda tensors: [(spec.name, make(spec))])
+
+    return build
+
+
+# --------------------------------------------------------------------------------------------------
+# Builders
+
+
+def _input(spec: LayerSpec, in_shapes: list[Shape]) -> Plan:
+    # Input layers (and net-level input fields) declare the input blobs; data layers declare them
+    # with unknown sizes. No module, as loadcaffe emitted none.
+    if in_shapes:
+        raise _fail(spec, "an input layer cannot have bottoms")
+    shapes = [tuple(s[1:]) for s in spec.input_shapes]
+    if len(shapes) == 1:
+        shapes *= len(spec.tops)
+    if not shapes:
+        shapes = [(None, None, None)] + [()] * (len(spec.tops) - 1)
+    if len(shapes) != len(spec.tops):
+        raise _fail(spec, f"{len(spec.tops)} tops but {len(shapes)} shapes")
+    return Plan(shapes)
+
+
+def _split(spec: LayerSpec, in_shapes: list[Shape]) -> Plan:
+    # Every top is the bottom itself; the net aliases the names.
+    if len(in_shapes) != 1:
+        raise _fail(spec, f"needs one bottom, has {len(in_shapes)}")
+    return Plan([in_shapes[0]] * len(spec.tops))
+
+
+def _convolution(spec: LayerSpec, in_shapes: list[Shape]) -> Plan:
+    channels, height, width = _image(spec, in_shapes)
+    p = spec.param("convolution_param")
+    n_out, group, bias = p.get("num_output"), p.get("group"), p.get("bias_term")
+    kernel = _pair(spec, p, "kernel_size", None, hw="kernel")
+    stride = _pair(spec, p, "stride", 1, hw="stride")
+    pad = _pair(spec, p, "pad", 0, hw="pad")
+    dilation = _pair(spec, p, "dilation", 1)
+    _positive(spec, num_output=n_out, group=group, kernel=kernel, stride=stride, dilation=dilation)
+    if p.get("axis") != 1:
+        raise _fail(spec, "only axis 1 (N, C, H, W convolution) is supported")
+    if n_out % group or (channels is not None and channels % group):
+        raise _fail(spec, f"group {group} does not divide the {channels} input and {n_out} output channels")
+
+    def size(n: int | None, i: int) -> int | None:
+        return None if n is None else (n + 2 * pad[i] - dilation[i] * (kernel[i] - 1) - 1) // stride[i] + 1
+
+    def build(tensors: list[torch.Tensor]) -> Modules:
+        weight = tensors[0]
+        # Grouped convolutions are supported (loadcaffe's nn backend cut the net at the first one).
+        conv = nn.Conv2d(weight.shape[1] * group, n_out, kernel, stride, pad, dilation, group, bias, device="meta")
+        return [(spec.name, _attach(conv, weight, tensors[1] if bias else None))]
+
+    per_group = None if channels is None else channels // group
+    blob_shapes = [(n_out, per_group, *kernel)] + ([(n_out,)] if bias else [])
+    return Plan([(n_out, size(height, 0), size(width, 1))], blob_shapes, build)
+
+
+class CaffePool2d(nn.Module):
+    """Caffe's MAX/AVE pooling (pooling_layer.cpp): (N, C, H, W) -> (N, C, H', W').
+
+    Caffe sizes the output so that no input row is left out: H' = ceil((H + 2p - k) / s) + 1 (floor
+    with round_mode FLOOR), minus one when padding is used and the last window would start in the
+    bottom padding. MAX ignores padding; AVE divides each window's sum by the window's area clipped to
+    the padded image [-p, H + p), so padded border cells count but the ceil-mode overhang does not.
+    PyTorch's pooling (ceil_mode, count_include_pad) gives the same sizes and values wherever it
+    accepts the parameters, but it refuses p > k/2, which Caffe allows (p < k). So Caffe's rule is
+    implemented here: pad explicitly until every window lies inside, then pool without padding.
+    ``kernel`` None means global pooling (the whole H x W).
+    """
+
+    def __init__(self, method: str, kernel: tuple[int, int] | None, stride: tuple[int, int],
+                 pad: tuple[int, int], ceil: bool) -> None:
+        super().__init__()
+        self.method, self.kernel, self.stride, self.pad, self.ceil = method, kernel, stride, pad, ceil
+
+    def extra_repr(self) -> str:
+        kernel = self.kernel or "global"
+        return f"{self.method}, kernel={kernel}, stride={self.stride}, pad={self.pad}, ceil={self.ceil}"
+
+    def output_size(self, height: int, width: int) -> tuple[int, int]:
+        """(H', W') for an H x W input."""
+        kernel = self.kernel or (height, width)
+        return tuple(  # type: ignore[return-value]
+            _pooled(n, k, s, p, self.ceil) for n, k, s, p in zip((height, width), kernel, self.stride, self.pad)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        height, width = x.shape[-2:]
+        kernel = self.kernel or (height, width)
+        (sh, sw), (ph, pw) = self.stride, self.pad
+        out_h, out_w = self.output_size(height, width)
+        # Pad bottom/right only as far as the last window reaches.
+        extra_h = max(0, (out_h - 1) * sh + kernel[0] - height - ph)
+        extra_w = max(0, (out_w - 1) * sw + kernel[1] - width - pw)
+        padding = (pw, extra_w, ph, extra_h)
+        if self.method == "MAX":
+            if any(padding):
+                x = F.pad(x, padding, value=-math.inf)
+            return F.max_pool2d(x, kernel, self.stride)
+        sums = F.avg_pool2d(F.pad(x, padding) if any(padding) else x, kernel, self.stride, divisor_override=1)
+        rows = self._extent(out_h, sh, ph, kernel[0], height, x.device)
+        cols = self._extent(out_w, sw, pw, kernel[1], width, x.device)
+        return sums / (rows[:, None] * cols[None, :]).to(x.dtype)
+
+    @staticmethod
+    def _extent(n_out: int, stride: int, pad: int, kernel: int, size: int, device: torch.device) -> torch.Tensor:
+        """Per output row: the window's extent clipped to the padded image (Caffe's AVE divisor)."""
+        start = torch.arange(n_out, device=device) * stride - pad
+        return torch.clamp(start + kernel, max=size + pad) - start
+
+
+def _pooled(n: int | None, k: int, s: int, p: int, ceil: bool) -> int | None:
+    if n is None:
+        return None
+    out = (-(-(n + 2 * p - k) // s) if ceil else (n + 2 * p - k) // s) + 1
+    if p and (out - 1) * s >= n + p:
+        out -= 1
+    return out
+
+
+def _pooling(spec: LayerSpec, in_shapes: list[Shape]) -> Plan:
+    channels, height, width = _image(spec, in_shapes)
+    p = spec.param("pooling_param")
+    method = {v: k for k, v in POOL_METHOD.items()}.get(p.get("pool"))
+    if method not in ("MAX", "AVE"):
+        raise _fail(spec, f"pooling method {method or p.get('pool')} is not supported (MAX and AVE are)")
+    # Caffe's rules (PoolingLayer::LayerSetUp): pad_h/stride_h, when given, replace pad/stride.
+    pad = (p.get("pad_h"), p.get("pad_w")) if p.has("pad_h") else (p.get("pad"),) * 2
+    stride = (p.get("stride_h"), p.get("stride_w")) if p.has("stride_h") else (p.get("stride"),) * 2
+    ceil = p.get("round_mode") == ROUND_MODE["CEIL"]
+    if p.get("global_pooling"):
+        if pad != (0, 0) or stride != (1, 1):
+            raise _fail(spec, "global pooling allows only pad 0 and stride 1")
+        module = CaffePool2d(method, None, stride, pad, ceil)
+        return Plan([(channels, 1, 1)], build=lambda tensors: [(spec.name, module)])
+    kernel = (p.get("kernel_size"),) * 2 if p.has("kernel_size") else (p.get("kernel_h"), p.get("kernel_w"))
+    _positive(spec, kernel=kernel, stride=stride)
+    if pad[0] >= kernel[0] or pad[1] >= kernel[1]:
+        raise _fail(spec, f"pad {pad} must be smaller than the kernel {kernel}")
+    module = CaffePool2d(method, kernel, stride, pad, ceil)
+    sizes = [_pooled(n, k, s, q, ceil) for n, k, s, q in zip((height, width), kernel, stride, pad)]
+    return Plan([(channels, *sizes)], build=lambda tensors: [(spec.name, module)])
+
+
+class WithinChannelLRN(nn.Module):
+    """Caffe's LRN with norm_region WITHIN_CHANNEL (lrn_layer.cpp): (N, C, H, W) -> same shape,
+    y = x * (1 + alpha * mean(x^2 over the size x size window))^-beta, the mean over a zero-padded
+    window (Caffe's AVE pooling with pad (size-1)/2, whose divisor is always size^2 here). ``k`` is
+    not used by Caffe in this mode."""
+
+    def __init__(self, size: int, alpha: float, beta: float) -> None:
+        super().__init__()
+        self.size, self.alpha, self.beta = size, alpha, beta
+
+    def extra_repr(self) -> str:
+        return f"{self.size}, alpha={self.alpha}, beta={self.beta}"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean = F.avg_pool2d(x * x, self.size, 1, (self.size - 1) // 2, count_include_pad=True)
+        return x * (1 + self.alpha * mean) ** -self.beta
+
+
+def _lrn(spec: LayerSpec, in_shapes: list[Shape]) -> Plan:
+    shape = _image(spec, in_shapes)
+    p = spec.param("lrn_param")
+    size, alpha, beta, k = p.get("local_size"), p.get("alpha"), p.get("beta"), p.get("k")
+    if size % 2 == 0:
+        raise _fail(spec, f"local_size must be odd (as Caffe requires), is {size}")
+    if p.get("norm_region") == NORM_REGION["ACROSS_CHANNELS"]:
+        # scale = k + alpha/size * sum of x^2 over `size` neighbouring channels, y = x * scale^-beta:
+        # PyTorch's LocalResponseNorm is exactly this for odd sizes (alpha divided by size once).
+        def make() -> nn.Module:
+            return nn.LocalResponseNorm(size, alpha, beta, k)
+    else:
+        def make() -> nn.Module:
+            return WithinChannelLRN(size, alpha, beta)
+    return Plan([shape], build=lambda tensors: [(spec.name, make())])
+
+
+def _inner_product(spec: LayerSpec, in_shapes: list[Shape]) -> Plan:
+    shape = _single(spec, in_shapes)
+    p = spec.param("inner_product_param")
+    n_out, bias, transpose = p.get("num_output"), p.get("bias_term"), p.get("transpose")
+    _positive(spec, num_output=n_out)
+    rank = len(shape) + 1
+    axis = p.get("axis") + (rank if p.get("axis") < 0 else 0)
+    if not 1 <= axis < rank:
+        raise _fail(spec, f"axis {p.get('axis')} is out of range for a {rank}-axis input")
+    fan_in = None if None in shape[axis - 1 :] else math.prod(shape[axis - 1 :])
+
+    def build(tensors: list[torch.Tensor]) -> Modules:
+        # transpose: Caffe stores the weight as (in, out) instead of (out, in).
+        weight = tensors[0].t().contiguous() if transpose else tensors[0]
+        linear = nn.Linear(weight.shape[1], n_out, bias, device="meta")
+        modules: Modules = [(spec.name, _attach(linear, weight, tensors[1] if bias else None))]
+        if rank > axis + 1:
+            # Caffe's InnerProduct flattens every axis from `axis` on; loadcaffe did that with a
+            # separate nn.View module named "torch_view" before the Linear, which shifts the module
+            # numbering the Lua scripts (and their users) rely on - so it is a module here too.
+            modules.insert(0, ("torch_view", nn.Flatten(axis)))
+        return modules
+
+    weight_shape = (fan_in, n_out) if transpose else (n_out, fan_in)
+    blob_shapes = [weight_shape] + ([(n_out,)] if bias else [])
+    return Plan([(*shape[: axis - 1], n_out)], blob_shapes, build)
+
+
+def _flatten(spec: LayerSpec, in_shapes: list[Shape]) -> Plan:
+    shape = _single(spec, in_shapes)
+    p = spec.param("flatten_param")
+    rank = len(shape) + 1
+    start, end = (a + (rank if a < 0 else 0) for a in (p.get("axis"), p.get("end_axis")))
+    if not 1 <= start <= end < rank:
+        raise _fail(spec, f"axes {p.get('axis')}..{p.get('end_axis')} are out of range for a {rank}-axis input")
+    middle = shape[start - 1 : end]
+    merged = None if None in middle else math.prod(middle)
+    out = (*shape[: start - 1], merged, *shape[end:])
+    return Plan([out], build=lambda tensors: [(spec.name, nn.Flatten(start, end))])
+
+
+def _relu(spec: LayerSpec) -> nn.Module:
+    slope = spec.param("relu_param").get("negative_slope")
+    # A plain nn.ReLU (never in-place) is what the Grad-CAM engine hooks for guided backprop.
+    return nn.LeakyReLU(slope) if slope else nn.ReLU(inplace=False)
+
+
+#: Caffe layer type (V2 string; V1 enums are translated by schema) -> builder.
+LAYERS: dict[str, Callable[[LayerSpec, list[Shape]], Plan]] = {
+    "Input": _input,
+    "Data": _input,
+    "ImageData": _input,
+    "HDF5Data": _input,
+    "MemoryData": _input,
+    "WindowData": _input,
+    "DummyData": _input,
+    "Split": _split,
+    "Convolution": _convolution,
+    "Pooling": _pooling,
+    "LRN": _lrn,
+    "InnerProduct": _inner_product,
+    "Flatten": _flatten,
+    "ReLU": _same(_relu),
+    "Sigmoid": _same(lambda spec: nn.Sigmoid()),
+    "TanH": _same(lambda spec: nn.Tanh()),
+    # Dropout is the identity in eval mode (PyTorch scales at training time, as Torch's default did).
+    "Dropout": _same(lambda spec: nn.Dropout(spec.param("dropout_param").get("dropout_ratio"))),
+    # Kept for V2 nets too (loadcaffe's V2 converter stopped at Softmax and dropped it and all later
+    # layers, so `cnn:remove()` then removed fc8 instead of the Softmax).
+    "Softmax": _same(lambda spec: nn.Softmax(dim=spec.param("softmax_param").get("axis"))),
+}

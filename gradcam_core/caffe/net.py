@@ -1,0 +1,251 @@
+"""`CaffeNet`: a Caffe net as a torch module, and `load_caffe`, our loadcaffe.
+
+The structure comes from the prototxt and the weights are matched by layer name from the caffemodel,
+as Caffe's own ``Net(proto, weights)`` does (loadcaffe built the net from the caffemodel's layer list
+instead; for a deploy prototxt and its caffemodel both agree). The layers run in prototxt order over a
+dictionary of named blobs (bottom/top names), so chain nets work today and DAG layers can be added.
+
+Module numbering is loadcaffe's: one module per Caffe layer that computes something (none for input
+declarations and Split), plus the "torch_view" flatten loadcaffe inserted before an InnerProduct on an
+image-shaped input. VGG-16: relu5_3 = 30, pool5 = 31, torch_view = 32, fc6 = 33, ..., prob = 40.
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import torch
+from torch import nn
+
+from ..errors import GradCamError
+from . import layers, prototxt, schema, wire
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """The image input the prototxt declares: blob name and (C, H, W), None where not declared
+    (e.g. an input from a Data layer)."""
+
+    name: str
+    channels: int | None
+    height: int | None
+    width: int | None
+
+
+@dataclass(frozen=True)
+class _Step:
+    """One module's place in the net: the blob it reads and the blob it writes."""
+
+    name: str
+    type: str  # the Caffe layer type, "torch_view" for the inserted flatten
+    bottom: str
+    top: str
+
+
+class CaffeNet(nn.Module):
+    """The modules of a Caffe net in loadcaffe order, run over named blobs.
+
+    ``forward(x)``: (N, C, H, W) -> the last module's output, e.g. (N, K) after an InnerProduct or a
+    Softmax. ``names[i - 1]`` is the Caffe layer name of the 1-based module ``i``.
+    """
+
+    def __init__(self, steps: list[_Step], modules: list[nn.Module], input_spec: InputSpec) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(modules)
+        self.input_spec = input_spec
+        self._steps = steps
+        self._plan_release()
+
+    @classmethod
+    def from_modules(cls, entries: Sequence[tuple[str, str, nn.Module]], input_spec: InputSpec) -> "CaffeNet":
+        """A chain net (each module reads the previous one's output) from (name, type, module)
+        entries, e.g. a Torch7 nn.Sequential; type "ReLU" marks the in-place ReLUs that
+        :meth:`resolve_layer` looks through."""
+        steps, source = [], input_spec.name
+        for number, (name, type_, _) in enumerate(entries, 1):
+            steps.append(_Step(name, type_, source, f"#{number}"))
+            source = f"#{number}"
+        return cls(steps, [module for _, _, module in entries], input_spec)
+
+    @property
+    def names(self) -> list[str]:
+        """Caffe layer name of each module, in order ("torch_view" for the inserted flatten)."""
+        return [step.name for step in self._steps]
+
+    def __len__(self) -> int:
+        return len(self.layers)
+
+    def __iter__(self) -> Iterator[nn.Module]:
+        return iter(self.layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, C, H, W) -> the output of the last module."""
+        blobs = {self.input_spec.name: x}
+        out = x
+        for module, step, release in zip(self.layers, self._steps, self._release):
+            out = module(blobs[step.bottom])  # called, not .forward(), so hooks fire
+            blobs[step.top] = out
+            for name in release:
+                del blobs[name]
+        return out
+
+    def _plan_release(self) -> None:
+        """Drop each blob after its last reader, so a batched forward does not hold every activation."""
+        last_read = {step.bottom: i for i, step in enumerate(self._steps)}
+        self._release = [
+            [step.bottom] if last_read[step.bottom] == i and step.bottom != step.top else []
+            for i, step in enumerate(self._steps)
+        ]
+
+    def index_of(self, layer: str | int) -> int:
+        """1-based module index of ``layer``: a Caffe layer name (its first module with that name), or
+        a module number - an int or a numeric string, as the Lua scripts' ``tonumber(layer)`` did."""
+        number = int(layer) if isinstance(layer, str) and re.fullmatch(r"\s*[+-]?\d+\s*", layer) else layer
+        if isinstance(number, int) and not isinstance(number, bool):
+            if 1 <= number <= len(self):
+                return number
+        elif number in self.names:
+            return self.names.index(number) + 1
+        raise GradCamError(
+            f"unknown layer {layer!r}: give a module number 1..{len(self)} or a layer name: "
+            + " ".join(f"{i}={name}" for i, name in enumerate(self.names, 1))
+        )
+
+    def module_at(self, layer: str | int) -> nn.Module:
+        """The module for a layer name or 1-based index."""
+        return self.layers[self.index_of(layer) - 1]
+
+    def resolve_layer(self, layer: str | int) -> tuple[nn.Module, nn.Module]:
+        """(grad_module, value_module) for Grad-CAM at ``layer``: the gradient is taken w.r.t. the
+        output of grad_module, the activation is the output of value_module.
+
+        loadcaffe's ReLUs were in place (``nn.ReLU(true)``), so after a forward the stored output of
+        e.g. conv5_3 already held relu5_3's values: value_module is the last of the ReLU layers that
+        directly consume the layer's output one after another, else the layer's own module.
+        """
+        first = last = self.index_of(layer) - 1
+        while (
+            last + 1 < len(self._steps)
+            and self._steps[last + 1].type == "ReLU"
+            and self._steps[last + 1].bottom == self._steps[last].top
+        ):
+            last += 1
+        return self.layers[first], self.layers[last]
+
+    def remove_last(self) -> nn.Module:
+        """Remove and return the final module (Lua ``cnn:remove()``)."""
+        if not self._steps:
+            raise GradCamError("the net has no module left to remove")
+        module = self.layers[-1]
+        del self.layers[-1]
+        self._steps.pop()
+        self._plan_release()
+        return module
+
+
+def load_caffe(
+    proto_file: str | Path,
+    model_file: str | Path,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> CaffeNet:
+    """Load a Caffe net: structure from ``proto_file`` (text), weights from ``model_file`` (binary).
+
+    Either file may be in the V1 (``layers``, enum types, legacy blob dims) or V2 (``layer``, string
+    types, blob ``shape``) format. Returns a :class:`CaffeNet` in eval mode on ``device`` in ``dtype``.
+    Problems with the files raise :class:`GradCamError` naming the file, layer and what is wrong.
+    """
+    proto_name, model_name = str(proto_file), str(model_file)
+    tree = prototxt.to_msg(prototxt.parse_file(proto_file), schema.NET_PARAMETER, proto_name)
+    structure = schema.interpret_net(tree, proto_name, with_blobs=False)
+    with wire.WireFile(model_file) as source:
+        trained = schema.interpret_net(source.decode(schema.NET_PARAMETER), model_name)
+        # Only layers that have blobs matter; like Caffe's CopyTrainedLayersFrom, a later layer of
+        # the same name wins and layers the prototxt lacks (data, loss, accuracy) are ignored.
+        weights = {spec.name: spec for spec in trained.layers if spec.blobs}
+        loader = _BlobLoader(source, weights, torch.device(device), dtype)
+        net = _build(structure, loader, proto_name)
+    return net.eval()
+
+
+class _BlobLoader:
+    """Reads the blobs of a prototxt layer from the caffemodel into tensors of the requested
+    device/dtype, after checking their number and shapes."""
+
+    def __init__(self, source: wire.WireFile, weights: dict[str, schema.LayerSpec],
+                 device: torch.device, dtype: torch.dtype) -> None:
+        self.source, self.weights, self.device, self.dtype = source, weights, device, dtype
+
+    def load(self, spec: schema.LayerSpec, expected: list[tuple[int | None, ...]]) -> list[torch.Tensor]:
+        if not expected:
+            return []
+        trained = self.weights.get(spec.name)
+        if trained is None:
+            raise GradCamError(f"layer '{spec.name}' ({spec.type}) has no weights in '{self.source.path}'")
+        if len(trained.blobs) != len(expected):
+            raise GradCamError(
+                f"layer '{spec.name}' ({spec.type}): expected {len(expected)} blobs (weight"
+                f"{' and bias' if len(expected) > 1 else ' only'}), '{self.source.path}' has {len(trained.blobs)}"
+            )
+        return [self._read(spec, i, blob, shape) for i, (blob, shape) in enumerate(zip(trained.blobs, expected))]
+
+    def _read(self, spec: schema.LayerSpec, index: int, blob: schema.BlobSpec,
+              expected: tuple[int | None, ...]) -> torch.Tensor:
+        if not blob.matches(expected):
+            raise GradCamError(
+                f"layer '{spec.name}' ({spec.type}) blob {index} ({'weight' if index == 0 else 'bias'}): "
+                f"expected shape {schema.format_shape(expected)}, got {schema.format_shape(blob.shape)} "
+                f"in '{self.source.path}'"
+            )
+        shape = blob.shape[len(blob.shape) - len(expected) :]  # legacy blobs: the trailing dims
+        tensor = torch.empty(math.prod(shape), dtype=getattr(torch, blob.dtype))
+        self.source.read(blob.data, tensor.numpy())
+        tensor = tensor.view(shape)
+        if tensor.dtype != self.dtype or self.device.type != "cpu":
+            tensor = tensor.to(device=self.device, dtype=self.dtype)
+        return tensor
+
+
+def _build(structure: schema.NetSpec, loader: _BlobLoader, proto_name: str) -> CaffeNet:
+    shapes: dict[str, schema.Shape] = {}  # blob name -> shape, as layers produce them
+    alias: dict[str, str] = {}  # Split tops -> the blob they stand for
+    inputs: list[tuple[str, schema.Shape]] = []
+    steps: list[_Step] = []
+    modules: list[nn.Module] = []
+    for spec in structure.layers:
+        bottoms = [alias.get(b, b) for b in spec.bottoms]
+        for b in bottoms:
+            if b not in shapes:
+                raise GradCamError(f"{proto_name}: layer '{spec.name}' reads blob '{b}', which no earlier layer produces")
+        plan = layers.plan_layer(spec, [shapes[b] for b in bottoms])
+        built = plan.build(loader.load(spec, plan.blob_shapes))
+        for top, shape in zip(spec.tops, plan.out_shapes):
+            shapes[top] = shape
+            alias.pop(top, None)
+        if not built:
+            if bottoms:
+                alias.update((top, bottoms[0]) for top in spec.tops if top != bottoms[0])
+            else:
+                inputs.extend(zip(spec.tops, plan.out_shapes))
+            continue
+        source = bottoms[0]
+        for k, (name, module) in enumerate(built):
+            target = spec.tops[0] if k == len(built) - 1 else f"{spec.name}/{name}"
+            steps.append(_Step(name, spec.type if name == spec.name else name, source, target))
+            modules.append(module)
+            source = target
+    if not inputs:
+        raise GradCamError(f"{proto_name}: the net declares no input (input/input_dim, input_shape or an Input layer)")
+    image, image_shape = inputs[0]
+    other_inputs = {name for name, _ in inputs[1:]}
+    for step in steps:
+        if step.bottom in other_inputs:
+            raise GradCamError(f"{proto_name}: layer '{step.name}' reads a second input '{step.bottom}'; "
+                               "only single-input nets are supported")
+    if len(image_shape) != 3:
+        raise GradCamError(f"{proto_name}: input '{image}' must be (N, C, H, W), is declared with "
+                           f"{len(image_shape) + 1} axes")
+    return CaffeNet(steps, modules, InputSpec(image, *image_shape))
