@@ -235,6 +235,8 @@ def _typed(value: Scalar | TextMessage, fdesc, filename: str):
         raise GradCamError(f"{where} expects a {kind} value, found the string {text!r}")
     if kind == "enum":
         if value.kind == "ident":
+            if text not in fdesc.enum and fdesc.name == "type":
+                return text  # an unknown V1 layer type: the layer table reports it with the layer's name
             if text not in fdesc.enum:
                 raise GradCamError(f"{where}: unknown value {text} (known: {', '.join(fdesc.enum)})")
             return fdesc.enum[text]

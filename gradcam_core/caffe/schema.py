@@ -328,8 +328,9 @@ def _v1_layer(m: Msg, source: str, with_blobs: bool) -> LayerSpec:
             f"{source}: V0 layer definitions (layers {{ layer {{ ... }} }}) are not supported; "
             "upgrade the file with Caffe's upgrade_net_proto_text/upgrade_net_proto_binary"
         )
-    number = m.get("type")
-    return _common(m, V1_TYPE_TO_V2.get(number, f"V1 type {number}"), _PARAM_FIELDS_V1, source, with_blobs)
+    number = m.get("type")  # an enum number, or the identifier of a type the enum does not know
+    type_ = number if isinstance(number, str) else V1_TYPE_TO_V2.get(number, f"V1 type {number}")
+    return _common(m, type_, _PARAM_FIELDS_V1, source, with_blobs)
 
 
 def _blob(m: Msg, layer: str, index: int, source: str) -> BlobSpec:
