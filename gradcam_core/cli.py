@@ -12,6 +12,7 @@ from __future__ import annotations
 import inspect
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Any, Callable, NoReturn, Optional, Sequence
 
@@ -33,6 +34,8 @@ def run_cli(main: Callable[..., None], argv: Optional[Sequence[str]] = None) -> 
     debug = "--debug" in args or "-debug" in args
     args = [a for a in args if a not in ("--debug", "-debug")]
     params = list(inspect.signature(main).parameters)
+    if not debug:  # library warnings would break the "one line on stderr" promise of error paths
+        warnings.simplefilter("ignore")
     try:
         fire.Fire(main, command=_normalize_argv(args, params), name=prog)
     except GradCamError as err:
@@ -191,20 +194,22 @@ def input_path(name: str, value: str, default: str, *, hint: str = "") -> Path:
     return path
 
 
-def prepare_out_dir(value: str) -> Path:
-    """Create ``-out_path`` (with parents) and check it is writable, before any work is done.
+def check_out_dir(value: str) -> Path:
+    """Check, before any work, that ``-out_path`` is a folder we can write or create; create nothing.
 
-    The Lua scripts concatenated ``out_path .. name`` (so ``-out_path out`` wrote ``outclassify_...``)
-    and created only the last folder; here ``-out_path`` is always a folder."""
+    The folder (with its parents) is made only when the images are written (``outputs.write_all``),
+    so a command that fails on its inputs leaves no trace. The Lua scripts concatenated
+    ``out_path .. name`` (``-out_path out`` wrote ``outclassify_...``) and created only the last
+    folder; here ``-out_path`` is always a folder."""
     out = Path(value or ".").expanduser()
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise GradCamError(f"-out_path {value}: cannot create the folder ({err.strerror or err})") from None
-    if not out.is_dir():
-        raise GradCamError(f"-out_path {value}: not a folder")
-    if not os.access(out, os.W_OK | os.X_OK):
-        raise GradCamError(f"-out_path {value}: the folder is not writable")
+    existing = out
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise GradCamError(f"-out_path {value}: {existing} is not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        what = "the folder is not writable" if existing == out else f"cannot create it in {existing}"
+        raise GradCamError(f"-out_path {value}: {what}")
     return out
 
 

@@ -97,8 +97,12 @@ def render_triplet(
 
 
 def write_all(out_dir: Path, images: list[Rendered]) -> list[Path]:
-    """Write every image atomically (``imageops.write_atomic``): a reader never sees a partial PNG,
-    and an interrupted run leaves none behind. Returns the written paths."""
+    """Create ``out_dir`` (with parents) and write every image atomically (``imageops.write_atomic``):
+    a reader never sees a partial PNG, and an interrupted run leaves none behind. Returns the paths."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise GradCamError(f"cannot create the output folder {out_dir}: {err.strerror or err}") from None
     written = []
     for im in images:
         path = out_dir / im.filename

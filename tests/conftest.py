@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import subprocess
 import sys
@@ -86,6 +87,17 @@ def assert_rel_close(actual: np.ndarray, expected: np.ndarray, rel: float = 1e-4
     scale = max(float(np.abs(expected).max()), 1e-30)
     err = float(np.abs(actual - expected.astype(np.float64)).max()) / scale
     assert err <= rel, f"{what}: relative error {err:.3g} > {rel}"
+
+
+def assert_refused(result: subprocess.CompletedProcess, out_dir: Path, pattern: str) -> str:
+    """A refused command: exit code 2, ONE line on stderr matching ``pattern`` (a regex), no
+    traceback, and the output folder not even created. Returns that line."""
+    assert result.returncode == 2, (result.returncode, result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert re.search(pattern, lines[0]), lines[0]
+    assert not out_dir.exists(), f"{out_dir} was created by a refused command"
+    return lines[0]
 
 
 @pytest.fixture(scope="session")

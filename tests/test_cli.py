@@ -55,3 +55,16 @@ def test_gpuid_without_cuda_is_a_clear_error(monkeypatch):
     assert str(device_for(-1)) == "cpu"
     with pytest.raises(GradCamError, match="-gpuid 0 asks for a GPU, but CUDA is not available"):
         device_for(0)
+
+
+def test_out_path_is_checked_early_and_created_only_when_writing(tmp_path):
+    from gradcam_core.cli import check_out_dir
+
+    nested = tmp_path / "a" / "b"
+    assert check_out_dir(str(nested)) == nested and not (tmp_path / "a").exists()
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    with pytest.raises(GradCamError, match="is not a folder"):
+        check_out_dir(str(a_file / "sub"))
+    with pytest.raises(GradCamError, match="is not a folder"):
+        check_out_dir(str(a_file))

@@ -1,0 +1,73 @@
+#!/usr/bin/env python3
+"""Grad-CAM for image classification: a drop-in for ``th classification.lua``.
+
+    python classification.py -input_image_path images/cat_dog.jpg -label 243 -gpuid -1
+
+Options, names and defaults as the Lua script (``--label=243`` works too). Labels are 1-based ImageNet
+positions (243 = "boxer"); ``-label -1`` explains the predicted class; ``-label 243,283`` explains
+several classes from one forward pass. Writes ``classify_gcam_hm_<L>.png`` (``classify_gcam_<L>.png``
+with ``-save_as_heatmap 0``), ``classify_gb_<L>.png`` and ``classify_gb_gcam_<L>.png`` into ``-out_path``.
+"""
+from gradcam_core.cli import (
+    MODELS_HINT, as_choice, as_int, as_int_list, as_positive_int, as_str, device_for, input_path,
+    check_out_dir, run_cli,
+)
+
+PROTO = "models/VGG_ILSVRC_16_layers_deploy.prototxt"
+MODEL = "models/VGG_ILSVRC_16_layers.caffemodel"
+IMAGE = "images/cat_dog.jpg"
+
+
+def main(
+    proto_file=PROTO,
+    model_file=MODEL,
+    input_sz=224,
+    backend="nn",
+    layer_name="relu5_3",
+    input_image_path=IMAGE,
+    output_image_name="",
+    label=-1,
+    save_as_heatmap=1,
+    seed=123,
+    gpuid=-1,
+    out_path="output/",
+):
+    """Grad-CAM, Guided Backprop and Guided Grad-CAM for a Caffe image classifier.
+
+    Args:
+        proto_file: Caffe deploy prototxt.
+        model_file: Caffe weights (.caffemodel).
+        input_sz: side of the square network input.
+        backend: accepted for compatibility (nn|cudnn); PyTorch chooses its own kernels.
+        layer_name: layer to explain, by Caffe name or loadcaffe's 1-based module index (30 = relu5_3).
+        input_image_path: the image.
+        output_image_name: name used in the output files instead of the label.
+        label: 1-based class label(s), comma-separated; -1 = the predicted class.
+        save_as_heatmap: 1 = colour heatmap, otherwise the grey Grad-CAM map.
+        seed: random seed.
+        gpuid: -1 = CPU, N = CUDA device N.
+        out_path: output folder (created if missing).
+    """
+    from gradcam_core import classify
+
+    as_choice("backend", backend, ("nn", "cudnn"))
+    opts = classify.ClassificationOptions(
+        proto_file=input_path("proto_file", as_str(proto_file), PROTO, hint=MODELS_HINT),
+        model_file=input_path("model_file", as_str(model_file), MODEL, hint=MODELS_HINT),
+        image=input_path("input_image_path", as_str(input_image_path), IMAGE),
+        labels=as_int_list("label", label),
+        layer_name=as_str(layer_name),
+        input_sz=as_positive_int("input_sz", input_sz),
+        output_image_name=as_str(output_image_name),
+        save_as_heatmap=as_int("save_as_heatmap", save_as_heatmap) == 1,
+        device=device_for(as_int("gpuid", gpuid)),
+        out_dir=check_out_dir(as_str(out_path)),  # created only when the images are written
+    )
+    import torch
+
+    torch.manual_seed(as_int("seed", seed))
+    classify.run(opts)
+
+
+if __name__ == "__main__":
+    run_cli(main)
