@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from gradcam_core.errors import GradCamError
 from gradcam_core.torch7 import T7Function, T7Object, T7Table, load_t7
+from t7_writer import Func, Obj, Storage, Tensor, t7, tensor
 
 DATA = Path(__file__).resolve().parent / "data"
 LSTM = DATA / "VQA_LSTM_CNN" / "lstm.t7"
@@ -25,120 +26,8 @@ CAPTION = DATA / "neuraltalk2" / "mini_caption_model.t7"
 
 
 # ---------------------------------------------------------------------------------------------------
-# A small writer for synthetic files (test-only; mirrors File.lua's writeObject)
+# Synthetic files (written by tests/t7_writer.py)
 # ---------------------------------------------------------------------------------------------------
-
-class Obj:
-    """A generic torch object: class name + fields (written as a table)."""
-
-    def __init__(self, typename: str, fields: dict, version: Optional[str] = "V 1") -> None:
-        self.typename, self.fields, self.version = typename, fields, version
-
-
-class Storage:
-    def __init__(self, typename: str, data: np.ndarray) -> None:
-        self.typename, self.data = typename, data
-
-
-class Tensor:
-    def __init__(self, typename: str, sizes, strides, offset: int, storage: Optional[Storage]) -> None:
-        self.typename, self.sizes, self.strides, self.offset, self.storage = typename, sizes, strides, offset, storage
-
-
-class Func:
-    def __init__(self, tag: int, code: bytes, upvalues: Any) -> None:
-        self.tag, self.code, self.upvalues = tag, code, upvalues
-
-
-class Writer:
-    def __init__(self, long_size: int = 8) -> None:
-        self.out = bytearray()
-        self.long_size = long_size
-        self.index: dict[int, int] = {}
-        self.keep: list[Any] = []  # keeps written objects alive so their ids stay unique
-
-    def i32(self, v: int) -> None:
-        self.out += struct.pack("<i", v)
-
-    def long(self, v: int) -> None:
-        self.out += struct.pack("<q" if self.long_size == 8 else "<i", v)
-
-    def string(self, s) -> None:
-        b = s.encode() if isinstance(s, str) else s
-        self.i32(len(b))
-        self.out += b
-
-    def ref(self, tag: int, obj: Any) -> bool:
-        """Write tag + index; True when the object was written before (only the index is needed)."""
-        self.i32(tag)
-        if id(obj) in self.index:
-            self.i32(self.index[id(obj)])
-            return True
-        self.index[id(obj)] = len(self.index) + 1
-        self.keep.append(obj)
-        self.i32(self.index[id(obj)])
-        return False
-
-    def value(self, v: Any) -> "Writer":
-        if v is None:
-            self.i32(0)
-        elif isinstance(v, bool):
-            self.i32(5)
-            self.i32(int(v))
-        elif isinstance(v, (int, float)):
-            self.i32(1)
-            self.out += struct.pack("<d", v)
-        elif isinstance(v, (str, bytes)):
-            self.i32(2)
-            self.string(v)
-        elif isinstance(v, dict):
-            if not self.ref(3, v):
-                self.i32(len(v))
-                for k, x in v.items():
-                    self.value(k)
-                    self.value(x)
-        elif isinstance(v, Func):
-            if v.tag == 6:
-                self.i32(6)
-            elif self.ref(v.tag, v):
-                return self
-            self.string(v.code)
-            self.value(v.upvalues)
-        elif isinstance(v, (Obj, Storage, Tensor)):
-            if self.ref(4, v):
-                return self
-            if v.__dict__.get("version", "V 1") is not None:
-                self.string(v.__dict__.get("version", "V 1"))
-            self.string(v.typename)
-            if isinstance(v, Obj):
-                self.value(v.fields)
-            elif isinstance(v, Storage):
-                self.long(len(v.data))
-                self.out += v.data.tobytes()
-            else:
-                self.i32(len(v.sizes))
-                for s in list(v.sizes) + list(v.strides) + [v.offset]:
-                    self.long(s)
-                self.value(v.storage)
-        else:
-            raise TypeError(type(v))
-        return self
-
-    def bytes(self) -> bytes:
-        return bytes(self.out)
-
-
-def t7(v: Any, long_size: int = 8) -> bytes:
-    return Writer(long_size).value(v).bytes()
-
-
-def tensor(typename: str, arr: np.ndarray, storage_type: Optional[str] = None) -> Tensor:
-    """A contiguous tensor on its own storage."""
-    arr = np.ascontiguousarray(arr)
-    strides = [s // arr.itemsize for s in arr.strides]
-    st = Storage(storage_type or typename.replace("Tensor", "Storage"), arr.reshape(-1))
-    return Tensor(typename, arr.shape, strides, 1, st)
-
 
 def small_file() -> bytes:
     """A file with one of every kind of value, for the truncation and byte-flip tests."""
