@@ -27,7 +27,7 @@ from torch import nn
 
 from . import imageops, outputs
 from .caffe import CaffeNet
-from .engine import Explanation, explain, torch7_numerics
+from .engine import Explanation, explain
 from .errors import GradCamError
 from .torch7 import T7Object, T7Table, load_t7
 from .torch7.nn_modules import convert_module, sequential_to_net
@@ -446,8 +446,7 @@ def run(opts: CaptioningOptions, log: Callable[[str], None] = print) -> list[Pat
     # BGR and mean-subtracted, as every grad-cam script fed its CNN, although neuraltalk2's expects RGB:
     # kept, so the maps are the original's.
     image = imageops.preprocess(opts.image, opts.input_sz, opts.input_sz)[None]
-    with torch7_numerics():
-        expl, generated = explain_captions(model, image, opts.layer, [opts.caption or None])
+    expl, generated = explain_captions(model, image, opts.layer, [opts.caption or None])
     caption = opts.caption or generated[0]
     if not opts.caption:
         log("No caption provided, using generated caption for Grad-CAM.")

@@ -19,7 +19,7 @@ from torch import nn
 
 from . import imageops, outputs
 from .caffe import CaffeNet, load_caffe
-from .engine import Explanation, explain, torch7_numerics
+from .engine import Explanation, explain
 from .errors import GradCamError
 from .targets import ClassTarget
 
@@ -84,8 +84,7 @@ def run(opts: ClassificationOptions, log: Callable[[str], None] = print) -> list
     log(f"Successfully loaded {opts.model_file}")
     net.index_of(opts.layer_name)  # an unknown layer fails before any work, listing valid names
     image = imageops.preprocess(opts.image, opts.input_sz, opts.input_sz)[None]
-    with torch7_numerics():
-        expl, resolved = explain_labels(net, image, opts.layer_name, opts.labels)
+    expl, resolved = explain_labels(net, image, opts.layer_name, opts.labels)
     if PREDICTED in opts.labels:
         log(f"No label provided, using predicted label \t {resolved[0][opts.labels.index(PREDICTED)]}")
     rendered: list[outputs.Rendered] = []

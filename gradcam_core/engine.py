@@ -68,6 +68,7 @@ def explain(
     targets: Union[TargetSpec, Sequence[TargetSpec]],
     *,
     guided: bool = True,
+    torch7_ties: bool = True,
 ) -> Explanation:
     """Grad-CAM (and, by default, Guided Backprop and Guided Grad-CAM) for K targets on N images.
 
@@ -82,6 +83,14 @@ def explain(
             (:class:`~gradcam_core.targets.ClassTarget`); any callable mapping the model output to (N,)
             scores works.
         guided: also compute guided backprop and guided Grad-CAM.
+        torch7_ties: with ``guided``, run the forward convolutions the way Torch7 did (im2col + GEMM,
+            PyTorch's native CPU path) instead of oneDNN. Positions with equal receptive fields (flat
+            image regions: black borders, saturated sky) then get bit-equal activations, and
+            max-pooling ties break as in the original: guided backprop routes the gradient to the
+            first maximum of each window. oneDNN's position-dependent rounding breaks such ties at
+            random and moves a few guided-image pixels by several grey levels. Costs about 15% of a
+            guided run; backward passes and Grad-CAM alone (whose channel weights do not depend on
+            where in a window the gradient goes) always use the fast kernels.
 
     Returns:
         An :class:`Explanation` with (N, K, ...) maps.
@@ -98,6 +107,8 @@ def explain(
         stack.enter_context(_frozen_parameters(model))
         if guided:
             stack.enter_context(_switchable_relus(model, switch))
+            if torch7_ties:
+                stack.enter_context(_native_conv_forward(model))
         tap = stack.enter_context(_LayerTap(grad_module, value_module, detach_below=not guided))
         stack.enter_context(torch.enable_grad())
 
@@ -125,24 +136,6 @@ def explain(
         guided=gb,
         guided_cam=None if gb is None else gb * cam[:, :, None],
     )
-
-
-@contextlib.contextmanager
-def torch7_numerics() -> Iterator[None]:
-    """Compute CPU convolutions as Torch7 did (im2col + GEMM, PyTorch's native path), not with oneDNN.
-
-    Both are float32, but they round differently in the last bits; guided backprop thresholds every
-    ReLU's gradient at 0, so on a few ill-conditioned pixels such last-bit differences flip a mask and
-    move a pixel of the guided images by several grey levels. With this path our images match the
-    original's to the grey level (e.g. the tabby cat case: 0 levels instead of 5), at about the same
-    speed on CPU. The entry scripts run under it; library users may too.
-    """
-    before = torch.backends.mkldnn.enabled
-    torch.backends.mkldnn.enabled = False
-    try:
-        yield
-    finally:
-        torch.backends.mkldnn.enabled = before
 
 
 def resolve_layer(model: nn.Module, layer: LayerRef) -> tuple[nn.Module, nn.Module]:
@@ -222,13 +215,15 @@ class _SwitchableReLU(torch.autograd.Function):
     """ReLU whose backward is plain (``dy * [y > 0]``) or guided (``dy * [y > 0] * [dy > 0]``).
 
     The mask uses the output: y > 0 exactly where the input x > 0, as GuidedBackpropReLU tested.
+    Both rules are one fused ``threshold_backward`` (the guided one on ``relu(dy)``), as cheap as
+    PyTorch's own ReLU backward.
     """
 
     generate_vmap_rule = True
 
     @staticmethod
     def forward(x: torch.Tensor, switch: _GuideSwitch) -> torch.Tensor:  # type: ignore[override]
-        return x.clamp_min(0)
+        return torch.relu(x)
 
     @staticmethod
     def setup_context(ctx, inputs, output) -> None:  # type: ignore[override]
@@ -238,27 +233,63 @@ class _SwitchableReLU(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dy: torch.Tensor):  # type: ignore[override]
         (y,) = ctx.saved_tensors
-        keep = y > 0
         if ctx.switch.guided:
-            keep = keep & (dy > 0)
-        return dy * keep, None
+            dy = dy.clamp_min(0)
+        return torch.ops.aten.threshold_backward(dy, y, 0), None
 
 
 @contextlib.contextmanager
 def _switchable_relus(model: nn.Module, switch: _GuideSwitch) -> Iterator[None]:
     """Route every ``nn.ReLU`` of ``model`` through :class:`_SwitchableReLU` for the duration.
 
-    The hook re-applies the ReLU to the module's output (values unchanged; for an in-place ReLU the
-    output *is* the rectified input), so the backward goes through our rule. Functional ``F.relu``
-    calls inside a model's ``forward`` are not seen; Caffe and Torch7 models use modules.
+    Nothing is copied and nothing stays changed (undone also on errors). An out-of-place ReLU gets its
+    ``forward`` shadowed by an instance attribute, so no work is done twice. An in-place ReLU keeps
+    running in place, since a module before it may rely on that (its stored output *is* the rectified
+    one, as with loadcaffe's ``nn.ReLU(true)``); a forward hook re-applies the ReLU to its output (values
+    unchanged) so the backward goes through our rule. Functional ``F.relu`` calls inside a model's
+    ``forward`` are not seen; Caffe and Torch7 models use modules.
     """
+    relus = [m for m in model.modules() if type(m) is nn.ReLU and "forward" not in vars(m)]
+    shadowed = [m for m in relus if not m.inplace]
+
+    def switchable(x: torch.Tensor) -> torch.Tensor:
+        return _SwitchableReLU.apply(x, switch)
+
     def hook(_module: nn.Module, _inputs: tuple, output: torch.Tensor) -> torch.Tensor:
         return _SwitchableReLU.apply(output, switch)
 
-    handles = [m.register_forward_hook(hook) for m in model.modules() if type(m) is nn.ReLU]
+    handles = [m.register_forward_hook(hook) for m in relus if m.inplace]
+    try:
+        for m in shadowed:
+            m.forward = switchable
+        yield
+    finally:
+        for m in shadowed:
+            vars(m).pop("forward", None)
+        for h in handles:
+            h.remove()
+
+
+@contextlib.contextmanager
+def _native_conv_forward(model: nn.Module) -> Iterator[None]:
+    """Run the forward of every ``nn.Conv2d`` with oneDNN off (PyTorch's im2col + GEMM path, which
+    computes every output position in the same order, as Torch7's SpatialConvolutionMM did); the
+    backward runs after the hooks have restored the setting, on the fast kernels."""
+    before = torch.backends.mkldnn.enabled
+
+    def native(_module: nn.Module, _inputs: tuple) -> None:
+        torch.backends.mkldnn.enabled = False
+
+    def restore(_module: nn.Module, _inputs: tuple, _output: torch.Tensor) -> None:
+        torch.backends.mkldnn.enabled = before
+
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    handles = [m.register_forward_pre_hook(native) for m in convs]
+    handles += [m.register_forward_hook(restore) for m in convs]
     try:
         yield
     finally:
+        torch.backends.mkldnn.enabled = before
         for h in handles:
             h.remove()
 

@@ -101,7 +101,7 @@ def test_model_is_left_as_it_was_even_after_an_error(images):
         explain(model, images, "4", [failing_target])
     explain(model, images, "4", [1])
     assert [p.requires_grad for p in model.parameters()] == before
-    assert all(not m._forward_hooks and not m._backward_hooks for m in model.modules())
+    assert all(not m._forward_hooks and not m._backward_hooks and "forward" not in vars(m) for m in model.modules())
 
 
 def test_out_of_range_class_is_a_clear_error(images):
@@ -159,3 +159,36 @@ def test_trained_model_looks_at_the_object():
         r0, c0 = where[i].tolist()
         hits += (r0 - 2 <= r < r0 + 10) and (c0 - 2 <= c < c0 + 10)
     assert hits / len(pos) > 0.9, f"Grad-CAM peak on the object in only {hits}/{len(pos)} images"
+
+
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="oneDNN is not in this torch build")
+def test_flat_regions_break_pooling_ties_as_torch7_did(tmp_path):
+    """A flat region (here a grey border) makes max-pooling windows tie exactly in exact arithmetic;
+    Torch7's im2col convolution kept them bit-equal, so the gradient went to each window's first
+    element. With ``torch7_ties`` (the default) the guided image equals one computed entirely on the
+    im2col path; oneDNN's rounding breaks those ties differently and changes the image."""
+    from PIL import Image
+
+    from conftest import DATA
+    from gradcam_core import imageops
+    from gradcam_core.classify import load_classifier
+
+    photo = Image.open(DATA.parent.parent / "images" / "cat_dog.jpg").convert("RGB")
+    framed = Image.new("RGB", (photo.width + 300, photo.height + 300), (128, 128, 128))
+    framed.paste(photo, (0, 0))
+    framed.save(tmp_path / "framed.png")
+    net = load_classifier(DATA / "models/mini_vgg16_v1.prototxt", DATA / "models/mini_vgg16_v1.caffemodel")
+    image = imageops.preprocess(tmp_path / "framed.png", 224, 224)[None]
+
+    def guided(**options):
+        g = explain(net, image, "relu5_3", [4], **options).guided
+        return imageops.to_display(g)
+
+    ours, fast = guided(), guided(torch7_ties=False)
+    torch.backends.mkldnn.enabled = False
+    try:
+        reference = guided()
+    finally:
+        torch.backends.mkldnn.enabled = True
+    assert float((ours - reference).abs().max()) < 1e-5
+    assert float((fast - reference).abs().max()) > 1e-2, "oneDNN no longer breaks the ties differently"
