@@ -322,6 +322,13 @@ def _flatten(spec: LayerSpec, in_shapes: list[Shape]) -> Plan:
     return Plan([out], build=lambda tensors: [(spec.name, nn.Flatten(start, end))])
 
 
+def _dropout(spec: LayerSpec) -> nn.Module:
+    ratio = spec.param("dropout_param").get("dropout_ratio")
+    if not 0 <= ratio <= 1:  # NaN included; Caffe refuses these too (dropout_layer.cpp)
+        raise _fail(spec, f"dropout_ratio must be between 0 and 1, is {ratio}")
+    return nn.Dropout(ratio)
+
+
 def _relu(spec: LayerSpec) -> nn.Module:
     slope = spec.param("relu_param").get("negative_slope")
     # A plain nn.ReLU (never in-place) is what the Grad-CAM engine hooks for guided backprop.
@@ -347,7 +354,7 @@ LAYERS: dict[str, Callable[[LayerSpec, list[Shape]], Plan]] = {
     "Sigmoid": _same(lambda spec: nn.Sigmoid()),
     "TanH": _same(lambda spec: nn.Tanh()),
     # Dropout is the identity in eval mode (PyTorch scales at training time, as Torch's default did).
-    "Dropout": _same(lambda spec: nn.Dropout(spec.param("dropout_param").get("dropout_ratio"))),
+    "Dropout": _same(_dropout),
     # Kept for V2 nets too (loadcaffe's V2 converter stopped at Softmax and dropped it and all later
     # layers, so `cnn:remove()` then removed fc8 instead of the Softmax).
     "Softmax": _same(lambda spec: nn.Softmax(dim=spec.param("softmax_param").get("axis"))),

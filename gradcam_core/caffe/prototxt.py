@@ -8,7 +8,8 @@ concatenate), enum identifiers, numbers (decimal, hex, octal, floats with expone
 :func:`parse` gives a schema-free tree (:class:`TextMessage`); :func:`to_msg` types it against a
 message descriptor of :mod:`.schema`, the same :class:`~.schema.Msg` tree the wire decoder produces.
 Fields the descriptor does not know are ignored (the descriptors cover only what the loader reads).
-Every error is a :class:`GradCamError` "<file>:<line>: <what>".
+Every error is a :class:`GradCamError` "<file>:<line>: <what>". Hostile text is bounded: messages nest at most
+:data:`~.wire.MAX_DEPTH` deep, files over :data:`MAX_BYTES` are refused, and lexing is linear in the text.
 """
 from __future__ import annotations
 
@@ -18,7 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import GradCamError
+from ..fileio import open_regular
 from .schema import MESSAGES, MessageType, Msg
+from .wire import MAX_DEPTH
 
 
 @dataclass(frozen=True)
@@ -42,26 +45,35 @@ class TextMessage:
 _TOKEN = re.compile(
     r"""
     (?P<space>[ \t\r\f\v]+) | (?P<newline>\n) | (?P<comment>\#[^\n]*)
-  | (?P<number>(?:0[xX][0-9a-fA-F]+|(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?[fF]?)(?![A-Za-z0-9_]))
+  | (?P<number>(?:0[xX][0-9a-fA-F]+|(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?[fF]?)(?![A-Za-z0-9_]))
   | (?P<ident>[A-Za-z_][A-Za-z0-9_]*)
   | (?P<string>"(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*')
   | (?P<symbol>[{}<>\[\]:;,\-])
     """,
     re.VERBOSE,
 )
+#: Largest prototxt read. Parsing takes up to ~120 bytes of memory per byte of text, so this bounds it
+#: (~1 GB); the deploy prototxts of the largest published nets are well under 1 MiB.
+MAX_BYTES = 8 << 20
 _SIMPLE_ESCAPES = {"n": 10, "t": 9, "r": 13, "a": 7, "b": 8, "f": 12, "v": 11, "\\": 92, "'": 39, '"': 34, "?": 63}
-_ESCAPE = re.compile(r"\\(x[0-9a-fA-F]{1,2}|[0-7]{1,3}|u[0-9a-fA-F]{4}|U[0-9a-fA-F]{8}|.)", re.DOTALL)
+_ESCAPE = re.compile(
+    r"\\(?:[xX](?P<hex>[0-9a-fA-F]{1,2})|(?P<oct>[0-7]{1,3})|u(?P<u4>[0-9a-fA-F]{4})|U(?P<u8>[0-9a-fA-F]{8})|(?P<other>.))",
+    re.DOTALL,
+)
 
 
 def parse_file(path: str | Path) -> TextMessage:
-    """Read and parse a prototxt; unreadable files raise :class:`GradCamError` naming the file."""
+    """Read and parse a prototxt; unreadable files (and files over :data:`MAX_BYTES`) raise
+    :class:`GradCamError` naming the file."""
     try:
-        text = Path(path).read_bytes().decode("utf-8", errors="replace")
-    except IsADirectoryError:
-        raise GradCamError(f"cannot read prototxt '{path}': it is a directory") from None
+        with open_regular(path) as f:  # a directory, pipe or device is refused, never read
+            data = f.read(MAX_BYTES + 1)
     except OSError as err:
         raise GradCamError(f"cannot read prototxt '{path}': {err.strerror or err}") from None
-    return parse(text, str(path))
+    if len(data) > MAX_BYTES:
+        raise GradCamError(f"cannot read prototxt '{path}': it is larger than {MAX_BYTES >> 20} MiB, "
+                           "far beyond any net definition")
+    return parse(data.decode("utf-8", errors="replace"), str(path))
 
 
 def parse(text: str, filename: str = "<prototxt>") -> TextMessage:
@@ -74,6 +86,7 @@ class _Parser:
         self.filename = filename
         self.tokens = list(self._lex(text))
         self.pos = 0
+        self.depth = 0  # messages open around the current position
 
     def _lex(self, text: str):
         line, i = 1, 0
@@ -96,20 +109,24 @@ class _Parser:
         pos = 0
         for m in _ESCAPE.finditer(body):
             out += body[pos : m.start()].encode()
-            esc = m.group(1)
-            if esc[0] in "xX":
-                out.append(int(esc[1:], 16))
-            elif esc[0] in "01234567":
-                out.append(int(esc, 8) & 0xFF)
-            elif esc[0] in "uU":
-                out += chr(int(esc[1:], 16)).encode("utf-8", errors="replace")
-            elif esc in _SIMPLE_ESCAPES:
-                out.append(_SIMPLE_ESCAPES[esc])
-            else:
-                raise self._error(line, f"invalid escape sequence '\\{esc}' in string")
+            out += self._escaped(m, line)
             pos = m.end()
         out += body[pos:].encode()
         return out.decode("utf-8", errors="replace")
+
+    def _escaped(self, m: re.Match[str], line: int) -> bytes:
+        """The bytes of one escape sequence; a malformed one (``\\x`` without digits, ``\\q``, a code
+        point past U+10FFFF) is an error naming it."""
+        if m["hex"] is not None:
+            return bytes([int(m["hex"], 16)])
+        if m["oct"] is not None:
+            return bytes([int(m["oct"], 8) & 0xFF])
+        code = m["u4"] or m["u8"]
+        if code is not None and int(code, 16) <= 0x10FFFF:
+            return chr(int(code, 16)).encode("utf-8", errors="replace")
+        if m["other"] in _SIMPLE_ESCAPES:
+            return bytes([_SIMPLE_ESCAPES[m["other"]]])
+        raise self._error(line, f"invalid escape sequence {m.group()!r} in string")
 
     def _error(self, line: int, what: str) -> GradCamError:
         return GradCamError(f"{self.filename}:{line}: {what}")
@@ -174,7 +191,12 @@ class _Parser:
 
     def _message(self) -> TextMessage:
         _, opener, line = self._next()
-        return self._fields(TextMessage(line), closer="}" if opener == "{" else ">")
+        if self.depth >= MAX_DEPTH:  # the parser (and to_msg after it) recurses once per level
+            raise self._error(line, f"messages nested more than {MAX_DEPTH} deep")
+        self.depth += 1
+        message = self._fields(TextMessage(line), closer="}" if opener == "{" else ">")
+        self.depth -= 1
+        return message
 
     def _scalar(self) -> Scalar:
         kind, text, line = self._next()
@@ -260,12 +282,15 @@ def _int(text: str, kind: str, where: str) -> int:
         number = int(digits, 16)
     elif len(digits) > 1 and digits[0] == "0":
         number = int(digits, 8)
-    else:
+    elif len(digits) <= 20:  # longer is past any 64-bit value (and past Python's limit on int(str))
         number = int(digits)
+    else:
+        number = 1 << 64
     number *= sign
     lo, hi = _INT_RANGES[kind]
     if not lo <= number <= hi:
-        raise GradCamError(f"{where}: {text} is out of range for {kind}")
+        shown = text if len(text) <= 40 else f"{text[:20]}...({len(text)} characters)"
+        raise GradCamError(f"{where}: {shown} is out of range for {kind}")
     return number
 
 

@@ -14,13 +14,13 @@ deeper than :data:`MAX_DEPTH` - raises :class:`GradCamError` with the byte offse
 from __future__ import annotations
 
 import os
-import stat
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import GradCamError
+from ..fileio import open_regular
 from .schema import Field, MessageType, Msg, MESSAGES
 
 #: Deepest nesting of messages/groups accepted (protobuf's own default recursion limit).
@@ -49,16 +49,9 @@ class WireFile:
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
         try:
-            self._file = open(path, "rb", buffering=0)
-        except IsADirectoryError:
-            raise GradCamError(f"cannot read caffemodel '{path}': it is a directory") from None
+            self._file = open_regular(path)  # a directory, pipe or device is refused, never read
         except OSError as err:
             raise GradCamError(f"cannot read caffemodel '{path}': {err.strerror or err}") from None
-        mode = os.fstat(self._file.fileno()).st_mode
-        if not stat.S_ISREG(mode):
-            self._file.close()
-            what = "a directory" if stat.S_ISDIR(mode) else "not a regular file"
-            raise GradCamError(f"cannot read caffemodel '{path}': it is {what}")
         self.size = os.fstat(self._file.fileno()).st_size
         self._win = b""
         self._win_start = 0
@@ -97,8 +90,11 @@ class WireFile:
     def _read_at(self, pos: int, n: int) -> bytes:
         """Up to n bytes at pos (fewer only at the end of the file)."""
         n = min(n, self.size - pos)
-        self._file.seek(pos)
-        data = self._file.read(n)
+        try:
+            self._file.seek(pos)
+            data = self._file.read(n)
+        except OSError as err:  # a failing disk or network file system
+            raise self._fail(pos, f"read error: {err.strerror or err}", "data") from None
         if len(data) < n:
             raise self._fail(pos + len(data), "the file is shorter than when it was opened", "data")
         return data
@@ -252,13 +248,18 @@ class WireFile:
 
     def _readinto(self, dest: np.ndarray, offset: int) -> None:
         view = memoryview(dest)
-        self._file.seek(offset)
         done = 0
-        while done < len(view):
-            n = self._file.readinto(view[done:])
-            if not n:
-                raise self._fail(offset + done, "the file is shorter than when it was opened", "blob data")
-            done += n
+        try:
+            self._file.seek(offset)
+            while done < len(view):
+                n = self._file.readinto(view[done:])
+                if not n:
+                    break
+                done += n
+        except OSError as err:
+            raise self._fail(offset + done, f"read error: {err.strerror or err}", "blob data") from None
+        if done < len(view):
+            raise self._fail(offset + done, "the file is shorter than when it was opened", "blob data")
 
     def _read_strided(self, seg: Segment, dest: np.ndarray) -> None:
         itemsize = dest.itemsize

@@ -15,6 +15,7 @@ a leading batch axis N, which the shape-changing modules (View, Reshape, SoftMax
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Callable, Optional
 
 import numpy as np
@@ -95,10 +96,30 @@ class Scale(nn.Module):
 
 
 def _int(obj: T7Object, name: str, default: Optional[int] = None) -> int:
+    """A size, stride, ... field: a whole number in the range of the C ``int`` Torch kept it in."""
     value = obj.get(name, default)
     if isinstance(value, bool) or not isinstance(value, int):
         raise _BadModule(f"field '{name}' should be a whole number, is {_show(value)}")
+    if not -(2**31) <= value < 2**31:
+        raise _BadModule(f"field '{name}' is out of range, is {value:.3g}")
     return value
+
+
+def _flag(obj: T7Object, name: str, default: bool) -> bool:
+    """A boolean field, with Lua's truth: anything but nil and false is true (a tensor too)."""
+    value = obj.get(name, default)
+    return value is not None and value is not False
+
+
+def _sizes(obj: T7Object) -> tuple[int, ...]:
+    """The ``size`` field of View/Reshape: a non-empty list of whole numbers (-1 = inferred)."""
+    size = obj.get("size")
+    if not isinstance(size, np.ndarray) or size.ndim != 1 or not size.size:
+        raise _BadModule(f"field 'size' should be a list of sizes, is {_show(size)}")
+    values = size.tolist()
+    if not all(float(v).is_integer() and abs(v) < 2**63 for v in values):  # NaN, inf: not integers
+        raise _BadModule(f"field 'size' should hold whole numbers, is {values[:8]}")
+    return tuple(int(v) for v in values)
 
 
 def _number(obj: T7Object, name: str, default: Optional[float] = None) -> float:
@@ -130,7 +151,7 @@ def _show(value: Any) -> str:
 
 def _param(array: np.ndarray, shape: tuple[int, ...], what: str, dtype: torch.dtype) -> nn.Parameter:
     """``array`` as a parameter of ``shape`` in ``dtype`` (any stored layout with that many elements)."""
-    if array.size != int(np.prod(shape)):
+    if array.size != math.prod(shape):
         raise _BadModule(f"{what} has shape {array.shape}, expected {shape}")
     if not np.issubdtype(array.dtype, np.floating):
         raise _BadModule(f"{what} holds {array.dtype} values, expected floating point")
@@ -166,9 +187,11 @@ def _convolution(obj: T7Object, dtype: torch.dtype) -> nn.Module:
         raise _BadModule(
             f"bad geometry: {n_in} -> {n_out} planes, groups {groups}, kernel {kernel}, stride {stride}"
         )
+    # The weight is checked first: the file's array bounds the geometry before torch sizes anything.
+    weight = _param(_array(obj, "weight"), (n_out, n_in // groups, *kernel), "weight", dtype)
     bias = _array(obj, "bias", required=False)
     conv = nn.Conv2d(n_in, n_out, kernel, stride, pad, groups=groups, bias=bias is not None, device="meta")
-    conv.weight = _param(_array(obj, "weight"), (n_out, n_in // groups, *kernel), "weight", dtype)
+    conv.weight = weight
     if bias is not None:
         conv.bias = _param(bias, (n_out,), "bias", dtype)
     return conv
@@ -181,7 +204,7 @@ def _pool_geometry(obj: T7Object) -> dict[str, Any]:
         kernel_size=(_int(obj, "kH"), _int(obj, "kW")),
         stride=(_int(obj, "dH", 1), _int(obj, "dW", 1)),
         padding=(_int(obj, "padH", 0), _int(obj, "padW", 0)),
-        ceil_mode=bool(obj.get("ceil_mode", False)),
+        ceil_mode=_flag(obj, "ceil_mode", False),
     )
 
 
@@ -190,7 +213,7 @@ def _max_pooling(obj: T7Object, dtype: torch.dtype) -> nn.Module:
 
 
 def _average_pooling(obj: T7Object, dtype: torch.dtype) -> nn.Module:
-    return nn.AvgPool2d(**_pool_geometry(obj), count_include_pad=bool(obj.get("count_include_pad", True)))
+    return nn.AvgPool2d(**_pool_geometry(obj), count_include_pad=_flag(obj, "count_include_pad", True))
 
 
 def _relu(obj: T7Object, dtype: torch.dtype) -> nn.Module:
@@ -203,24 +226,20 @@ def _relu(obj: T7Object, dtype: torch.dtype) -> nn.Module:
 
 def _dropout(obj: T7Object, dtype: torch.dtype) -> nn.Module:
     p = _number(obj, "p", 0.5)
+    if not 0 <= p <= 1:  # NaN included
+        raise _BadModule(f"dropout probability p must be between 0 and 1, is {p}")
     # "v2" dropout (Torch's default since 2015) scales while training: identity at evaluation.
-    return nn.Dropout(p) if obj.get("v2") else Scale(1 - p)
+    return nn.Dropout(p) if _flag(obj, "v2", False) else Scale(1 - p)
 
 
 def _view(obj: T7Object, dtype: torch.dtype) -> nn.Module:
-    size = obj.get("size")
-    if not isinstance(size, np.ndarray) or size.ndim != 1 or not size.size:
-        raise _BadModule(f"field 'size' should be a list of sizes, is {_show(size)}")
     dims = obj.get("numInputDims")
-    return View(tuple(int(s) for s in size), None if dims is None else _int(obj, "numInputDims"))
+    return View(_sizes(obj), None if dims is None else _int(obj, "numInputDims"))
 
 
 def _reshape(obj: T7Object, dtype: torch.dtype) -> nn.Module:
     # nn.Reshape treats a leading dimension beyond `size` as the batch: our batch axis.
-    size = obj.get("size")
-    if not isinstance(size, np.ndarray) or size.ndim != 1 or not size.size:
-        raise _BadModule(f"field 'size' should be a list of sizes, is {_show(size)}")
-    return View(tuple(int(s) for s in size), None)
+    return View(_sizes(obj), None)
 
 
 def _normalize(obj: T7Object, dtype: torch.dtype) -> nn.Module:
@@ -297,7 +316,7 @@ def convert_module(obj: Any, where: str, dtype: torch.dtype = torch.float32) -> 
 
 def is_inplace_relu(obj: T7Object) -> bool:
     """Whether ``obj`` is a ReLU that overwrote its input (``nn.ReLU(true)``, loadcaffe's kind)."""
-    return obj.typename in ("nn.ReLU", "cudnn.ReLU") and bool(obj.get("inplace"))
+    return obj.typename in ("nn.ReLU", "cudnn.ReLU") and _flag(obj, "inplace", False)
 
 
 def sequential_entries(

@@ -56,7 +56,8 @@ other class is followed by a table holding its fields. A C ``long`` is 8 bytes i
 
 Safety
 ------
-The reader is meant for untrusted files. Anything wrong raises :class:`GradCamError` with one line
+The reader is meant for untrusted files. A path that is not a regular file (a folder, pipe or device) is
+refused before anything is read. Anything wrong raises :class:`GradCamError` with one line
 naming the file, the problem and the byte offset. In particular: every length or count is checked
 against the bytes that remain *before* anything is allocated; nesting is tracked on an explicit stack
 (no Python recursion) and bounded by ``max_depth``; unknown tags, malformed class names or version
@@ -78,6 +79,7 @@ from typing import Any, Iterator, NoReturn, Optional, Union
 import numpy as np
 
 from ..errors import GradCamError
+from ..fileio import open_regular
 
 __all__ = ["load_t7", "T7Table", "T7Object", "T7Function", "DEFAULT_MAX_DEPTH"]
 
@@ -603,10 +605,10 @@ def load_t7(
     if not isinstance(label, str):
         label = os.fsdecode(label)
     try:
-        with open(source, "rb") as f:
+        with open_regular(source) as f:  # a directory, pipe or device is refused, never read
             try:
                 mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-            except (ValueError, OSError):  # empty file, pipe, or a file system without mmap
+            except (ValueError, OSError):  # an empty file, or a file system without mmap
                 mapped = None
                 data = f.read()
     except OSError as e:
