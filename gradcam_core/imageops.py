@@ -17,6 +17,7 @@ tensor type: float32 for classification and captioning, float64 for VQA).
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import io
 import os
@@ -28,6 +29,7 @@ import torch
 from PIL import Image
 
 from .errors import GradCamError
+from .fileio import open_regular
 
 __all__ = [
     "MAX_PIXELS",
@@ -80,7 +82,7 @@ def load_image(path: str | os.PathLike[str], dtype: torch.dtype = torch.float32)
 def _sniff_format(path: str | os.PathLike[str]) -> str:
     """'JPEG' or 'PNG' from the file's first bytes (never from its extension)."""
     try:
-        with open(path, "rb") as f:
+        with open_regular(path) as f:  # a pipe or device is refused, never read
             head = f.read(4)
     except OSError as err:
         raise GradCamError(f"cannot read image {os.fspath(path)!r}: {err.strerror or err}") from err
@@ -351,17 +353,40 @@ def save_png(path: str | os.PathLike[str], t: torch.Tensor) -> None:
 
 
 def write_atomic(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and ``os.replace``:
-    readers never see a partial file and an interrupted write leaves nothing behind. Raises OSError."""
+    """Write ``data`` to ``path`` so that readers never see a partial file and an interrupted write
+    leaves nothing behind: the data goes to a temporary file in the same folder, renamed over ``path``
+    (``os.replace``) once complete. On Linux the temporary file is unnamed while it is written
+    (``O_TMPFILE``), so even SIGKILL or the OOM killer leave nothing; elsewhere it is a hidden
+    ``.gradcam-*.tmp``, removed when the write fails or is interrupted. Raises OSError."""
     folder = os.path.dirname(os.path.abspath(path))
     tmp = os.path.join(folder, f".gradcam-{secrets.token_hex(6)}.tmp")  # short: name may be at NAME_MAX
     try:
+        unnamed = _unnamed_file(folder)
         # os.open with 0o666 gives the usual umask-based permissions (mkstemp would give 0600).
-        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "wb") as f:
+        fd = unnamed if unnamed is not None else os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+            if unnamed is not None:  # complete: now it gets a (temporary) name
+                # A src_dir_fd (ignored: the path is absolute) makes Python call linkat() with
+                # AT_SYMLINK_FOLLOW, which links the file behind the /proc link, not the link itself.
+                os.link(f"/proc/self/fd/{f.fileno()}", tmp, src_dir_fd=f.fileno(), follow_symlinks=True)
         os.replace(tmp, path)
     finally:
         with contextlib.suppress(OSError):
             os.remove(tmp)  # only still there if something failed or was interrupted
+
+
+def _unnamed_file(folder: str) -> int | None:
+    """A new unnamed file in ``folder`` open for writing (Linux ``O_TMPFILE``, linked into the folder
+    through /proc/self/fd), or None where the system or the file system has none."""
+    flag = getattr(os, "O_TMPFILE", 0)
+    if not flag or not os.path.isdir("/proc/self/fd"):
+        return None
+    try:
+        return os.open(folder, flag | os.O_WRONLY, 0o666)
+    except OSError as err:
+        if err.errno in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):  # no O_TMPFILE there
+            return None
+        raise

@@ -11,11 +11,18 @@ Each image is min-max normalised on its own (``toDisplayTensor``) and written wi
 (see ``imageops``).
 
 Names: ``<name>`` is the label, answer or caption as given. It can never write outside the output
-folder: path separators (``/``, ``\\``), NUL and other control characters become ``_``; every name
-carries the fixed prefix, so ``.`` and ``..`` are never whole path components; a name that would make
-the file name longer than 255 bytes (the usual file-system limit) is cut on a character boundary and
-ends with ``~`` plus the first 8 hex digits of the SHA-256 of the full name, so different long names
-stay different.
+folder, and never fails to be written:
+
+* path separators (``/``, ``\\``), NUL and the other control characters (C0, DEL, C1), and the Unicode
+  line and paragraph separators become ``_`` (so a name is always one line);
+* bytes of the command line that were not UTF-8 (which Python holds as surrogate escapes) are written
+  back as those same bytes; any other lone surrogate (only a library caller can pass one) becomes ``_``;
+* every name carries the fixed prefix, so ``.`` and ``..`` are never whole path components;
+* a name that would make the file name longer than 255 bytes (the usual file-system limit) is cut on a
+  character boundary and ends with ``~`` plus the first 8 hex digits of the SHA-256 of the full name,
+  so different long names stay different.
+
+For example, the caption ``../../etc/passwd`` gives ``caption_gb_.._.._etc_passwd.png``.
 """
 from __future__ import annotations
 
@@ -31,7 +38,9 @@ from . import imageops
 from .errors import GradCamError
 
 NAME_MAX = 255  # bytes in one file name on Linux/macOS file systems
-_UNSAFE = re.compile(r"[/\\\x00-\x1f\x7f]")
+# Separators, control characters, line/paragraph separators, and the surrogates that are NOT the
+# U+DC80..U+DCFF escapes of undecodable command-line bytes (those cannot be written at all).
+_UNSAFE = re.compile("[/\\\\\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udc7f\udd00-\udfff]")
 
 
 @dataclass(frozen=True)
@@ -45,13 +54,26 @@ class Rendered:
 def safe_filename(prefix: str, name: str, suffix: str = ".png") -> str:
     """``prefix + name + suffix`` made safe as ONE file name inside the output folder (see module doc)."""
     clean = _UNSAFE.sub("_", name)
-    fixed = len(prefix.encode()) + len(suffix.encode())
-    if fixed + len(clean.encode()) <= NAME_MAX:
+    fixed = _fs_len(prefix) + _fs_len(suffix)
+    if fixed + _fs_len(clean) <= NAME_MAX:
         return prefix + clean + suffix
     tag = "~" + hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:8]
-    budget = NAME_MAX - fixed - len(tag)
-    cut = clean.encode()[:budget].decode("utf-8", "ignore")
-    return prefix + cut + tag + suffix
+    return prefix + _cut(clean, NAME_MAX - fixed - len(tag)) + tag + suffix
+
+
+def _fs_len(text: str) -> int:
+    """Bytes of ``text`` in a file name (``os.fsencode``: UTF-8, surrogate escapes as their bytes)."""
+    return len(text.encode("utf-8", "surrogateescape"))
+
+
+def _cut(text: str, budget: int) -> str:
+    """The longest prefix of ``text`` (whole characters) of at most ``budget`` file-name bytes."""
+    used = 0
+    for i, char in enumerate(text):
+        used += _fs_len(char)
+        if used > budget:
+            return text[:i]
+    return text
 
 
 def render_triplet(
