@@ -3,14 +3,12 @@
 
     python captioning.py -input_image_path images/cat_dog.jpg -caption "a dog and a cat posing for a picture"
 
-Options, names and defaults as the Lua script (``--caption=...`` works too). Prints the generated
-caption and the explained one (``-caption ''`` explains the generated caption). ``-layer`` is a module
-number of the checkpoint's CNN (30 = relu5_3) or a layer name. Writes ``caption_gcam_hm_<caption>.png``
-(``caption_gcam_<caption>.png`` with ``-save_as_heatmap 0``), ``caption_gb_<caption>.png`` and
-``caption_gb_gcam_<caption>.png`` into ``-out_path``.
+Run with ``--help`` for the options, several targets in one run, folder and glob mode, and the
+output names.
 """
 from gradcam_core.cli import (
-    as_choice, as_int, as_positive_int, as_str, device_for, input_path, check_out_dir, run_cli,
+    as_choice, as_int, as_positive_int, as_str, as_str_list, check_out_dir, device_for, input_images, input_path,
+    run_cli,
 )
 
 MODEL = "neuraltalk2/model_id1-501-1448236541.t7"
@@ -30,33 +28,58 @@ def main(
     seed=123,
     gpuid=-1,
     out_path="output/",
+    batch_size=8,
 ):
     """Grad-CAM, Guided Backprop and Guided Grad-CAM for a neuraltalk2 image captioning model.
+
+    python captioning.py -input_image_path photos/ -caption 'a dog|a cat on a sofa, sleeping'
+
+    Options, names and defaults as the Lua script (``--caption=...`` works too), plus ``-batch_size``.
+    Prints the generated caption and the explained one (``-caption ''`` explains the generated caption).
+    Several captions from one forward pass: separate them with ``|`` (``-caption 'a dog|a cat'``; spaces
+    around each are dropped) or give a list literal (``-caption '["a dog", "A zebra, and a dog!"]'``,
+    each item as written, '' = the generated caption). Commas never separate captions, since captions
+    contain them; ``|`` is safe because neuraltalk2 captions are words of letters and digits, so ``|``
+    was never part of a word. ``-layer`` is a module number of the checkpoint's CNN (30 = relu5_3) or a
+    layer name. Writes ``caption_gcam_hm_<caption>.png`` (``caption_gcam_<caption>.png`` with
+    ``-save_as_heatmap 0``), ``caption_gb_<caption>.png`` and ``caption_gb_gcam_<caption>.png`` for each
+    caption into ``-out_path``.
+
+    Many images: ``-input_image_path`` may be a folder (every .jpg/.jpeg/.png under it, recursively, any
+    case; hidden names and symlinked folders skipped) or a glob (``'photos/*.jpg'``, ``**`` = any depth),
+    explained ``-batch_size`` at a time, with a progress bar on stderr when it is a terminal. Each image's
+    files go into ``<out_path>/<its path relative to the folder or the glob's fixed prefix>/``, named as
+    above (``output/cats/tabby.jpg/caption_gb_a dog.png``); its caption lines are prefixed with its path.
+    A bad image is reported on stderr (``skipping <path>: <reason>``) and skipped; exit code 0 if every
+    image was explained, 2 if any was skipped (the last stderr line counts them). Under ``torchrun`` each
+    rank takes every W-th image of the sorted list (one GPU per rank, cuda:LOCAL_RANK, with -gpuid >= 0).
 
     Args:
         input_sz: side of the square network input.
         backend: accepted for compatibility (nn|cudnn); the CNN comes from the checkpoint.
         layer: layer to explain: the CNN's 1-based module number (30 = relu5_3) or its name.
-        input_image_path: the image.
-        caption: the caption to explain; '' = the generated caption.
+        input_image_path: the image, or a folder or glob of images (see above).
+        caption: the caption(s) to explain, separated by '|' or as a list literal; '' = the generated caption.
         save_as_heatmap: 1 = colour heatmap, otherwise the grey Grad-CAM map.
         model_path: neuraltalk2 checkpoint (.t7).
         seed: random seed.
         gpuid: -1 = CPU, N = CUDA device N.
-        out_path: output folder (created if missing).
+        out_path: output folder (created if missing); per-image subfolders for a folder or glob.
+        batch_size: images explained together (one forward) in folder or glob mode.
     """
     from gradcam_core import captioner
 
     as_choice("backend", backend, ("nn", "cudnn"))
+    out_dir = check_out_dir(as_str(out_path))  # created only when the images are written
     opts = captioner.CaptioningOptions(
         model_path=input_path("model_path", as_str(model_path), MODEL, hint=MODEL_HINT),
-        image=input_path("input_image_path", as_str(input_image_path), IMAGE),
-        caption=as_str(caption),
+        inputs=input_images("input_image_path", as_str(input_image_path), IMAGE, out_dir),
+        captions=as_str_list("caption", caption, "|"),
         layer=as_str(layer),
         input_sz=as_positive_int("input_sz", input_sz),
         save_as_heatmap=as_int("save_as_heatmap", save_as_heatmap) == 1,
         device=device_for(as_int("gpuid", gpuid)),
-        out_dir=check_out_dir(as_str(out_path)),  # created only when the images are written
+        batch_size=as_positive_int("batch_size", batch_size),
     )
     import torch
 

@@ -2,15 +2,15 @@
 """Grad-CAM for image classification: a drop-in for ``th classification.lua``.
 
     python classification.py -input_image_path images/cat_dog.jpg -label 243 -gpuid -1
+    python classification.py -input_image_path photos/ -label 243,283 -batch_size 8
+    torchrun --nproc_per_node 2 classification.py -input_image_path 'photos/**/*.jpg'
 
-Options, names and defaults as the Lua script (``--label=243`` works too). Labels are 1-based ImageNet
-positions (243 = "boxer"); ``-label -1`` explains the predicted class; ``-label 243,283`` explains
-several classes from one forward pass. Writes ``classify_gcam_hm_<L>.png`` (``classify_gcam_<L>.png``
-with ``-save_as_heatmap 0``), ``classify_gb_<L>.png`` and ``classify_gb_gcam_<L>.png`` into ``-out_path``.
+Run with ``--help`` for the options, several targets in one run, folder and glob mode, and the
+output names.
 """
 from gradcam_core.cli import (
-    MODELS_HINT, as_choice, as_int, as_int_list, as_positive_int, as_str, device_for, input_path,
-    check_out_dir, run_cli,
+    MODELS_HINT, as_choice, as_int, as_int_list, as_positive_int, as_str, check_out_dir, device_for,
+    input_images, input_path, run_cli,
 )
 
 PROTO = "models/VGG_ILSVRC_16_layers_deploy.prototxt"
@@ -31,8 +31,24 @@ def main(
     seed=123,
     gpuid=-1,
     out_path="output/",
+    batch_size=8,
 ):
     """Grad-CAM, Guided Backprop and Guided Grad-CAM for a Caffe image classifier.
+
+    Options, names and defaults as the Lua script (``--label=243`` works too), plus ``-batch_size``.
+    Labels are 1-based ImageNet positions (243 = "boxer"); ``-label -1`` explains the predicted class;
+    ``-label 243,283`` (or ``--label='[243, 283]'``) explains several classes from one forward pass.
+    Writes ``classify_gcam_hm_<L>.png`` (``classify_gcam_<L>.png`` with ``-save_as_heatmap 0``),
+    ``classify_gb_<L>.png`` and ``classify_gb_gcam_<L>.png`` for each label ``<L>`` into ``-out_path``.
+
+    Many images: ``-input_image_path`` may be a folder (every .jpg/.jpeg/.png under it, recursively, any
+    case; hidden names and symlinked folders skipped) or a glob (``'photos/*.jpg'``, ``**`` = any depth),
+    explained ``-batch_size`` at a time, with a progress bar on stderr when it is a terminal. Each image's
+    files go into ``<out_path>/<its path relative to the folder or the glob's fixed prefix>/``, named as
+    above (``output/cats/tabby.jpg/classify_gb_5.png``); its stdout line is prefixed with its path. A bad
+    image is reported on stderr (``skipping <path>: <reason>``) and skipped; exit code 0 if every image
+    was explained, 2 if any was skipped (the last stderr line counts them). Under ``torchrun`` each rank
+    takes every W-th image of the sorted list (one GPU per rank, cuda:LOCAL_RANK, with -gpuid >= 0).
 
     Args:
         proto_file: Caffe deploy prototxt.
@@ -40,28 +56,30 @@ def main(
         input_sz: side of the square network input.
         backend: accepted for compatibility (nn|cudnn); PyTorch chooses its own kernels.
         layer_name: layer to explain, by Caffe name or loadcaffe's 1-based module index (30 = relu5_3).
-        input_image_path: the image.
+        input_image_path: the image, or a folder or glob of images (see above).
         output_image_name: name used in the output files instead of the label.
         label: 1-based class label(s), comma-separated; -1 = the predicted class.
         save_as_heatmap: 1 = colour heatmap, otherwise the grey Grad-CAM map.
         seed: random seed.
         gpuid: -1 = CPU, N = CUDA device N.
-        out_path: output folder (created if missing).
+        out_path: output folder (created if missing); per-image subfolders for a folder or glob.
+        batch_size: images explained together (one forward) in folder or glob mode.
     """
     from gradcam_core import classify
 
     as_choice("backend", backend, ("nn", "cudnn"))
+    out_dir = check_out_dir(as_str(out_path))  # created only when the images are written
     opts = classify.ClassificationOptions(
         proto_file=input_path("proto_file", as_str(proto_file), PROTO, hint=MODELS_HINT),
         model_file=input_path("model_file", as_str(model_file), MODEL, hint=MODELS_HINT),
-        image=input_path("input_image_path", as_str(input_image_path), IMAGE),
+        inputs=input_images("input_image_path", as_str(input_image_path), IMAGE, out_dir),
         labels=as_int_list("label", label),
         layer_name=as_str(layer_name),
         input_sz=as_positive_int("input_sz", input_sz),
         output_image_name=as_str(output_image_name),
         save_as_heatmap=as_int("save_as_heatmap", save_as_heatmap) == 1,
         device=device_for(as_int("gpuid", gpuid)),
-        out_dir=check_out_dir(as_str(out_path)),  # created only when the images are written
+        batch_size=as_positive_int("batch_size", batch_size),
     )
     import torch
 

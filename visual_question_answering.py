@@ -2,14 +2,13 @@
 """Grad-CAM for visual question answering: a drop-in for ``th visual_question_answering.lua``.
 
     python visual_question_answering.py -input_image_path images/cat_dog.jpg -question 'What animal?' -answer dog
+    python visual_question_answering.py -input_image_path photos/ -question 'What animal?' -answer dog,cat
 
-Options, names and defaults as the Lua script, plus ``-vocab_file`` (the original read
-``VQA_LSTM_CNN/data_prepro.json`` unconditionally). ``-answer ''`` (or an answer the model does not
-know) explains the predicted answer. Writes ``vqa_gcam_hm_<answer>.png`` (``vqa_gcam_<answer>.png``
-with ``-save_as_heatmap 0``), ``vqa_gb_<answer>.png`` and ``vqa_gb_gcam_<answer>.png`` into ``-out_path``.
+Run with ``--help`` for the options, several targets in one run, folder and glob mode, and the
+output names.
 """
 from gradcam_core.cli import (
-    as_choice, as_int, as_positive_int, as_str, check_out_dir, device_for, input_path, run_cli,
+    as_choice, as_int, as_positive_int, as_str, check_out_dir, device_for, input_images, input_path, run_cli,
 )
 
 PROTO = "models/VGG_ILSVRC_19_layers_deploy.prototxt"
@@ -40,8 +39,26 @@ def main(
     seed=123,
     gpuid=-1,
     out_path="output/",
+    batch_size=8,
 ):
     """Grad-CAM, Guided Backprop and Guided Grad-CAM for an answer of the VQA_LSTM_CNN model.
+
+    Options, names and defaults as the Lua script, plus ``-vocab_file`` (the original read
+    ``VQA_LSTM_CNN/data_prepro.json`` unconditionally) and ``-batch_size``. ``-answer ''`` (or an answer
+    the model does not know) explains the predicted answer. Several answers from one forward pass:
+    ``-answer dog,cat`` (comma-separated; a value that is itself one of the model's answers stays one
+    answer, commas and all) or ``--answer='["dog", "cat"]'``. Writes ``vqa_gcam_hm_<answer>.png``
+    (``vqa_gcam_<answer>.png`` with ``-save_as_heatmap 0``), ``vqa_gb_<answer>.png`` and
+    ``vqa_gb_gcam_<answer>.png`` for each answer into ``-out_path``.
+
+    Many images: ``-input_image_path`` may be a folder (every .jpg/.jpeg/.png under it, recursively, any
+    case; hidden names and symlinked folders skipped) or a glob (``'photos/*.jpg'``, ``**`` = any depth),
+    explained ``-batch_size`` at a time, with a progress bar on stderr when it is a terminal. Each image's
+    files go into ``<out_path>/<its path relative to the folder or the glob's fixed prefix>/``, named as
+    above (``output/cats/tabby.jpg/vqa_gb_dog.png``); its answer lines are prefixed with its path. A bad
+    image is reported on stderr (``skipping <path>: <reason>``) and skipped; exit code 0 if every image
+    was explained, 2 if any was skipped (the last stderr line counts them). Under ``torchrun`` each rank
+    takes every W-th image of the sorted list (one GPU per rank, cuda:LOCAL_RANK, with -gpuid >= 0).
 
     Args:
         proto_file: Caffe deploy prototxt of the image CNN (VGG-19).
@@ -49,9 +66,9 @@ def main(
         input_sz: side of the square network input.
         backend: accepted for compatibility (nn|cudnn); PyTorch chooses its own kernels.
         layer_name: layer to explain, by Caffe name or loadcaffe's 1-based module index.
-        input_image_path: the image.
+        input_image_path: the image, or a folder or glob of images (see above).
         question: the question about the image.
-        answer: the answer to explain; '' = the predicted answer.
+        answer: the answer(s) to explain, comma-separated; '' = the predicted answer.
         save_as_heatmap: 1 = colour heatmap, otherwise the grey Grad-CAM map.
         model_path: the VQA model (lstm.t7).
         vocab_file: the question words and answers (data_prepro.json).
@@ -62,19 +79,21 @@ def main(
         num_output: number of answers.
         seed: random seed.
         gpuid: -1 = CPU, N = CUDA device N.
-        out_path: output folder (created if missing).
+        out_path: output folder (created if missing); per-image subfolders for a folder or glob.
+        batch_size: images explained together (one forward) in folder or glob mode.
     """
     from gradcam_core import vqa
 
     as_choice("backend", backend, ("nn", "cudnn"))
+    out_dir = check_out_dir(as_str(out_path))  # created only when the images are written
     opts = vqa.VQAOptions(
         proto_file=input_path("proto_file", as_str(proto_file), PROTO, hint=HINT),
         model_file=input_path("model_file", as_str(model_file), MODEL, hint=HINT),
-        image=input_path("input_image_path", as_str(input_image_path), IMAGE),
+        inputs=input_images("input_image_path", as_str(input_image_path), IMAGE, out_dir),
         model_path=input_path("model_path", as_str(model_path), VQA_MODEL, hint=HINT),
         vocab_file=input_path("vocab_file", as_str(vocab_file), VOCAB, hint=HINT),
         question=as_str(question),
-        answers=[as_str(answer)],
+        answers=[as_str(answer)],  # split into answers once the vocabulary is read
         layer_name=as_str(layer_name),
         input_sz=as_positive_int("input_sz", input_sz),
         sizes=vqa.VQASizes(
@@ -86,7 +105,7 @@ def main(
         ),
         save_as_heatmap=as_int("save_as_heatmap", save_as_heatmap) == 1,
         device=device_for(as_int("gpuid", gpuid)),
-        out_dir=check_out_dir(as_str(out_path)),  # created only when the images are written
+        batch_size=as_positive_int("batch_size", batch_size),
     )
     import torch
 

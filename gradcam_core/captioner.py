@@ -17,7 +17,7 @@ and the decoder a class V+1 for END (the same number, two meanings); 0 pads labe
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
@@ -25,10 +25,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import imageops, outputs
+from . import batch, imageops, outputs
+from .batch import ImageOutput, Inputs
 from .caffe import CaffeNet
 from .engine import Explanation, explain
 from .errors import GradCamError
+from .shapecheck import check_input_size
 from .torch7 import T7Object, T7Table, load_t7
 from .torch7.nn_modules import convert_module, sequential_to_net
 
@@ -413,16 +415,20 @@ def _vocabulary(vocab: T7Table, vocab_size: int) -> Vocabulary:
 
 @dataclass
 class CaptioningOptions:
-    """The options of captioning.lua, converted and checked (see captioning.py)."""
+    """The options of captioning.lua, converted and checked (see captioning.py).
+
+    ``captions``: the captions to explain ('' = each image's generated caption).
+    ``inputs``: the image(s) and where each one's files go (:mod:`gradcam_core.batch`).
+    """
 
     model_path: Path
-    image: Path
-    out_dir: Path
-    caption: str = DEFAULT_CAPTION  # '' = the generated caption
+    inputs: Inputs
+    captions: list[str] = field(default_factory=lambda: [DEFAULT_CAPTION])
     layer: str = "30"
     input_sz: int = 224
     save_as_heatmap: bool = True
     device: torch.device = torch.device("cpu")
+    batch_size: int = 8
 
 
 def explain_captions(model: Captioner, image: torch.Tensor, layer: str | int,
@@ -440,20 +446,37 @@ def explain_captions(model: Captioner, image: torch.Tensor, layer: str | int,
 
 
 def run(opts: CaptioningOptions, log: Callable[[str], None] = print) -> list[Path]:
-    """The whole of ``th captioning.lua``: returns the written files."""
+    """The whole of ``th captioning.lua``, for one image or many: returns the written files."""
     model = load_checkpoint(opts.model_path, opts.device)
     model.cnn.index_of(opts.layer)  # an unknown layer fails before any work, listing valid ones
-    # BGR and mean-subtracted, as every grad-cam script fed its CNN, although neuraltalk2's expects RGB:
-    # kept, so the maps are the original's.
-    image = imageops.preprocess(opts.image, opts.input_sz, opts.input_sz)[None]
-    expl, generated = explain_captions(model, image, opts.layer, [opts.caption or None])
-    caption = opts.caption or generated[0]
-    if not opts.caption:
-        log("No caption provided, using generated caption for Grad-CAM.")
-    # Lua's print separates its arguments with a tab.
-    log(f"Generated caption: \t{generated[0]}")
-    log(f"Grad-CAM caption: \t{caption}")
-    rendered = outputs.render_triplet(
-        "caption", caption, expl.cam[0, 0], expl.guided[0, 0], heatmap=opts.save_as_heatmap
-    )
-    return outputs.write_all(opts.out_dir, rendered)
+    check_input_size(model.cnn, (3, opts.input_sz, opts.input_sz), f"-input_sz {opts.input_sz}")
+    wanted = [c or None for c in opts.captions]
+    for caption in wanted:
+        model.target(caption)  # a caption that does not fit fails before any work
+
+    def explain_batch(images: torch.Tensor) -> list[ImageOutput]:
+        expl, generated = explain_captions(model, images, opts.layer, wanted)
+        return [_image_output(opts, expl, n, caption) for n, caption in enumerate(generated)]
+
+    def load(path: Path) -> torch.Tensor:
+        # BGR and mean-subtracted, as every grad-cam script fed its CNN, although neuraltalk2's expects
+        # RGB: kept, so the maps are the original's.
+        return imageops.preprocess(path, opts.input_sz, opts.input_sz)
+
+    models = [model.cnn, model.lm]
+    return batch.explain_images(opts.inputs, opts.batch_size, load, explain_batch, models=models, log=log)
+
+
+def _image_output(opts: CaptioningOptions, expl: Explanation, n: int, generated: str) -> ImageOutput:
+    """Image ``n``'s stdout lines (Lua's print separates its arguments with a tab) and PNGs, as a
+    single-image run gives them; ``generated`` is its generated caption."""
+    lines = ["No caption provided, using generated caption for Grad-CAM."] if "" in opts.captions else []
+    lines.append(f"Generated caption: \t{generated}")
+    rendered: list[outputs.Rendered] = []
+    for k, wanted in enumerate(opts.captions):
+        caption = wanted or generated
+        lines.append(f"Grad-CAM caption: \t{caption}")
+        rendered += outputs.render_triplet(
+            "caption", caption, expl.cam[n, k], expl.guided[n, k], heatmap=opts.save_as_heatmap
+        )
+    return ImageOutput(lines, rendered)

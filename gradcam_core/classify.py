@@ -17,10 +17,12 @@ from typing import Callable, Optional
 import torch
 from torch import nn
 
-from . import imageops, outputs
+from . import batch, imageops, outputs
+from .batch import ImageOutput, Inputs
 from .caffe import CaffeNet, load_caffe
 from .engine import Explanation, explain
 from .errors import GradCamError
+from .shapecheck import check_input_size
 from .targets import ClassTarget
 
 PREDICTED = -1  # -label -1: explain the predicted class
@@ -28,18 +30,21 @@ PREDICTED = -1  # -label -1: explain the predicted class
 
 @dataclass
 class ClassificationOptions:
-    """The options of classification.lua, converted and checked (see classification.py)."""
+    """The options of classification.lua, converted and checked (see classification.py).
+
+    ``inputs``: the image(s) and where each one's files go (:mod:`gradcam_core.batch`).
+    """
 
     proto_file: Path
     model_file: Path
-    image: Path
-    out_dir: Path
+    inputs: Inputs
     labels: list[int] = field(default_factory=lambda: [PREDICTED])  # 1-based; -1 = predicted
     layer_name: str = "relu5_3"
     input_sz: int = 224
     output_image_name: str = ""
     save_as_heatmap: bool = True
     device: torch.device = torch.device("cpu")
+    batch_size: int = 8
 
 
 def load_classifier(proto_file: Path, model_file: Path, device: torch.device = torch.device("cpu")) -> CaffeNet:
@@ -79,21 +84,34 @@ def explain_labels(
 
 
 def run(opts: ClassificationOptions, log: Callable[[str], None] = print) -> list[Path]:
-    """The whole of ``th classification.lua``: returns the written files."""
+    """The whole of ``th classification.lua``, for one image or many: returns the written files."""
     net = load_classifier(opts.proto_file, opts.model_file, opts.device)
     log(f"Successfully loaded {opts.model_file}")
     net.index_of(opts.layer_name)  # an unknown layer fails before any work, listing valid names
-    image = imageops.preprocess(opts.image, opts.input_sz, opts.input_sz)[None]
-    expl, resolved = explain_labels(net, image, opts.layer_name, opts.labels)
+    check_input_size(net, (3, opts.input_sz, opts.input_sz), f"-input_sz {opts.input_sz}")
+
+    def explain_batch(images: torch.Tensor) -> list[ImageOutput]:
+        expl, resolved = explain_labels(net, images, opts.layer_name, opts.labels)
+        return [_image_output(opts, expl, n, labels) for n, labels in enumerate(resolved)]
+
+    def load(path: Path) -> torch.Tensor:
+        return imageops.preprocess(path, opts.input_sz, opts.input_sz)
+
+    return batch.explain_images(opts.inputs, opts.batch_size, load, explain_batch, models=[net], log=log)
+
+
+def _image_output(opts: ClassificationOptions, expl: Explanation, n: int, labels: list[int]) -> ImageOutput:
+    """Image ``n``'s stdout line and PNGs, as a single-image run gives them."""
+    lines = []
     if PREDICTED in opts.labels:
-        log(f"No label provided, using predicted label \t {resolved[0][opts.labels.index(PREDICTED)]}")
+        lines.append(f"No label provided, using predicted label \t {labels[opts.labels.index(PREDICTED)]}")
     rendered: list[outputs.Rendered] = []
-    for k, label in enumerate(resolved[0]):
-        name = _output_name(opts.output_image_name, label, len(resolved[0]))
+    for k, label in enumerate(labels):
+        name = _output_name(opts.output_image_name, label, len(labels))
         rendered += outputs.render_triplet(
-            "classify", name, expl.cam[0, k], expl.guided[0, k], heatmap=opts.save_as_heatmap
+            "classify", name, expl.cam[n, k], expl.guided[n, k], heatmap=opts.save_as_heatmap
         )
-    return outputs.write_all(opts.out_dir, rendered)
+    return ImageOutput(lines, rendered)
 
 
 def _output_name(output_image_name: str, label: int, n_labels: int) -> str:

@@ -4,19 +4,27 @@
   them, so ``-label 243`` (as ``th`` took it), ``--label 243`` and ``--label=243`` all work.
 * Every option reaches the command as the string the user typed; it is converted by the type of the
   option's default, as ``torch.CmdLine`` did, with a clear message when a value does not fit.
-* Errors: a :class:`GradCamError` becomes one line on stderr and exit code 2; anything unexpected
-  becomes one line and exit code 1 (``--debug`` shows the traceback instead).
+* Errors: a :class:`GradCamError` (or a failed allocation) becomes one line on stderr and exit code 2;
+  Ctrl-C and SIGTERM one line and exit codes 130 and 143; anything unexpected becomes one line and
+  exit code 1. ``--debug`` shows the traceback of any error instead.
 """
 from __future__ import annotations
 
+import ast
 import inspect
 import os
+import re
+import secrets
+import signal
 import sys
 import warnings
 from pathlib import Path
-from typing import Any, Callable, NoReturn, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, NoReturn, Optional, Sequence
 
 from .errors import GradCamError
+
+if TYPE_CHECKING:
+    from .batch import Inputs
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 
@@ -26,9 +34,9 @@ def run_cli(main: Callable[..., None], argv: Optional[Sequence[str]] = None) -> 
 
     ``main``'s keyword parameters are the options. Unknown options and stray positional words are
     refused BEFORE anything runs (fire would otherwise run the command and complain afterwards).
+    Ctrl-C and ``kill`` (SIGTERM) end the run through the same clean-up (temporary files are removed)
+    with one line and exit codes 130 and 143; a failed allocation is one line and exit code 2.
     """
-    import fire
-
     prog = Path(sys.argv[0]).name or "gradcam"
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args or "-debug" in args
@@ -36,26 +44,85 @@ def run_cli(main: Callable[..., None], argv: Optional[Sequence[str]] = None) -> 
     params = list(inspect.signature(main).parameters)
     if not debug:  # library warnings would break the "one line on stderr" promise of error paths
         warnings.simplefilter("ignore")
+    signal.signal(signal.SIGTERM, _raise_terminated)
+    if sys.stdout is not None:
+        sys.stdout = _ReaderGoneGuard(sys.stdout)
     try:
+        import fire  # in the try: a Ctrl-C during this slow import is handled too
+
         fire.Fire(main, command=_normalize_argv(args, params), name=prog)
     except GradCamError as err:
+        if debug:  # where it was raised, for bug reports
+            raise
         _die(prog, str(err), 2)
     except KeyboardInterrupt:
         _die(prog, "interrupted", 130)
+    except Terminated:
+        _die(prog, "terminated", 143)
     except SystemExit:
         raise
     except Exception as err:  # noqa: BLE001 - the one place that turns surprises into one line
         if debug:
             raise
+        if _out_of_memory(err):
+            _die(prog, _memory_message(err), 2)
         msg = f"internal error: {type(err).__name__}: {err}".replace("\n", " ")
         _die(prog, f"{msg} (run with --debug for the traceback)", 1)
     sys.exit(0)
 
 
+class Terminated(BaseException):
+    """SIGTERM, raised like KeyboardInterrupt so that ``finally`` clauses run (see :func:`run_cli`)."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
+def _out_of_memory(err: Exception) -> bool:
+    """A failed allocation: Python's or numpy's MemoryError, torch's CPU allocator or a CUDA OOM."""
+    return isinstance(err, MemoryError) or type(err).__name__ == "OutOfMemoryError" or (
+        isinstance(err, RuntimeError) and "can't allocate memory" in str(err)
+    )
+
+
+def _memory_message(err: Exception) -> str:
+    """The one line for a failed allocation, with the size torch's allocator reports, if it did."""
+    size = re.search(r"tried to allocate (\d+(?:\.\d+)? ?\w*)", str(err))
+    return f"out of memory: an allocation of {size.group(1).rstrip('.')} failed" if size else "out of memory"
+
+
 def _die(prog: str, message: str, code: int) -> NoReturn:
-    sys.stdout.flush()
+    if sys.stdout is not None:  # None when the user closed it (>&-)
+        sys.stdout.flush()
     print(f"{prog}: error: {message}", file=sys.stderr)
     sys.exit(code)
+
+
+class _ReaderGoneGuard:
+    """``sys.stdout`` that stops writing, quietly, once its reader has gone (``| head -1``): the
+    messages are lost, but the run goes on and writes its images instead of dying half-way."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        self._guarded(self._stream.write, text)
+        return len(text)
+
+    def flush(self) -> None:
+        self._guarded(self._stream.flush)
+
+    def _guarded(self, call: Callable[..., Any], *args: Any) -> None:
+        try:
+            call(*args)
+        except BrokenPipeError:
+            # What is still buffered (and Python's final flush) now goes to /dev/null, not to a
+            # multi-line "Exception ignored" report on stderr.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), self._stream.fileno())
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
 
 
 def _normalize_argv(args: list[str], params: list[str]) -> list[str]:
@@ -121,6 +188,8 @@ def as_int(name: str, value: Any) -> int:
         raise GradCamError(f"-{name} must be a number, got {value!r}") from None
     if not f.is_integer():
         raise GradCamError(f"-{name} must be a whole number, got {value!r}")
+    if abs(f) >= 2**63:  # torch (seeds), devices and sizes take 64-bit integers
+        raise GradCamError(f"-{name} {value} is out of range")
     return int(f)
 
 
@@ -157,15 +226,58 @@ def as_int_list(name: str, value: Any) -> list[int]:
     return [as_int(name, v) for v in items]
 
 
+def as_str_list(name: str, value: Any, sep: str) -> list[str]:
+    """Several targets in one option value (``-answer``, ``-caption``).
+
+    * a list or tuple (library callers): its items;
+    * a Python list literal of strings, ``'["a dog", "a cat"]'`` (the python-fire way): its items,
+      each taken as written ('' included);
+    * text containing ``sep``: the parts, stripped of surrounding spaces; empty parts are dropped;
+    * any other text (also ''): that one value, unchanged.
+    """
+    if isinstance(value, (list, tuple)):
+        items = [as_str(v) for v in value]
+    else:
+        text = as_str(value)
+        items = _str_list_literal(text)
+        if items is None:
+            items = [p.strip() for p in text.split(sep) if p.strip()] if sep in text else [text]
+    if not items:
+        raise GradCamError(f"-{name} needs at least one value")
+    return items
+
+
+def _str_list_literal(text: str) -> Optional[list[str]]:
+    """The strings of ``'["a", "b"]'``, or None if ``text`` is not a list literal of strings."""
+    stripped = text.strip()
+    if not (stripped.startswith("[") and stripped.endswith("]")):
+        return None
+    try:
+        value = ast.literal_eval(stripped)
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        return None
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return value
+    return None
+
+
 # --- devices, paths, output folder ----------------------------------------------------------------
 
 
 def device_for(gpuid: int) -> "Any":
-    """``-gpuid`` as the Lua scripts read it: -1 = CPU, N >= 0 = the N-th CUDA device (0-based)."""
+    """``-gpuid`` as the Lua scripts read it: -1 = CPU, N >= 0 = the N-th CUDA device (0-based).
+
+    Under ``torchrun`` (WORLD_SIZE > 1), -gpuid >= 0 means one GPU per rank: ``cuda:LOCAL_RANK``.
+    """
     import torch
+
+    from .batch import Shard
 
     if gpuid < 0:
         return torch.device("cpu")
+    shard = Shard.from_env()
+    if shard.world > 1:
+        gpuid = shard.local_rank
     if not torch.cuda.is_available():
         raise GradCamError(
             f"-gpuid {gpuid} asks for a GPU, but CUDA is not available on this machine; "
@@ -173,7 +285,10 @@ def device_for(gpuid: int) -> "Any":
         )
     count = torch.cuda.device_count()
     if gpuid >= count:
-        raise GradCamError(f"-gpuid {gpuid} does not exist: this machine has {count} CUDA device(s) (0..{count - 1})")
+        which = f"-gpuid {gpuid}"
+        if shard.world > 1:
+            which = f"rank {shard.rank} uses cuda:LOCAL_RANK = cuda:{gpuid}, which"
+        raise GradCamError(f"{which} does not exist: this machine has {count} CUDA device(s) (0..{count - 1})")
     return torch.device(f"cuda:{gpuid}")
 
 
@@ -189,9 +304,24 @@ def input_path(name: str, value: str, default: str, *, hint: str = "") -> Path:
         raise GradCamError(f"-{name}: {value} not found{extra}")
     if path.is_dir():
         raise GradCamError(f"-{name}: {value} is a folder, not a file")
+    if not path.is_file():  # reading a pipe would wait forever, /dev/zero would never end
+        raise GradCamError(f"-{name}: {value} is not a regular file (a device, pipe or socket)")
     if not os.access(path, os.R_OK):
         raise GradCamError(f"-{name}: {value} is not readable")
     return path
+
+
+def input_images(name: str, value: str, default: str, out_dir: Path) -> "Inputs":
+    """``-input_image_path``: one image file, or a folder or glob of images (see :mod:`gradcam_core.batch`).
+
+    A single file resolves as :func:`input_path` does and keeps the Lua names in ``out_dir``; in folder
+    and glob mode each image's files go into ``out_dir/<its relative path>/``.
+    """
+    from . import batch
+
+    if batch.is_multi_image(value):
+        return batch.find_images(name, value, out_dir)
+    return batch.Inputs.single(input_path(name, value, default), out_dir)
 
 
 def check_out_dir(value: str) -> Path:
@@ -207,10 +337,23 @@ def check_out_dir(value: str) -> Path:
         existing = existing.parent
     if not existing.is_dir():
         raise GradCamError(f"-out_path {value}: {existing} is not a folder")
-    if not os.access(existing, os.W_OK | os.X_OK):
+    problem = _cannot_create_in(existing)
+    if problem:
         what = "the folder is not writable" if existing == out else f"cannot create it in {existing}"
-        raise GradCamError(f"-out_path {value}: {what}")
+        raise GradCamError(f"-out_path {value}: {what} ({problem})")
     return out
+
+
+def _cannot_create_in(folder: Path) -> Optional[str]:
+    """Why nothing can be created in ``folder``, or None. Tried for real (a folder made and removed at
+    once): permission bits say nothing for root, on read-only mounts or in /proc."""
+    probe = folder / f".gradcam-probe-{secrets.token_hex(6)}"
+    try:
+        probe.mkdir()
+    except OSError as err:
+        return err.strerror or str(err)
+    probe.rmdir()
+    return None
 
 
 MODELS_HINT = "run scripts/download_models.sh to fetch the original models, or pass the file explicitly"

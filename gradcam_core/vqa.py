@@ -43,10 +43,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import imageops, outputs
+from . import batch, imageops, outputs
+from .batch import ImageOutput, Inputs
 from .caffe import CaffeNet, load_caffe
+from .cli import as_str_list
 from .engine import Explanation, explain
 from .errors import GradCamError
+from .shapecheck import check_input_size
 from .tokenize import MAX_QUESTION_LENGTH, UNK, encode_question, question_tokens, word_to_ix_from_ix_to_word
 from .torch7 import load_t7
 
@@ -500,16 +503,16 @@ def explain_answers(
 class VQAOptions:
     """The options of visual_question_answering.lua, converted and checked (see the entry script).
 
-    ``answers``: the answers to explain, each "" (= the predicted answer) or an answer's text.
-    ``out_dir`` is created when the images are written (``outputs.write_all``).
+    ``answers``: the ``-answer`` values, each "" (= the predicted answer), an answer's text, or
+    several answers separated by commas (see :func:`expand_answers`).
+    ``inputs``: the image(s) and where each one's files go (:mod:`gradcam_core.batch`).
     """
 
     proto_file: Path
     model_file: Path
-    image: Path
+    inputs: Inputs
     model_path: Path
     vocab_file: Path
-    out_dir: Path
     question: str = "What animal?"
     answers: list[str] = field(default_factory=lambda: [""])
     layer_name: str = "relu5_4"
@@ -517,48 +520,77 @@ class VQAOptions:
     sizes: VQASizes = field(default_factory=VQASizes)
     save_as_heatmap: bool = True
     device: torch.device = torch.device("cpu")
+    batch_size: int = 8
+
+
+def expand_answers(values: Sequence[str], vocab: Vocabulary) -> list[str]:
+    """``-answer`` values -> the answers to explain, in order.
+
+    A value that is one of the model's answers (or '') is one answer, even with a comma in it;
+    otherwise a list literal ``'["dog", "cat"]'`` or comma-separated text ``dog,cat`` gives several
+    (each part stripped of spaces; empty parts dropped).
+    """
+    expanded: list[str] = []
+    for value in values:
+        whole = value == "" or vocab.answer_index(value) is not None
+        expanded += [value] if whole else as_str_list("answer", value, ",")
+    return expanded
 
 
 def run(opts: VQAOptions, log: Callable[[str], None] = print) -> list[Path]:
-    """The whole of ``th visual_question_answering.lua``: returns the written files."""
+    """The whole of ``th visual_question_answering.lua``, for one image or many: returns the written files."""
     vocab = load_vocabulary(opts.vocab_file)
+    answers = expand_answers(opts.answers, vocab)
     answerer = load_answerer(opts.model_path, vocab, opts.sizes, opts.device)
     tokens, ids, length = answerer.encode(opts.question)
     image_net = load_image_net(opts.proto_file, opts.model_file, opts.device)
     log(f"Successfully loaded {opts.model_file}")
     image_net.cnn.index_of(opts.layer_name)  # an unknown layer fails before any work, listing valid names
-    image = imageops.preprocess(opts.image, opts.input_sz, opts.input_sz, DTYPE)[None]
+    check_input_size(image_net, (3, opts.input_sz, opts.input_sz), f"-input_sz {opts.input_sz}")
 
     for token in tokens:  # what prepro_ques.py printed
         log(token)
     log(str(ids))
+    log(f"Question: \t{opts.question}")
     question = answerer.question_feature(
         torch.tensor([ids], device=opts.device), torch.tensor([length], device=opts.device)
     )
-    requested = [vocab.answer_index(a) if a else None for a in opts.answers]
-    expl, scores, indices = explain_answers(image_net, answerer.answer_net, image, question, requested, opts.layer_name)
-    predicted = vocab.answers[int(scores[0].argmax())]
-    names = [vocab.answers[i] for i in indices[0]]
-    _log_answers(log, opts.question, predicted, opts.answers, names)
+    requested = [vocab.answer_index(a) if a else None for a in answers]
 
-    rendered: list[outputs.Rendered] = []
-    for k, name in enumerate(names):
-        rendered += outputs.render_triplet(
-            "vqa", name, expl.cam[0, k], expl.guided[0, k], heatmap=opts.save_as_heatmap, dtype=DTYPE
+    def explain_batch(images: torch.Tensor) -> list[ImageOutput]:
+        expl, scores, indices = explain_answers(
+            image_net, answerer.answer_net, images, question, requested, opts.layer_name
         )
-    return outputs.write_all(opts.out_dir, rendered)
+        return [_image_output(opts, vocab, answers, expl, scores, indices, n) for n in range(len(indices))]
+
+    def load(path: Path) -> torch.Tensor:
+        return imageops.preprocess(path, opts.input_sz, opts.input_sz, DTYPE)
+
+    models = [image_net, answerer]
+    return batch.explain_images(opts.inputs, opts.batch_size, load, explain_batch, models=models, log=log)
 
 
-def _log_answers(
-    log: Callable[[str], None], question: str, predicted: str, requested: list[str], used: list[str]
-) -> None:
-    """The original's three lines (Lua's print joins its arguments with a tab), one Grad-CAM line per
-    answer, and a note when a requested answer was replaced by the predicted one."""
-    log(f"Question: \t{question}")
-    log(f"Predicted answer: \t{predicted}")
-    for want, name in zip(requested, used):
-        log(f"Grad-CAM answer: \t{name}")
+def _image_output(
+    opts: VQAOptions, vocab: Vocabulary, answers: list[str], expl: Explanation, scores: torch.Tensor,
+    indices: list[list[int]], n: int,
+) -> ImageOutput:
+    """Image ``n``'s stdout lines and PNGs, as a single-image run gives them.
+
+    ``scores`` (N, A) and ``indices`` (per image, each target's 0-based answer) are the batch's; lines: the
+    original's "Predicted answer" (Lua's print joins its arguments with a tab), one "Grad-CAM answer"
+    per target, and a note when a requested answer was replaced by the predicted one.
+    """
+    predicted = vocab.answers[int(scores[n].argmax())]
+    lines = [f"Predicted answer: \t{predicted}"]
+    rendered: list[outputs.Rendered] = []
+    for k, index in enumerate(indices[n]):
+        want, name = answers[k], vocab.answers[index]
+        lines.append(f"Grad-CAM answer: \t{name}")
         if not want:
-            log(f"no -answer given; using the predicted answer {name!r}")
+            lines.append(f"no -answer given; using the predicted answer {name!r}")
         elif want != name:
-            log(f"answer {want!r} is not one of the model's answers; using the predicted answer {name!r}")
+            lines.append(f"answer {want!r} is not one of the model's answers; using the predicted answer {name!r}")
+        rendered += outputs.render_triplet(
+            "vqa", name, expl.cam[n, k], expl.guided[n, k], heatmap=opts.save_as_heatmap, dtype=DTYPE
+        )
+    return ImageOutput(lines, rendered)

@@ -183,4 +183,5 @@ def test_defaults_are_the_original_ones():
         "input_sz": 224, "backend": "nn", "layer_name": "relu5_3",
         "input_image_path": "images/cat_dog.jpg", "output_image_name": "", "label": -1,
         "save_as_heatmap": 1, "seed": 123, "gpuid": -1, "out_path": "output/",
+        "batch_size": 8,  # ours (folder and glob mode), after the Lua options
     }

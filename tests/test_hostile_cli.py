@@ -1,0 +1,224 @@
+"""Error paths of the three CLIs (issue 6), run as processes: ONE line on stderr, exit code 2, no
+traceback, nothing written - for the paths that used to leak a traceback, an "internal error", a hang
+or unbounded memory (the plain bad-input cases are in test_classification/vqa/captioning). Then
+interruptions: a run stopped while writing leaves no partial PNG and no temporary file, and
+``--debug`` shows the traceback."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import cli_runner
+from conftest import DATA, ROOT, assert_refused
+from gradcam_core import imageops
+
+MODEL = DATA / "models" / "mini_vgg16_v1"
+CLASSIFY = ["-proto_file", f"{MODEL}.prototxt", "-model_file", f"{MODEL}.caffemodel"]
+VQA = ["-proto_file", str(DATA / "models" / "mini_vgg19_v1.prototxt"),
+       "-model_file", str(DATA / "models" / "mini_vgg19_v1.caffemodel"),
+       "-model_path", str(DATA / "VQA_LSTM_CNN" / "lstm.t7"),
+       "-vocab_file", str(DATA / "VQA_LSTM_CNN" / "data_prepro.json"),
+       "-input_encoding_size", "6", "-rnn_size", "8", "-rnn_layers", "2", "-common_embedding_size", "16",
+       "-num_output", "10"]
+CAPTION = ["-model_path", str(DATA / "neuraltalk2" / "mini_caption_model.t7")]
+BASE = {"classification.py": CLASSIFY, "visual_question_answering.py": VQA, "captioning.py": CAPTION}
+TRIPLET = ["classify_gb_5.png", "classify_gb_gcam_5.png", "classify_gcam_hm_5.png"]
+
+
+@pytest.fixture(scope="module")
+def cli() -> cli_runner.PrewarmedCLI:
+    return cli_runner.shared()
+
+
+def run(cli: cli_runner.PrewarmedCLI, script: str, out: Path, *args: str, **kw) -> subprocess.CompletedProcess:
+    """``script`` on the fixtures with ``args`` overriding them (later options win)."""
+    return cli.run(script, *BASE[script], *args, "-out_path", str(out), timeout=60, **kw)
+
+
+# --------------------------------------------------------------------------------------------------
+# Model files that are not files: refused at once (a pipe used to hang, /dev/zero to eat memory)
+
+
+@pytest.mark.parametrize("script, option", [
+    ("classification.py", "-proto_file"), ("classification.py", "-model_file"),
+    ("visual_question_answering.py", "-model_path"), ("visual_question_answering.py", "-vocab_file"),
+    ("captioning.py", "-model_path"),
+])
+@pytest.mark.parametrize("kind", ["fifo", "/dev/zero"])
+def test_a_pipe_or_device_as_model_file_is_refused_at_once(cli, tmp_path, script, option, kind):
+    path = Path("/dev/zero")
+    if kind == "fifo":
+        path = tmp_path / "model"
+        os.mkfifo(path)
+    out = tmp_path / "out"
+    started = time.monotonic()
+    result = run(cli, script, out, option, str(path))
+    assert_refused(result, out, rf"{option}: {path} is not a regular file \(a device, pipe or socket\)")
+    assert time.monotonic() - started < 30 and result.stdout == ""  # refused before loading anything
+
+
+# --------------------------------------------------------------------------------------------------
+# Sizes, seeds, layers, devices
+
+
+@pytest.mark.parametrize("script, args, message", [
+    ("classification.py", ["-input_sz", "0"], r"-input_sz must be at least 1, got 0"),
+    ("captioning.py", ["-input_sz", "-5"], r"-input_sz must be at least 1, got -5"),
+    ("classification.py", ["-seed", "1e30"], r"-seed 1e30 is out of range"),
+    ("visual_question_answering.py", ["-gpuid", "99"], r"-gpuid 99 asks for a GPU|-gpuid 99 does not exist"),
+    ("captioning.py", ["-gpuid", "99"], r"-gpuid 99 asks for a GPU|-gpuid 99 does not exist"),
+    ("classification.py", ["-layer_name", "fc6"],
+     r"layer 'fc6' gives activations of shape \(1, 32\); Grad-CAM needs a convolutional layer"),
+    ("captioning.py", ["-layer", "fc7"], r"layer 'fc7' gives .*Grad-CAM needs a convolutional layer"),
+])
+def test_bad_option_values_are_one_line(cli, tmp_path, script, args, message):
+    out = tmp_path / "out"
+    assert_refused(run(cli, script, out, *args), out, message)
+
+
+def test_a_huge_input_size_fails_cleanly_within_bounded_memory(cli, tmp_path):
+    """-input_sz 100000 would take 120 GB for the scaled image alone; under a 2 GB cap the run ends
+    with one line instead of a traceback (or the OOM killer). The VGG fixture's fully connected layers
+    refuse the size before anything is allocated."""
+    out = tmp_path / "out"
+    result = run(cli, "classification.py", out, "-input_sz", "100000", mem_limit_mb=2048)
+    assert_refused(result, out, r"error: -input_sz 100000: the network cannot take a 100000x100000 image")
+
+
+def test_running_out_of_memory_is_one_line():
+    """What the CLIs print when an allocation fails (torch's CPU allocator message, Python's MemoryError)."""
+    from gradcam_core import cli as gc_cli
+
+    err = RuntimeError("[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: can't allocate memory: "
+                       "you tried to allocate 120000000000 bytes. Error code 12 (Cannot allocate memory)")
+    assert gc_cli._out_of_memory(err) and gc_cli._out_of_memory(MemoryError())
+    assert not gc_cli._out_of_memory(RuntimeError("mat1 and mat2 shapes cannot be multiplied"))
+    assert gc_cli._memory_message(err) == "out of memory: an allocation of 120000000000 bytes failed"
+    assert gc_cli._memory_message(MemoryError()) == "out of memory"
+
+
+@pytest.mark.parametrize("script, size", [("classification.py", "64"), ("captioning.py", "32")])
+def test_an_input_size_the_net_cannot_take_is_one_line(cli, tmp_path, script, size):
+    out = tmp_path / "out"
+    assert_refused(run(cli, script, out, "-input_sz", size), out, rf"-input_sz {size}")
+
+
+# --------------------------------------------------------------------------------------------------
+# The output folder
+
+
+@pytest.mark.parametrize("where", ["/proc/gradcam-out", "{file}/sub"], ids=["in /proc", "under a file"])
+def test_an_unwritable_out_path_is_refused_before_any_work(cli, tmp_path, where):
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    out = Path(where.format(file=a_file))
+    result = run(cli, "classification.py", out)
+    assert_refused(result, out, rf"-out_path {out}: (cannot create it in /proc|{a_file} is not a folder)")
+    assert result.stdout == ""  # not even the model was loaded
+
+
+# --------------------------------------------------------------------------------------------------
+# Interruptions while writing
+
+# Runs an entry script with os.fsync (called by write_atomic once an image's bytes are written, before
+# the rename) stalled on the second image, after touching a marker file: a deterministic moment
+# to interrupt the run, with one image complete and one in flight.
+_STALL_SECOND_WRITE = """
+import os, runpy, sys, time
+marker, script = sys.argv[1], sys.argv[2]
+real_fsync, calls = os.fsync, []
+def stalled_fsync(fd):
+    calls.append(fd)
+    if len(calls) == 2:
+        open(marker, "w").close()
+        time.sleep(120)
+    real_fsync(fd)
+os.fsync = stalled_fsync
+sys.argv = [script] + sys.argv[3:]
+runpy.run_path(script, run_name="__main__")
+"""
+
+
+@pytest.fixture(scope="module")
+def interrupted(tmp_path_factory) -> dict[signal.Signals, tuple[subprocess.CompletedProcess, Path]]:
+    """classification.py stopped by SIGINT, SIGTERM and SIGKILL while writing its second image (the
+    three runs side by side): signal -> (result, output folder)."""
+    runs = {}
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL):
+        folder = tmp_path_factory.mktemp(sig.name)
+        out, marker = folder / "out", folder / "writing"
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _STALL_SECOND_WRITE, str(marker), str(ROOT / "classification.py"), *CLASSIFY,
+             "-out_path", str(out)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        runs[sig] = proc, out, marker
+    results = {}
+    for sig, (proc, out, marker) in runs.items():
+        deadline = time.monotonic() + 180
+        while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if marker.exists():
+            proc.send_signal(sig)
+        stdout, stderr = proc.communicate(timeout=60)
+        results[sig] = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr), out
+    return results
+
+
+def unnamed_files_work(folder: Path) -> bool:
+    """Whether write_atomic can write unnamed temporary files (O_TMPFILE) in ``folder``."""
+    fd = imageops._unnamed_file(str(folder))
+    if fd is not None:
+        os.close(fd)
+    return fd is not None
+
+
+@pytest.mark.parametrize("sig, code, line", [
+    (signal.SIGINT, 130, "classification.py: error: interrupted"),
+    (signal.SIGTERM, 143, "classification.py: error: terminated"),
+    (signal.SIGKILL, -signal.SIGKILL, None),
+], ids=["Ctrl-C", "kill", "kill -9"])
+def test_a_run_interrupted_while_writing_leaves_no_partial_png_and_no_temporary_file(interrupted, sig, code, line):
+    result, out = interrupted[sig]
+    assert result.returncode == code, result.stderr
+    if line is not None:
+        assert result.stderr.strip().splitlines() == [line]
+    # The first image is complete and valid; the one being written does not exist at all.
+    written = os.listdir(out)
+    if sig == signal.SIGKILL and not unnamed_files_work(out):
+        pytest.skip("no O_TMPFILE here: after SIGKILL a hidden .gradcam-*.tmp remains (nothing can remove it)")
+    assert len(written) == 1 and written[0] in TRIPLET, written
+    assert imageops.load_image(out / written[0]).shape[0] == 3
+
+
+# --------------------------------------------------------------------------------------------------
+# --debug
+
+
+@pytest.mark.parametrize("args, last_line", [
+    (["-label", "0"], "GradCamError: -label 0 is not a label: labels are 1-based (-1 = the predicted class)"),
+    (["-model_file", "/dev/zero"],
+     "GradCamError: -model_file: /dev/zero is not a regular file (a device, pipe or socket)"),
+])
+def test_debug_shows_the_traceback_instead(cli, tmp_path, args, last_line):
+    out = tmp_path / "out"
+    result = run(cli, "classification.py", out, *args, "--debug")
+    assert result.returncode == 1 and result.stderr.startswith("Traceback (most recent call last):")
+    assert result.stderr.strip().splitlines()[-1].endswith(last_line)
+    assert not out.exists()
+
+
+# --------------------------------------------------------------------------------------------------
+# Standard output
+
+
+def test_a_reader_that_goes_away_does_not_stop_the_run(cli, tmp_path):
+    """``classification.py ... | head -0``: the messages are lost, the images are still written."""
+    out = tmp_path / "out"
+    result = run(cli, "classification.py", out, reader_gone=True)
+    assert result.returncode == 0 and result.stderr == ""
+    assert sorted(os.listdir(out)) == TRIPLET
