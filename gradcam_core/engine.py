@@ -3,14 +3,18 @@
 The Lua original ran two forwards and two full backwards per image and label, on the network and on a
 deep clone whose ReLUs were swapped for guided ones. Here:
 
-* one forward, with every ``nn.ReLU`` routed (by a forward hook, removed afterwards) through a ReLU whose
-  *backward* can be switched between the plain rule and the guided rule
-  ``dx = dy * [x > 0] * [dy > 0]``; the network is never copied or mutated;
+* one forward, with every ``nn.ReLU``'s ``forward`` shadowed for the call (an instance attribute,
+  removed afterwards) by a ReLU whose *backward* can be switched between the plain rule and the
+  guided rule ``dx = dy * [x > 0] * [dy > 0]``; the network is never copied, nothing stays changed;
 * Grad-CAM: the gradient of the target scores w.r.t. the chosen layer only (``torch.autograd.grad``
   stops there: no backward below the layer, no weight gradients since parameters are frozen for the
   call); without guided backprop, nothing below the layer is even recorded for autograd;
 * guided backprop: one more backward, to the input, with the switch on "guided";
-* K targets share the forward; their backwards are batched (``is_grads_batched``).
+* K targets share the forward; their backwards are batched (``is_grads_batched``);
+* with guided backprop, the convolutions' forward runs with Torch7's numerics (``torch7_ties``):
+  im2col + one GEMM per image, in bands that stay in cache, into scratch memory kept with the model -
+  bit for bit PyTorch's own im2col path, at about the speed of oneDNN's convolution. Every image of a
+  batch is computed as if alone (forward and backward), so batches give the single-image bits.
 
 Grad-CAM is computed as the authors' code did: channel weights are the SUM of the gradients over the
 map (not the mean: the missing 1/Z cancels after min-max normalisation, but raw maps keep the Lua
@@ -19,6 +23,8 @@ values), map = ReLU(sum_c w_c A_c), then scaled to the input size with ``image.s
 from __future__ import annotations
 
 import contextlib
+import functools
+import weakref
 from dataclasses import dataclass
 from typing import Iterator, Optional, Sequence, Union
 
@@ -84,13 +90,16 @@ def explain(
             scores works.
         guided: also compute guided backprop and guided Grad-CAM.
         torch7_ties: with ``guided``, run the forward convolutions the way Torch7 did (im2col + GEMM,
-            PyTorch's native CPU path) instead of oneDNN. Positions with equal receptive fields (flat
-            image regions: black borders, saturated sky) then get bit-equal activations, and
-            max-pooling ties break as in the original: guided backprop routes the gradient to the
-            first maximum of each window. oneDNN's position-dependent rounding breaks such ties at
-            random and moves a few guided-image pixels by several grey levels. Costs about 15% of a
-            guided run; backward passes and Grad-CAM alone (whose channel weights do not depend on
-            where in a window the gradient goes) always use the fast kernels.
+            bit for bit PyTorch's native CPU path) instead of oneDNN. Positions with equal receptive
+            fields (flat image regions: black borders, saturated sky) then get bit-equal activations,
+            and max-pooling ties break as in the original: guided backprop routes the gradient to
+            the first maximum of each window. oneDNN's position-dependent rounding breaks such ties
+            at random and moves a few guided-image pixels by several grey levels. Costs about 10% of
+            a guided run on VGG-16 (the im2col copies); backward passes and Grad-CAM alone (whose
+            channel weights do not depend on where in a window the gradient goes) always use the
+            fast kernels. Scratch memory for it (at most the im2col columns of one image at one
+            layer, about 42 MB for VGG-16 at 224 x 224) is kept with the model for the next call;
+            :func:`release_workspace` frees it.
 
     Returns:
         An :class:`Explanation` with (N, K, ...) maps.
@@ -108,7 +117,7 @@ def explain(
         if guided:
             stack.enter_context(_switchable_relus(model, switch))
             if torch7_ties:
-                stack.enter_context(_native_conv_forward(model))
+                stack.enter_context(_torch7_conv_forward(model))
         tap = stack.enter_context(_LayerTap(grad_module, value_module, detach_below=not guided))
         stack.enter_context(torch.enable_grad())
 
@@ -215,67 +224,104 @@ class _SwitchableReLU(torch.autograd.Function):
     """ReLU whose backward is plain (``dy * [y > 0]``) or guided (``dy * [y > 0] * [dy > 0]``).
 
     The mask uses the output: y > 0 exactly where the input x > 0, as GuidedBackpropReLU tested.
-    Both rules are one fused ``threshold_backward`` (the guided one on ``relu(dy)``), as cheap as
-    PyTorch's own ReLU backward.
+    The plain rule is PyTorch's own ReLU backward (``threshold_backward``); the guided one rectifies
+    that result in place (the same values as masking ``relu(dy)``, one tensor fewer). The forward
+    takes ``ctx`` (no ``setup_context``): ``apply`` then skips binding the arguments through
+    ``inspect.signature`` at every call.
     """
 
-    generate_vmap_rule = True
-
     @staticmethod
-    def forward(x: torch.Tensor, switch: _GuideSwitch) -> torch.Tensor:  # type: ignore[override]
-        return torch.relu(x)
-
-    @staticmethod
-    def setup_context(ctx, inputs, output) -> None:  # type: ignore[override]
-        ctx.save_for_backward(output)
-        ctx.switch = inputs[1]
+    def forward(ctx, x: torch.Tensor, switch: _GuideSwitch) -> torch.Tensor:  # type: ignore[override]
+        y = torch.relu(x)
+        ctx.save_for_backward(y)
+        ctx.switch = switch
+        return y
 
     @staticmethod
     def backward(ctx, dy: torch.Tensor):  # type: ignore[override]
         (y,) = ctx.saved_tensors
+        dx = torch.ops.aten.threshold_backward(dy, y, 0)
         if ctx.switch.guided:
-            dy = dy.clamp_min(0)
-        return torch.ops.aten.threshold_backward(dy, y, 0), None
+            dx.clamp_min_(0)
+        return dx, None
+
+
+class _SwitchableReLUInPlace(torch.autograd.Function):
+    """:class:`_SwitchableReLU` rectifying its input in place, for ``nn.ReLU(inplace=True)``: what
+    the module itself did (a module before it may rely on its stored output being the rectified one,
+    as with loadcaffe's ``nn.ReLU(true)``), with no second pass and no new tensor."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, switch: _GuideSwitch) -> torch.Tensor:  # type: ignore[override]
+        x.relu_()
+        ctx.mark_dirty(x)
+        ctx.save_for_backward(x)
+        ctx.switch = switch
+        return x
+
+    backward = _SwitchableReLU.backward
 
 
 @contextlib.contextmanager
 def _switchable_relus(model: nn.Module, switch: _GuideSwitch) -> Iterator[None]:
     """Route every ``nn.ReLU`` of ``model`` through :class:`_SwitchableReLU` for the duration.
 
-    Nothing is copied and nothing stays changed (undone also on errors). An out-of-place ReLU gets its
-    ``forward`` shadowed by an instance attribute, so no work is done twice. An in-place ReLU keeps
-    running in place, since a module before it may rely on that (its stored output *is* the rectified
-    one, as with loadcaffe's ``nn.ReLU(true)``); a forward hook re-applies the ReLU to its output (values
-    unchanged) so the backward goes through our rule. Functional ``F.relu`` calls inside a model's
-    ``forward`` are not seen; Caffe and Torch7 models use modules.
+    Nothing is copied and nothing stays changed (undone also on errors): each ReLU's ``forward`` is
+    shadowed by an instance attribute, in place where the module was in place. Functional ``F.relu``
+    calls inside a model's ``forward`` are not seen; Caffe and Torch7 models use modules.
     """
     relus = [m for m in model.modules() if type(m) is nn.ReLU and "forward" not in vars(m)]
-    shadowed = [m for m in relus if not m.inplace]
 
     def switchable(x: torch.Tensor) -> torch.Tensor:
         return _SwitchableReLU.apply(x, switch)
 
-    def hook(_module: nn.Module, _inputs: tuple, output: torch.Tensor) -> torch.Tensor:
-        return _SwitchableReLU.apply(output, switch)
+    def switchable_in_place(x: torch.Tensor) -> torch.Tensor:
+        return _SwitchableReLUInPlace.apply(x, switch)
 
-    handles = [m.register_forward_hook(hook) for m in relus if m.inplace]
     try:
-        for m in shadowed:
-            m.forward = switchable
+        for m in relus:
+            m.forward = switchable_in_place if m.inplace else switchable
         yield
     finally:
-        for m in shadowed:
+        for m in relus:
             vars(m).pop("forward", None)
-        for h in handles:
-            h.remove()
 
 
 @contextlib.contextmanager
-def _native_conv_forward(model: nn.Module) -> Iterator[None]:
-    """Run the forward of every ``nn.Conv2d`` with oneDNN off (PyTorch's im2col + GEMM path, which
-    computes every output position in the same order, as Torch7's SpatialConvolutionMM did); the
-    backward runs after the hooks have restored the setting, on the fast kernels."""
+def _torch7_conv_forward(model: nn.Module) -> Iterator[None]:
+    """Run the forward of every convolution with Torch7's numerics for the duration (see ``explain``'s
+    ``torch7_ties``): every output position computed by the same GEMM over the same im2col column, so
+    equal receptive fields give bit-equal activations.
+
+    A plain ``nn.Conv2d`` on CPU (float32/float64, zero padding) gets its ``forward`` shadowed by
+    :class:`_Torch7Conv2d`: im2col into a scratch buffer, then ``addmm`` per image (and group), bit for
+    bit PyTorch's own im2col + GEMM path (``_slow_conv2d_forward``) run on one image. That path
+    allocates (and page-faults in) a fresh column buffer for the whole batch at every layer - 115 MB per
+    image at VGG-16's conv1_2, 920 MB for a batch of 8 - where this one reuses one buffer, kept with the
+    model for its next call. The backward runs on the fast kernels. Any other convolution runs
+    PyTorch's native path with oneDNN switched off around its forward.
+    """
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    plain = [m for m in convs if type(m) is nn.Conv2d and m.padding_mode == "zeros" and _runs_own_forward(m)]
+    wrapped = {id(m): vars(m)["forward"] for m in plain if "forward" in vars(m)}
+    plain_ids = {id(m) for m in plain}
+    others = [m for m in convs if id(m) not in plain_ids]
     before = torch.backends.mkldnn.enabled
+    workspace = _Workspace.of(model) if plain else None
+
+    def shadow(module: nn.Conv2d):
+        original = type(module).forward
+
+        def forward(x: torch.Tensor) -> torch.Tensor:
+            if _Torch7Conv2d.applies(x, module):
+                return _Torch7Conv2d.apply(x, module.weight, module.bias, module, workspace)
+            torch.backends.mkldnn.enabled = False
+            try:
+                return original(module, x)
+            finally:
+                torch.backends.mkldnn.enabled = before
+
+        return forward
 
     def native(_module: nn.Module, _inputs: tuple) -> None:
         torch.backends.mkldnn.enabled = False
@@ -283,15 +329,175 @@ def _native_conv_forward(model: nn.Module) -> Iterator[None]:
     def restore(_module: nn.Module, _inputs: tuple, _output: torch.Tensor) -> None:
         torch.backends.mkldnn.enabled = before
 
-    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
-    handles = [m.register_forward_pre_hook(native) for m in convs]
-    handles += [m.register_forward_hook(restore) for m in convs]
+    handles = [m.register_forward_pre_hook(native) for m in others]
+    handles += [m.register_forward_hook(restore) for m in others]
     try:
+        for m in plain:
+            m.forward = shadow(m)
         yield
     finally:
         torch.backends.mkldnn.enabled = before
+        for m in plain:
+            if id(m) in wrapped:
+                m.forward = wrapped[id(m)]
+            else:
+                vars(m).pop("forward", None)
         for h in handles:
             h.remove()
+
+
+def _runs_own_forward(module: nn.Module) -> bool:
+    """Whether calling ``module`` runs its class's ``forward``: no instance ``forward``, or one that is
+    a ``functools.partial`` around the module's own bound ``forward`` (as ``batch.sample_by_sample``
+    installs to run a batch sample by sample; :class:`_Torch7Conv2d` does that itself, forward and
+    backward, so it may stand in for such a wrapper while ``explain`` runs)."""
+    own = vars(module).get("forward")
+    if own is None:
+        return True
+    if not isinstance(own, functools.partial) or own.keywords or len(own.args) != 1:
+        return False
+    inner = own.args[0]
+    return getattr(inner, "__self__", None) is module and getattr(inner, "__func__", None) is type(module).forward
+
+
+class _Workspace:
+    """Scratch buffers (im2col columns, zero-padded image) grown on demand and reused by every layer
+    and image, kept with the model between calls (freed with it, or by :func:`release_workspace`):
+    a fresh buffer would be page-faulted in again at every call."""
+
+    __slots__ = ("_buffers", "__weakref__")
+    _by_model: "weakref.WeakKeyDictionary[nn.Module, _Workspace]" = weakref.WeakKeyDictionary()
+
+    def __init__(self) -> None:
+        self._buffers: dict[str, torch.Tensor] = {}
+
+    @classmethod
+    def of(cls, model: nn.Module) -> "_Workspace":
+        ws = cls._by_model.get(model)
+        if ws is None:
+            ws = cls._by_model[model] = cls()
+        return ws
+
+    def get(self, name: str, numel: int, like: torch.Tensor) -> torch.Tensor:
+        buf = self._buffers.get(name)
+        if buf is None or buf.numel() < numel or buf.dtype != like.dtype or buf.device != like.device:
+            self._buffers.pop(name, None)  # free the old one first
+            buf = self._buffers[name] = torch.empty(numel, dtype=like.dtype, device=like.device)
+        return buf[:numel]
+
+
+def release_workspace(model: nn.Module) -> None:
+    """Free the scratch memory ``explain`` keeps with ``model`` for its next call (at most the im2col
+    columns of one image at one layer and its zero-padded input: about 42 MB for VGG-16 at 224 x 224)."""
+    _Workspace._by_model.pop(model, None)
+
+
+class _Torch7Conv2d(torch.autograd.Function):
+    """``nn.Conv2d``'s forward computed as Torch7's SpatialConvolutionMM did (im2col + one GEMM per
+    image and group, bias first); the backward is PyTorch's (``convolution_backward``, fast kernels)."""
+
+    @staticmethod
+    def applies(x: torch.Tensor, module: nn.Conv2d) -> bool:
+        """Whether this path computes the convolution (else PyTorch's native one does, raising its own
+        errors for inputs that do not fit)."""
+        weight = module.weight
+        if not (x.dim() == 4 and x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)
+                and weight.dtype == x.dtype and weight.device == x.device and not isinstance(module.padding, str)
+                and x.shape[1] == weight.shape[1] * module.groups):
+            return False
+        return all(
+            size + 2 * p - d * (k - 1) - 1 >= 0
+            for size, k, p, d in zip(x.shape[-2:], weight.shape[-2:], module.padding, module.dilation)
+        )
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],  # type: ignore[override]
+                module: nn.Conv2d, workspace: _Workspace) -> torch.Tensor:
+        n, channels, height, width = x.shape
+        c_out, c_in_group, kh, kw = weight.shape
+        (sh, sw), (ph, pw), (dh, dw), groups = module.stride, module.padding, module.dilation, module.groups
+        oh = (height + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+        ow = (width + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+        rows = c_in_group * kh * kw  # per group
+        out = torch.empty((n, c_out, oh, ow), dtype=x.dtype, device=x.device)
+        bands = _bands(groups * rows * x.element_size(), oh, ow)  # output rows of each GEMM
+        columns = workspace.get("columns", groups * rows * max(r1 - r0 for r0, r1 in bands) * ow, x)
+        padded = None
+        if ph or pw:
+            padded = workspace.get("padded", channels * (height + 2 * ph) * (width + 2 * pw), x)
+            padded = padded.view(channels, height + 2 * ph, width + 2 * pw)
+            for border in (padded[:, :ph], padded[:, ph + height :], padded[:, ph : ph + height, :pw],
+                           padded[:, ph : ph + height, pw + width :]):
+                border.zero_()  # the inside is overwritten by each image
+        weight2d = weight.reshape(c_out, rows)
+        c_out_group = c_out // groups
+        for i in range(n):
+            image = x[i]
+            if padded is not None:
+                padded[:, ph : ph + height, pw : pw + width].copy_(image)  # the border stays zero
+                image = padded
+            for r0, r1 in bands:
+                cols_all = columns[: groups * rows * (r1 - r0) * ow].view(groups * rows, (r1 - r0) * ow)
+                _im2col(image[:, r0 * sh :], (kh, kw), (sh, sw), (dh, dw), (r1 - r0, ow), cols_all)
+                out_i = out[i, :, r0:r1].view(c_out, (r1 - r0) * ow)  # rows oh * ow apart
+                for g in range(groups):
+                    o = slice(g * c_out_group, (g + 1) * c_out_group)
+                    cols = cols_all[g * rows : (g + 1) * rows]
+                    if bias is None:
+                        torch.mm(weight2d[o], cols, out=out_i[o])
+                    else:
+                        torch.addmm(bias[o, None], weight2d[o], cols, out=out_i[o])
+        ctx.save_for_backward(x, weight)
+        ctx.conf = (module.stride, module.padding, module.dilation, groups, None if bias is None else [c_out])
+        return out
+
+    @staticmethod
+    def backward(ctx, dy: torch.Tensor):  # type: ignore[override]
+        x, weight = ctx.saved_tensors
+        stride, padding, dilation, groups, bias_sizes = ctx.conf
+        mask = [ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.needs_input_grad[2] and bias_sizes is not None]
+
+        def grads(dy_: torch.Tensor, x_: torch.Tensor) -> tuple:
+            return torch.ops.aten.convolution_backward(
+                dy_, x_, weight, bias_sizes, list(stride), list(padding), list(dilation), False, [0, 0], groups, mask
+            )
+
+        if x.shape[0] == 1 or mask[1] or mask[2]:
+            dx, dw, db = grads(dy, x)
+        else:  # image by image, as the forward: oneDNN splits a batch's work differently (other bits)
+            dx = torch.cat([grads(d, xi)[0] for d, xi in zip(dy.split(1), x.split(1))])
+            dw = db = None
+        return dx, dw, db, None, None
+
+
+_BAND_MIN_COLUMNS = 1536  # GEMMs at least this wide give the same bits as one GEMM over the image
+_BAND_BYTES = 4 << 20  # about the columns of one band, so that they stay in cache for the GEMM
+_BAND_FROM_BYTES = 32 << 20  # only layers whose columns are larger are cut in bands
+
+
+def _bands(column_bytes: int, oh: int, ow: int) -> list[tuple[int, int]]:
+    """The output rows [r0, r1) of each GEMM: all rows at once, or, where the im2col columns of the
+    image would exceed 32 MB (VGG-16's conv1_2: 115 MB), bands of about 4 MB of columns, each at least
+    1536 positions wide (the remainder goes to the last band). MKL then computes every position with
+    the same bits as one GEMM over the whole image - checked for every layer shape of the models this
+    project runs - while the columns stay in cache."""
+    if column_bytes * oh * ow <= _BAND_FROM_BYTES:
+        return [(0, oh)]
+    width = max(_BAND_MIN_COLUMNS, _BAND_BYTES // column_bytes)
+    band = -(-width // ow)
+    starts = list(range(0, oh - band + 1, band)) or [0]
+    return [(r0, starts[i + 1] if i + 1 < len(starts) else oh) for i, r0 in enumerate(starts)]
+
+
+def _im2col(image: torch.Tensor, kernel: tuple[int, int], stride: tuple[int, int], dilation: tuple[int, int],
+            out_size: tuple[int, int], columns: torch.Tensor) -> None:
+    """Torch7/PyTorch im2col of one (already zero-padded) image (C, H, W) into ``columns``
+    (C * kh * kw, oh * ow): row (c, i, j) holds channel c at kernel offset (i, j) for every output
+    position. One copy from a strided view of the image."""
+    (kh, kw), (sh, sw), (dh, dw), (oh, ow) = kernel, stride, dilation, out_size
+    c, sc, sy, sx = image.shape[0], image.stride(0), image.stride(1), image.stride(2)
+    windows = image.as_strided((c, kh, kw, oh, ow), (sc, dh * sy, dw * sx, sh * sy, sw * sx))
+    columns.view(c, kh, kw, oh, ow).copy_(windows)
 
 
 @contextlib.contextmanager

@@ -1,0 +1,70 @@
+"""The three CLIs never import heavy modules they do not use (torchvision, OpenCV, matplotlib, SciPy,
+Captum, NLTK): they are bench/test dependencies of this project at most, and importing torchvision
+alone costs about 2 s.
+
+Each CLI runs for real, in ONE fresh interpreter (so torch is imported once): its ``--help``, then a
+tiny fixture run through every stage (model load, explain, PNG writing). After each, the driver
+records which forbidden modules ``sys.modules`` holds.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from conftest import DATA, ROOT
+
+FORBIDDEN = ("torchvision", "cv2", "matplotlib", "scipy", "captum", "nltk")
+
+DRIVER = r"""
+import json, os, runpy, sys
+forbidden, runs = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+report = []
+for script, args in runs:
+    sys.argv = [script, *args]
+    sys.path[0] = os.path.dirname(script)  # as `python script` has it
+    try:
+        runpy.run_path(script, run_name="__main__")
+        code = 0
+    except SystemExit as stop:
+        code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
+    loaded = sorted({m.split(".")[0] for m in sys.modules} & set(forbidden))
+    report.append([script, args[:1], code, loaded])
+print("REPORT " + json.dumps(report))
+"""
+
+
+def test_clis_import_no_heavy_unused_modules(tmp_path):
+    models = DATA / "models"
+    image = str(ROOT / "images" / "cat_dog.jpg")
+    classification = [
+        "-proto_file", str(models / "mini_vgg16_v1.prototxt"), "-model_file", str(models / "mini_vgg16_v1.caffemodel"),
+        "-input_image_path", image, "-out_path", f"{tmp_path / 'cls'}/",
+    ]
+    vqa = [
+        "-proto_file", str(models / "mini_vgg19_v1.prototxt"), "-model_file", str(models / "mini_vgg19_v1.caffemodel"),
+        "-model_path", str(DATA / "VQA_LSTM_CNN" / "lstm.t7"), "-vocab_file", str(DATA / "VQA_LSTM_CNN" / "data_prepro.json"),
+        "-input_encoding_size", "6", "-rnn_size", "8", "-rnn_layers", "2", "-common_embedding_size", "16",
+        "-num_output", "10", "-input_image_path", image, "-question", "What animal?", "-answer", "dog",
+        "-out_path", f"{tmp_path / 'vqa'}/",
+    ]
+    captioning = [
+        "-model_path", str(DATA / "neuraltalk2" / "mini_caption_model.t7"), "-input_image_path", image,
+        "-out_path", f"{tmp_path / 'cap'}/",
+    ]
+    runs = []
+    for script, args in (("classification.py", classification), ("visual_question_answering.py", vqa),
+                         ("captioning.py", captioning)):
+        runs += [[str(ROOT / script), ["--help"]], [str(ROOT / script), args]]
+    proc = subprocess.run(
+        [sys.executable, "-c", DRIVER, json.dumps(FORBIDDEN), json.dumps(runs)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("REPORT ")]
+    assert proc.returncode == 0 and lines, proc.stderr[-2000:]
+    report = json.loads(lines[-1][len("REPORT "):])
+    for script, first_arg, code, loaded in report:
+        assert code == 0, f"{script} {first_arg}: exit code {code}\n{proc.stderr[-2000:]}"
+        assert loaded == [], f"after {script} {first_arg}: {', '.join(loaded)} imported"
+    for sub in ("cls", "vqa", "cap"):
+        assert len(list((tmp_path / sub).glob("*.png"))) == 3, f"the {sub} run wrote no images"
