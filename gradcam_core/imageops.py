@@ -19,10 +19,11 @@ from __future__ import annotations
 import contextlib
 import errno
 import functools
-import io
 import os
 import secrets
+import struct
 import warnings
+import zlib
 
 import numpy as np
 import torch
@@ -209,7 +210,7 @@ def _resize_rows(x: torch.Tensor, m: int) -> torch.Tensor:
         return taps[..., 0, :, :] + taps[..., 1, :, :]
     if m < n:
         index, weight, total = _shrink_taps(n, m)
-        mean = _box_sum(_weighted_taps(x, index, weight)) / total.to(x.device)[:, None]  # float32, as C
+        mean = _box_sum(x, index, weight) / total.to(x.device)[:, None]  # float32, as C
         return mean.to(x.dtype)
     return x
 
@@ -221,12 +222,14 @@ def _weighted_taps(x: torch.Tensor, index: torch.Tensor, weight: torch.Tensor) -
     return rows * weight.to(device=x.device, dtype=x.dtype)[:, :, None]
 
 
-def _box_sum(taps: torch.Tensor) -> torch.Tensor:
-    """Sum the K taps in order into a float32 accumulator, rounding after every addition as the C loop
-    does (its accumulator is a float even for double tensors; the additions are then done in double)."""
-    acc = taps[..., 0, :, :].float()
-    for k in range(1, taps.shape[-3]):
-        acc = (acc + taps[..., k, :, :]).float()
+def _box_sum(x: torch.Tensor, index: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """(..., m, w): the K weighted taps of each output row summed in order into a float32 accumulator,
+    rounding after every addition as the C loop does (its accumulator is a float even for double
+    tensors; the additions are then done in double). One tap at a time: no (K, m, w) intermediate."""
+    index, weight = index.to(x.device), weight.to(device=x.device, dtype=x.dtype)
+    acc = (x.index_select(-2, index[0]) * weight[0, :, None]).float()
+    for k in range(1, index.shape[0]):
+        acc = (acc + x.index_select(-2, index[k]) * weight[k, :, None]).float()
     return acc
 
 
@@ -335,10 +338,29 @@ def png_bytes(t: torch.Tensor) -> bytes:
     if t.dim() != 3 or t.shape[0] not in (1, 3):
         raise ValueError(f"png_bytes: expected (H, W), (1, H, W) or (3, H, W), got shape {tuple(t.shape)}")
     levels = (t.detach().cpu().nan_to_num(0.0).clamp(0, 1) * 255).to(torch.uint8)  # .to() truncates
-    pixels = levels.permute(1, 2, 0).numpy()
-    buf = io.BytesIO()
-    Image.fromarray(pixels[..., 0] if pixels.shape[2] == 1 else pixels).save(buf, format="PNG")
-    return buf.getvalue()
+    return encode_png(levels.permute(1, 2, 0).numpy())
+
+
+def encode_png(pixels: np.ndarray) -> bytes:
+    """PNG file bytes of (H, W, 1) grey or (H, W, 3) RGB uint8 pixels, encoded for speed.
+
+    Every row uses PNG's "Sub" filter (each byte minus the same channel of the pixel to its left) and
+    zlib level 1: about 10x faster than PIL's default (adaptive filters, level 6), for files 5-20%
+    larger. Encoding was the largest cost of a run after the network itself (three PNGs per target).
+    """
+    h, w, channels = pixels.shape
+    rows = np.empty((h, 1 + w * channels), dtype=np.uint8)
+    rows[:, 0] = 1  # filter type 1, Sub
+    flat = pixels.reshape(h, w * channels)
+    rows[:, 1 : 1 + channels] = flat[:, :channels]
+    np.subtract(flat[:, channels:], flat[:, :-channels], out=rows[:, 1 + channels :])  # wraps mod 256
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", w, h, 8, 0 if channels == 1 else 2, 0, 0, 0)  # 8-bit grey / RGB
+    return b"".join((b"\x89PNG\r\n\x1a\n", chunk(b"IHDR", header),
+                     chunk(b"IDAT", zlib.compress(rows.tobytes(), 1)), chunk(b"IEND", b"")))
 
 
 def save_png(path: str | os.PathLike[str], t: torch.Tensor) -> None:
