@@ -26,12 +26,12 @@ Where the files go
     ``-out_path`` is itself a symlink elsewhere).
 
 Batches
-    Images are read one by one; those that load are explained ``-batch_size`` at a time, through ONE
-    forward per batch. On the CPU, every ``nn.Linear`` and ``nn.Conv2d`` then runs sample by sample
-    inside that forward (:func:`sample_by_sample`): BLAS and oneDNN kernels round differently for
-    different batch sizes, and this keeps every image's maps bit-identical to a single-image run,
-    whatever batch or shard it falls in (batching on the CPU gains only a few percent anyway).
-    On GPUs the layers run batched, and maps may differ from single-image runs in the last bits.
+    The sorted list is cut into consecutive chunks of ``-batch_size`` files; the images of a chunk that
+    load are explained together, through ONE forward. Batching changes the last bits of some numbers
+    (BLAS computes a fully connected layer differently for one row and for several), so a map from a
+    batch may differ from the single-image run's by one grey level in a few pixels; ``-batch_size 1``
+    gives the single-image files byte for byte. A given command always gives the same bytes: the
+    chunks do not depend on which images fail to load, nor on the number of torchrun ranks.
 
 Bad images
     In folder and glob mode an image that cannot be read (not an image, truncated, unreadable) or
@@ -40,14 +40,14 @@ Bad images
     were skipped. In single-image mode the error is raised as before.
 
 Beyond one machine
-    Under ``torchrun`` (``WORLD_SIZE``, ``RANK``, ``LOCAL_RANK``), rank r takes images r, r + W,
-    r + 2W, ... of the sorted list (:class:`Shard`); no process group is needed. Each rank reports its
-    own skipped images.
+    Under ``torchrun`` (``WORLD_SIZE``, ``RANK``, ``LOCAL_RANK``), rank r takes chunks r, r + W,
+    r + 2W, ... (:class:`Shard`): every image is explained in the same batch as in a one-process run,
+    so the union of the ranks' files equals that run's, byte for byte. No process group is needed but
+    for the final count of skipped images; each rank reports its own skipped images.
 """
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
 import sys
 from dataclasses import dataclass
@@ -60,7 +60,6 @@ from .errors import GradCamError
 
 if TYPE_CHECKING:  # torch is imported only where images are explained
     import torch
-    from torch import nn
 
     from .outputs import Rendered
 
@@ -228,7 +227,7 @@ def output_folder(out_dir: Path, rel: PurePath) -> Path:
 
 @dataclass(frozen=True)
 class Shard:
-    """This process's part of the work under ``torchrun``: rank r of W takes items r, r + W, ..."""
+    """This process's part of the work under ``torchrun``: rank r of W takes chunks r, r + W, ..."""
 
     rank: int = 0
     world: int = 1
@@ -245,9 +244,10 @@ class Shard:
                                f"{world} do not fit (0 <= RANK < WORLD_SIZE)")
         return cls(rank, world, local)
 
-    def take(self, items: Sequence[T]) -> list[T]:
-        """This rank's items of the sorted list."""
-        return list(items[self.rank :: self.world])
+    def take(self, items: Sequence[T], chunk: int = 1) -> list[list[T]]:
+        """This rank's chunks of the sorted list cut into consecutive chunks of ``chunk`` items."""
+        chunks = [list(items[i : i + chunk]) for i in range(0, len(items), chunk)]
+        return chunks[self.rank :: self.world]
 
     def describe(self) -> str:
         """"" for one process, else "rank r of W"."""
@@ -291,7 +291,6 @@ def explain_images(
     load: Callable[[Path], "torch.Tensor"],
     explain_batch: Callable[["torch.Tensor"], Sequence[ImageOutput]],
     *,
-    models: Sequence["nn.Module"] = (),
     log: Callable[[str], None] = print,
     shard: Optional[Shard] = None,
 ) -> list[Path]:
@@ -300,8 +299,6 @@ def explain_images(
     Args:
         load: path -> preprocessed image (C, H, W); raises GradCamError for a bad image.
         explain_batch: (N, C, H, W) -> one :class:`ImageOutput` per image, in order.
-        models: the modules run inside ``explain_batch``; on the CPU their Linear and Conv2d layers
-            run sample by sample (:func:`sample_by_sample`), so maps do not depend on the batch.
         log: where stdout lines go; in multi-image mode each is prefixed with ``<image path>: ``.
         shard: this process's shard (default: from the torch.distributed environment variables).
     Returns:
@@ -310,19 +307,14 @@ def explain_images(
     """
     shard = shard or Shard.from_env()
     run = _Run(inputs.many, shard, log)
-    jobs = shard.take(inputs.jobs)
-    with run.progress(len(jobs)), sample_by_sample(*models):
-        pending: list[tuple[ImageJob, "torch.Tensor"]] = []  # images read, waiting for their batch
-        for job in jobs:
-            image = run.attempt(job, load, job.path)
-            if image is not None:
-                pending.append((job, image))
-            if len(pending) == batch_size:
-                run.explain(pending, explain_batch)
-                pending = []
-        if pending:
-            run.explain(pending, explain_batch)
-    run.finish(len(jobs))
+    chunks = shard.take(inputs.jobs, batch_size)
+    total = sum(map(len, chunks))
+    with run.progress(total):
+        for chunk in chunks:
+            loaded = [(job, image) for job in chunk if (image := run.attempt(job, load, job.path)) is not None]
+            if loaded:
+                run.explain(loaded, explain_batch)
+    run.finish(total)
     return run.written
 
 
@@ -427,43 +419,3 @@ def _sum_over_ranks(shard: Shard, counts: tuple[int, int]) -> Optional[tuple[int
 
 def _stderr(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
-
-
-# --------------------------------------------------------------------------- batch-independent maps
-
-
-_PER_SAMPLE_TYPES = ("Linear", "Conv2d")
-
-
-@contextlib.contextmanager
-def sample_by_sample(*models: "nn.Module") -> Iterator[None]:
-    """For the duration, every ``nn.Linear`` and ``nn.Conv2d`` of ``models`` runs each sample of a CPU
-    batch on its own (then concatenates), forward and backward: a sample's numbers are exactly those
-    of a batch of one. GEMM and oneDNN kernels round differently for different batch sizes (a fully
-    connected layer of one row is a matrix-vector product; oneDNN splits convolution work by batch),
-    which would move a few PNG values by one level between a folder run and single-image runs.
-    Other layers (pooling, ReLU, LRN, reductions per sample) are already batch-independent. GPU
-    batches run unchanged. Nothing stays changed afterwards (instance ``forward`` attributes are
-    removed, also on errors).
-    """
-    from torch import nn
-
-    kinds = tuple(getattr(nn, name) for name in _PER_SAMPLE_TYPES)
-    layers = {id(m): m for model in models for m in model.modules()
-              if type(m) in kinds and "forward" not in vars(m)}
-    try:
-        for m in layers.values():
-            m.forward = functools.partial(_per_sample, m.forward)
-        yield
-    finally:
-        for m in layers.values():
-            vars(m).pop("forward", None)
-
-
-def _per_sample(forward: Callable[["torch.Tensor"], "torch.Tensor"], x: "torch.Tensor") -> "torch.Tensor":
-    import torch
-
-    if x.dim() < 2 or x.shape[0] < 2 or x.device.type != "cpu":
-        return forward(x)
-    # clone: each sample in fresh (aligned) memory, as a single image's tensor is
-    return torch.cat([forward(sample.clone()) for sample in x.split(1)])

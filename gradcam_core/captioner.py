@@ -30,7 +30,7 @@ from .batch import ImageOutput, Inputs
 from .caffe import CaffeNet
 from .engine import Explanation, explain
 from .errors import GradCamError
-from .shapecheck import check_input_size
+from .shapecheck import input_size_errors
 from .torch7 import T7Object, T7Table, load_t7
 from .torch7.nn_modules import convert_module, sequential_to_net
 
@@ -449,13 +449,13 @@ def run(opts: CaptioningOptions, log: Callable[[str], None] = print) -> list[Pat
     """The whole of ``th captioning.lua``, for one image or many: returns the written files."""
     model = load_checkpoint(opts.model_path, opts.device)
     model.cnn.index_of(opts.layer)  # an unknown layer fails before any work, listing valid ones
-    check_input_size(model.cnn, (3, opts.input_sz, opts.input_sz), f"-input_sz {opts.input_sz}")
     wanted = [c or None for c in opts.captions]
     for caption in wanted:
         model.target(caption)  # a caption that does not fit fails before any work
 
     def explain_batch(images: torch.Tensor) -> list[ImageOutput]:
-        expl, generated = explain_captions(model, images, opts.layer, wanted)
+        with input_size_errors(f"-input_sz {opts.input_sz}", opts.input_sz, opts.input_sz):
+            expl, generated = explain_captions(model, images, opts.layer, wanted)
         return [_image_output(opts, expl, n, caption) for n, caption in enumerate(generated)]
 
     def load(path: Path) -> torch.Tensor:
@@ -463,8 +463,7 @@ def run(opts: CaptioningOptions, log: Callable[[str], None] = print) -> list[Pat
         # RGB: kept, so the maps are the original's.
         return imageops.preprocess(path, opts.input_sz, opts.input_sz)
 
-    models = [model.cnn, model.lm]
-    return batch.explain_images(opts.inputs, opts.batch_size, load, explain_batch, models=models, log=log)
+    return batch.explain_images(opts.inputs, opts.batch_size, load, explain_batch, log=log)
 
 
 def _image_output(opts: CaptioningOptions, expl: Explanation, n: int, generated: str) -> ImageOutput:

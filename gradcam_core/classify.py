@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable
 
 import torch
 from torch import nn
@@ -22,7 +22,7 @@ from .batch import ImageOutput, Inputs
 from .caffe import CaffeNet, load_caffe
 from .engine import Explanation, explain
 from .errors import GradCamError
-from .shapecheck import check_input_size
+from .shapecheck import input_size_errors
 from .targets import ClassTarget
 
 PREDICTED = -1  # -label -1: explain the predicted class
@@ -88,16 +88,16 @@ def run(opts: ClassificationOptions, log: Callable[[str], None] = print) -> list
     net = load_classifier(opts.proto_file, opts.model_file, opts.device)
     log(f"Successfully loaded {opts.model_file}")
     net.index_of(opts.layer_name)  # an unknown layer fails before any work, listing valid names
-    check_input_size(net, (3, opts.input_sz, opts.input_sz), f"-input_sz {opts.input_sz}")
 
     def explain_batch(images: torch.Tensor) -> list[ImageOutput]:
-        expl, resolved = explain_labels(net, images, opts.layer_name, opts.labels)
+        with input_size_errors(f"-input_sz {opts.input_sz}", opts.input_sz, opts.input_sz):
+            expl, resolved = explain_labels(net, images, opts.layer_name, opts.labels)
         return [_image_output(opts, expl, n, labels) for n, labels in enumerate(resolved)]
 
     def load(path: Path) -> torch.Tensor:
         return imageops.preprocess(path, opts.input_sz, opts.input_sz)
 
-    return batch.explain_images(opts.inputs, opts.batch_size, load, explain_batch, models=[net], log=log)
+    return batch.explain_images(opts.inputs, opts.batch_size, load, explain_batch, log=log)
 
 
 def _image_output(opts: ClassificationOptions, expl: Explanation, n: int, labels: list[int]) -> ImageOutput:

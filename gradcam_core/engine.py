@@ -13,8 +13,8 @@ deep clone whose ReLUs were swapped for guided ones. Here:
 * K targets share the forward; their backwards are batched (``is_grads_batched``);
 * with guided backprop, the convolutions' forward runs with Torch7's numerics (``torch7_ties``):
   im2col + one GEMM per image, in bands that stay in cache, into scratch memory kept with the model -
-  bit for bit PyTorch's own im2col path, at about the speed of oneDNN's convolution. Every image of a
-  batch is computed as if alone (forward and backward), so batches give the single-image bits.
+  bit for bit PyTorch's own im2col path, which sums in the order Torch7's SpatialConvolutionMM did.
+  Each image of a batch is computed alone (forward and, faster here too, backward).
 
 Grad-CAM is computed as the authors' code did: channel weights are the SUM of the gradients over the
 map (not the mean: the missing 1/Z cancels after min-max normalisation, but raw maps keep the Lua
@@ -23,7 +23,6 @@ values), map = ReLU(sum_c w_c A_c), then scaled to the input size with ``image.s
 from __future__ import annotations
 
 import contextlib
-import functools
 import weakref
 from dataclasses import dataclass
 from typing import Iterator, Optional, Sequence, Union
@@ -90,15 +89,16 @@ def explain(
             scores works.
         guided: also compute guided backprop and guided Grad-CAM.
         torch7_ties: with ``guided``, run the forward convolutions the way Torch7 did (im2col + GEMM,
-            bit for bit PyTorch's native CPU path) instead of oneDNN. Positions with equal receptive
-            fields (flat image regions: black borders, saturated sky) then get bit-equal activations,
-            and max-pooling ties break as in the original: guided backprop routes the gradient to
-            the first maximum of each window. oneDNN's position-dependent rounding breaks such ties
-            at random and moves a few guided-image pixels by several grey levels. Costs about 10% of
-            a guided run on VGG-16 (the im2col copies); backward passes and Grad-CAM alone (whose
-            channel weights do not depend on where in a window the gradient goes) always use the
-            fast kernels. Scratch memory for it (at most the im2col columns of one image at one
-            layer, about 42 MB for VGG-16 at 224 x 224) is kept with the model for the next call;
+            bit for bit PyTorch's native CPU path) instead of oneDNN. Both compute equal receptive
+            fields alike, but they round differently; where two different receptive fields round to the
+            same activation in Torch7 (common in flat image regions: black borders, saturated sky), a
+            max-pooling window holds a tie, and Torch7 routed the guided gradient to its first maximum.
+            oneDNN's rounding resolves a few of those ties the other way and moves some guided-image
+            pixels by 5-14 grey levels (two oracle cases). Costs about 10% of a guided run on VGG-16
+            (the im2col copies); backward passes and Grad-CAM alone (whose channel weights do not
+            depend on where in a window the gradient goes) always use the fast kernels. Scratch
+            memory for it (at most the im2col columns of one image at one layer, about 42 MB for
+            VGG-16 at 224 x 224) is kept with the model for the next call;
             :func:`release_workspace` frees it.
 
     Returns:
@@ -290,8 +290,8 @@ def _switchable_relus(model: nn.Module, switch: _GuideSwitch) -> Iterator[None]:
 @contextlib.contextmanager
 def _torch7_conv_forward(model: nn.Module) -> Iterator[None]:
     """Run the forward of every convolution with Torch7's numerics for the duration (see ``explain``'s
-    ``torch7_ties``): every output position computed by the same GEMM over the same im2col column, so
-    equal receptive fields give bit-equal activations.
+    ``torch7_ties``): every output position is one GEMM dot product over its im2col column, summed in
+    the order Torch7's SpatialConvolutionMM summed it, so activations round as the original's did.
 
     A plain ``nn.Conv2d`` on CPU (float32/float64, zero padding) gets its ``forward`` shadowed by
     :class:`_Torch7Conv2d`: im2col into a scratch buffer, then ``addmm`` per image (and group), bit for
@@ -302,8 +302,7 @@ def _torch7_conv_forward(model: nn.Module) -> Iterator[None]:
     PyTorch's native path with oneDNN switched off around its forward.
     """
     convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
-    plain = [m for m in convs if type(m) is nn.Conv2d and m.padding_mode == "zeros" and _runs_own_forward(m)]
-    wrapped = {id(m): vars(m)["forward"] for m in plain if "forward" in vars(m)}
+    plain = [m for m in convs if type(m) is nn.Conv2d and m.padding_mode == "zeros" and "forward" not in vars(m)]
     plain_ids = {id(m) for m in plain}
     others = [m for m in convs if id(m) not in plain_ids]
     before = torch.backends.mkldnn.enabled
@@ -338,26 +337,9 @@ def _torch7_conv_forward(model: nn.Module) -> Iterator[None]:
     finally:
         torch.backends.mkldnn.enabled = before
         for m in plain:
-            if id(m) in wrapped:
-                m.forward = wrapped[id(m)]
-            else:
-                vars(m).pop("forward", None)
+            vars(m).pop("forward", None)
         for h in handles:
             h.remove()
-
-
-def _runs_own_forward(module: nn.Module) -> bool:
-    """Whether calling ``module`` runs its class's ``forward``: no instance ``forward``, or one that is
-    a ``functools.partial`` around the module's own bound ``forward`` (as ``batch.sample_by_sample``
-    installs to run a batch sample by sample; :class:`_Torch7Conv2d` does that itself, forward and
-    backward, so it may stand in for such a wrapper while ``explain`` runs)."""
-    own = vars(module).get("forward")
-    if own is None:
-        return True
-    if not isinstance(own, functools.partial) or own.keywords or len(own.args) != 1:
-        return False
-    inner = own.args[0]
-    return getattr(inner, "__self__", None) is module and getattr(inner, "__func__", None) is type(module).forward
 
 
 class _Workspace:
@@ -464,7 +446,7 @@ class _Torch7Conv2d(torch.autograd.Function):
 
         if x.shape[0] == 1 or mask[1] or mask[2]:
             dx, dw, db = grads(dy, x)
-        else:  # image by image, as the forward: oneDNN splits a batch's work differently (other bits)
+        else:  # image by image, as the forward: faster than oneDNN's batched backward here (VGG-16, 8 images)
             dx = torch.cat([grads(d, xi)[0] for d, xi in zip(dy.split(1), x.split(1))])
             dw = db = None
         return dx, dw, db, None, None

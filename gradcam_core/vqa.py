@@ -49,7 +49,7 @@ from .caffe import CaffeNet, load_caffe
 from .cli import as_str_list
 from .engine import Explanation, explain
 from .errors import GradCamError
-from .shapecheck import check_input_size
+from .shapecheck import input_size_errors
 from .tokenize import MAX_QUESTION_LENGTH, UNK, encode_question, question_tokens, word_to_ix_from_ix_to_word
 from .torch7 import load_t7
 
@@ -546,7 +546,6 @@ def run(opts: VQAOptions, log: Callable[[str], None] = print) -> list[Path]:
     image_net = load_image_net(opts.proto_file, opts.model_file, opts.device)
     log(f"Successfully loaded {opts.model_file}")
     image_net.cnn.index_of(opts.layer_name)  # an unknown layer fails before any work, listing valid names
-    check_input_size(image_net, (3, opts.input_sz, opts.input_sz), f"-input_sz {opts.input_sz}")
 
     for token in tokens:  # what prepro_ques.py printed
         log(token)
@@ -558,16 +557,16 @@ def run(opts: VQAOptions, log: Callable[[str], None] = print) -> list[Path]:
     requested = [vocab.answer_index(a) if a else None for a in answers]
 
     def explain_batch(images: torch.Tensor) -> list[ImageOutput]:
-        expl, scores, indices = explain_answers(
-            image_net, answerer.answer_net, images, question, requested, opts.layer_name
-        )
+        with input_size_errors(f"-input_sz {opts.input_sz}", opts.input_sz, opts.input_sz):
+            expl, scores, indices = explain_answers(
+                image_net, answerer.answer_net, images, question, requested, opts.layer_name
+            )
         return [_image_output(opts, vocab, answers, expl, scores, indices, n) for n in range(len(indices))]
 
     def load(path: Path) -> torch.Tensor:
         return imageops.preprocess(path, opts.input_sz, opts.input_sz, DTYPE)
 
-    models = [image_net, answerer]
-    return batch.explain_images(opts.inputs, opts.batch_size, load, explain_batch, models=models, log=log)
+    return batch.explain_images(opts.inputs, opts.batch_size, load, explain_batch, log=log)
 
 
 def _image_output(

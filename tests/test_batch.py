@@ -1,9 +1,11 @@
 """Several targets and many images in one run (issue 5): multi-target runs, folder and glob mode, batches,
 torchrun shards, and the selection / sharding / naming rules of ``gradcam_core.batch``.
 
-The folder, glob and torchrun runs are compared BYTE FOR BYTE with single-image runs of the same script
-(its ``main`` called in this process, one image at a time): an image's maps must not depend on the batch
-or shard it falls in. Multi-target runs are compared with the oracle's single-target files.
+Folder and glob runs are compared with single-image runs of the same script (its ``main`` called in
+this process, one image at a time): within one grey level in batches (BLAS rounds a batch's fully
+connected layers differently), byte for byte with ``-batch_size 1``; a torchrun run equals the
+one-process run byte for byte (every image falls in the same batch). Multi-target runs are compared with
+the oracle's single-target files.
 """
 from __future__ import annotations
 
@@ -21,11 +23,12 @@ import threading
 from pathlib import Path, PurePath
 from typing import Callable
 
+import numpy as np
 import pytest
 import torch
-from torch import nn
 
-from conftest import CASES, DATA, ROOT, assert_png_close, assert_refused, run_script
+
+from conftest import CASES, DATA, ROOT, assert_png_close, assert_refused, read_png, run_script
 from gradcam_core import GradCamError, batch
 from gradcam_core.cli import as_int_list, as_str_list
 
@@ -70,6 +73,17 @@ def assert_same_tree(actual: Path, expected: Path) -> None:
     assert sorted(got) == sorted(want)
     differing = [name for name in want if got[name] != want[name]]
     assert not differing, f"PNGs differing from single-image runs: {differing}"
+
+
+def assert_close_tree(actual: Path, expected: Path) -> None:
+    """The same files, each PNG within one grey level (BLAS rounds a batch's fully connected layers
+    differently from a single image's) and at most 0.5% of its values off at all."""
+    got, want = tree(actual), tree(expected)
+    assert sorted(got) == sorted(want)
+    for name in want:
+        a, e = read_png(actual / name), read_png(expected / name)
+        diff = np.abs(a - e)
+        assert diff.max() <= 1 and (diff > 0).mean() <= 0.005, (name, diff.max(), (diff > 0).mean())
 
 
 def photo_folder(tmp_path: Path) -> tuple[Path, dict[str, Path]]:
@@ -164,16 +178,16 @@ def test_folder_run_equals_single_image_runs_and_skips_bad_images(tmp_path):
     assert [line.split(": ")[0] for line in per_image] == [str(folder / rel) for rel in sorted(good)]
 
     single_runs("classification.py", [*CLS, "-label", "3,-1"], good, tmp_path / "single")
-    assert_same_tree(out, tmp_path / "single")  # out/indoor/Bathroom.JPG/classify_gb_3.png, ...
+    assert_close_tree(out, tmp_path / "single")  # out/indoor/Bathroom.JPG/classify_gb_3.png, ...
 
-    # batch size 1 (every image alone), stderr on a terminal: the same bytes, and a progress bar
+    # batch size 1 (every image alone), stderr on a terminal: the single runs' bytes, and a progress bar
     out1 = tmp_path / "out1"
     code, terminal = run_with_terminal_stderr(
         [sys.executable, str(ROOT / "classification.py"), *CLS, "-label", "3,-1", "-input_image_path", str(folder),
          "-batch_size", "1", "-out_path", str(out1)])
     assert code == 2
     assert "6/6" in terminal and "img" in terminal, terminal  # tqdm's bar
-    assert_same_tree(out1, out)
+    assert_same_tree(out1, tmp_path / "single")
 
 
 def run_with_terminal_stderr(command: list[str]) -> tuple[int, str]:
@@ -216,7 +230,7 @@ def test_vqa_folder_run_equals_single_image_runs(tmp_path):
     answers = [line for line in result.stdout.splitlines() if "Grad-CAM answer" in line]
     assert answers == [f"{folder / rel}: Grad-CAM answer: \tdog" for rel in sorted(good)]
     single_runs("visual_question_answering.py", [*options[:-1], "dog"], good, tmp_path / "single")
-    assert_same_tree(out, tmp_path / "single")
+    assert_close_tree(out, tmp_path / "single")
 
 
 def test_captioning_glob_run_equals_single_image_runs(tmp_path):
@@ -234,7 +248,7 @@ def test_captioning_glob_run_equals_single_image_runs(tmp_path):
     assert explained == [str(folder / rel) for rel in sorted(chosen)]
     assert (out / "cat_dog.jpg" / "caption_gb_A zebra, and a dog!.png").is_file()
     single_runs("captioning.py", [*CAP, "-caption", captions], chosen, tmp_path / "single")
-    assert_same_tree(out, tmp_path / "single")
+    assert_close_tree(out, tmp_path / "single")
 
 
 @pytest.mark.parametrize("what", ["empty folder", "glob matching nothing"])
@@ -279,7 +293,7 @@ def test_torchrun_shards_give_the_single_process_files(tmp_path):
     assert one.returncode == 2, one.stderr
     assert ranks.returncode != 0  # torchrun reports ranks that exit 2 (broken.jpg) as failed
     summaries = sorted(line for line in ranks.stderr.splitlines() if "over all ranks" in line)
-    assert summaries == [  # rank 0 took files 0, 2, 4 (broken.jpg, firehydrants.jpg, tabbycat_dog.jpg)
+    assert summaries == [  # rank 0 took chunks 0 and 2: files 0, 1 and 4 (broken.jpg, cat_dog.jpg, tabbycat_dog.jpg)
         "classification.py: error: rank 0 of 2: skipped 1 of 3 images; over all ranks: skipped 1 of 5",
         "classification.py: error: rank 1 of 2: skipped 0 of 2 images; over all ranks: skipped 1 of 5",
     ]
@@ -376,11 +390,13 @@ def test_output_folder_naming(tmp_path):
     assert batch.output_folder(tmp_path, PurePath("cats/tabby.jpg")) == tmp_path / "cats" / "tabby.jpg"
 
 
-def test_shards_partition_the_sorted_list():
+def test_shards_take_every_world_th_chunk_of_the_sorted_list():
     items = list(range(7))
     shards = [batch.Shard(rank, 3) for rank in range(3)]
-    assert [s.take(items) for s in shards] == [[0, 3, 6], [1, 4], [2, 5]]
-    assert sorted(x for s in shards for x in s.take(items)) == items
+    assert [s.take(items) for s in shards] == [[[0], [3], [6]], [[1], [4]], [[2], [5]]]
+    assert [s.take(items, 2) for s in shards] == [[[0, 1], [6]], [[2, 3]], [[4, 5]]]
+    one = batch.Shard().take(items, 2)  # one process: the same chunks, so the same batches
+    assert sorted(c for s in shards for c in s.take(items, 2)) == one == [[0, 1], [2, 3], [4, 5], [6]]
     assert batch.Shard(1, 8).take(["only"]) == []
 
 
@@ -416,30 +432,3 @@ def test_an_answer_with_a_comma_is_one_answer():
     assert expand_answers(["dog, purple"], vocab) == ["dog", "purple"]  # purple: the predicted one, as before
     assert expand_answers([""], vocab) == [""]
     assert expand_answers(['["cat", ""]'], vocab) == ["cat", ""]
-
-
-# ------------------------------------------------------------------------ batch-independent layers
-
-
-def test_sample_by_sample_gives_a_batch_of_one_bit_for_bit():
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 16, 3, padding=1),
-                          nn.Flatten(), nn.Linear(16 * 14 * 14, 33), nn.Linear(33, 5))
-    x = torch.randn(5, 3, 14, 14, requires_grad=True)
-    with batch.sample_by_sample(model):
-        y = model(x)
-        (g,) = torch.autograd.grad(y[:, 1].sum(), x)
-    for n in range(5):
-        xn = x[n : n + 1].detach().clone().requires_grad_()
-        yn = model(xn)
-        (gn,) = torch.autograd.grad(yn[:, 1].sum(), xn)
-        assert torch.equal(y[n : n + 1], yn) and torch.equal(g[n : n + 1], gn)
-    assert not any("forward" in vars(m) for m in model.modules())  # nothing left behind
-
-
-def test_sample_by_sample_restores_the_model_on_errors():
-    model = nn.Linear(3, 2)
-    with pytest.raises(RuntimeError):
-        with batch.sample_by_sample(model):
-            model(torch.zeros(2, 4))
-    assert "forward" not in vars(model)

@@ -35,7 +35,7 @@ from gradcam_core.caffe.layers import LAYERS
 from gradcam_core.errors import GradCamError
 from gradcam_core.fileio import open_regular
 from gradcam_core.torch7 import load_t7
-from t7_writer import Obj, Storage, Tensor, t7, tensor
+from t7_writer import Obj, Storage, Tensor, t7
 
 sys.path.insert(0, str(ROOT / "fuzz"))
 import targets  # noqa: E402  (fuzz/targets.py: the fuzz targets and their contract)

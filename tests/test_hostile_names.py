@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import cli_runner
-from conftest import DATA, ROOT
+from conftest import DATA
 from gradcam_core import outputs
 
 MODEL = DATA / "models" / "mini_vgg16_v1"
