@@ -57,8 +57,15 @@ def oracle_args(case_id: str, out_dir: Path) -> tuple[str, list[str]]:
     return script, args
 
 
-def run_script(script: str, *args: str, cwd: Optional[Path] = None, timeout: float = 300) -> subprocess.CompletedProcess:
-    """Run one of the entry scripts in a fresh interpreter, as a user would."""
+def run_script(script: str, *args: str, cwd: Optional[Path] = None, timeout: float = 300,
+               fresh: bool = False) -> subprocess.CompletedProcess:
+    """Run one of the entry scripts as its own process, as a user would: forked from a helper that has
+    imported torch already (``cli_runner``: the same ``python script args`` run minus 2-3 s of
+    imports), or, with ``fresh``, in a new interpreter."""
+    if not fresh:
+        import cli_runner
+
+        return cli_runner.shared().run(script, *args, cwd=cwd, timeout=timeout)
     return subprocess.run(
         [sys.executable, str(ROOT / script), *args],
         cwd=cwd or ROOT, capture_output=True, text=True, timeout=timeout,

@@ -43,6 +43,19 @@ def test_oracle_case_gives_the_same_images(case_id, tmp_path):
             assert line.rstrip() in result.stdout.splitlines()
 
 
+def test_readme_command_in_a_fresh_interpreter_gives_the_oracle_images(tmp_path):
+    """The README's first command, as a new user runs it (a new interpreter, relative paths from the
+    checkout, -out_path with a trailing slash), gives the l3 heatmap case's images."""
+    result = run_script("classification.py", "-proto_file", "tests/data/models/mini_vgg16_v1.prototxt",
+                        "-model_file", "tests/data/models/mini_vgg16_v1.caffemodel", "-label", "3",
+                        "-out_path", f"{tmp_path}/", fresh=True)
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    expected = oracle_pngs("cls_v1_catdog_l3_hm")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [p.name for p in expected]
+    for png in expected:
+        assert_png_close(tmp_path / png.name, png)
+
+
 @pytest.mark.parametrize("v2_case, v1_case", sorted(V2_AS_V1.items()))
 def test_v2_files_give_what_the_same_v1_weights_give(v2_case, v1_case, tmp_path):
     result = run_case(v2_case, tmp_path)
