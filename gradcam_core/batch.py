@@ -418,4 +418,6 @@ def _sum_over_ranks(shard: Shard, counts: tuple[int, int]) -> Optional[tuple[int
 
 
 def _stderr(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
+    if sys.stderr is not None:
+        sys.stderr.write(line + "\n")  # one write: ranks sharing stderr do not split each other's lines
+        sys.stderr.flush()

@@ -95,8 +95,16 @@ def _memory_message(err: Exception) -> str:
 def _die(prog: str, message: str, code: int) -> NoReturn:
     if sys.stdout is not None:  # None when the user closed it (>&-)
         sys.stdout.flush()
-    print(f"{prog}: error: {message}", file=sys.stderr)
+    _write_line(sys.stderr, f"{prog}: error: {message}")
     sys.exit(code)
+
+
+def _write_line(stream: Any, line: str) -> None:
+    """One write call for the line and its newline: with unbuffered streams (torchrun sets
+    PYTHONUNBUFFERED) ``print`` writes them separately and lines of several ranks get interleaved."""
+    if stream is not None:
+        stream.write(line + "\n")
+        stream.flush()
 
 
 class _ReaderGoneGuard:
