@@ -8,7 +8,7 @@ output names.
 """
 from gradcam_core.cli import (
     as_choice, as_int, as_positive_int, as_str, as_str_list, check_out_dir, device_for, input_images, input_path,
-    run_cli,
+    run_cli, with_many_images_help,
 )
 
 MODEL = "neuraltalk2/model_id1-501-1448236541.t7"
@@ -17,6 +17,7 @@ CAPTION = "a dog and a cat posing for a picture"
 MODEL_HINT = "run scripts/download_models.sh captioning to fetch it, or pass -model_path"
 
 
+@with_many_images_help("caption_gb_a dog.png", "caption")
 def main(
     input_sz=224,
     backend="cudnn",
@@ -45,14 +46,7 @@ def main(
     ``-save_as_heatmap 0``), ``caption_gb_<caption>.png`` and ``caption_gb_gcam_<caption>.png`` for each
     caption into ``-out_path``.
 
-    Many images: ``-input_image_path`` may be a folder (every .jpg/.jpeg/.png under it, recursively, any
-    case; hidden names and symlinked folders skipped) or a glob (``'photos/*.jpg'``, ``**`` = any depth),
-    explained ``-batch_size`` at a time, with a progress bar on stderr when it is a terminal. Each image's
-    files go into ``<out_path>/<its path relative to the folder or the glob's fixed prefix>/``, named as
-    above (``output/cats/tabby.jpg/caption_gb_a dog.png``); its caption lines are prefixed with its path.
-    A bad image is reported on stderr (``skipping <path>: <reason>``) and skipped; exit code 0 if every
-    image was explained, 2 if any was skipped (the last stderr line counts them). Under ``torchrun`` each
-    rank takes every W-th image of the sorted list (one GPU per rank, cuda:LOCAL_RANK, with -gpuid >= 0).
+    {many_images}
 
     Args:
         input_sz: side of the square network input.

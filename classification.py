@@ -10,7 +10,7 @@ output names.
 """
 from gradcam_core.cli import (
     MODELS_HINT, as_choice, as_int, as_int_list, as_positive_int, as_str, check_out_dir, device_for,
-    input_images, input_path, run_cli,
+    input_images, input_path, run_cli, with_many_images_help,
 )
 
 PROTO = "models/VGG_ILSVRC_16_layers_deploy.prototxt"
@@ -18,6 +18,7 @@ MODEL = "models/VGG_ILSVRC_16_layers.caffemodel"
 IMAGE = "images/cat_dog.jpg"
 
 
+@with_many_images_help("classify_gb_5.png", "stdout")
 def main(
     proto_file=PROTO,
     model_file=MODEL,
@@ -41,14 +42,7 @@ def main(
     Writes ``classify_gcam_hm_<L>.png`` (``classify_gcam_<L>.png`` with ``-save_as_heatmap 0``),
     ``classify_gb_<L>.png`` and ``classify_gb_gcam_<L>.png`` for each label ``<L>`` into ``-out_path``.
 
-    Many images: ``-input_image_path`` may be a folder (every .jpg/.jpeg/.png under it, recursively, any
-    case; hidden names and symlinked folders skipped) or a glob (``'photos/*.jpg'``, ``**`` = any depth),
-    explained ``-batch_size`` at a time, with a progress bar on stderr when it is a terminal. Each image's
-    files go into ``<out_path>/<its path relative to the folder or the glob's fixed prefix>/``, named as
-    above (``output/cats/tabby.jpg/classify_gb_5.png``); its stdout line is prefixed with its path. A bad
-    image is reported on stderr (``skipping <path>: <reason>``) and skipped; exit code 0 if every image
-    was explained, 2 if any was skipped (the last stderr line counts them). Under ``torchrun`` each rank
-    takes every W-th image of the sorted list (one GPU per rank, cuda:LOCAL_RANK, with -gpuid >= 0).
+    {many_images}
 
     Args:
         proto_file: Caffe deploy prototxt.

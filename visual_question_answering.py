@@ -9,6 +9,7 @@ output names.
 """
 from gradcam_core.cli import (
     as_choice, as_int, as_positive_int, as_str, check_out_dir, device_for, input_images, input_path, run_cli,
+    with_many_images_help,
 )
 
 PROTO = "models/VGG_ILSVRC_19_layers_deploy.prototxt"
@@ -19,6 +20,7 @@ VOCAB = "VQA_LSTM_CNN/data_prepro.json"
 HINT = "run scripts/download_models.sh vqa to fetch the original models, or pass the file explicitly"
 
 
+@with_many_images_help("vqa_gb_dog.png", "answer")
 def main(
     proto_file=PROTO,
     model_file=MODEL,
@@ -51,14 +53,7 @@ def main(
     (``vqa_gcam_<answer>.png`` with ``-save_as_heatmap 0``), ``vqa_gb_<answer>.png`` and
     ``vqa_gb_gcam_<answer>.png`` for each answer into ``-out_path``.
 
-    Many images: ``-input_image_path`` may be a folder (every .jpg/.jpeg/.png under it, recursively, any
-    case; hidden names and symlinked folders skipped) or a glob (``'photos/*.jpg'``, ``**`` = any depth),
-    explained ``-batch_size`` at a time, with a progress bar on stderr when it is a terminal. Each image's
-    files go into ``<out_path>/<its path relative to the folder or the glob's fixed prefix>/``, named as
-    above (``output/cats/tabby.jpg/vqa_gb_dog.png``); its answer lines are prefixed with its path. A bad
-    image is reported on stderr (``skipping <path>: <reason>``) and skipped; exit code 0 if every image
-    was explained, 2 if any was skipped (the last stderr line counts them). Under ``torchrun`` each rank
-    takes every W-th image of the sorted list (one GPU per rank, cuda:LOCAL_RANK, with -gpuid >= 0).
+    {many_images}
 
     Args:
         proto_file: Caffe deploy prototxt of the image CNN (VGG-19).

@@ -343,10 +343,15 @@ def _kind(value: Any) -> str:
     return type(value).__name__
 
 
-def _positive_int(lm: T7Object, name: str) -> int:
+MAX_SEQ_LENGTH = 1000  # neuraltalk2 trains with 16; the sampler runs seq_length + 2 steps
+
+
+def _positive_int(lm: T7Object, name: str, most: Optional[int] = None) -> int:
     value = lm.get(name)
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise GradCamError(f"protos.lm: field '{name}' should be a positive whole number, is {value!r}")
+    if most is not None and value > most:  # not tied to any weight: a hostile file could ask for 10^9 steps
+        raise GradCamError(f"protos.lm: field '{name}' is {value}; a captioning model takes at most {most}")
     return value
 
 
@@ -368,7 +373,7 @@ def _core_modules(core: Any) -> dict[str, T7Object]:
 def _language_model(lm: T7Object, dtype: torch.dtype) -> LanguageModel:
     """``protos.lm`` -> :class:`LanguageModel`, its Linear layers found by annotation name."""
     vocab_size, encoding, rnn = (_positive_int(lm, k) for k in ("vocab_size", "input_encoding_size", "rnn_size"))
-    layers, seq_length = _positive_int(lm, "num_layers"), _positive_int(lm, "seq_length")
+    layers, seq_length = _positive_int(lm, "num_layers"), _positive_int(lm, "seq_length", MAX_SEQ_LENGTH)
     named = _core_modules(lm.get("core"))
 
     def linear(name: str, n_in: int, n_out: int) -> nn.Linear:

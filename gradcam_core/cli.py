@@ -19,7 +19,7 @@ import signal
 import sys
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, NoReturn, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, NoReturn, Optional, Sequence, TypeVar
 
 from .errors import GradCamError
 
@@ -90,6 +90,30 @@ def _memory_message(err: Exception) -> str:
     """The one line for a failed allocation, with the size torch's allocator reports, if it did."""
     size = re.search(r"tried to allocate (\d+(?:\.\d+)? ?\w*)", str(err))
     return f"out of memory: an allocation of {size.group(1).rstrip('.')} failed" if size else "out of memory"
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+MANY_IMAGES_HELP = """Many images: ``-input_image_path`` may be a folder (every .jpg/.jpeg/.png under it, recursively, any
+    case; hidden names and symlinked folders skipped) or a glob (``'photos/*.jpg'``, ``**`` = any depth),
+    explained ``-batch_size`` at a time, with a progress bar on stderr when it is a terminal. Each image's
+    files go into ``<out_path>/<its path relative to the folder or the glob's fixed prefix>/``, named as
+    above (``output/cats/tabby.jpg/{example}``); its {lines} lines are prefixed with its path. A bad image
+    is reported on stderr (``skipping <path>: <reason>``) and skipped; exit code 0 if every image was
+    explained, 2 if any was skipped (the last stderr line counts them). Under ``torchrun`` rank r takes
+    chunks r, r + W, ... of ``-batch_size`` images of the sorted list (one GPU per rank, cuda:LOCAL_RANK,
+    with -gpuid >= 0); the union of the ranks' files is the one-process run's."""
+
+
+def with_many_images_help(example: str, lines: str) -> Callable[[F], F]:
+    """Decorator for the entry scripts' ``main``: fills ``{many_images}`` in its docstring (what
+    ``--help`` shows) with :data:`MANY_IMAGES_HELP`."""
+
+    def fill(main: F) -> F:
+        main.__doc__ = (main.__doc__ or "").replace("{many_images}", MANY_IMAGES_HELP.format(example=example, lines=lines))
+        return main
+
+    return fill
 
 
 def _die(prog: str, message: str, code: int) -> NoReturn:

@@ -49,6 +49,7 @@ from .caffe import CaffeNet, load_caffe
 from .cli import as_str_list
 from .engine import Explanation, explain
 from .errors import GradCamError
+from .fileio import open_regular
 from .shapecheck import input_size_errors
 from .tokenize import MAX_QUESTION_LENGTH, UNK, encode_question, question_tokens, word_to_ix_from_ix_to_word
 from .torch7 import load_t7
@@ -93,7 +94,8 @@ class Vocabulary:
 def load_vocabulary(path: Path) -> Vocabulary:
     """Read ``ix_to_word`` and ``ix_to_ans`` (1-based string keys) from ``data_prepro.json``."""
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        with open_regular(path) as f:  # a folder, FIFO or device is refused, not read (or waited on)
+            data = json.loads(f.read().decode("utf-8"))
     except OSError as err:
         raise GradCamError(f"{path}: cannot read: {err.strerror or err}") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as err:

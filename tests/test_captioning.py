@@ -248,6 +248,21 @@ def test_cudnn_checkpoint_with_cuda_storages_gives_the_same_results(model, tmp_p
         torch.testing.assert_close(getattr(ours, field), getattr(ref, field), rtol=0, atol=0)
 
 
+def test_a_checkpoint_asking_for_a_billion_time_steps_is_refused_at_load(tmp_path):
+    """seq_length is tied to no weight: a file could make the sampler run 10^9 steps (a hang)."""
+    root = load_t7(CHECKPOINT)
+    root["protos"]["lm"].fields["seq_length"] = 10**9
+    path = tmp_path / "huge_seq_length.t7"
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(20_000)  # the writer recurses through the nngraph node graph
+    try:
+        path.write_bytes(Writer().value(from_loaded(root)).bytes())
+    finally:
+        sys.setrecursionlimit(limit)
+    with pytest.raises(GradCamError, match=r"seq_length' is 1000000000; a captioning model takes at most 1000"):
+        load_checkpoint(path)
+
+
 # --------------------------------------------------------------------------------------------------
 # Torch7 module conversion
 

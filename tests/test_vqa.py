@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
 from pathlib import Path
@@ -293,6 +294,16 @@ def _write_vocab(tmp_path: Path, mutate) -> Path:
 def test_bad_vocabularies(mutate, message, tmp_path):
     with pytest.raises(GradCamError, match=message):
         vqa.load_vocabulary(_write_vocab(tmp_path, mutate))
+
+
+def test_a_vocabulary_that_is_a_pipe_or_folder_is_refused_not_waited_on(tmp_path):
+    """Through the library too (the CLI refuses them earlier): reading a FIFO would block forever."""
+    fifo = tmp_path / "data_prepro.json"
+    os.mkfifo(fifo)
+    with pytest.raises(GradCamError, match="not a regular file"):
+        vqa.load_vocabulary(fifo)
+    with pytest.raises(GradCamError, match="directory"):
+        vqa.load_vocabulary(tmp_path)
 
 
 def test_vocabulary_reads_the_fixture(vocab):
