@@ -543,6 +543,10 @@ LOAD_PROBE = textwrap.dedent("""
     read_file()  # warm the page cache
     reset_peak(); base = status("VmRSS"); t0 = time.perf_counter()
     net = load_caffe(proto, model)
+    # and one read of every weight: packed blobs are mapped from the page cache, not copied, so the
+    # pages' first use (mapping them in) is counted here rather than in the first forward
+    for p in net.parameters():
+        p.detach().sum()
     load, peak_load = time.perf_counter() - t0, status("VmHWM") - base
     del net
     reset_peak(); base = status("VmRSS"); t0 = time.perf_counter()
@@ -566,13 +570,15 @@ def load_run(proto: Path, model: Path, repeats: int, threads: int, report: Repor
         for key, value in json.loads(out.strip().splitlines()[-1]).items():
             res[key].append(value)
     load, read = statistics.median(res["load"]), statistics.median(res["read"])
-    r = report.add(Row(f"`load_caffe` of the {size / MB:.0f} MB V1 caffemodel (page cache warm)", load,
+    r = report.add(Row(f"`load_caffe` of the {size / MB:.0f} MB V1 caffemodel (page cache warm), then one read "
+                       "of every weight", load,
                        min(res["load"]), section=section, target="≥ 1 GB/s",
                        extra=f"{size / load / GB:.2f} GB/s; reading the file into fresh memory: "
                              f"{fmt_s(read)} = {size / read / GB:.2f} GB/s"))
     r.ok = size / load >= GB
     peak = statistics.median(res["peak_load"])
-    r = report.add(Row("`load_caffe` peak RSS over the interpreter's baseline (fresh subprocess)", section=section,
+    r = report.add(Row("`load_caffe` peak RSS over the interpreter's baseline (fresh subprocess; the mapped "
+                       "file's pages count)", section=section,
                        target="≤ 1.5× file size",
                        extra=f"{peak / MB:.0f} MB = {peak / size:.2f}× the file "
                              f"(reading it: {statistics.median(res['peak_read']) / MB:.0f} MB)"))

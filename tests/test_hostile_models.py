@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import mmap
 import os
 import re
 import signal
@@ -25,6 +26,7 @@ from typing import Callable, Iterator, Optional
 
 import numpy as np
 import pytest
+import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -351,9 +353,51 @@ class FailingDisk:
 @pytest.mark.parametrize("good, reading", [(0, "data"), (1, "blob data")], ids=["headers", "blob data"])
 def test_a_read_error_in_a_caffemodel_names_file_and_byte(monkeypatch, good, reading):
     monkeypatch.setattr(wire, "open_regular", lambda path: FailingDisk(open_regular(path), good))
+    monkeypatch.setattr(wire.WireFile, "mapped", lambda *args: None)  # blob data read, not mapped
     message = refusal(load_caffe, PROTO, MODEL)
     assert message and re.fullmatch(rf"corrupt caffemodel '{MODEL}' at byte \d+: read error: Input/output error "
                                     rf"\(reading {reading}\)", message), message
+
+
+def test_a_disk_error_while_mapping_blob_data_is_a_clean_error_not_a_sigbus(monkeypatch):
+    """Packed blobs are mapped with their pages made present at load time (MADV_POPULATE_READ), so a
+    disk error surfaces there, as one line, instead of as a SIGBUS during the forward."""
+
+    real_mmap = mmap.mmap
+
+    class FailingMap:
+        def __init__(self, *args, **kw) -> None:
+            self.real = real_mmap(*args, **kw)
+
+        def __len__(self) -> int:
+            return len(self.real)
+
+        def madvise(self, *args) -> None:
+            raise OSError(errno.EIO, "Input/output error")
+
+        def close(self) -> None:
+            self.real.close()
+
+    monkeypatch.setattr(wire.mmap, "mmap", FailingMap)
+    message = refusal(load_caffe, PROTO, MODEL)
+    assert message == f"corrupt caffemodel '{MODEL}' at byte 0: read error: Input/output error (reading blob data)"
+
+
+def test_packed_blobs_are_mapped_and_equal_the_read_ones(monkeypatch):
+    real, maps = wire.WireFile.mapped, []
+
+    def spy(self, segments, count):
+        array = real(self, segments, count)
+        maps.append(array is not None and isinstance(getattr(array.base, "obj", None), mmap.mmap))
+        return array
+
+    monkeypatch.setattr(wire.WireFile, "mapped", spy)
+    mapped = load_caffe(PROTO, MODEL)
+    assert maps and all(maps)  # every blob of the fixture is a view of the mapped file: no copy
+    monkeypatch.setattr(wire.WireFile, "mapped", lambda *args: None)
+    read = load_caffe(PROTO, MODEL)
+    for (name, a), (_, b) in zip(mapped.named_parameters(), read.named_parameters()):
+        assert torch.equal(a, b), name
 
 
 def test_an_oversized_prototxt_is_refused_before_parsing(tmp_path):

@@ -201,7 +201,12 @@ class _BlobLoader:
                 f"in '{self.source.path}'"
             )
         shape = blob.shape[len(blob.shape) - len(expected) :]  # legacy blobs: the trailing dims
-        tensor = torch.empty(math.prod(shape), dtype=getattr(torch, blob.dtype))
+        count = math.prod(shape)
+        stored = getattr(torch, blob.dtype)
+        mapped = self.source.mapped(blob.data, count) if stored == self.dtype and self.device.type == "cpu" else None
+        if mapped is not None:  # the file's bytes themselves, copy-on-write: no read, no copy
+            return torch.from_numpy(mapped).view(shape)
+        tensor = torch.empty(count, dtype=stored)
         self.source.read(blob.data, tensor.numpy())
         tensor = tensor.view(shape)
         if tensor.dtype != self.dtype or self.device.type != "cpu":

@@ -3,9 +3,11 @@
 Python walks only the headers (tags, lengths, the small scalar fields) through a small read window.
 Blob payloads - BlobProto ``data``/``diff`` (float32) and ``double_data``/``double_diff`` (float64),
 packed or unpacked - are never decoded here: :meth:`WireFile.decode` records where they lie
-(:class:`Segment`) and :meth:`WireFile.read` later reads them straight into the memory of the caller's
-final array with ``readinto``. So a 550 MB VGG-16 file loads at disk speed and never exists twice in
-memory.
+(:class:`Segment`). A packed run of native-endian values - what Caffe writes - is then handed out as a
+copy-on-write memory map of the file (:meth:`WireFile.mapped`: the page cache's pages themselves, no
+copy); anything else is read by :meth:`WireFile.read` straight into the
+memory of the caller's final array with ``readinto``. So a 550 MB VGG-16 file loads at disk speed and
+never exists twice in memory.
 
 Unknown fields are skipped by wire type (groups included). Corrupt input - truncation, lengths past
 the end of the file or of the enclosing message, bad wire types, varints longer than 10 bytes, nesting
@@ -13,9 +15,12 @@ deeper than :data:`MAX_DEPTH` - raises :class:`GradCamError` with the byte offse
 """
 from __future__ import annotations
 
+import errno
+import mmap
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
@@ -28,6 +33,7 @@ MAX_DEPTH = 100
 _WINDOW = 1 << 16  # bytes read at a time while walking headers
 _RUN_CHUNK = 1 << 18  # entries checked per numpy pass over an unpacked run
 _VARINT_KINDS = ("int32", "uint32", "int64", "bool", "enum")
+_MADV_POPULATE_READ = getattr(mmap, "MADV_POPULATE_READ", 22)  # Linux 5.14+; Python names it from 3.13
 _FIXED = {"float": (5, 4, "<f4"), "double": (1, 8, "<f8")}  # kind -> (wire type, size, numpy dtype)
 
 
@@ -55,6 +61,7 @@ class WireFile:
         self.size = os.fstat(self._file.fileno()).st_size
         self._win = b""
         self._win_start = 0
+        self._map: mmap.mmap | bool | None = None  # the whole file, copy-on-write (False: unavailable)
 
     def __enter__(self) -> "WireFile":
         return self
@@ -233,6 +240,44 @@ class WireFile:
 
     # ---------------------------------------------------------------------------------------------
     # Blob data
+
+    def mapped(self, segments: tuple[Segment, ...] | list[Segment], count: int) -> Optional[np.ndarray]:
+        """The ``count`` values of ``segments`` as a copy-on-write view of the file (``mmap``), when
+        they are one packed run of native-endian values; else None (then use :meth:`read`).
+
+        The file's pages are mapped from the page cache (read from disk first if they are not there),
+        without a copy and without private memory until written to. (As with any memory-mapped
+        weights, the file must not be truncated while the model is in use.)"""
+        if len(segments) != 1:
+            return None
+        seg = segments[0]
+        dtype = np.dtype(seg.dtype)
+        if seg.count != count or seg.stride != dtype.itemsize or not dtype.isnative or count == 0:
+            return None
+        if self._map is None:
+            self._map = self._populated_map()
+        if self._map is False:
+            return None
+        if seg.offset + count * dtype.itemsize > len(self._map):  # the file shrank since it was opened
+            raise self._fail(seg.offset, "the file is shorter than when it was opened", "blob data")
+        return np.frombuffer(self._map, dtype, count, seg.offset)
+
+    def _populated_map(self) -> mmap.mmap | bool:
+        """The file mapped copy-on-write, its pages made present now (``MADV_POPULATE_READ``), so that
+        a disk error is a clean error here rather than a SIGBUS in the middle of a forward. False
+        where that cannot be had (no mmap, a kernel before 5.14): then the data is read instead."""
+        try:
+            mapping = mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_COPY)
+        except (OSError, ValueError):
+            return False
+        try:
+            mapping.madvise(_MADV_POPULATE_READ, 0, len(mapping))
+        except OSError as err:
+            mapping.close()
+            if err.errno in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):  # not supported: read instead
+                return False
+            raise self._fail(0, f"read error: {err.strerror or err}", "blob data") from None
+        return mapping
 
     def read(self, segments: tuple[Segment, ...] | list[Segment], out: np.ndarray) -> None:
         """Read the values of ``segments`` into ``out`` (1-D, C-contiguous, of the segments' dtype and
