@@ -24,7 +24,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 from gradcam_core.caffe import write  # noqa: E402
 from gradcam_core.caffe.schema import MESSAGES, V1_LAYER_TYPES  # noqa: E402
 from gradcam_core.torch7 import load_t7  # noqa: E402
-from t7_writer import Func, Obj, Storage, Tensor, from_loaded, t7, tensor  # noqa: E402
+from t7_writer import Obj, Storage, Tensor, from_loaded, sample_file, t7, tensor  # noqa: E402
 
 FUZZ = ROOT / "fuzz"
 FIXTURES = FUZZ / "fixtures"
@@ -119,22 +119,6 @@ layer { name: "tanh" type: "TanH" bottom: "s" top: "t" }
 # Torch7
 
 
-def small_t7() -> bytes:
-    """One value of every kind (the reader tests' small file)."""
-    storage = Storage("torch.FloatStorage", np.arange(12, dtype=np.float32))
-    shared = {"k": 1}
-    return t7({
-        "n": 1.5, "i": 3, "s": "héllo", "b": True, "nil": None, "list": {1: "a", 2: "b"},
-        "w": Tensor("torch.FloatTensor", [3, 4], [4, 1], 1, storage),
-        "wt": Tensor("torch.FloatTensor", [4, 3], [1, 4], 1, storage),
-        "lin": Obj("nn.Linear", {"weight": tensor("torch.DoubleTensor", np.ones((2, 3))), "shared": shared}),
-        "again": shared,
-        "size": Storage("torch.LongStorage", np.array([-1, 7], dtype=np.int64)),
-        "f": Func(8, b"\x1bLJ\x02bytecode", {1: {"name": "x", "id": 1, "value": 2}}),
-        "empty": Tensor("torch.FloatTensor", [], [], 1, None),
-    })
-
-
 def tiny_cnn(features: int) -> Obj:
     """An nn.Sequential of every supported module kind, on 3 x 4 x 4 inputs, ending in ``features``."""
     rng = np.random.default_rng(1)
@@ -191,7 +175,7 @@ def torch_files() -> None:
     (FIXTURES / "vqa_vocab.json").write_text(json.dumps(
         {"ix_to_word": {"1": "what", "2": "UNK"}, "ix_to_ans": {"1": "yes", "2": "no/maybe"}}))
     t7s = CORPUS / "t7"
-    small = small_t7()
+    small = sample_file()
     (t7s / "seed-small.t7").write_bytes(small)
     variants(t7s, "small", small, ".t7")
     (t7s / "seed-sequential.t7").write_bytes(t7(tiny_cnn(4)))

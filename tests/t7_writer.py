@@ -134,6 +134,24 @@ _ELEMENT_NAMES = {
 }
 
 
+def sample_file() -> bytes:
+    """A small file holding one value of every kind the reader knows (numbers, strings, booleans, nil,
+    tables, a shared table, strided tensors over one storage, a Lua function, an empty tensor): the
+    reader tests' truncation and byte-flip subject and a fuzz seed."""
+    storage = Storage("torch.FloatStorage", np.arange(12, dtype=np.float32))
+    shared = {"k": 1}
+    return t7({
+        "n": 1.5, "i": 3, "s": "héllo", "b": True, "nil": None, "list": {1: "a", 2: "b"},
+        "w": Tensor("torch.FloatTensor", [3, 4], [4, 1], 1, storage),
+        "wt": Tensor("torch.FloatTensor", [4, 3], [1, 4], 1, storage),
+        "lin": Obj("nn.Linear", {"weight": tensor("torch.DoubleTensor", np.ones((2, 3))), "shared": shared}),
+        "again": shared,
+        "size": Storage("torch.LongStorage", np.array([-1, 7], dtype=np.int64)),
+        "f": Func(8, b"\x1bLJ\x02bytecode", {1: {"name": "x", "id": 1, "value": 2}}),
+        "empty": Tensor("torch.FloatTensor", [], [], 1, None),
+    })
+
+
 def tensor_typename(dtype: np.dtype, cuda: bool = False) -> str:
     """``torch.FloatTensor`` etc. for a numpy dtype; cutorch's names with ``cuda`` (``torch.CudaTensor``
     for float32, ``torch.CudaDoubleTensor``, ...)."""

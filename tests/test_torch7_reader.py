@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from gradcam_core.errors import GradCamError
 from gradcam_core.torch7 import T7Function, T7Object, T7Table, load_t7
-from t7_writer import Func, Obj, Storage, Tensor, t7, tensor
+from t7_writer import Func, Obj, Storage, Tensor, sample_file, t7, tensor
 
 DATA = Path(__file__).resolve().parent / "data"
 LSTM = DATA / "VQA_LSTM_CNN" / "lstm.t7"
@@ -28,22 +28,6 @@ CAPTION = DATA / "neuraltalk2" / "mini_caption_model.t7"
 # ---------------------------------------------------------------------------------------------------
 # Synthetic files (written by tests/t7_writer.py)
 # ---------------------------------------------------------------------------------------------------
-
-def small_file() -> bytes:
-    """A file with one of every kind of value, for the truncation and byte-flip tests."""
-    storage = Storage("torch.FloatStorage", np.arange(12, dtype=np.float32))
-    shared = {"k": 1}
-    return t7({
-        "n": 1.5, "i": 3, "s": "héllo", "b": True, "nil": None, "list": {1: "a", 2: "b"},
-        "w": Tensor("torch.FloatTensor", [3, 4], [4, 1], 1, storage),
-        "wt": Tensor("torch.FloatTensor", [4, 3], [1, 4], 1, storage),
-        "lin": Obj("nn.Linear", {"weight": tensor("torch.DoubleTensor", np.ones((2, 3))), "shared": shared}),
-        "again": shared,
-        "size": Storage("torch.LongStorage", np.array([-1, 7], dtype=np.int64)),
-        "f": Func(8, b"\x1bLJ\x02bytecode", {1: {"name": "x", "id": 1, "value": 2}}),
-        "empty": Tensor("torch.FloatTensor", [], [], 1, None),
-    })
-
 
 def raises_gradcam(data: bytes, match: Optional[str] = None, **kw) -> GradCamError:
     with pytest.raises(GradCamError, match=match) as info:
@@ -203,7 +187,7 @@ def test_same_as_torchfile(path):
 # ---------------------------------------------------------------------------------------------------
 
 def test_values_and_data_model():
-    obj = load_t7(small_file())
+    obj = load_t7(sample_file())
     assert obj["n"] == 1.5 and obj["i"] == 3 and type(obj["i"]) is int
     assert obj["s"] == "héllo" and obj["b"] is True and "nil" not in obj
     assert obj["list"].as_list() == ["a", "b"] and obj.as_list() is None
@@ -223,7 +207,7 @@ def test_values_and_data_model():
 
 
 def test_path_bytes_bytearray_memoryview(tmp_path):
-    data = small_file()
+    data = sample_file()
     path = tmp_path / "small.t7"
     path.write_bytes(data)
     for src in (path, str(path), data, bytearray(data), memoryview(data)):
@@ -350,7 +334,7 @@ def test_reader_does_not_import_torch():
 # ---------------------------------------------------------------------------------------------------
 
 def test_every_truncation_raises():
-    data = small_file()
+    data = sample_file()
     load_t7(data)
     for n in range(len(data)):
         raises_gradcam(data[:n])
@@ -502,7 +486,7 @@ def test_deep_nesting_is_bounded_not_recursive():
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.data())
 def test_random_byte_flips_only_raise_gradcam_error(data):
-    original = small_file()
+    original = sample_file()
     buf = bytearray(original)
     for _ in range(data.draw(st.integers(1, 8))):
         i = data.draw(st.integers(0, len(buf) - 1))
