@@ -56,6 +56,7 @@ from glob import has_magic
 from pathlib import Path, PurePath
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Optional, Sequence, TypeVar
 
+from .cli import write_line
 from .errors import GradCamError
 
 if TYPE_CHECKING:  # torch is imported only where images are explained
@@ -418,6 +419,4 @@ def _sum_over_ranks(shard: Shard, counts: tuple[int, int]) -> Optional[tuple[int
 
 
 def _stderr(line: str) -> None:
-    if sys.stderr is not None:
-        sys.stderr.write(line + "\n")  # one write: ranks sharing stderr do not split each other's lines
-        sys.stderr.flush()
+    write_line(sys.stderr, line)

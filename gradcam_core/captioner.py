@@ -459,7 +459,7 @@ def run(opts: CaptioningOptions, log: Callable[[str], None] = print) -> list[Pat
         model.target(caption)  # a caption that does not fit fails before any work
 
     def explain_batch(images: torch.Tensor) -> list[ImageOutput]:
-        with input_size_errors(f"-input_sz {opts.input_sz}", opts.input_sz, opts.input_sz):
+        with input_size_errors(opts.input_sz):
             expl, generated = explain_captions(model, images, opts.layer, wanted)
         return [_image_output(opts, expl, n, caption) for n, caption in enumerate(generated)]
 

@@ -90,7 +90,7 @@ def run(opts: ClassificationOptions, log: Callable[[str], None] = print) -> list
     net.index_of(opts.layer_name)  # an unknown layer fails before any work, listing valid names
 
     def explain_batch(images: torch.Tensor) -> list[ImageOutput]:
-        with input_size_errors(f"-input_sz {opts.input_sz}", opts.input_sz, opts.input_sz):
+        with input_size_errors(opts.input_sz):
             expl, resolved = explain_labels(net, images, opts.layer_name, opts.labels)
         return [_image_output(opts, expl, n, labels) for n, labels in enumerate(resolved)]
 

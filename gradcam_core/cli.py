@@ -119,11 +119,11 @@ def with_many_images_help(example: str, lines: str) -> Callable[[F], F]:
 def _die(prog: str, message: str, code: int) -> NoReturn:
     if sys.stdout is not None:  # None when the user closed it (>&-)
         sys.stdout.flush()
-    _write_line(sys.stderr, f"{prog}: error: {message}")
+    write_line(sys.stderr, f"{prog}: error: {message}")
     sys.exit(code)
 
 
-def _write_line(stream: Any, line: str) -> None:
+def write_line(stream: Any, line: str) -> None:
     """One write call for the line and its newline: with unbuffered streams (torchrun sets
     PYTHONUNBUFFERED) ``print`` writes them separately and lines of several ranks get interleaved."""
     if stream is not None:

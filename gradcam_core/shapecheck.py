@@ -25,9 +25,9 @@ _SHAPE_ERROR = re.compile(
 
 
 @contextlib.contextmanager
-def input_size_errors(option: str, height: int, width: int) -> Iterator[None]:
-    """Re-raise torch's shape errors from the body as ``GradCamError("<option>: the network cannot take
-    a <height>x<width> image (<torch's first line>)")``; any other error passes unchanged."""
+def input_size_errors(input_sz: int) -> Iterator[None]:
+    """Re-raise torch's shape errors from the body as ``GradCamError("-input_sz <n>: the network cannot
+    take a <n>x<n> image (<torch's first line>)")``; any other error passes unchanged."""
     try:
         yield
     except RuntimeError as err:
@@ -35,4 +35,5 @@ def input_size_errors(option: str, height: int, width: int) -> Iterator[None]:
         first = text.splitlines()[0] if text else type(err).__name__
         if "can't allocate memory" in text or not _SHAPE_ERROR.search(text):
             raise
-        raise GradCamError(f"{option}: the network cannot take a {height}x{width} image ({first})") from None
+        size = f"{input_sz}x{input_sz}"
+        raise GradCamError(f"-input_sz {input_sz}: the network cannot take a {size} image ({first})") from None

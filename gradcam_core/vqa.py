@@ -559,7 +559,7 @@ def run(opts: VQAOptions, log: Callable[[str], None] = print) -> list[Path]:
     requested = [vocab.answer_index(a) if a else None for a in answers]
 
     def explain_batch(images: torch.Tensor) -> list[ImageOutput]:
-        with input_size_errors(f"-input_sz {opts.input_sz}", opts.input_sz, opts.input_sz):
+        with input_size_errors(opts.input_sz):
             expl, scores, indices = explain_answers(
                 image_net, answerer.answer_net, images, question, requested, opts.layer_name
             )

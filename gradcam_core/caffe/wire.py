@@ -5,9 +5,8 @@ Blob payloads - BlobProto ``data``/``diff`` (float32) and ``double_data``/``doub
 packed or unpacked - are never decoded here: :meth:`WireFile.decode` records where they lie
 (:class:`Segment`). A packed run of native-endian values - what Caffe writes - is then handed out as a
 copy-on-write memory map of the file (:meth:`WireFile.mapped`: the page cache's pages themselves, no
-copy); anything else is read by :meth:`WireFile.read` straight into the
-memory of the caller's final array with ``readinto``. So a 550 MB VGG-16 file loads at disk speed and
-never exists twice in memory.
+copy); anything else is read by :meth:`WireFile.read` straight into the memory of the caller's final
+array with ``readinto``. So a 550 MB VGG-16 file loads at disk speed and never exists twice in memory.
 
 Unknown fields are skipped by wire type (groups included). Corrupt input - truncation, lengths past
 the end of the file or of the enclosing message, bad wire types, varints longer than 10 bytes, nesting
