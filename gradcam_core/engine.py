@@ -298,13 +298,12 @@ def _torch7_conv_forward(model: nn.Module) -> Iterator[None]:
     bit PyTorch's own im2col + GEMM path (``_slow_conv2d_forward``) run on one image. That path
     allocates (and page-faults in) a fresh column buffer for the whole batch at every layer - 115 MB per
     image at VGG-16's conv1_2, 920 MB for a batch of 8 - where this one reuses one buffer, kept with the
-    model for its next call. The backward runs on the fast kernels. Any other convolution runs
-    PyTorch's native path with oneDNN switched off around its forward.
+    model for its next call. The backward runs on the fast kernels. Every other convolution (and any
+    input this path does not take) runs PyTorch's native path with oneDNN switched off around its
+    forward, by hooks on every convolution.
     """
     convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
     plain = [m for m in convs if type(m) is nn.Conv2d and m.padding_mode == "zeros" and "forward" not in vars(m)]
-    plain_ids = {id(m) for m in plain}
-    others = [m for m in convs if id(m) not in plain_ids]
     before = torch.backends.mkldnn.enabled
     workspace = _Workspace.of(model) if plain else None
 
@@ -314,11 +313,7 @@ def _torch7_conv_forward(model: nn.Module) -> Iterator[None]:
         def forward(x: torch.Tensor) -> torch.Tensor:
             if _Torch7Conv2d.applies(x, module):
                 return _Torch7Conv2d.apply(x, module.weight, module.bias, module, workspace)
-            torch.backends.mkldnn.enabled = False
-            try:
-                return original(module, x)
-            finally:
-                torch.backends.mkldnn.enabled = before
+            return original(module, x)  # PyTorch's native path: the hooks switched oneDNN off
 
         return forward
 
@@ -328,14 +323,14 @@ def _torch7_conv_forward(model: nn.Module) -> Iterator[None]:
     def restore(_module: nn.Module, _inputs: tuple, _output: torch.Tensor) -> None:
         torch.backends.mkldnn.enabled = before
 
-    handles = [m.register_forward_pre_hook(native) for m in others]
-    handles += [m.register_forward_hook(restore) for m in others]
+    handles = [m.register_forward_pre_hook(native) for m in convs]
+    handles += [m.register_forward_hook(restore) for m in convs]
     try:
         for m in plain:
             m.forward = shadow(m)
         yield
     finally:
-        torch.backends.mkldnn.enabled = before
+        torch.backends.mkldnn.enabled = before  # also after an error inside a forward
         for m in plain:
             vars(m).pop("forward", None)
         for h in handles:

@@ -48,10 +48,3 @@ class ClassTarget:
             idx = torch.full((flat.shape[0],), self.index, dtype=torch.long, device=flat.device)
         return flat.gather(1, idx[:, None])[:, 0]
 
-
-def predicted_indices(output: torch.Tensor) -> torch.Tensor:
-    """The 0-based argmax of each image's flattened output: (N, ...) -> (N,) long.
-
-    Ties go to the first maximum, as Torch's ``max`` did.
-    """
-    return output.reshape(output.shape[0], -1).argmax(dim=1)

@@ -192,3 +192,25 @@ def test_flat_regions_break_pooling_ties_as_torch7_did(tmp_path):
         torch.backends.mkldnn.enabled = True
     assert float((ours - reference).abs().max()) < 1e-5
     assert float((fast - reference).abs().max()) > 1e-2, "oneDNN no longer breaks the ties differently"
+
+
+def test_batched_targets_give_the_single_run_maps_on_a_caffe_net():
+    """Issue 5's promise for speed: a batch of images with several targets gives each image's maps
+    as a one-image, one-target run does, within 1e-5 after min-max normalisation (float32 Caffe net,
+    Torch7 convolution numerics on the forward, as the CLI runs it)."""
+    from conftest import DATA
+    from gradcam_core import imageops
+    from gradcam_core.classify import load_classifier
+
+    net = load_classifier(DATA / "models/mini_vgg16_v1.prototxt", DATA / "models/mini_vgg16_v1.caffemodel")
+    photos = sorted((DATA.parent.parent / "images").glob("*.jpg"))
+    images = torch.stack([imageops.preprocess(p, 224, 224) for p in photos])
+    labels = [4, 0, 7]
+    batch = explain(net, images, "relu5_3", labels)
+    for n in range(len(photos)):
+        for k, label in enumerate(labels):
+            one = explain(net, images[n : n + 1], "relu5_3", label)
+            for field in ("cam", "guided", "guided_cam"):
+                got = imageops.to_display(getattr(batch, field)[n, k])
+                want = imageops.to_display(getattr(one, field)[0, 0])
+                assert float((got - want).abs().max()) <= 1e-5, (photos[n].name, label, field)
