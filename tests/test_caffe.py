@@ -141,18 +141,41 @@ def test_resolve_layer_reproduces_the_in_place_relu():
     assert net.resolve_layer("fc7") == (at("fc7"), at("relu7"))  # drop7 is no ReLU
 
 
-def test_relus_are_plain_out_of_place_modules_and_hooks_fire():
+def test_in_place_relus_rectify_the_conv_output_as_loadcaffe_did():
+    """VGG's ReLUs are in place in the prototxt (bottom == top): as loadcaffe's nn.ReLU(true), they
+    rectify the convolution's output itself, so a hook on conv5_3 sees it rectified after the forward."""
     net = load_caffe(*files("mini_vgg16_v1"))
     relus = [m for name, m in zip(net.names, net) if name.startswith("relu")]
-    assert len(relus) == 15 and all(type(m) is nn.ReLU and not m.inplace for m in relus)
+    assert len(relus) == 15 and all(type(m) is nn.ReLU and m.inplace for m in relus)
     outputs = {}
     for name in ("conv5_3", "relu5_3"):
         net.module_at(name).register_forward_hook(lambda m, i, o, name=name: outputs.update({name: o}))
     with torch.no_grad():
         net(random_input(net))
-    assert outputs["relu5_3"].shape == (1, 16, 14, 14)
-    assert outputs["conv5_3"].min() < 0  # the conv's own output is not overwritten by the ReLU
-    torch.testing.assert_close(outputs["relu5_3"], outputs["conv5_3"].clamp(min=0))
+    assert outputs["relu5_3"].shape == (1, 16, 14, 14) and outputs["relu5_3"].min() == 0
+    assert outputs["conv5_3"] is outputs["relu5_3"]
+
+
+def test_relus_stay_out_of_place_where_in_place_would_change_results(tmp_path):
+    """A ReLU declared out of place (bottom != top), one on the input image, and one on a blob that a
+    Split also shows under another name do not overwrite their input."""
+    text = """input: "data" input_shape { dim: 1 dim: 2 dim: 3 dim: 3 }
+    layer { name: "relu0" type: "ReLU" bottom: "data" top: "data" }
+    layer { name: "conv" type: "Convolution" bottom: "data" top: "conv"
+            convolution_param { num_output: 2 kernel_size: 1 } }
+    layer { name: "relu1" type: "ReLU" bottom: "conv" top: "r1" }
+    layer { name: "split" type: "Split" bottom: "r1" top: "s1" top: "s2" }
+    layer { name: "relu2" type: "ReLU" bottom: "s1" top: "s1" }
+    """
+    w, b = -np.ones((2, 2, 1, 1), np.float32), np.zeros(2, np.float32)
+    net = load_caffe(*write_net(tmp_path, text, [{"name": "conv", "blobs": [w, b]}]))
+    assert [type(m) is nn.ReLU and not m.inplace for m in net] == [True, False, True, True]
+    x = torch.randn(1, 2, 3, 3, generator=torch.Generator().manual_seed(0))
+    before = x.clone()
+    with torch.no_grad():
+        out = net(x)
+    assert torch.equal(x, before)
+    torch.testing.assert_close(out, F.conv2d(before.clamp(min=0), torch.from_numpy(w)).clamp(min=0))
 
 
 def test_remove_last_drops_the_softmax_and_leaves_logits():

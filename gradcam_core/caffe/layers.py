@@ -331,7 +331,8 @@ def _dropout(spec: LayerSpec) -> nn.Module:
 
 def _relu(spec: LayerSpec) -> nn.Module:
     slope = spec.param("relu_param").get("negative_slope")
-    # A plain nn.ReLU (never in-place) is what the Grad-CAM engine hooks for guided backprop.
+    # An nn.ReLU is what the Grad-CAM engine switches to guided backprop; the net makes it in place
+    # where that is safe (net._rectify_in_place).
     return nn.LeakyReLU(slope) if slope else nn.ReLU(inplace=False)
 
 
