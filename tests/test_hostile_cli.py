@@ -130,8 +130,9 @@ def test_an_unwritable_out_path_is_refused_before_any_work(cli, tmp_path, where)
 # the rename) stalled on the second image, after touching a marker file: a deterministic moment
 # to interrupt the run, with one image complete and one in flight.
 _STALL_SECOND_WRITE = """
-import os, runpy, sys, time
-marker, script = sys.argv[1], sys.argv[2]
+import os, runpy, signal, sys, time
+signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C as in a terminal, even if the tests run
+marker, script = sys.argv[1], sys.argv[2]                   # where SIGINT is ignored (a background job)
 real_fsync, calls = os.fsync, []
 def stalled_fsync(fd):
     calls.append(fd)
