@@ -7,9 +7,9 @@ Run with ``--help`` for the options, several targets in one run, folder and glob
 output names.
 """
 from gradcam_core.cli import (
-    as_choice, as_int, as_positive_int, as_str, as_str_list, check_out_dir, device_for, input_images, input_path,
-    run_cli, with_many_images_help,
+    check_out_dir, device_for, input_images, input_path, run_cli, with_many_images_help,
 )
+from gradcam_core.options import as_choice, as_int, as_positive_int, as_str, as_str_list
 
 MODEL = "neuraltalk2/model_id1-501-1448236541.t7"
 IMAGE = "images/cat_dog.jpg"

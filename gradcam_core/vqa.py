@@ -46,7 +46,7 @@ from torch import nn
 from . import batch, imageops, outputs
 from .batch import ImageOutput, Inputs
 from .caffe import CaffeNet, load_caffe
-from .cli import as_str_list
+from .options import as_str_list
 from .engine import Explanation, explain
 from .errors import GradCamError
 from .fileio import open_regular

@@ -30,7 +30,7 @@ import torch
 
 from conftest import CASES, DATA, ROOT, assert_png_close, assert_refused, read_png, run_script
 from gradcam_core import GradCamError, batch
-from gradcam_core.cli import as_int_list, as_str_list
+from gradcam_core.options import as_int_list, as_str_list
 
 MODELS = DATA / "models"
 CLS = ["-proto_file", str(MODELS / "mini_vgg16_v1.prototxt"),

@@ -4,7 +4,8 @@ from __future__ import annotations
 import pytest
 
 from gradcam_core import GradCamError
-from gradcam_core.cli import as_int, as_int_list, device_for, _normalize_argv
+from gradcam_core.cli import _normalize_argv, device_for
+from gradcam_core.options import as_int, as_int_list
 
 PARAMS = ["label", "layer_name", "answer", "gpuid", "question"]
 
