@@ -166,16 +166,29 @@ def test_relus_stay_out_of_place_where_in_place_would_change_results(tmp_path):
     layer { name: "relu1" type: "ReLU" bottom: "conv" top: "r1" }
     layer { name: "split" type: "Split" bottom: "r1" top: "s1" top: "s2" }
     layer { name: "relu2" type: "ReLU" bottom: "s1" top: "s1" }
+    layer { name: "flat" type: "Flatten" bottom: "s1" top: "flat" }
+    layer { name: "ip" type: "InnerProduct" bottom: "flat" top: "ip" inner_product_param { num_output: 3 } }
+    layer { name: "ip2" type: "InnerProduct" bottom: "ip" top: "ip2" inner_product_param { num_output: 3 } }
+    layer { name: "relu3" type: "ReLU" bottom: "ip" top: "ip" }
+    layer { name: "ip3" type: "InnerProduct" bottom: "ip" top: "ip3" inner_product_param { num_output: 2 } }
     """
+    rng = np.random.default_rng(0)
     w, b = -np.ones((2, 2, 1, 1), np.float32), np.zeros(2, np.float32)
-    net = load_caffe(*write_net(tmp_path, text, [{"name": "conv", "blobs": [w, b]}]))
-    assert [type(m) is nn.ReLU and not m.inplace for m in net] == [True, False, True, True]
-    x = torch.randn(1, 2, 3, 3, generator=torch.Generator().manual_seed(0))
-    before = x.clone()
-    with torch.no_grad():
-        out = net(x)
-    assert torch.equal(x, before)
-    torch.testing.assert_close(out, F.conv2d(before.clamp(min=0), torch.from_numpy(w)).clamp(min=0))
+    fc = [rng.standard_normal(shape).astype(np.float32) for shape in ((3, 18), (3,), (3, 3), (3,), (2, 3), (2,))]
+    net = load_caffe(*write_net(tmp_path, text, [
+        {"name": "conv", "blobs": [w, b]}, {"name": "ip", "blobs": fc[0:2]}, {"name": "ip2", "blobs": fc[2:4]},
+        {"name": "ip3", "blobs": fc[4:6]}]))
+    relus = [m for m in net if type(m) is nn.ReLU]
+    # relu3 follows an inner product, in place, but ip2 read its blob first (and keeps it for its backward)
+    assert [m.inplace for m in relus] == [False, False, False, False]
+    x = torch.randn(1, 2, 3, 3, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    before = x.detach().clone()
+    out = net(x)
+    assert torch.equal(x.detach(), before)
+    hidden = F.conv2d(before.clamp(min=0), torch.from_numpy(w)).clamp(min=0).flatten(1) @ torch.from_numpy(fc[0]).T
+    torch.testing.assert_close(out, (hidden + torch.from_numpy(fc[1])).clamp(min=0) @ torch.from_numpy(fc[4]).T
+                               + torch.from_numpy(fc[5]))
+    out.sum().backward()  # nothing a backward needs was overwritten
 
 
 def test_remove_last_drops_the_softmax_and_leaves_logits():
