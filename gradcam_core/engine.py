@@ -422,12 +422,15 @@ class _Torch7Conv2d(torch.autograd.Function):
                 _im2col(image[:, r0 * sh :], (kh, kw), (sh, sw), (dh, dw), (r1 - r0, ow), cols_all)
                 out_i = out[i, :, r0:r1].view(c_out, (r1 - r0) * ow)  # rows oh * ow apart
                 for g in range(groups):
-                    o = slice(g * c_out_group, (g + 1) * c_out_group)
-                    cols = cols_all[g * rows : (g + 1) * rows]
-                    if bias is None:
-                        torch.mm(weight2d[o], cols, out=out_i[o])
+                    if groups == 1:
+                        o_out, o_weight, cols = out_i, weight2d, cols_all
                     else:
-                        torch.addmm(out_i[o], weight2d[o], cols, out=out_i[o])
+                        o = slice(g * c_out_group, (g + 1) * c_out_group)
+                        o_out, o_weight, cols = out_i[o], weight2d[o], cols_all[g * rows : (g + 1) * rows]
+                    if bias is None:
+                        torch.mm(o_weight, cols, out=o_out)
+                    else:
+                        torch.addmm(o_out, o_weight, cols, out=o_out)
         ctx.save_for_backward(x, weight)
         ctx.conf = (module.stride, module.padding, module.dilation, groups, None if bias is None else [c_out])
         return out
