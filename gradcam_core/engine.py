@@ -94,8 +94,8 @@ def explain(
             same activation in Torch7 (common in flat image regions: black borders, saturated sky), a
             max-pooling window holds a tie, and Torch7 routed the guided gradient to its first maximum.
             oneDNN's rounding resolves a few of those ties the other way and moves some guided-image
-            pixels by 5-14 grey levels (two oracle cases). Costs about 10% of a guided run on VGG-16
-            (the im2col copies); backward passes and Grad-CAM alone (whose channel weights do not
+            pixels by 5-14 grey levels (two oracle cases). Costs 5-10% of a guided run on VGG-16
+            (mostly the im2col copies); backward passes and Grad-CAM alone (whose channel weights do not
             depend on where in a window the gradient goes) always use the fast kernels. Scratch
             memory for it (at most the im2col columns of one image at one layer, about 42 MB for
             VGG-16 at 224 x 224) is kept with the model for the next call;
@@ -415,7 +415,7 @@ class _Torch7Conv2d(torch.autograd.Function):
                 image = padded
             if bias is not None:
                 # The GEMMs add to the bias already in place (beta = 1): the bits of addmm(bias, ...),
-                # which would copy the bias in again for every band, about 40 ms more on VGG-16.
+                # which would copy the bias in again for every band, about 35 ms more on VGG-16.
                 out[i].view(c_out, oh * ow).copy_(bias[:, None].expand(c_out, oh * ow))
             for r0, r1 in bands:
                 cols_all = columns[: groups * rows * (r1 - r0) * ow].view(groups * rows, (r1 - r0) * ow)
