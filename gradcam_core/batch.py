@@ -1,8 +1,8 @@
 """Many images in one run: folder and glob inputs, batches, shards and per-image output folders.
 
 One mechanism for the three pipelines (classification, VQA, captioning). Each pipeline gives
-:func:`explain_images` a loader (path -> preprocessed image) and a function that explains a batch;
-this module does the rest.
+:func:`explain_images` its input size and a function that explains a batch; this module loads the
+images (``imageops.preprocess``, as every grad-cam script fed its CNN) and does the rest.
 
 Which images (``-input_image_path``, see :func:`find_images`)
     * a file: that one image (single-image mode, the Lua scripts' behaviour);
@@ -289,23 +289,32 @@ class ImagesSkipped(GradCamError):
 def explain_images(
     inputs: Inputs,
     batch_size: int,
-    load: Callable[[Path], "torch.Tensor"],
+    input_sz: int,
     explain_batch: Callable[["torch.Tensor"], Sequence[ImageOutput]],
     *,
+    dtype: Optional["torch.dtype"] = None,
     log: Callable[[str], None] = print,
     shard: Optional[Shard] = None,
 ) -> list[Path]:
     """Explain this rank's share of ``inputs`` in batches and write each image's files.
 
     Args:
-        load: path -> preprocessed image (C, H, W); raises GradCamError for a bad image.
-        explain_batch: (N, C, H, W) -> one :class:`ImageOutput` per image, in order.
+        input_sz: each image is preprocessed to (3, input_sz, input_sz) (``imageops.preprocess``: BGR,
+            mean-subtracted), in ``dtype`` (default float32); a bad image raises GradCamError.
+        explain_batch: (N, 3, input_sz, input_sz) -> one :class:`ImageOutput` per image, in order.
         log: where stdout lines go; in multi-image mode each is prefixed with ``<image path>: ``.
         shard: this process's shard (default: from the torch.distributed environment variables).
     Returns:
         the written files. Raises :class:`ImagesSkipped` at the end if any image was skipped (under
         torchrun: on any rank; the ranks wait for each other first, see :func:`_sum_over_ranks`).
     """
+    import torch
+
+    from . import imageops
+
+    def load(path: Path) -> torch.Tensor:
+        return imageops.preprocess(path, input_sz, input_sz, dtype or torch.float32)
+
     shard = shard or Shard.from_env()
     run = _Run(inputs.many, shard, log)
     chunks = shard.take(inputs.jobs, batch_size)

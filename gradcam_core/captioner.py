@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import batch, imageops, outputs
+from . import batch, outputs
 from .batch import ImageOutput, Inputs
 from .caffe import CaffeNet
 from .engine import Explanation, explain
@@ -463,12 +463,9 @@ def run(opts: CaptioningOptions, log: Callable[[str], None] = print) -> list[Pat
             expl, generated = explain_captions(model, images, opts.layer, wanted)
         return [_image_output(opts, expl, n, caption) for n, caption in enumerate(generated)]
 
-    def load(path: Path) -> torch.Tensor:
-        # BGR and mean-subtracted, as every grad-cam script fed its CNN, although neuraltalk2's expects
-        # RGB: kept, so the maps are the original's.
-        return imageops.preprocess(path, opts.input_sz, opts.input_sz)
-
-    return batch.explain_images(opts.inputs, opts.batch_size, load, explain_batch, log=log)
+    # The images go in BGR and mean-subtracted, as every grad-cam script fed its CNN, although
+    # neuraltalk2's expects RGB: kept, so the maps are the original's.
+    return batch.explain_images(opts.inputs, opts.batch_size, opts.input_sz, explain_batch, log=log)
 
 
 def _image_output(opts: CaptioningOptions, expl: Explanation, n: int, generated: str) -> ImageOutput:

@@ -17,7 +17,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from . import batch, imageops, outputs
+from . import batch, outputs
 from .batch import ImageOutput, Inputs
 from .caffe import CaffeNet, load_caffe
 from .engine import Explanation, explain
@@ -94,10 +94,7 @@ def run(opts: ClassificationOptions, log: Callable[[str], None] = print) -> list
             expl, resolved = explain_labels(net, images, opts.layer_name, opts.labels)
         return [_image_output(opts, expl, n, labels) for n, labels in enumerate(resolved)]
 
-    def load(path: Path) -> torch.Tensor:
-        return imageops.preprocess(path, opts.input_sz, opts.input_sz)
-
-    return batch.explain_images(opts.inputs, opts.batch_size, load, explain_batch, log=log)
+    return batch.explain_images(opts.inputs, opts.batch_size, opts.input_sz, explain_batch, log=log)
 
 
 def _image_output(opts: ClassificationOptions, expl: Explanation, n: int, labels: list[int]) -> ImageOutput:

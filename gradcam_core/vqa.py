@@ -43,7 +43,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import batch, imageops, outputs
+from . import batch, outputs
 from .batch import ImageOutput, Inputs
 from .caffe import CaffeNet, load_caffe
 from .options import as_str_list
@@ -565,10 +565,7 @@ def run(opts: VQAOptions, log: Callable[[str], None] = print) -> list[Path]:
             )
         return [_image_output(opts, vocab, answers, expl, scores, indices, n) for n in range(len(indices))]
 
-    def load(path: Path) -> torch.Tensor:
-        return imageops.preprocess(path, opts.input_sz, opts.input_sz, DTYPE)
-
-    return batch.explain_images(opts.inputs, opts.batch_size, load, explain_batch, log=log)
+    return batch.explain_images(opts.inputs, opts.batch_size, opts.input_sz, explain_batch, dtype=DTYPE, log=log)
 
 
 def _image_output(
