@@ -6,10 +6,9 @@
 Run with ``--help`` for the options, several targets in one run, folder and glob mode, and the
 output names.
 """
-from gradcam_core.cli import (
-    check_out_dir, device_for, input_images, input_path, run_cli, with_many_images_help,
-)
-from gradcam_core.options import as_choice, as_int, as_positive_int, as_str, as_str_list
+from gradcam_core.cli.app import run_cli, with_many_images_help
+from gradcam_core.cli.paths import check_out_dir, device_for, input_images, input_path
+from gradcam_core.cli.options import as_choice, as_int, as_positive_int, as_str, as_str_list
 
 MODEL = "neuraltalk2/model_id1-501-1448236541.t7"
 IMAGE = "images/cat_dog.jpg"
@@ -61,11 +60,11 @@ def main(
         out_path: output folder (created if missing); per-image subfolders for a folder or glob.
         batch_size: images explained together (one forward) in folder or glob mode.
     """
-    from gradcam_core import captioner
+    from gradcam_core.cli import captioning as program
 
     as_choice("backend", backend, ("nn", "cudnn"))
     out_dir = check_out_dir(as_str(out_path))  # created only when the images are written
-    opts = captioner.CaptioningOptions(
+    opts = program.CaptioningOptions(
         model_path=input_path("model_path", as_str(model_path), MODEL, hint=MODEL_HINT),
         inputs=input_images("input_image_path", as_str(input_image_path), IMAGE, out_dir),
         captions=as_str_list("caption", caption, "|"),
@@ -78,7 +77,7 @@ def main(
     import torch
 
     torch.manual_seed(as_int("seed", seed))
-    captioner.run(opts)
+    program.run(opts)
 
 
 if __name__ == "__main__":

@@ -8,10 +8,9 @@
 Run with ``--help`` for the options, several targets in one run, folder and glob mode, and the
 output names.
 """
-from gradcam_core.cli import (
-    MODELS_HINT, check_out_dir, device_for, input_images, input_path, run_cli, with_many_images_help,
-)
-from gradcam_core.options import as_choice, as_int, as_int_list, as_positive_int, as_str
+from gradcam_core.cli.app import run_cli, with_many_images_help
+from gradcam_core.cli.paths import MODELS_HINT, check_out_dir, device_for, input_images, input_path
+from gradcam_core.cli.options import as_choice, as_int, as_int_list, as_positive_int, as_str
 
 PROTO = "models/VGG_ILSVRC_16_layers_deploy.prototxt"
 MODEL = "models/VGG_ILSVRC_16_layers.caffemodel"
@@ -59,11 +58,11 @@ def main(
         out_path: output folder (created if missing); per-image subfolders for a folder or glob.
         batch_size: images explained together (one forward) in folder or glob mode.
     """
-    from gradcam_core import classify
+    from gradcam_core.cli import classification as program
 
     as_choice("backend", backend, ("nn", "cudnn"))
     out_dir = check_out_dir(as_str(out_path))  # created only when the images are written
-    opts = classify.ClassificationOptions(
+    opts = program.ClassificationOptions(
         proto_file=input_path("proto_file", as_str(proto_file), PROTO, hint=MODELS_HINT),
         model_file=input_path("model_file", as_str(model_file), MODEL, hint=MODELS_HINT),
         inputs=input_images("input_image_path", as_str(input_image_path), IMAGE, out_dir),
@@ -78,7 +77,7 @@ def main(
     import torch
 
     torch.manual_seed(as_int("seed", seed))
-    classify.run(opts)
+    program.run(opts)
 
 
 if __name__ == "__main__":

@@ -7,10 +7,9 @@
 Run with ``--help`` for the options, several targets in one run, folder and glob mode, and the
 output names.
 """
-from gradcam_core.cli import (
-    check_out_dir, device_for, input_images, input_path, run_cli, with_many_images_help,
-)
-from gradcam_core.options import as_choice, as_int, as_positive_int, as_str
+from gradcam_core.cli.app import run_cli, with_many_images_help
+from gradcam_core.cli.paths import check_out_dir, device_for, input_images, input_path
+from gradcam_core.cli.options import as_choice, as_int, as_positive_int, as_str
 
 PROTO = "models/VGG_ILSVRC_19_layers_deploy.prototxt"
 MODEL = "models/VGG_ILSVRC_19_layers.caffemodel"
@@ -77,11 +76,11 @@ def main(
         out_path: output folder (created if missing); per-image subfolders for a folder or glob.
         batch_size: images explained together (one forward) in folder or glob mode.
     """
-    from gradcam_core import vqa
+    from gradcam_core.cli import vqa as program
 
     as_choice("backend", backend, ("nn", "cudnn"))
     out_dir = check_out_dir(as_str(out_path))  # created only when the images are written
-    opts = vqa.VQAOptions(
+    opts = program.VQAOptions(
         proto_file=input_path("proto_file", as_str(proto_file), PROTO, hint=HINT),
         model_file=input_path("model_file", as_str(model_file), MODEL, hint=HINT),
         inputs=input_images("input_image_path", as_str(input_image_path), IMAGE, out_dir),
@@ -91,7 +90,7 @@ def main(
         answers=[as_str(answer)],  # split into answers once the vocabulary is read
         layer_name=as_str(layer_name),
         input_sz=as_positive_int("input_sz", input_sz),
-        sizes=vqa.VQASizes(
+        sizes=program.VQASizes(
             input_encoding_size=as_positive_int("input_encoding_size", input_encoding_size),
             rnn_size=as_positive_int("rnn_size", rnn_size),
             rnn_layers=as_positive_int("rnn_layers", rnn_layers),
@@ -105,7 +104,7 @@ def main(
     import torch
 
     torch.manual_seed(as_int("seed", seed))
-    vqa.run(opts)
+    program.run(opts)
 
 
 if __name__ == "__main__":

@@ -149,7 +149,7 @@ def ensure_vgg16(cache: Path) -> tuple[Path, Path]:
     model = folder / f"{MODEL_NAME}.caffemodel"
     if proto.is_file() and model.is_file() and model.stat().st_size > 500 * MB:
         return proto, model
-    from gradcam_core.caffe.write import build_vgg16
+    from gradcam_core.formats.caffe.write import build_vgg16
 
     print(f"building the full-size VGG-16 (V1, random weights) in {folder} ...", flush=True)
     tmp = cache / f"vgg16.tmp-{os.getpid()}"
@@ -651,8 +651,8 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     torch.set_num_threads(args.threads)
     warnings.simplefilter("ignore")  # Captum's hook warnings would drown the progress lines
-    from gradcam_core import imageops
-    from gradcam_core.classify import load_classifier
+    from gradcam_core import image as imageops
+    from gradcam_core.tasks.classify import load_classifier
 
     report = Report()
     started = datetime.datetime.now(datetime.timezone.utc)
@@ -709,7 +709,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         f"- Model: full-size VGG-16, V1 caffemodel with random weights ({model.stat().st_size / MB:.0f} MB), "
         f"input 1×3×224×224 ({args.image.name}), layer {LAYER}, class {CLASS} (0-based)",
         "- Floor: `x = image.clone().requires_grad_(); out = net(x); torch.autograd.grad(out[0, c], x)` on the "
-        "same CaffeNet, parameters frozen, PyTorch's default CPU kernels (oneDNN), NCHW",
+        "same GraphNet, parameters frozen, PyTorch's default CPU kernels (oneDNN), NCHW",
         f"- In-process: {args.repeats} interleaved rounds after a warm-up round, median (fastest); ratios "
         "(× floor, × faster) are medians of the ratios within each round; "
         f"subprocesses: {args.cli_repeats} runs each (folder: {args.folder_repeats}), interleaved, median",

@@ -21,9 +21,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from gradcam_core.caffe import write  # noqa: E402
-from gradcam_core.caffe.schema import MESSAGES, V1_LAYER_TYPES  # noqa: E402
-from gradcam_core.torch7 import load_t7  # noqa: E402
+from gradcam_core.formats.caffe import write  # noqa: E402
+from gradcam_core.formats.caffe.schema import MESSAGES, V1_LAYER_TYPES  # noqa: E402
+from gradcam_core.formats.torch7 import load_t7  # noqa: E402
 from t7_writer import Obj, Storage, Tensor, from_loaded, sample_file, t7, tensor  # noqa: E402
 
 FUZZ = ROOT / "fuzz"
@@ -159,7 +159,7 @@ def tiny_caption_checkpoint() -> bytes:
 def tiny_vqa_model() -> bytes:
     """lstm.t7 for the fuzz vocabulary (2 words, 2 answers) and the sizes in fuzz/targets.py
     (E = H = 2, L = 1, C = 1): three flat float vectors of the lengths vqa.py checks."""
-    from gradcam_core import vqa
+    from gradcam_core.tasks import vqa
 
     e, h, layers, c, a, words = 2, 2, 1, 1, 2, 2
     lengths = {
@@ -209,8 +209,8 @@ def dictionaries() -> None:
     words |= set(V1_LAYER_TYPES) | {v2 for _, v2 in V1_LAYER_TYPES.values() if v2} | {"MAX", "AVE", "CEIL", "FLOOR"}
     tokens = sorted(words) + ["{", "}", ":", "[", "]", "<", ">", "#", "\\\"", "0x", "-1", "inf", "nan", "true"]
     write_dict(DICTS / "prototxt.dict", tokens)
-    from gradcam_core.torch7.nn_modules import MODULES
-    from gradcam_core.torch7.reader import _STORAGE_CLASSES, _TENSOR_CLASSES
+    from gradcam_core.formats.torch7.modules import MODULES
+    from gradcam_core.formats.torch7.reader import _STORAGE_CLASSES, _TENSOR_CLASSES
 
     names = sorted(MODULES) + sorted(_TENSOR_CLASSES) + sorted(_STORAGE_CLASSES) + ["V 1", "nn.Sequential"]
     write_dict(DICTS / "t7.dict", names)

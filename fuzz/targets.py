@@ -20,11 +20,13 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from gradcam_core import captioner, vqa
-from gradcam_core.caffe import load_caffe, prototxt, schema, wire
+from gradcam_core.tasks import caption as captioner
+from gradcam_core.tasks import vqa
+from gradcam_core.caffe import load_caffe
+from gradcam_core.formats.caffe import prototxt, schema, wire
 from gradcam_core.errors import GradCamError
-from gradcam_core.torch7 import T7Object, load_t7
-from gradcam_core.torch7.nn_modules import sequential_to_net
+from gradcam_core.formats.torch7 import T7Object, load_t7
+from gradcam_core.formats.torch7.modules import sequential_to_net
 
 FUZZ_DIR = Path(__file__).resolve().parent
 FIXTURES = FUZZ_DIR / "fixtures"

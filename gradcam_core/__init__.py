@@ -2,9 +2,10 @@
 
 Library use::
 
-    from gradcam_core import load_caffe, explain, imageops
+    from gradcam_core import load_caffe, explain
+    from gradcam_core.image import preprocess
     net = load_caffe("deploy.prototxt", "weights.caffemodel")
-    x = imageops.preprocess("images/cat_dog.jpg", 224, 224)          # (3, 224, 224) BGR, mean-subtracted
+    x = preprocess("images/cat_dog.jpg", 224, 224)          # (3, 224, 224) BGR, mean-subtracted
     maps = explain(net, x[None], layer="relu5_3", targets=[242])        # 0-based class index
     maps.cam[0, 0]       # (224, 224) Grad-CAM, scaled to the input
     maps.guided[0, 0]    # (3, 224, 224) guided backprop, in the input's channel order
@@ -22,7 +23,7 @@ __all__ = ["GradCamError", "explain", "load_caffe", "Explanation", "ClassTarget"
 _LAZY = {
     "explain": ("gradcam_core.engine", "explain"),
     "Explanation": ("gradcam_core.engine", "Explanation"),
-    "ClassTarget": ("gradcam_core.targets", "ClassTarget"),
+    "ClassTarget": ("gradcam_core.engine", "ClassTarget"),
     "load_caffe": ("gradcam_core.caffe", "load_caffe"),
 }
 

@@ -12,7 +12,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from gradcam_core.torch7 import T7Function, T7Object, T7Table
+from gradcam_core.formats.torch7 import T7Function, T7Object, T7Table
 
 
 class Obj:

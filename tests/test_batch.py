@@ -29,8 +29,10 @@ import torch
 
 
 from conftest import CASES, DATA, ROOT, assert_png_close, assert_refused, read_png, run_script
-from gradcam_core import GradCamError, batch
-from gradcam_core.options import as_int_list, as_str_list
+from gradcam_core import GradCamError
+from gradcam_core.run import inputs as batch
+from gradcam_core.run.shards import Shard
+from gradcam_core.cli.options import as_int_list, as_str_list
 
 MODELS = DATA / "models"
 CLS = ["-proto_file", str(MODELS / "mini_vgg16_v1.prototxt"),
@@ -392,21 +394,21 @@ def test_output_folder_naming(tmp_path):
 
 def test_shards_take_every_world_th_chunk_of_the_sorted_list():
     items = list(range(7))
-    shards = [batch.Shard(rank, 3) for rank in range(3)]
+    shards = [Shard(rank, 3) for rank in range(3)]
     assert [s.take(items) for s in shards] == [[[0], [3], [6]], [[1], [4]], [[2], [5]]]
     assert [s.take(items, 2) for s in shards] == [[[0, 1], [6]], [[2, 3]], [[4, 5]]]
-    one = batch.Shard().take(items, 2)  # one process: the same chunks, so the same batches
+    one = Shard().take(items, 2)  # one process: the same chunks, so the same batches
     assert sorted(c for s in shards for c in s.take(items, 2)) == one == [[0, 1], [2, 3], [4, 5], [6]]
-    assert batch.Shard(1, 8).take(["only"]) == []
+    assert Shard(1, 8).take(["only"]) == []
 
 
 def test_shard_from_the_torchrun_environment():
-    assert batch.Shard.from_env({}) == batch.Shard(0, 1, 0)
-    assert batch.Shard.from_env({"WORLD_SIZE": "4", "RANK": "3", "LOCAL_RANK": "1"}) == batch.Shard(3, 4, 1)
+    assert Shard.from_env({}) == Shard(0, 1, 0)
+    assert Shard.from_env({"WORLD_SIZE": "4", "RANK": "3", "LOCAL_RANK": "1"}) == Shard(3, 4, 1)
     with pytest.raises(GradCamError, match="do not fit"):
-        batch.Shard.from_env({"WORLD_SIZE": "2", "RANK": "2"})
+        Shard.from_env({"WORLD_SIZE": "2", "RANK": "2"})
     with pytest.raises(GradCamError, match="RANK='x' is not a whole number"):
-        batch.Shard.from_env({"WORLD_SIZE": "2", "RANK": "x"})
+        Shard.from_env({"WORLD_SIZE": "2", "RANK": "x"})
 
 
 # ------------------------------------------------------------------------------- option values
@@ -424,7 +426,8 @@ def test_target_lists():
 
 
 def test_an_answer_with_a_comma_is_one_answer():
-    from gradcam_core.vqa import Vocabulary, expand_answers
+    from gradcam_core.cli.vqa import expand_answers
+    from gradcam_core.tasks.vqa import Vocabulary
 
     vocab = Vocabulary({"UNK": 1}, 1, ("dog", "cat", "yes, it is"))
     assert expand_answers(["yes, it is"], vocab) == ["yes, it is"]

@@ -16,7 +16,9 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from gradcam_core.caffe import CaffeNet, InputSpec, load_caffe, write
+from gradcam_core.caffe import load_caffe
+from gradcam_core.formats.caffe import write
+from gradcam_core.nets.graph import GraphNet, InputSpec
 from gradcam_core.errors import GradCamError
 
 DATA = Path(__file__).parent / "data"
@@ -203,11 +205,11 @@ def test_remove_last_drops_the_softmax_and_leaves_logits():
 
 
 def test_chain_from_modules_numbers_and_resolves_like_loadcaffe():
-    """CaffeNet.from_modules (used for Torch7 CNNs): a chain with the same lookup rules."""
+    """GraphNet.from_modules (used for Torch7 CNNs): a chain with the same lookup rules."""
     convs = [nn.Conv2d(3, 4, 3), nn.Conv2d(4, 4, 3)]
     entries = [("conv1", "Conv2d", convs[0]), ("relu1", "ReLU", nn.ReLU()), ("conv2", "Conv2d", convs[1]),
                ("pool", "SpatialMaxPooling", nn.MaxPool2d(2))]
-    net = CaffeNet.from_modules(entries, InputSpec("data", 3, None, None))
+    net = GraphNet.from_modules(entries, InputSpec("data", 3, None, None))
     assert net.names == ["conv1", "relu1", "conv2", "pool"] and net.index_of("3") == 3
     assert net.resolve_layer("conv1") == (convs[0], entries[1][2])
     assert net.resolve_layer("conv2") == (convs[1], convs[1])

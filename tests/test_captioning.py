@@ -15,12 +15,13 @@ from conftest import (
     CASES, DATA, ROOT, assert_png_close, assert_refused, assert_rel_close, case_ids, oracle_args, oracle_tensor,
     run_script,
 )
-from gradcam_core import GradCamError, imageops
-from gradcam_core.captioner import (
+from gradcam_core import GradCamError
+from gradcam_core import image as imageops
+from gradcam_core.tasks.caption import (
     DEFAULT_CAPTION, LanguageModel, Vocabulary, caption_score, explain_captions, load_checkpoint,
 )
-from gradcam_core.torch7 import T7Object, T7Table, load_t7
-from gradcam_core.torch7.nn_modules import convert_module, sequential_to_net
+from gradcam_core.formats.torch7 import T7Object, T7Table, load_t7
+from gradcam_core.formats.torch7.modules import convert_module, sequential_to_net
 from t7_writer import Writer, from_loaded
 
 CHECKPOINT = DATA / "neuraltalk2" / "mini_caption_model.t7"

@@ -4,8 +4,9 @@ from __future__ import annotations
 import pytest
 
 from gradcam_core import GradCamError
-from gradcam_core.cli import _normalize_argv, device_for
-from gradcam_core.options import as_int, as_int_list
+from gradcam_core.cli.app import _normalize_argv
+from gradcam_core.cli.paths import device_for
+from gradcam_core.cli.options import as_int, as_int_list
 
 PARAMS = ["label", "layer_name", "answer", "gpuid", "question"]
 
@@ -59,7 +60,7 @@ def test_gpuid_without_cuda_is_a_clear_error(monkeypatch):
 
 
 def test_out_path_is_checked_early_and_created_only_when_writing(tmp_path):
-    from gradcam_core.cli import check_out_dir
+    from gradcam_core.cli.paths import check_out_dir
 
     nested = tmp_path / "a" / "b"
     assert check_out_dir(str(nested)) == nested and not (tmp_path / "a").exists()

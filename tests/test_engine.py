@@ -80,7 +80,7 @@ def test_inplace_relu_after_the_layer_acts_as_in_lua(images):
 
 
 def test_predicted_class_target(images):
-    from gradcam_core.targets import ClassTarget
+    from gradcam_core.engine import ClassTarget
 
     model = toy_cnn()
     expl = explain(model, images, "4", [ClassTarget(None)])
@@ -170,8 +170,8 @@ def test_flat_regions_break_pooling_ties_as_torch7_did(tmp_path):
     from PIL import Image
 
     from conftest import DATA
-    from gradcam_core import imageops
-    from gradcam_core.classify import load_classifier
+    from gradcam_core import image as imageops
+    from gradcam_core.tasks.classify import load_classifier
 
     photo = Image.open(DATA.parent.parent / "images" / "cat_dog.jpg").convert("RGB")
     framed = Image.new("RGB", (photo.width + 300, photo.height + 300), (128, 128, 128))
@@ -199,8 +199,8 @@ def test_batched_targets_give_the_single_run_maps_on_a_caffe_net():
     as a one-image, one-target run does, within 1e-5 after min-max normalisation (float32 Caffe net,
     Torch7 convolution numerics on the forward, as the CLI runs it)."""
     from conftest import DATA
-    from gradcam_core import imageops
-    from gradcam_core.classify import load_classifier
+    from gradcam_core import image as imageops
+    from gradcam_core.tasks.classify import load_classifier
 
     net = load_classifier(DATA / "models/mini_vgg16_v1.prototxt", DATA / "models/mini_vgg16_v1.caffemodel")
     photos = sorted((DATA.parent.parent / "images").glob("*.jpg"))

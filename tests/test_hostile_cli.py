@@ -16,7 +16,8 @@ import pytest
 
 import cli_runner
 from conftest import DATA, ROOT, assert_refused
-from gradcam_core import imageops
+from gradcam_core import image as imageops
+from gradcam_core.image.png import _unnamed_file
 
 MODEL = DATA / "models" / "mini_vgg16_v1"
 CLASSIFY = ["-proto_file", f"{MODEL}.prototxt", "-model_file", f"{MODEL}.caffemodel"]
@@ -92,7 +93,7 @@ def test_a_huge_input_size_fails_cleanly_within_bounded_memory(cli, tmp_path):
 
 def test_running_out_of_memory_is_one_line():
     """What the CLIs print when an allocation fails (torch's CPU allocator message, Python's MemoryError)."""
-    from gradcam_core import cli as gc_cli
+    from gradcam_core.cli import app as gc_cli
 
     err = RuntimeError("[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: can't allocate memory: "
                        "you tried to allocate 120000000000 bytes. Error code 12 (Cannot allocate memory)")
@@ -172,7 +173,7 @@ def interrupted(tmp_path_factory) -> dict[signal.Signals, tuple[subprocess.Compl
 
 def unnamed_files_work(folder: Path) -> bool:
     """Whether write_atomic can write unnamed temporary files (O_TMPFILE) in ``folder``."""
-    fd = imageops._unnamed_file(str(folder))
+    fd = _unnamed_file(str(folder))
     if fd is not None:
         os.close(fd)
     return fd is not None

@@ -31,12 +31,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import ROOT
-from gradcam_core import captioner, imageops, vqa
-from gradcam_core.caffe import load_caffe, prototxt, schema, wire, write
-from gradcam_core.caffe.layers import LAYERS
+from gradcam_core import image as imageops
+from gradcam_core.tasks import caption as captioner
+from gradcam_core.tasks import vqa
+from gradcam_core.caffe import load_caffe
+from gradcam_core.formats.caffe import prototxt, schema, wire, write
+from gradcam_core.formats.caffe.layers import LAYERS
 from gradcam_core.errors import GradCamError
 from gradcam_core.fileio import open_regular
-from gradcam_core.torch7 import load_t7
+from gradcam_core.formats.torch7 import load_t7
 from t7_writer import Obj, Storage, Tensor, t7
 
 sys.path.insert(0, str(ROOT / "fuzz"))

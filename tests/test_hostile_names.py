@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 import cli_runner
 from conftest import DATA
-from gradcam_core import outputs
+from gradcam_core.run import outputs
 
 MODEL = DATA / "models" / "mini_vgg16_v1"
 KINDS = ("gcam_hm", "gb", "gb_gcam")

@@ -15,7 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from gradcam_core import imageops
+from gradcam_core import image as imageops
+from gradcam_core.image.png import encode_png
 from gradcam_core.errors import GradCamError
 
 TESTS = Path(__file__).resolve().parent
@@ -314,7 +315,7 @@ def test_png_modes_follow_the_channel_count() -> None:
 def test_our_png_encoder_round_trips_through_libpng_checks(h: int, w: int, channels: int, seed: int) -> None:
     """encode_png (Sub filter, zlib level 1) gives files PIL decodes to the same levels, CRCs verified."""
     pixels = np.random.default_rng(seed).integers(0, 256, (h, w, channels), dtype=np.uint8)
-    data = imageops.encode_png(pixels)
+    data = encode_png(pixels)
     with Image.open(io.BytesIO(data)) as im:
         im.verify()  # chunk CRCs and structure
     with Image.open(io.BytesIO(data)) as im:

@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from gradcam_core import GradCamError, imageops, outputs
+from gradcam_core import GradCamError
+from gradcam_core import image as imageops
+from gradcam_core.run import outputs
 
 
 @pytest.mark.parametrize(

@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gradcam_core.errors import GradCamError
-from gradcam_core.tokenize import (
+from gradcam_core.tasks.vqa.tokenize import (
     MAX_QUESTION_LENGTH,
     UNK,
     encode_question,
@@ -237,7 +237,7 @@ def test_character_classes_match_nltk_regex_engine() -> None:
     regex = pytest.importorskip("regex")
     import re
 
-    from gradcam_core import tokenize as tok
+    from gradcam_core.tasks.vqa import tokenize as tok
 
     everything = "".join(map(chr, range(sys.maxunicode + 1)))
     regex_space = {m.start() for m in regex.finditer(r"\s", everything)}
@@ -385,7 +385,7 @@ def test_word_to_ix_from_ix_to_word() -> None:
 
 def test_module_needs_neither_torch_nor_nltk() -> None:
     code = (
-        "import sys, gradcam_core.tokenize as t; "
+        "import sys, gradcam_core.tasks.vqa.tokenize as t; "
         "t.encode_question('what?', {'what': 1, '?': 2, 'UNK': 3}); "
         "print(sorted(m for m in ('torch', 'nltk', 'regex', 'numpy') if m in sys.modules))"
     )

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gradcam_core.errors import GradCamError
-from gradcam_core.torch7 import T7Function, T7Object, T7Table, load_t7
+from gradcam_core.formats.torch7 import T7Function, T7Object, T7Table, load_t7
 from t7_writer import Func, Obj, Storage, Tensor, sample_file, t7, tensor
 
 DATA = Path(__file__).resolve().parent / "data"
@@ -324,7 +324,7 @@ def test_trailing_bytes_are_ignored():
 
 
 def test_reader_does_not_import_torch():
-    code = ("import sys; from gradcam_core.torch7 import load_t7; load_t7(sys.argv[1]); "
+    code = ("import sys; from gradcam_core.formats.torch7 import load_t7; load_t7(sys.argv[1]); "
             "assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code, str(LSTM)], check=True, cwd=Path(__file__).resolve().parents[1])
 

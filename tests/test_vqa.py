@@ -13,7 +13,9 @@ import torch
 from conftest import (
     CASES, DATA, ROOT, assert_png_close, assert_rel_close, case_ids, load_case, oracle_args, oracle_tensor, run_script, assert_refused,
 )
-from gradcam_core import GradCamError, imageops, vqa
+from gradcam_core import GradCamError
+from gradcam_core import image as imageops
+from gradcam_core.tasks import vqa
 
 VQA_DIR = DATA / "VQA_LSTM_CNN"
 LSTM_T7 = VQA_DIR / "lstm.t7"

@@ -1,0 +1,273 @@
+"""The engine: Grad-CAM, Guided Backprop and Guided Grad-CAM from ONE forward pass.
+
+The Lua original ran two forwards and two full backwards per image and label, on the network and on a
+deep clone whose ReLUs were swapped for guided ones. Here:
+
+* one forward, with every ``nn.ReLU``'s ``forward`` shadowed for the call (an instance attribute,
+  removed afterwards) by a ReLU whose *backward* can be switched between the plain rule and the
+  guided rule ``dx = dy * [x > 0] * [dy > 0]``; the network is never copied, nothing stays changed;
+* Grad-CAM: the gradient of the target scores w.r.t. the chosen layer only (``torch.autograd.grad``
+  stops there: no backward below the layer, no weight gradients since parameters are frozen for the
+  call); without guided backprop, nothing below the layer is even recorded for autograd;
+* guided backprop: one more backward, to the input, with the switch on "guided";
+* K targets share the forward; their backwards are batched (``is_grads_batched``);
+* with guided backprop, the convolutions' forward runs with Torch7's numerics (``torch7_ties``):
+  im2col + one GEMM per image, in bands that stay in cache, into scratch memory kept with the model -
+  bit for bit PyTorch's own im2col path, which sums in the order Torch7's SpatialConvolutionMM did.
+  Each image of a batch is computed alone (forward and, faster here too, backward).
+
+Grad-CAM is computed as the authors' code did: channel weights are the SUM of the gradients over the
+map (not the mean: the missing 1/Z cancels after min-max normalisation, but raw maps keep the Lua
+values), map = ReLU(sum_c w_c A_c), then scaled to the input size with ``image.scale`` semantics.
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Iterator, Optional, Sequence, Union
+
+import torch
+from torch import nn
+
+from ..image.resize import scale
+from .guided import GuideSwitch, switchable_relus
+from .torch7_conv import release_workspace, torch7_conv_forward  # noqa: F401 (release_workspace: API)
+from ..errors import GradCamError
+from .targets import ClassTarget, Target
+
+LayerRef = Union[str, int, nn.Module]
+TargetSpec = Union[Target, int]
+
+
+@dataclass
+class Explanation:
+    """Maps for N images and K targets.
+
+    Attributes:
+        scores: the model output, (N, ...) detached.
+        target_scores: (N, K), the score of each target (the thing explained).
+        activations: (N, C, h, w), the chosen layer's activations A.
+        weights: (N, K, C), Grad-CAM channel weights (sum of gradients over h, w).
+        cam_raw: (N, K, h, w), ReLU(sum_c w_c A_c), the map before scaling.
+        cam: (N, K, H, W), ``cam_raw`` scaled to the input size (``image.scale`` semantics). Maps
+            keep the model's precision (the Lua scripts scaled ``gcam:float()``; ``outputs`` renders
+            the way they did).
+        guided: (N, K, C_in, H, W), guided-backprop gradient w.r.t. the input (same channel order as the
+            input), or None when ``guided=False``.
+        guided_cam: (N, K, C_in, H, W), ``guided * cam`` (both unnormalised), or None.
+    """
+
+    scores: torch.Tensor
+    target_scores: torch.Tensor
+    activations: torch.Tensor
+    weights: torch.Tensor
+    cam_raw: torch.Tensor
+    cam: torch.Tensor
+    guided: Optional[torch.Tensor] = None
+    guided_cam: Optional[torch.Tensor] = None
+
+
+def explain(
+    model: nn.Module,
+    image: torch.Tensor,
+    layer: LayerRef,
+    targets: Union[TargetSpec, Sequence[TargetSpec]],
+    *,
+    guided: bool = True,
+    torch7_ties: bool = True,
+) -> Explanation:
+    """Grad-CAM (and, by default, Guided Backprop and Guided Grad-CAM) for K targets on N images.
+
+    Args:
+        model: any ``nn.Module``; if it has ``resolve_layer`` (e.g. ``CaffeNet``) layer names and
+            loadcaffe's 1-based indices are resolved by it, else ``layer`` is a name from
+            ``model.named_modules()`` or a submodule. The model is used in whatever mode it is in
+            (put it in ``eval()``); it is not modified.
+        image: (N, C, H, W) input, already preprocessed; moved to the model's device and dtype.
+        layer: the layer whose activations are weighted (e.g. ``"relu5_3"`` or ``30``).
+        targets: one target or a sequence of K; an ``int`` is a 0-based class index
+            (:class:`~gradcam_core.targets.ClassTarget`); any callable mapping the model output to (N,)
+            scores works.
+        guided: also compute guided backprop and guided Grad-CAM.
+        torch7_ties: with ``guided``, run the forward convolutions the way Torch7 did (im2col + GEMM,
+            bit for bit PyTorch's native CPU path) instead of oneDNN. Both compute equal receptive
+            fields alike, but they round differently; where two different receptive fields round to the
+            same activation in Torch7 (common in flat image regions: black borders, saturated sky), a
+            max-pooling window holds a tie, and Torch7 routed the guided gradient to its first maximum.
+            oneDNN's rounding resolves a few of those ties the other way and moves some guided-image
+            pixels by 5-14 grey levels (two oracle cases). Costs 5-10% of a guided run on VGG-16
+            (mostly the im2col copies); backward passes and Grad-CAM alone (whose channel weights do not
+            depend on where in a window the gradient goes) always use the fast kernels. Scratch
+            memory for it (at most the im2col columns of one image at one layer, about 42 MB for
+            VGG-16 at 224 x 224) is kept with the model for the next call;
+            :func:`release_workspace` frees it.
+
+    Returns:
+        An :class:`Explanation` with (N, K, ...) maps.
+    """
+    if not isinstance(image, torch.Tensor) or image.dim() != 4:
+        shape = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
+        raise GradCamError(f"explain needs an (N, C, H, W) image tensor, got {shape}")
+    target_list = _as_targets(targets)
+    grad_module, value_module = resolve_layer(model, layer)
+    image = _to_model(model, image)
+
+    switch = GuideSwitch()
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(_frozen_parameters(model))
+        if guided:
+            stack.enter_context(switchable_relus(model, switch))
+            if torch7_ties:
+                stack.enter_context(torch7_conv_forward(model))
+        tap = stack.enter_context(_LayerTap(grad_module, value_module, detach_below=not guided))
+        stack.enter_context(torch.enable_grad())
+
+        x = image.detach().requires_grad_(guided)
+        output = model(x)
+        target_scores = torch.stack([_score(t, output) for t in target_list], dim=1)  # (N, K)
+        a_grad, activations = tap.result(layer)
+
+        grads = _batched_grad(target_scores, a_grad, retain_graph=guided)  # (K, N, C, h, w)
+        gb = None
+        if guided:
+            switch.guided = True
+            gb = _batched_grad(target_scores, x, retain_graph=False).transpose(0, 1)  # (N, K, C, H, W)
+
+    weights = grads.sum(dim=(-2, -1)).transpose(0, 1)  # (N, K, C)
+    cam_raw = torch.einsum("nkc,nchw->nkhw", weights, activations).clamp_min(0)
+    cam = scale(cam_raw, image.shape[-1], image.shape[-2])
+    return Explanation(
+        scores=output.detach(),
+        target_scores=target_scores.detach(),
+        activations=activations,
+        weights=weights,
+        cam_raw=cam_raw,
+        cam=cam,
+        guided=gb,
+        guided_cam=None if gb is None else gb * cam[:, :, None],
+    )
+
+
+def resolve_layer(model: nn.Module, layer: LayerRef) -> tuple[nn.Module, nn.Module]:
+    """(grad_module, value_module) for ``layer``: the gradient is taken at the first one's output, the
+    activation read from the second's (they differ where the original's in-place ReLU overwrote a
+    conv's output; see ``CaffeNet.resolve_layer``)."""
+    if hasattr(model, "resolve_layer"):
+        return model.resolve_layer(layer)
+    if isinstance(layer, nn.Module):
+        return layer, layer
+    named = dict(model.named_modules())
+    module = named.get(str(layer)) if str(layer) else None
+    if module is None:
+        names = [n for n in named if n]
+        shown = ", ".join(names[:40]) + (", ..." if len(names) > 40 else "")
+        raise GradCamError(f"layer {layer!r} not found in the model; valid names: {shown}")
+    return module, module
+
+
+# --- internals -----------------------------------------------------------------------------------
+
+
+def _as_targets(targets: Union[TargetSpec, Sequence[TargetSpec]]) -> list[Target]:
+    items = list(targets) if isinstance(targets, (list, tuple)) else [targets]
+    if not items:
+        raise GradCamError("no target given: name at least one class, answer or caption")
+    return [ClassTarget(t) if isinstance(t, int) else t for t in items]
+
+
+def _score(target: Target, output: torch.Tensor) -> torch.Tensor:
+    s = target(output)
+    if s.dim() != 1 or s.shape[0] != output.shape[0]:
+        raise GradCamError(
+            f"a target must give one score per image, shape ({output.shape[0]},); got {tuple(s.shape)}"
+        )
+    return s
+
+
+def _to_model(model: nn.Module, image: torch.Tensor) -> torch.Tensor:
+    p = next(model.parameters(), None)
+    if p is None:
+        return image
+    return image.to(device=p.device, dtype=p.dtype if p.is_floating_point() else image.dtype)
+
+
+def _batched_grad(scores: torch.Tensor, wrt: torch.Tensor, *, retain_graph: bool) -> torch.Tensor:
+    """d scores[:, k] / d wrt for every k at once: scores (N, K) -> (K, *wrt.shape).
+
+    Images are independent (eval mode), so one backward of the sum over images gives every image's
+    gradient; targets are batched with ``is_grads_batched`` (vmap over the backward).
+    """
+    n, k = scores.shape
+    if not scores.requires_grad:  # the targets do not depend on the model (e.g. a constant)
+        return torch.zeros((k, *wrt.shape), dtype=wrt.dtype, device=wrt.device)
+    if k == 1:
+        (g,) = torch.autograd.grad(scores.sum(), wrt, retain_graph=retain_graph, allow_unused=True)
+        g = torch.zeros_like(wrt) if g is None else g
+        return g.unsqueeze(0)
+    seeds = torch.eye(k, dtype=scores.dtype, device=scores.device)[:, None, :].expand(k, n, k)
+    (g,) = torch.autograd.grad(
+        scores, wrt, grad_outputs=seeds, is_grads_batched=True, retain_graph=retain_graph,
+        allow_unused=True,
+    )
+    return torch.zeros((k, *wrt.shape), dtype=wrt.dtype, device=wrt.device) if g is None else g
+
+
+@contextlib.contextmanager
+def _frozen_parameters(model: nn.Module) -> Iterator[None]:
+    """Parameters stop requiring grad for the call: the backward builds no weight gradients."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
+
+
+class _LayerTap(contextlib.AbstractContextManager):
+    """Forward hooks that capture the chosen layer's gradient point and activation.
+
+    The gradient point is the grad module's output; downstream modules get a copy of it, so an
+    in-place op further on (an in-place ReLU in a torchvision model) cannot rewrite it. With
+    ``detach_below`` the output is cut from the graph below it (a new leaf): a Grad-CAM-only run
+    records and back-propagates nothing under the layer.
+    """
+
+    def __init__(self, grad_module: nn.Module, value_module: nn.Module, *, detach_below: bool) -> None:
+        self._detach = detach_below
+        self._grad_point: Optional[torch.Tensor] = None
+        self._value: Optional[torch.Tensor] = None
+        self._handles = [grad_module.register_forward_hook(self._on_grad_module)]
+        if value_module is not grad_module:
+            self._handles.append(value_module.register_forward_hook(self._on_value_module))
+        self._same = value_module is grad_module
+
+    def _on_grad_module(self, _m: nn.Module, _inputs: tuple, output: torch.Tensor) -> torch.Tensor:
+        if not isinstance(output, torch.Tensor):
+            raise GradCamError(f"the chosen layer returns {type(output).__name__}, not a tensor")
+        point = output.detach().requires_grad_() if self._detach else output
+        self._grad_point = point
+        passed_on = point.clone()
+        if self._same:
+            self._value = passed_on
+        return passed_on
+
+    def _on_value_module(self, _m: nn.Module, _inputs: tuple, output: torch.Tensor) -> None:
+        self._value = output
+
+    def result(self, layer: LayerRef) -> tuple[torch.Tensor, torch.Tensor]:
+        """(gradient point, activations (N, C, h, w) detached) after the forward."""
+        if self._grad_point is None or self._value is None:
+            raise GradCamError(f"layer {layer!r} was not reached by the forward pass")
+        value = self._value.detach()
+        if value.dim() != 4:
+            raise GradCamError(
+                f"layer {layer!r} gives activations of shape {tuple(value.shape)}; Grad-CAM needs a "
+                "convolutional layer with (N, C, H, W) output"
+            )
+        return self._grad_point, value
+
+    def __exit__(self, *exc: object) -> None:
+        for h in self._handles:
+            h.remove()

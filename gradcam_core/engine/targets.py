@@ -1,0 +1,50 @@
+"""Targets: what the explanation is *for*.
+
+A target is any callable mapping the model's output to one score per image, shape (N,). The engine
+follows the gradient of that score, exactly as the Lua scripts seeded their backward pass:
+
+* classification: a one-hot ``dOut`` on the pre-softmax logits == the gradient of one logit
+  (:class:`ClassTarget`);
+* VQA: a one-hot on the answer scores (``gradcam_core.vqa``);
+* captioning: ones on the caption words' log-probabilities == the gradient of their sum
+  (``gradcam_core.captioner``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import torch
+
+from ..errors import GradCamError
+
+Target = Callable[[torch.Tensor], torch.Tensor]
+"""Maps the model output (N, ...) to scores (N,) whose gradient is explained."""
+
+
+@dataclass(frozen=True)
+class ClassTarget:
+    """The score of one output unit (a class logit), per image.
+
+    Args:
+        index: 0-based position in the flattened per-image output, or ``None`` for each image's
+            highest-scoring unit (the predicted class).
+        label: how the user named this target, for error messages (e.g. ``"-label 1001"``).
+    """
+
+    index: Optional[int]
+    label: str = ""
+
+    def __call__(self, output: torch.Tensor) -> torch.Tensor:
+        """output (N, ...) -> (N,): the chosen unit of each image's flattened output."""
+        flat = output.reshape(output.shape[0], -1)
+        n_out = flat.shape[1]
+        if self.index is None:
+            idx = flat.detach().argmax(dim=1)
+        else:
+            if not 0 <= self.index < n_out:
+                what = self.label or f"class index {self.index}"
+                raise GradCamError(f"{what} is out of range: the model has {n_out} outputs")
+            idx = torch.full((flat.shape[0],), self.index, dtype=torch.long, device=flat.device)
+        return flat.gather(1, idx[:, None])[:, 0]
+

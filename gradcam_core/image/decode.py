@@ -1,0 +1,141 @@
+"""Decoding image files as Torch7's ``image.load`` did (``load_image``) and the channel handling of
+grad-cam's ``utils.preprocess`` (``to_rgb``). Tensors are (C, H, W), float32 or float64.
+"""
+from __future__ import annotations
+
+import os
+import warnings
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..errors import GradCamError
+from ..fileio import open_regular
+
+MAX_PIXELS: int = 1 << 26
+"""Largest image (width x height) ``load_image`` decodes: 64 Mpx, e.g. 8192 x 8192 (768 MB as float32 RGB).
+Larger headers are refused before any pixel memory is allocated (decompression bombs)."""
+_MAGIC = {b"\xff\xd8\xff": "JPEG", b"\x89PNG": "PNG"}  # the prefixes torch's image.load tests
+_DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError)
+
+
+# --------------------------------------------------------------------------------------------- loading
+
+def load_image(path: str | os.PathLike[str], dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Decode a JPEG or PNG file like ``image.load(path)``.
+
+    Returns (C, H, W) in [0, 1] with the file's native channel count: 1 grey, 2 grey+alpha, 3 RGB,
+    4 RGBA. Values are ``raw * (1/255)`` (``1/65535`` for 16-bit PNGs, full precision kept) computed
+    in ``dtype``, exactly as the original multiplied in its default tensor type.
+    Palette PNGs become RGB (RGBA when they carry transparency); CMYK JPEGs are converted to RGB.
+    EXIF orientation is ignored, as libjpeg ignores it.
+
+    Raises GradCamError (one line naming the file) for anything that is not a decodable JPEG/PNG:
+    missing or unreadable file, wrong or empty content, truncated or corrupt data, oversized image.
+    """
+    fmt = _sniff_format(path)
+    try:
+        samples, max_value = _decode(path, fmt)
+    except _DECODE_ERRORS as err:
+        raise GradCamError(f"cannot decode image {os.fspath(path)!r}: {err}") from err
+    img = torch.from_numpy(samples).permute(2, 0, 1).contiguous().to(dtype)
+    return img.mul_(torch.tensor(1.0 / max_value, dtype=dtype))
+
+
+def _sniff_format(path: str | os.PathLike[str]) -> str:
+    """'JPEG' or 'PNG' from the file's first bytes (never from its extension)."""
+    try:
+        with open_regular(path) as f:  # a pipe or device is refused, never read
+            head = f.read(4)
+    except OSError as err:
+        raise GradCamError(f"cannot read image {os.fspath(path)!r}: {err.strerror or err}") from err
+    for magic, fmt in _MAGIC.items():
+        if head.startswith(magic):
+            return fmt
+    what = "an empty file" if not head else "not a JPEG or PNG image"
+    raise GradCamError(f"cannot load image {os.fspath(path)!r}: {what}")
+
+
+def _decode(path: str | os.PathLike[str], fmt: str) -> tuple[np.ndarray, int]:
+    """(H, W, C) integer samples and their maximum value (255 or 65535)."""
+    with _open(path, fmt) as im:
+        samples16 = _png16_samples(path, im)
+        if samples16 is not None:
+            return samples16, 65535
+        if im.mode in ("I;16", "I"):  # 16-bit grey PNG: Pillow keeps all 16 bits ("I" before Pillow 10)
+            return np.array(im, dtype=np.int32)[..., None], 65535
+        pixels = np.array(_supported_mode(path, im))
+    return (pixels[..., None] if pixels.ndim == 2 else pixels), 255
+
+
+def _supported_mode(path: str | os.PathLike[str], im: Image.Image) -> Image.Image:
+    """im in mode L, LA, RGB or RGBA (8 bits a sample)."""
+    if im.mode == "P":  # libpng expands palettes, to RGBA when a tRNS chunk gives them transparency
+        return im.convert("RGBA" if "transparency" in im.info else "RGB")
+    if im.mode == "1":  # 1-bit grey: libpng expands it to 0 / 255
+        return im.convert("L")
+    if im.mode == "CMYK":  # a real conversion; libjpeg handed C, M, Y, K on, which grad-cam took for RGBA
+        return im.convert("RGB")
+    if im.mode in ("L", "LA", "RGB", "RGBA"):
+        return im
+    raise GradCamError(f"cannot load image {os.fspath(path)!r}: unsupported image mode {im.mode}")
+
+
+def _open(path: str | os.PathLike[str], fmt: str) -> Image.Image:
+    """Open (header only) and refuse oversized images before any pixel is decoded."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # we apply our own limit
+        im = Image.open(path, formats=[fmt])
+    width, height = im.size
+    if width * height > MAX_PIXELS:
+        im.close()
+        raise GradCamError(
+            f"cannot load image {os.fspath(path)!r}: {width}x{height} exceeds the limit of {MAX_PIXELS} pixels"
+        )
+    return im
+
+
+# Pillow decodes 16-bit colour PNGs to 8 bits, keeping each sample's high byte. The PNG unfilter step works
+# on whole pixels (6 or 8 bytes here), whatever unpacker follows it, so decoding the same stream again with
+# the little-endian unpacker yields the low bytes. 16-bit grey+alpha has no such unpacker; decoding it as
+# 8-bit RGBA (also 4 bytes a pixel) yields its raw bytes: grey-high, grey-low, alpha-high, alpha-low.
+_PNG16_LOW_BYTES = {"RGB;16B": "RGB;16L", "RGBA;16B": "RGBA;16L"}
+
+
+def _png16_samples(path: str | os.PathLike[str], im: Image.Image) -> np.ndarray | None:
+    """(H, W, C) int32 samples of a 16-bit RGB, RGBA or grey+alpha PNG; None for any other image."""
+    rawmode = im.tile[0][3] if im.format == "PNG" and len(im.tile) == 1 else None
+    if rawmode == "LA;16B":
+        raw = _decode_with_rawmode(path, "RGBA")
+        return _join_bytes(raw[..., 0::2], raw[..., 1::2])
+    if rawmode in _PNG16_LOW_BYTES:
+        high = _decode_with_rawmode(path, rawmode)
+        low = _decode_with_rawmode(path, _PNG16_LOW_BYTES[rawmode])
+        return _join_bytes(high, low)
+    return None
+
+
+def _decode_with_rawmode(path: str | os.PathLike[str], rawmode: str) -> np.ndarray:
+    with _open(path, "PNG") as im:
+        codec, extents, offset, _ = im.tile[0]
+        im.tile = [(codec, extents, offset, rawmode)]
+        return np.array(im)
+
+
+def _join_bytes(high: np.ndarray, low: np.ndarray) -> np.ndarray:
+    return (high.astype(np.int32) << 8) | low
+
+
+def to_rgb(img: torch.Tensor) -> torch.Tensor:
+    """(C, H, W) with C in 1..4 -> (3, H, W), as ``utils.preprocess`` prepares a loaded image.
+
+    1 channel is replicated; grey+alpha keeps the grey, replicated (the original crashed on it);
+    4 channels keep the first three (alpha dropped, no compositing); 3 channels are returned as is.
+    """
+    channels = img.shape[0]
+    if channels in (1, 2):
+        return img[:1].repeat(3, 1, 1)
+    if channels in (3, 4):
+        return img[:3]
+    raise ValueError(f"to_rgb: expected 1 to 4 channels, got shape {tuple(img.shape)}")

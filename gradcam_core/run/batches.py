@@ -1,0 +1,183 @@
+"""The batch loop of every front end: images loaded, explained a batch at a time, lines printed, files
+written, bad images skipped and counted.
+
+One mechanism for the three programs (classification, VQA, captioning). Each gives
+:func:`explain_images` its input size and a function that explains a batch; this module loads the
+images (``image.preprocess``, as every grad-cam script fed its CNN) and does the rest.
+
+Batches
+    The sorted list is cut into consecutive chunks of ``-batch_size`` files; the images of a chunk that
+    load are explained together, through ONE forward. Batching changes the last bits of some numbers
+    (BLAS computes a fully connected layer differently for one row and for several), so a map from a
+    batch may differ from the single-image run's by one grey level in a few pixels; ``-batch_size 1``
+    gives the single-image files byte for byte. A given command always gives the same bytes: the
+    chunks do not depend on which images fail to load, nor on the number of torchrun ranks.
+
+Bad images
+    In folder and glob mode an image that cannot be read (not an image, truncated, unreadable) or
+    whose output folder cannot be made is reported on stderr as ``skipping <path>: <reason>`` and
+    skipped; the rest completes, then :class:`ImagesSkipped` (exit code 2) says how many of how many
+    were skipped. In single-image mode the error is raised as before.
+"""
+from __future__ import annotations
+
+import contextlib
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional, Sequence, TypeVar
+
+from ..errors import GradCamError
+from .inputs import ImageJob, Inputs
+from .shards import Shard, sum_over_ranks
+
+if TYPE_CHECKING:  # torch is imported only where images are explained
+    import torch
+
+    from .outputs import Rendered
+
+T = TypeVar("T")
+
+
+def write_line(stream: Any, line: str) -> None:
+    """One write call for the line and its newline: with unbuffered streams (torchrun sets
+    PYTHONUNBUFFERED) ``print`` writes them separately and lines of several ranks get interleaved."""
+    if stream is not None:
+        stream.write(line + "\n")
+        stream.flush()
+
+
+# ------------------------------------------------------------------------------ running the batches
+
+
+@dataclass
+class ImageOutput:
+    """What a pipeline made of one image: stdout lines (as a single-image run prints them) and the
+    rendered PNGs (named as a single-image run names them)."""
+
+    lines: list[str]
+    images: list["Rendered"]
+
+
+class ImagesSkipped(GradCamError):
+    """Some images of a folder or glob run were skipped (each reported on stderr); the others were
+    explained. ``written`` holds the files this process wrote."""
+
+    def __init__(self, message: str, skipped: int, total: int, written: list[Path]) -> None:
+        super().__init__(message)
+        self.skipped, self.total, self.written = skipped, total, written
+
+
+def explain_images(
+    inputs: Inputs,
+    batch_size: int,
+    input_sz: int,
+    explain_batch: Callable[["torch.Tensor"], Sequence[ImageOutput]],
+    *,
+    dtype: Optional["torch.dtype"] = None,
+    log: Callable[[str], None] = print,
+    shard: Optional[Shard] = None,
+) -> list[Path]:
+    """Explain this rank's share of ``inputs`` in batches and write each image's files.
+
+    Args:
+        input_sz: each image is preprocessed to (3, input_sz, input_sz) (``image.preprocess``: BGR,
+            mean-subtracted), in ``dtype`` (default float32); a bad image raises GradCamError.
+        explain_batch: (N, 3, input_sz, input_sz) -> one :class:`ImageOutput` per image, in order.
+        log: where stdout lines go; in multi-image mode each is prefixed with ``<image path>: ``.
+        shard: this process's shard (default: from the torch.distributed environment variables).
+    Returns:
+        the written files. Raises :class:`ImagesSkipped` at the end if any image was skipped (under
+        torchrun: on any rank; the ranks wait for each other first, see :func:`sum_over_ranks`).
+    """
+    import torch
+
+    from ..image.preprocessing import preprocess
+
+    def load(path: Path) -> torch.Tensor:
+        return preprocess(path, input_sz, input_sz, dtype or torch.float32)
+
+    shard = shard or Shard.from_env()
+    run = _Run(inputs.many, shard, log)
+    chunks = shard.take(inputs.jobs, batch_size)
+    total = sum(map(len, chunks))
+    with run.progress(total):
+        for chunk in chunks:
+            loaded = [(job, image) for job in chunk if (image := run.attempt(job, load, job.path)) is not None]
+            if loaded:
+                run.explain(loaded, explain_batch)
+    run.finish(total)
+    return run.written
+
+
+class _Run:
+    """The bookkeeping of :func:`explain_images`: progress bar, stdout/stderr lines, skips, writes."""
+
+    def __init__(self, many: bool, shard: Shard, log: Callable[[str], None]) -> None:
+        self.many, self.shard, self.log = many, shard, log
+        self.written: list[Path] = []
+        self.skipped = 0
+        self.bar: Any = None
+
+    @contextlib.contextmanager
+    def progress(self, total: int) -> Iterator[None]:
+        """A tqdm bar on stderr in multi-image mode when stderr is a terminal (one line per rank)."""
+        from tqdm import tqdm
+
+        show = self.many and sys.stderr.isatty()
+        with tqdm(total=total, unit="img", file=sys.stderr, disable=not show, desc=self.shard.describe() or None,
+                  position=self.shard.local_rank) as self.bar:
+            yield
+
+    def say(self, line: str, to: Callable[[str], None]) -> None:
+        """Print a line without tearing the progress bar."""
+        from tqdm import tqdm
+
+        with tqdm.external_write_mode(file=sys.stderr):
+            to(line)
+
+    def attempt(self, job: ImageJob, action: Callable[..., T], *args: Any) -> Optional[T]:
+        """``action(*args)``; in multi-image mode a GradCamError skips the image (one stderr line)."""
+        try:
+            return action(*args)
+        except GradCamError as err:
+            if not self.many:
+                raise
+            self.skipped += 1
+            self.bar.update(1)
+            self.say(f"skipping {job.shown}: {err}", _stderr)
+            return None
+
+    def explain(self, batch: list[tuple[ImageJob, "torch.Tensor"]],
+                explain_batch: Callable[["torch.Tensor"], Sequence[ImageOutput]]) -> None:
+        """One forward for the batch, then each image's lines and files."""
+        import torch
+
+        from . import outputs
+
+        results = explain_batch(torch.stack([image for _, image in batch]))
+        for (job, _), result in zip(batch, results):
+            for line in result.lines:
+                self.say(f"{job.shown}: {line}" if self.many else line, self.log)
+            files = self.attempt(job, outputs.write_all, job.out_dir, result.images)
+            if files is not None:
+                self.written += files
+                self.bar.update(1)
+
+    def finish(self, total: int) -> None:
+        """Raise :class:`ImagesSkipped` if this rank (or, under torchrun, any rank) skipped an image."""
+        counts = sum_over_ranks(self.shard, (self.skipped, total))
+        if counts is None:  # one process, or ranks without a rendezvous: this rank's own count
+            counts = (self.skipped, total)
+        if not counts[0]:
+            return
+        mine = f"skipped {self.skipped} of {total} images"
+        if self.shard.world == 1:
+            message = f"{mine} (see the 'skipping' lines above)"
+        else:
+            message = f"{self.shard.describe()}: {mine}; over all ranks: skipped {counts[0]} of {counts[1]}"
+        raise ImagesSkipped(message, self.skipped, total, self.written)
+
+
+def _stderr(line: str) -> None:
+    write_line(sys.stderr, line)

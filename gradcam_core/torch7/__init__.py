@@ -1,6 +1,0 @@
-"""Torch7 ``.t7`` checkpoints: a safe, dependency-free reader (see :mod:`gradcam_core.torch7.reader`)."""
-from __future__ import annotations
-
-from .reader import T7Function, T7Object, T7Table, load_t7
-
-__all__ = ["load_t7", "T7Table", "T7Object", "T7Function"]
