@@ -73,6 +73,7 @@ POOL_METHOD = {"MAX": 0, "AVE": 1, "STOCHASTIC": 2}
 ROUND_MODE = {"CEIL": 0, "FLOOR": 1}
 NORM_REGION = {"ACROSS_CHANNELS": 0, "WITHIN_CHANNEL": 1}
 ENGINE = {"DEFAULT": 0, "CAFFE": 1, "CUDNN": 2}
+ELTWISE_OP = {"PROD": 0, "SUM": 1, "MAX": 2}
 
 #: V1LayerParameter.LayerType -> the V2 type string Caffe's upgrade_proto.cpp gives it.
 V1_LAYER_TYPES: dict[str, tuple[int, str]] = {
@@ -102,13 +103,28 @@ _PARAM_FIELDS_V2 = {
     "input_param": (143, "InputParameter"), "lrn_param": (118, "LRNParameter"),
     "pooling_param": (121, "PoolingParameter"), "relu_param": (123, "ReLUParameter"),
     "softmax_param": (125, "SoftmaxParameter"),
+    "batch_norm_param": (139, "BatchNormParameter"), "bias_param": (141, "BiasParameter"),
+    "concat_param": (104, "ConcatParameter"), "crop_param": (144, "CropParameter"),
+    "eltwise_param": (110, "EltwiseParameter"), "elu_param": (140, "ELUParameter"),
+    "power_param": (122, "PowerParameter"), "prelu_param": (131, "PReLUParameter"),
+    "reshape_param": (133, "ReshapeParameter"), "scale_param": (142, "ScaleParameter"),
+    "sigmoid_param": (124, "SigmoidParameter"), "slice_param": (126, "SliceParameter"),
+    "tanh_param": (127, "TanHParameter"),
 }
 _PARAM_FIELDS_V1 = {
     "convolution_param": (10, "ConvolutionParameter"), "dropout_param": (12, "DropoutParameter"),
     "inner_product_param": (17, "InnerProductParameter"), "lrn_param": (18, "LRNParameter"),
     "pooling_param": (19, "PoolingParameter"), "relu_param": (30, "ReLUParameter"),
     "softmax_param": (39, "SoftmaxParameter"),
+    "concat_param": (9, "ConcatParameter"), "eltwise_param": (24, "EltwiseParameter"),
+    "power_param": (21, "PowerParameter"), "sigmoid_param": (38, "SigmoidParameter"),
+    "slice_param": (31, "SliceParameter"), "tanh_param": (37, "TanHParameter"),
 }
+
+#: Fields that widely used Caffe forks put in published deploy files, known here by name only: the
+#: prototxt (text) names them, and their numbers (taken from a range caffe.proto never uses) keep
+#: them apart from BVLC's own fields when a caffemodel is decoded.
+_FORK_FIELD = 1000
 
 MESSAGES: dict[str, MessageType] = {
     m.name: m
@@ -158,6 +174,8 @@ MESSAGES: dict[str, MessageType] = {
             _f(7, "stride_h", "uint32"), _f(8, "stride_w", "uint32"), _f(9, "pad_h", "uint32"),
             _f(10, "pad_w", "uint32"), _f(11, "engine", "enum", enum=ENGINE),
             _f(12, "global_pooling", "bool"), _f(13, "round_mode", "enum", enum=ROUND_MODE),
+            # ceil_mode: false (SENet's and other forks' deploy files) asks for floor rounding.
+            _f(_FORK_FIELD + 13, "ceil_mode", "bool", True),
         ),
         MessageType(
             "LRNParameter",
@@ -175,6 +193,31 @@ MESSAGES: dict[str, MessageType] = {
         MessageType("ReLUParameter", _f(1, "negative_slope", "float"), _f(2, "engine", "enum", enum=ENGINE)),
         MessageType("SoftmaxParameter", _f(1, "engine", "enum", enum=ENGINE), _f(2, "axis", "int32", 1)),
         MessageType("FlattenParameter", _f(1, "axis", "int32", 1), _f(2, "end_axis", "int32", -1)),
+        MessageType("ConcatParameter", _f(2, "axis", "int32", 1), _f(1, "concat_dim", "uint32", 1)),
+        MessageType(
+            "EltwiseParameter",
+            _f(1, "operation", "enum", ELTWISE_OP["SUM"], enum=ELTWISE_OP), _rep(2, "coeff", "float"),
+            _f(3, "stable_prod_grad", "bool", True),
+        ),
+        MessageType(
+            "BatchNormParameter",
+            _f(1, "use_global_stats", "bool"), _f(2, "moving_average_fraction", "float", 0.999),
+            _f(3, "eps", "float", 1e-5),
+        ),
+        MessageType("ScaleParameter", _f(1, "axis", "int32", 1), _f(2, "num_axes", "int32", 1),
+                    _f(4, "bias_term", "bool")),
+        MessageType("BiasParameter", _f(1, "axis", "int32", 1), _f(2, "num_axes", "int32", 1)),
+        MessageType("SliceParameter", _f(3, "axis", "int32", 1), _rep(2, "slice_point", "uint32"),
+                    _f(1, "slice_dim", "uint32", 1)),
+        MessageType("ReshapeParameter", _msg(1, "shape", "BlobShape"), _f(2, "axis", "int32", 0),
+                    _f(3, "num_axes", "int32", -1)),
+        MessageType("PReLUParameter", _f(2, "channel_shared", "bool")),
+        MessageType("ELUParameter", _f(1, "alpha", "float", 1.0)),
+        MessageType("PowerParameter", _f(1, "power", "float", 1.0), _f(2, "scale", "float", 1.0),
+                    _f(3, "shift", "float", 0.0)),
+        MessageType("CropParameter", _f(1, "axis", "int32", 2), _rep(2, "offset", "uint32")),
+        MessageType("SigmoidParameter", _f(1, "engine", "enum", enum=ENGINE)),
+        MessageType("TanHParameter", _f(1, "engine", "enum", enum=ENGINE)),
     )
 }
 NET_PARAMETER = MESSAGES["NetParameter"]
