@@ -107,7 +107,9 @@ class Preprocessing:
 
     @classmethod
     def torchvision_imagenet(cls) -> "Preprocessing":
-        """torchvision's ImageNet models: RGB, 0..1, ``(x - TORCHVISION_MEAN) / TORCHVISION_STD``."""
+        """torchvision's ImageNet models: RGB, 0..1, ``(x - TORCHVISION_MEAN) / TORCHVISION_STD``.
+        The values only: the geometry stays ours (the whole image scaled to the input size), not
+        torchvision's Resize(256) + CenterCrop(224), so the maps cover the whole image."""
         return cls("rgb", 1.0, TORCHVISION_MEAN, std=TORCHVISION_STD)
 
     def with_mean_image(self, mean_image: torch.Tensor) -> "Preprocessing":
