@@ -36,7 +36,7 @@ WORK = FUZZ / ".work"
 #: Longest input libFuzzer makes per target: a little past the largest seed (the regression inputs
 #: are longer where their bug needed a long input; libFuzzer only reads their first max_len bytes).
 MAX_LEN = {"wire": 4096, "caffemodel": 4096, "prototxt": 8192, "prototxt_net": 8192, "t7": 8192,
-           "captioner": 65536, "vqa": 20000}
+           "captioner": 65536, "vqa": 20000, "meanfile": 4096}
 DICTS = {"prototxt": "prototxt.dict", "prototxt_net": "prototxt.dict", "t7": "t7.dict",
          "captioner": "t7.dict", "vqa": "t7.dict"}
 
@@ -308,7 +308,7 @@ def cmd_replay(name: str, files: list[str], timeout: float, mem_mb: int) -> int:
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    names = ["wire", "caffemodel", "prototxt", "prototxt_net", "t7", "captioner", "vqa"]
+    names = ["wire", "caffemodel", "prototxt", "prototxt_net", "t7", "captioner", "vqa", "meanfile"]
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--timeout", type=int, default=5, help="seconds per input (default 5)")
     parser.add_argument("--mem-mb", type=int, default=1024, help="MiB of address space per input (default 1024)")

@@ -150,3 +150,21 @@ def run_one(target: Target, data: bytes) -> bool:
             raise Crash(f"{target.name}: GradCamError hiding a bug: {message[:500]}") from err
         return False
     return True
+
+
+def _meanfile(data: bytes) -> object:
+    """The Caffe mean file reader, then the mean (when it has 3 channels) fitted to and subtracted
+    from an input of another size."""
+    import torch
+
+    from gradcam_core.formats.caffe import meanfile
+    from gradcam_core.image.preprocessing import Preprocessing
+
+    with scratch_file(data, ".binaryproto") as path:
+        mean = meanfile.read_mean(path)
+    if mean.shape[0] == 3:
+        Preprocessing.caffe_vgg().with_mean_image(mean).apply(torch.zeros(3, 5, 7))
+    return mean
+
+
+TARGETS["meanfile"] = Target("meanfile", "Caffe mean file reader (meanfile.read_mean) + the mean applied", _meanfile)

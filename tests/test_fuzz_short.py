@@ -13,7 +13,7 @@ import pytest
 from conftest import ROOT
 
 RUN = ROOT / "fuzz" / "run.py"
-TARGETS = ["wire", "caffemodel", "prototxt", "prototxt_net", "t7", "captioner", "vqa"]
+TARGETS = ["wire", "caffemodel", "prototxt", "prototxt_net", "t7", "captioner", "vqa", "meanfile"]
 
 
 def test_every_reader_survives_its_corpus_and_random_mutations_of_it(tmp_path):
