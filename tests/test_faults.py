@@ -145,7 +145,7 @@ def test_every_option_path_check_turns_an_oserror_into_one_line(tmp_path, monkey
         lambda: paths.check_out_dir(f"{target}/out"),
     ]
     for check, option in zip(checks, ["model_file", "input_image_path", "input_image_path", "out_path"]):
-        with pytest.raises(GradCamError, match=rf"^-{option} {re.escape(target)}/\S+: .*{os.strerror(code)}"):
+        with pytest.raises(GradCamError, match=rf"(?i)^-{option} {re.escape(target)}/\S+: .*{os.strerror(code)}"):
             check()
 
 
