@@ -159,7 +159,7 @@ class _Run:
         for (job, _), result in zip(batch, results):
             for line in result.lines:
                 self.say(f"{job.shown}: {line}" if self.many else line, self.log)
-            files = self.attempt(job, outputs.write_all, job.out_dir, result.images)
+            files = self.attempt(job, outputs.write_all, job.out_dir, result.images, job.out_root)
             if files is not None:
                 self.written += files
                 self.bar.update(1)
