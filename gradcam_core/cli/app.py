@@ -155,8 +155,15 @@ def _normalize_argv(args: list[str], params: list[str]) -> list[str]:
     i = 0
     while i < len(args):
         arg = args[i]
-        if arg in ("-h", "--help", "-help"):
+        if arg in _HELP:
             return ["--help"]
+        if arg == "--":  # fire's own flags follow; of those, its banner suggests `-- --help`
+            rest = args[i + 1 :]
+            if any(a in _HELP for a in rest):
+                return ["--help"]
+            if rest:
+                raise GradCamError(f"unexpected argument(s) after '--': {' '.join(rest)!r} (only '-- --help' is understood)")
+            break
         if not (arg.startswith("-") and len(arg) > 1) or _is_number(arg):
             raise GradCamError(f"unexpected argument {arg!r}: options are given as -name value")
         name, eq, value = arg.lstrip("-").partition("=")
@@ -165,13 +172,26 @@ def _normalize_argv(args: list[str], params: list[str]) -> list[str]:
             valid = " ".join(f"-{p}" for p in params)
             raise GradCamError(f"unknown option -{name}; valid options: {valid}")
         if not eq:
-            if i + 1 >= len(args):
+            if i + 1 >= len(args) or _names_an_option(args[i + 1], params):
                 raise GradCamError(f"option -{name} needs a value")
             i += 1
             value = args[i]
         out.append(f"--{name}={value!r}")
         i += 1
     return out
+
+
+_HELP = ("-h", "--help", "-help")
+
+
+def _names_an_option(word: str, params: list[str]) -> bool:
+    """Whether ``word`` is an option (``-label``, ``--label=3``, ``-g``, ``--help``) rather than a
+    value: ``-1``, ``-1e2``, ``-what?`` and ``-`` are values, as they name no option."""
+    if word in _HELP:
+        return True
+    if not word.startswith("-") or _is_number(word):
+        return False
+    return _expand_short(word.lstrip("-").partition("=")[0], params) in params
 
 
 def _expand_short(name: str, params: list[str]) -> str:
