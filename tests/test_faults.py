@@ -425,6 +425,16 @@ def test_every_oversized_image_gets_our_message(tmp_path, width, height):
         load_image(path)
     assert str(info.value) == f"cannot load image '{path}': {width}x{height} exceeds the limit of 67108864 pixels"
 
+    jpeg = bytearray((ROOT / "images" / "cat_dog.jpg").read_bytes())  # its SOF header made to claim the size
+    sof = next(i for i in range(2, len(jpeg)) if jpeg[i] == 0xFF and jpeg[i + 1] in (0xC0, 0xC1, 0xC2))
+    jpeg[sof + 5 : sof + 9] = struct.pack(">HH", min(height, 65535), min(width, 65535))
+    path = tmp_path / "big.jpg"
+    path.write_bytes(bytes(jpeg))
+    w, h = min(width, 65535), min(height, 65535)
+    with pytest.raises(GradCamError) as info:
+        load_image(path)
+    assert str(info.value) == f"cannot load image '{path}': {w}x{h} exceeds the limit of 67108864 pixels"
+
 
 # -------------------------------------------------------------------------------------------------
 # 9. An ONNX file given as a caffemodel
