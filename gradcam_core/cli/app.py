@@ -48,7 +48,12 @@ def run_cli(main: Callable[..., None], argv: Optional[Sequence[str]] = None) -> 
     except GradCamError as err:
         if debug:  # where it was raised, for bug reports
             raise
-        _die(prog, str(err), 2)
+        code = getattr(err, "exit_code", 2)  # 0: a run that completed with skipped images under torchrun
+        if code == 0:
+            if str(err):
+                write_line(sys.stderr, f"{prog}: warning: {err}")
+            sys.exit(0)
+        _die(prog, str(err), code)
     except KeyboardInterrupt:
         _die(prog, "interrupted", 130)
     except Terminated:
@@ -94,7 +99,8 @@ MANY_IMAGES_HELP = """Many images: ``-input_image_path`` may be a folder (every 
     files go into ``<out_path>/<its path relative to the folder or the glob's fixed prefix>/``, named as
     above (``output/cats/tabby.jpg/{example}``); its {lines} lines are prefixed with its path. A bad image
     is reported on stderr (``skipping <path>: <reason>``) and skipped; exit code 0 if every image was
-    explained, 2 if any was skipped (the last stderr line counts them). Under ``torchrun`` rank r takes
+    explained, 2 if any was skipped (the last stderr line counts them; under ``torchrun``, which turns a
+    rank's nonzero exit into its own error, the exit code is 0 either way). Under ``torchrun`` rank r takes
     chunks r, r + W, ... of ``-batch_size`` images of the sorted list (one GPU per rank, cuda:LOCAL_RANK,
     with -gpuid >= 0); the union of the ranks' files is the one-process run's."""
 
