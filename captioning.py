@@ -8,7 +8,7 @@ output names.
 """
 from gradcam_core.cli.app import run_cli, with_many_images_help
 from gradcam_core.cli.paths import check_out_dir, device_for, input_images, input_path
-from gradcam_core.cli.options import as_choice, as_int, as_positive_int, as_str, as_str_list
+from gradcam_core.cli.options import as_choice, as_input_size, as_int, as_positive_int, as_str, as_str_list
 
 MODEL = "neuraltalk2/model_id1-501-1448236541.t7"
 IMAGE = "images/cat_dog.jpg"
@@ -69,7 +69,7 @@ def main(
         inputs=input_images("input_image_path", as_str(input_image_path), IMAGE, out_dir),
         captions=as_str_list("caption", caption, "|"),
         layer=as_str(layer),
-        input_sz=as_positive_int("input_sz", input_sz),
+        input_sz=as_input_size("input_sz", input_sz),
         save_as_heatmap=as_int("save_as_heatmap", save_as_heatmap) == 1,
         device=device_for(as_int("gpuid", gpuid)),
         batch_size=as_positive_int("batch_size", batch_size),

@@ -10,7 +10,7 @@ output names.
 """
 from gradcam_core.cli.app import run_cli, with_many_images_help
 from gradcam_core.cli.paths import MODELS_HINT, check_out_dir, device_for, input_images, input_path
-from gradcam_core.cli.options import as_choice, as_int, as_int_list, as_positive_int, as_str
+from gradcam_core.cli.options import as_choice, as_input_size, as_int, as_int_list, as_positive_int, as_str
 
 PROTO = "models/VGG_ILSVRC_16_layers_deploy.prototxt"
 MODEL = "models/VGG_ILSVRC_16_layers.caffemodel"
@@ -68,7 +68,7 @@ def main(
         inputs=input_images("input_image_path", as_str(input_image_path), IMAGE, out_dir),
         labels=as_int_list("label", label),
         layer_name=as_str(layer_name),
-        input_sz=as_positive_int("input_sz", input_sz),
+        input_sz=as_input_size("input_sz", input_sz),
         output_image_name=as_str(output_image_name),
         save_as_heatmap=as_int("save_as_heatmap", save_as_heatmap) == 1,
         device=device_for(as_int("gpuid", gpuid)),

@@ -9,7 +9,7 @@ output names.
 """
 from gradcam_core.cli.app import run_cli, with_many_images_help
 from gradcam_core.cli.paths import check_out_dir, device_for, input_images, input_path
-from gradcam_core.cli.options import as_choice, as_int, as_positive_int, as_str
+from gradcam_core.cli.options import as_choice, as_input_size, as_int, as_positive_int, as_str
 
 PROTO = "models/VGG_ILSVRC_19_layers_deploy.prototxt"
 MODEL = "models/VGG_ILSVRC_19_layers.caffemodel"
@@ -89,7 +89,7 @@ def main(
         question=as_str(question),
         answers=[as_str(answer)],  # split into answers once the vocabulary is read
         layer_name=as_str(layer_name),
-        input_sz=as_positive_int("input_sz", input_sz),
+        input_sz=as_input_size("input_sz", input_sz),
         sizes=program.VQASizes(
             input_encoding_size=as_positive_int("input_encoding_size", input_encoding_size),
             rnn_size=as_positive_int("rnn_size", rnn_size),

@@ -293,12 +293,15 @@ def test_torchrun_shards_give_the_single_process_files(tmp_path):
     one = subprocess.run([sys.executable, str(ROOT / "classification.py"), *args, "-out_path", str(tmp_path / "one")],
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert one.returncode == 2, one.stderr
-    assert ranks.returncode != 0  # torchrun reports ranks that exit 2 (broken.jpg) as failed
-    summaries = sorted(line for line in ranks.stderr.splitlines() if "over all ranks" in line)
-    assert summaries == [  # rank 0 took chunks 0 and 2: files 0, 1 and 4 (broken.jpg, cat_dog.jpg, tabbycat_dog.jpg)
-        "classification.py: error: rank 0 of 2: skipped 1 of 3 images; over all ranks: skipped 1 of 5",
-        "classification.py: error: rank 1 of 2: skipped 0 of 2 images; over all ranks: skipped 1 of 5",
-    ]
+    # torchrun would turn a rank's exit code 2 into its own traceback and exit code 1: the ranks exit 0
+    # and rank 0's last line counts the skipped images over all ranks
+    assert ranks.returncode == 0 and "Traceback" not in ranks.stderr, ranks.stderr
+    assert ranks.stderr.strip().splitlines()[-1] == (
+        "classification.py: warning: skipped 1 of 5 images over 2 ranks (see the 'skipping' lines above); "
+        "exit code 0, as torchrun cannot pass on exit code 2")
+    # rank 0 took chunks 0 and 2: files 0, 1 and 4 (broken.jpg, cat_dog.jpg, tabbycat_dog.jpg)
+    assert [line for line in ranks.stderr.splitlines() if line.startswith("skipping")] == [
+        f"skipping {folder / 'broken.jpg'}: cannot load image '{folder / 'broken.jpg'}': not a JPEG or PNG image"]
     assert len(tree(tmp_path / "one")) == 12
     assert_same_tree(tmp_path / "ranks", tmp_path / "one")
 

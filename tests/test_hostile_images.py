@@ -167,8 +167,8 @@ def failing_read(path: Path) -> Path:
 
 @pytest.mark.parametrize("make, message", [
     (half_a_jpeg, r"cannot decode image '.*x\.jpg': image file is truncated"),
-    # Pillow's own limit (past 179 Mpx) or ours (64 Mpx): either way refused from the header
-    (png_bomb, r"image '.*x\.jpg': .*(exceeds the limit of 67108864|decompression bomb)"),
+    # past Pillow's own limit (179 Mpx) too, our message: refused from the header
+    (png_bomb, r"cannot load image '.*x\.jpg': 100000x100000 exceeds the limit of 67108864 pixels$"),
     (text_file, r"cannot load image '.*x\.jpg': not a JPEG or PNG image"),
     (empty_file, r"cannot load image '.*x\.jpg': an empty file"),
     (empty_folder, r"x\.jpg"),

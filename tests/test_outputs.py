@@ -39,7 +39,7 @@ def test_long_names_stay_distinct():
 
 
 def test_a_failed_write_is_a_clear_error_and_leaves_nothing(tmp_path, monkeypatch):
-    def disk_full(*_args):
+    def disk_full(*_args, **_kwargs):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(os, "replace", disk_full)

@@ -48,7 +48,12 @@ def run_cli(main: Callable[..., None], argv: Optional[Sequence[str]] = None) -> 
     except GradCamError as err:
         if debug:  # where it was raised, for bug reports
             raise
-        _die(prog, str(err), 2)
+        code = getattr(err, "exit_code", 2)  # 0: a run that completed with skipped images under torchrun
+        if code == 0:
+            if str(err):
+                write_line(sys.stderr, f"{prog}: warning: {err}")
+            sys.exit(0)
+        _die(prog, str(err), code)
     except KeyboardInterrupt:
         _die(prog, "interrupted", 130)
     except Terminated:
@@ -94,7 +99,8 @@ MANY_IMAGES_HELP = """Many images: ``-input_image_path`` may be a folder (every 
     files go into ``<out_path>/<its path relative to the folder or the glob's fixed prefix>/``, named as
     above (``output/cats/tabby.jpg/{example}``); its {lines} lines are prefixed with its path. A bad image
     is reported on stderr (``skipping <path>: <reason>``) and skipped; exit code 0 if every image was
-    explained, 2 if any was skipped (the last stderr line counts them). Under ``torchrun`` rank r takes
+    explained, 2 if any was skipped (the last stderr line counts them; under ``torchrun``, which turns a
+    rank's nonzero exit into its own error, the exit code is 0 either way). Under ``torchrun`` rank r takes
     chunks r, r + W, ... of ``-batch_size`` images of the sorted list (one GPU per rank, cuda:LOCAL_RANK,
     with -gpuid >= 0); the union of the ranks' files is the one-process run's."""
 
@@ -155,8 +161,15 @@ def _normalize_argv(args: list[str], params: list[str]) -> list[str]:
     i = 0
     while i < len(args):
         arg = args[i]
-        if arg in ("-h", "--help", "-help"):
+        if arg in _HELP:
             return ["--help"]
+        if arg == "--":  # fire's own flags follow; of those, its banner suggests `-- --help`
+            rest = args[i + 1 :]
+            if any(a in _HELP for a in rest):
+                return ["--help"]
+            if rest:
+                raise GradCamError(f"unexpected argument(s) after '--': {' '.join(rest)!r} (only '-- --help' is understood)")
+            break
         if not (arg.startswith("-") and len(arg) > 1) or _is_number(arg):
             raise GradCamError(f"unexpected argument {arg!r}: options are given as -name value")
         name, eq, value = arg.lstrip("-").partition("=")
@@ -165,13 +178,26 @@ def _normalize_argv(args: list[str], params: list[str]) -> list[str]:
             valid = " ".join(f"-{p}" for p in params)
             raise GradCamError(f"unknown option -{name}; valid options: {valid}")
         if not eq:
-            if i + 1 >= len(args):
+            if i + 1 >= len(args) or _names_an_option(args[i + 1], params):
                 raise GradCamError(f"option -{name} needs a value")
             i += 1
             value = args[i]
         out.append(f"--{name}={value!r}")
         i += 1
     return out
+
+
+_HELP = ("-h", "--help", "-help")
+
+
+def _names_an_option(word: str, params: list[str]) -> bool:
+    """Whether ``word`` is an option (``-label``, ``--label=3``, ``-g``, ``--help``) rather than a
+    value: ``-1``, ``-1e2``, ``-what?`` and ``-`` are values, as they name no option."""
+    if word in _HELP:
+        return True
+    if not word.startswith("-") or _is_number(word):
+        return False
+    return _expand_short(word.lstrip("-").partition("=")[0], params) in params
 
 
 def _expand_short(name: str, params: list[str]) -> str:

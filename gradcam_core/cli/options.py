@@ -4,6 +4,7 @@ that name several targets (``-label 243,283``, ``-answer dog,cat``, ``-caption '
 from __future__ import annotations
 
 import ast
+import math
 from typing import Any, Optional, Sequence
 
 from ..errors import GradCamError
@@ -56,7 +57,31 @@ def as_int_list(name: str, value: Any) -> list[int]:
         items = [t for t in text.replace(" ", ",").split(",") if t] if text else []
     if not items:
         raise GradCamError(f"-{name} needs at least one value")
-    return [as_int(name, v) for v in items]
+    if len(items) == 1:
+        return [as_int(name, items[0])]
+    numbers = []
+    for item in items:  # a bad one among several: the message shows the whole value, as typed
+        try:
+            numbers.append(as_int(name, item))
+        except GradCamError:
+            shown = value if isinstance(value, str) else ",".join(map(str, items))
+            raise GradCamError(f"-{name} {shown!r} must be a number, or several separated by commas "
+                               f"({item!r} is not a whole number)") from None
+    return numbers
+
+
+def as_input_size(name: str, value: Any) -> int:
+    """``-input_sz``: an int >= 1 whose square image stays within the decoder's pixel limit
+    (``image.decode.MAX_PIXELS``, 8192 x 8192): each image is scaled to ``value`` x ``value``, and
+    a larger size would take minutes and tens of GB before anything could fail."""
+    from ..image.decode import MAX_PIXELS  # imported here: it brings torch in
+
+    n = as_positive_int(name, value)
+    if n * n > MAX_PIXELS:
+        largest = math.isqrt(MAX_PIXELS)
+        raise GradCamError(f"-{name} {n} is too large: a {n}x{n} input exceeds the limit of {MAX_PIXELS} pixels "
+                           f"(at most {largest})")
+    return n
 
 
 def as_str_list(name: str, value: Any, sep: str) -> list[str]:

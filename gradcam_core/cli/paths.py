@@ -1,8 +1,10 @@
 """The files, folders and devices the options name: checked before any work, one line naming the option."""
 from __future__ import annotations
 
+import errno
 import os
 import secrets
+import stat
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
@@ -42,19 +44,52 @@ def device_for(gpuid: int) -> "Any":
     return torch.device(f"cuda:{gpuid}")
 
 
+def stat_option_path(option: str, value: str, path: Path) -> Optional[os.stat_result]:
+    """``os.stat(path)`` (symlinks followed) for a path that option ``-option value`` names; None if
+    nothing is there (``ENOENT``, or ``ENOTDIR``: a file where a folder is expected on the way).
+
+    Every check of an option's path goes through here: any other OSError - a name longer than the
+    file system allows, a folder on the way that may not be searched, a loop of symlinks, an I/O
+    error - is a GradCamError naming the option, not an internal error."""
+    try:
+        return os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as err:
+        raise GradCamError(f"-{option} {value}: {_why(err)}") from None
+
+
+def _why(err: OSError) -> str:
+    reason = (err.strerror or str(err)).lower()
+    if err.errno == errno.ENAMETOOLONG:
+        return f"{reason} (a name in it is longer than the file system allows, usually 255 bytes)"
+    if err.errno == errno.EACCES:
+        return f"{reason} (a folder on the way cannot be searched)"
+    return reason
+
+
+def _require_value(name: str, value: str) -> None:
+    """An empty path would mean the current folder (``Path('')`` is ``.``): refused, naming the option."""
+    if not value:
+        raise GradCamError(f"-{name} is empty: give a file name")
+
+
 def input_path(name: str, value: str, default: str, *, hint: str = "") -> Path:
     """Resolve a file option. A value the user left at its default is looked up in the current
     folder, then in the project folder (where scripts/download_models.sh puts models); a missing file
     is a GradCamError naming the option and, for defaults, how to get it."""
+    _require_value(name, value)
     path = Path(value).expanduser()
-    if value == default and not path.exists() and (PROJECT_DIR / value).exists():
-        path = PROJECT_DIR / value
-    if not path.exists():
+    st = stat_option_path(name, value, path)
+    if st is None and value == default:
+        st = stat_option_path(name, value, PROJECT_DIR / value)
+        path = PROJECT_DIR / value if st is not None else path
+    if st is None:
         extra = f"; {hint}" if hint and value == default else ""
         raise GradCamError(f"-{name}: {value} not found{extra}")
-    if path.is_dir():
+    if stat.S_ISDIR(st.st_mode):
         raise GradCamError(f"-{name}: {value} is a folder, not a file")
-    if not path.is_file():  # reading a pipe would wait forever, /dev/zero would never end
+    if not stat.S_ISREG(st.st_mode):  # reading a pipe would wait forever, /dev/zero would never end
         raise GradCamError(f"-{name}: {value} is not a regular file (a device, pipe or socket)")
     if not os.access(path, os.R_OK):
         raise GradCamError(f"-{name}: {value} is not readable")
@@ -69,7 +104,11 @@ def input_images(name: str, value: str, default: str, out_dir: Path) -> "Inputs"
     """
     from ..run import inputs
 
+    _require_value(name, value)
+    stat_option_path(name, value, Path(value).expanduser())  # a name too long, a folder that cannot be searched
     if inputs.is_multi_image(value):
+        root, _ = inputs.split_pattern(value)
+        stat_option_path(name, value, root)  # a glob's fixed prefix
         return inputs.find_images(name, value, out_dir)
     return inputs.Inputs.single(input_path(name, value, default), out_dir)
 
@@ -80,12 +119,12 @@ def check_out_dir(value: str) -> Path:
     The folder (with its parents) is made only when the images are written (``outputs.write_all``),
     so a command that fails on its inputs leaves no trace. The Lua scripts concatenated
     ``out_path .. name`` (``-out_path out`` wrote ``outclassify_...``) and created only the last
-    folder; here ``-out_path`` is always a folder."""
+    folder; here ``-out_path`` is always a folder ('' is the current folder, as in Lua)."""
     out = Path(value or ".").expanduser()
     existing = out
-    while not existing.exists() and existing != existing.parent:
+    while (st := stat_option_path("out_path", value, existing)) is None and existing != existing.parent:
         existing = existing.parent
-    if not existing.is_dir():
+    if st is None or not stat.S_ISDIR(st.st_mode):
         raise GradCamError(f"-out_path {value}: {existing} is not a folder")
     problem = _cannot_create_in(existing)
     if problem:

@@ -86,14 +86,31 @@ def _open(path: str | os.PathLike[str], fmt: str) -> Image.Image:
     """Open (header only) and refuse oversized images before any pixel is decoded."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # we apply our own limit
-        im = Image.open(path, formats=[fmt])
+        try:
+            im = Image.open(path, formats=[fmt])
+        except Image.DecompressionBombError:  # Pillow's own, lower-level limit (past 179 Mpx): ours instead
+            raise _too_large(path, *_header_size(path, fmt)) from None
     width, height = im.size
     if width * height > MAX_PIXELS:
         im.close()
-        raise GradCamError(
-            f"cannot load image {os.fspath(path)!r}: {width}x{height} exceeds the limit of {MAX_PIXELS} pixels"
-        )
+        raise _too_large(path, width, height)
     return im
+
+
+def _too_large(path: str | os.PathLike[str], width: int, height: int) -> GradCamError:
+    return GradCamError(
+        f"cannot load image {os.fspath(path)!r}: {width}x{height} exceeds the limit of {MAX_PIXELS} pixels"
+    )
+
+
+def _header_size(path: str | os.PathLike[str], fmt: str) -> tuple[int, int]:
+    """(width, height) from the header, read by Pillow's format class itself: it applies no limit
+    (``Image.open`` does), and decodes no pixel."""
+    from PIL import JpegImagePlugin, PngImagePlugin
+
+    cls = {"JPEG": JpegImagePlugin.JpegImageFile, "PNG": PngImagePlugin.PngImageFile}[fmt]
+    with cls(os.fspath(path)) as im:
+        return im.size
 
 
 # Pillow decodes 16-bit colour PNGs to 8 bits, keeping each sample's high byte. The PNG unfilter step works

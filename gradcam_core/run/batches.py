@@ -16,8 +16,9 @@ Batches
 Bad images
     In folder and glob mode an image that cannot be read (not an image, truncated, unreadable) or
     whose output folder cannot be made is reported on stderr as ``skipping <path>: <reason>`` and
-    skipped; the rest completes, then :class:`ImagesSkipped` (exit code 2) says how many of how many
-    were skipped. In single-image mode the error is raised as before.
+    skipped; the rest completes, then :class:`ImagesSkipped` (exit code 2; 0 under torchrun, whose
+    launcher cannot pass on a rank's exit code) says how many of how many were skipped. In
+    single-image mode the error is raised as before.
 """
 from __future__ import annotations
 
@@ -61,11 +62,15 @@ class ImageOutput:
 
 class ImagesSkipped(GradCamError):
     """Some images of a folder or glob run were skipped (each reported on stderr); the others were
-    explained. ``written`` holds the files this process wrote."""
+    explained. ``written`` holds the files this process wrote.
 
-    def __init__(self, message: str, skipped: int, total: int, written: list[Path]) -> None:
+    ``exit_code`` is what the command line exits with: 2, or 0 under torchrun, which would turn any
+    nonzero exit of a rank into its own traceback and exit code 1; the message (on rank 0 only, ""
+    on the others) then says so."""
+
+    def __init__(self, message: str, skipped: int, total: int, written: list[Path], exit_code: int = 2) -> None:
         super().__init__(message)
-        self.skipped, self.total, self.written = skipped, total, written
+        self.skipped, self.total, self.written, self.exit_code = skipped, total, written, exit_code
 
 
 def explain_images(
@@ -159,24 +164,33 @@ class _Run:
         for (job, _), result in zip(batch, results):
             for line in result.lines:
                 self.say(f"{job.shown}: {line}" if self.many else line, self.log)
-            files = self.attempt(job, outputs.write_all, job.out_dir, result.images)
+            files = self.attempt(job, outputs.write_all, job.out_dir, result.images, job.out_root)
             if files is not None:
                 self.written += files
                 self.bar.update(1)
 
     def finish(self, total: int) -> None:
-        """Raise :class:`ImagesSkipped` if this rank (or, under torchrun, any rank) skipped an image."""
+        """Raise :class:`ImagesSkipped` if this rank (or, under torchrun, any rank) skipped an image
+        (under torchrun with ``exit_code`` 0, and a message on rank 0 only)."""
         counts = sum_over_ranks(self.shard, (self.skipped, total))
+        rendezvous = counts is not None
         if counts is None:  # one process, or ranks without a rendezvous: this rank's own count
             counts = (self.skipped, total)
         if not counts[0]:
             return
-        mine = f"skipped {self.skipped} of {total} images"
         if self.shard.world == 1:
-            message = f"{mine} (see the 'skipping' lines above)"
+            message = f"skipped {self.skipped} of {total} images (see the 'skipping' lines above)"
+            raise ImagesSkipped(message, self.skipped, total, self.written)
+        # Several ranks: every rank has finished (sum_over_ranks waited for all), so rank 0's line
+        # comes after every 'skipping' line; without a rendezvous each rank reports its own count.
+        if rendezvous:
+            message = "" if self.shard.rank else (
+                f"skipped {counts[0]} of {counts[1]} images over {self.shard.world} ranks (see the 'skipping' "
+                "lines above); exit code 0, as torchrun cannot pass on exit code 2")
         else:
-            message = f"{self.shard.describe()}: {mine}; over all ranks: skipped {counts[0]} of {counts[1]}"
-        raise ImagesSkipped(message, self.skipped, total, self.written)
+            message = (f"{self.shard.describe()}: skipped {self.skipped} of {total} images (see the 'skipping' "
+                       "lines above); exit code 0, as torchrun cannot pass on exit code 2")
+        raise ImagesSkipped(message, self.skipped, total, self.written, exit_code=0)
 
 
 def _stderr(line: str) -> None:

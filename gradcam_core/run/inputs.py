@@ -18,8 +18,8 @@ Where the files go
     Single-image mode: into ``-out_path`` with the Lua scripts' names. Folder and glob mode: into
     ``<out_path>/<relative path of the image>/`` with the same names, e.g.
     ``output/cats/tabby.jpg/classify_gb_5.png``. Relative paths come from directory listings, so they
-    hold no ``..``: nothing is written outside ``-out_path`` (unless a folder the user made inside
-    ``-out_path`` is itself a symlink elsewhere).
+    hold no ``..``, and the folders below ``-out_path`` are never entered through a symlink (an image
+    whose folder there is a symlink is skipped): nothing is written outside ``-out_path``.
 """
 from __future__ import annotations
 
@@ -49,11 +49,14 @@ class ImageJob:
         out_dir: the folder its files go into.
         shown: how stdout and stderr lines name it: "" in single-image mode (lines unchanged), else
             the image's path as found.
+        out_root: the ``-out_path`` that ``out_dir`` lies below (folder and glob mode), or None:
+            the folders between them are never followed through a symlink (``outputs.write_all``).
     """
 
     path: Path
     out_dir: Path
     shown: str = ""
+    out_root: Optional[Path] = None
 
 
 @dataclass(frozen=True)
@@ -92,7 +95,7 @@ def find_images(option: str, value: str, out_dir: Path) -> Inputs:
         where = (f"no {_suffix_list()} file in the folder {value}" if Path(value).expanduser().is_dir()
                  else f"{value!r} matches no {_suffix_list()} file")
         raise GradCamError(f"-{option}: {where} (hidden names and symlinked folders are not searched)")
-    jobs = tuple(ImageJob(root / rel, output_folder(out_dir, rel), str(root / rel)) for rel in found)
+    jobs = tuple(ImageJob(root / rel, output_folder(out_dir, rel), str(root / rel), out_dir) for rel in found)
     return Inputs(jobs, many=True)
 
 

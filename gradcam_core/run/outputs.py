@@ -26,8 +26,13 @@ For example, the caption ``../../etc/passwd`` gives ``caption_gb_.._.._etc_passw
 """
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
+import os
 import re
+import secrets
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -35,7 +40,7 @@ from typing import Optional
 import torch
 
 from ..errors import GradCamError
-from ..image.png import png_bytes, write_atomic
+from ..image.png import png_bytes
 from ..image.render import to_display, to_heatmap
 
 NAME_MAX = 255  # bytes in one file name on Linux/macOS file systems
@@ -119,19 +124,159 @@ def render_triplet(
     return out
 
 
-def write_all(out_dir: Path, images: list[Rendered]) -> list[Path]:
-    """Create ``out_dir`` (with parents) and write every image atomically (``image.png.write_atomic``):
-    a reader never sees a partial PNG, and an interrupted run leaves none behind. Returns the paths."""
+def write_all(out_dir: Path, images: list[Rendered], root: Optional[Path] = None) -> list[Path]:
+    """Write every image into ``out_dir``: all of them, or none. Returns their paths.
+
+    ``root`` is the output folder the user named (default ``out_dir``); ``out_dir`` is ``root`` or a
+    folder below it. ``root`` and its parents are created as named, symlinks and all (where it points
+    is the user's choice). The folders from ``root`` down to ``out_dir`` are created one by one and
+    opened with ``O_NOFOLLOW``: a symlink (or a file) there is refused, never followed, so nothing is
+    written outside ``root`` whatever was planted in it.
+
+    Each file is first written in full to a temporary and synced - unnamed (Linux ``O_TMPFILE``) where
+    the file system allows, so even SIGKILL leaves nothing - and only once ALL of them are written is
+    each renamed into place; a file name that is a symlink is replaced, not followed. When anything
+    fails (a full disk, Ctrl-C), the temporaries and the files already renamed are removed, with the
+    folders this call created: a reader never sees a partial PNG, nor part of an image's set.
+    Raises GradCamError naming the folder or the file."""
+    root = out_dir if root is None else root
+    parts = out_dir.relative_to(root).parts
+    created: list[Path] = []
+    folder = _open_folder(root, parts, out_dir, created)
+    staged: list[_Staged] = []
+    placed: list[str] = []
     try:
-        out_dir.mkdir(parents=True, exist_ok=True)
+        for im in images:
+            staged.append(_Staged.write(folder, im, out_dir))
+        for item in staged:
+            item.place(folder, out_dir)
+            placed.append(item.name)
+    except BaseException:
+        for item in staged:
+            item.discard(folder)
+        for name in placed:
+            with contextlib.suppress(OSError):
+                os.unlink(name, dir_fd=folder)
+        for path in reversed(created):  # only if empty: another image's files may be there
+            with contextlib.suppress(OSError):
+                os.rmdir(path)
+        raise
+    finally:
+        os.close(folder)
+    return [out_dir / im.filename for im in images]
+
+
+_DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0)
+
+
+def _open_folder(root: Path, parts: tuple[str, ...], out_dir: Path, created: list[Path]) -> int:
+    """A descriptor of ``root / parts``, created as needed; the folders of ``parts`` must be real
+    folders (see :func:`write_all`). Folders this call made are appended to ``created``."""
+    def fail(why: str) -> GradCamError:
+        return GradCamError(f"cannot create the output folder {out_dir}: {why}")
+
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(root, _DIR_FLAGS)
     except OSError as err:
-        raise GradCamError(f"cannot create the output folder {out_dir}: {err.strerror or err}") from None
-    written = []
-    for im in images:
-        path = out_dir / im.filename
+        raise fail(err.strerror or str(err)) from None
+    here = root
+    for part in parts:
+        here = here / part
         try:
-            write_atomic(path, im.png)
+            try:
+                os.mkdir(part, 0o777, dir_fd=fd)
+                created.append(here)
+            except FileExistsError:
+                pass
+            try:
+                inner = os.open(part, _DIR_FLAGS | getattr(os, "O_NOFOLLOW", 0), dir_fd=fd)
+            except OSError as err:
+                if stat.S_ISLNK(os.lstat(part, dir_fd=fd).st_mode):
+                    raise fail(f"{here} is a symbolic link (links inside {root} are never followed)") from None
+                if err.errno == errno.ENOTDIR:
+                    raise fail(f"{here} is not a folder") from None
+                raise
         except OSError as err:
-            raise GradCamError(f"cannot write {path}: {err.strerror or err}") from None
-        written.append(path)
-    return written
+            os.close(fd)
+            raise fail(err.strerror or str(err)) from None
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)
+        fd = inner
+    return fd
+
+
+@dataclass
+class _Staged:
+    """One file written in full but not yet in place: an unnamed file (``fd``) or a hidden
+    temporary (``tmp``), to become ``name``."""
+
+    name: str
+    fd: Optional[int] = None
+    tmp: Optional[str] = None
+
+    @classmethod
+    def write(cls, folder: int, im: Rendered, out_dir: Path) -> "_Staged":
+        item = cls(im.filename)
+        try:
+            item.fd = _unnamed_file(folder)
+            if item.fd is None:
+                item.tmp = f".gradcam-{secrets.token_hex(6)}.tmp"  # short: the final name may be at NAME_MAX
+                # 0o666: the usual umask-based permissions (mkstemp would give 0600)
+                item.fd = os.open(item.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0),
+                                  0o666, dir_fd=folder)
+            with os.fdopen(item.fd, "wb", closefd=False) as f:
+                f.write(im.png)
+            os.fsync(item.fd)
+        except BaseException as err:
+            item.discard(folder)
+            if isinstance(err, OSError):
+                raise GradCamError(f"cannot write {out_dir / im.filename}: {err.strerror or err}") from None
+            raise
+        return item
+
+    def place(self, folder: int, out_dir: Path) -> None:
+        """Give the file its name (replacing any file or symlink of that name)."""
+        try:
+            if self.tmp is None:  # unnamed: link it under a temporary name first (linkat cannot replace)
+                tmp = f".gradcam-{secrets.token_hex(6)}.tmp"
+                # dst_dir_fd makes Python call linkat() with AT_SYMLINK_FOLLOW: the file behind the
+                # /proc link is linked, not the link itself.
+                os.link(f"/proc/self/fd/{self.fd}", tmp, dst_dir_fd=folder, follow_symlinks=True)
+                self.tmp = tmp
+            os.replace(self.tmp, self.name, src_dir_fd=folder, dst_dir_fd=folder)
+            self.tmp = None
+        except OSError as err:
+            raise GradCamError(f"cannot write {out_dir / self.name}: {err.strerror or err}") from None
+        finally:
+            self._close()
+
+    def discard(self, folder: int) -> None:
+        """Remove whatever is left of it (nothing, for an unnamed file once closed)."""
+        self._close()
+        if self.tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(self.tmp, dir_fd=folder)
+            self.tmp = None
+
+    def _close(self) -> None:
+        if self.fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self.fd)
+            self.fd = None
+
+
+def _unnamed_file(folder: int) -> Optional[int]:
+    """A new unnamed file in the folder ``folder`` (a descriptor), open for writing (Linux
+    ``O_TMPFILE``), or None where the system or the file system has none."""
+    flag = getattr(os, "O_TMPFILE", 0)
+    if not flag or not os.path.isdir("/proc/self/fd"):
+        return None
+    try:
+        return os.open(".", flag | os.O_WRONLY | getattr(os, "O_CLOEXEC", 0), 0o666, dir_fd=folder)
+    except OSError as err:
+        if err.errno in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):  # no O_TMPFILE there
+            return None
+        raise

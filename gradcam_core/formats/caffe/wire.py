@@ -34,6 +34,9 @@ _RUN_CHUNK = 1 << 18  # entries checked per numpy pass over an unpacked run
 _VARINT_KINDS = ("int32", "uint32", "int64", "bool", "enum")
 _MADV_POPULATE_READ = getattr(mmap, "MADV_POPULATE_READ", 22)  # Linux 5.14+; Python names it from 3.13
 _FIXED = {"float": (5, 4, "<f4"), "double": (1, 8, "<f8")}  # kind -> (wire type, size, numpy dtype)
+# ONNX ModelProto's fields -> wire type: ir_version, producer_name/version, domain, model_version,
+# doc_string, graph, opset_import, metadata_props, training_info, functions, configuration
+_ONNX_MODEL_FIELDS = {1: 0, 2: 2, 3: 2, 4: 2, 5: 0, 6: 2, 7: 2, 8: 2, 14: 2, 20: 2, 25: 2, 26: 2}
 
 
 @dataclass(frozen=True)
@@ -78,7 +81,33 @@ class WireFile:
         """Decode the whole file as one ``mtype`` message (headers only; blob data as Segments)."""
         if self.size == 0:
             raise GradCamError(f"corrupt caffemodel '{self.path}': the file is empty")
+        if self._is_onnx():
+            raise GradCamError(f"'{self.path}' is an ONNX model, not a caffemodel; ONNX models are not supported yet")
         return self._message(mtype, 0, self.size, mtype.name, 0)
+
+    def _is_onnx(self) -> bool:
+        """Whether the file is an ONNX ``ModelProto``: it starts with ``ir_version`` (field 1, a
+        varint - no caffemodel does: NetParameter's field 1 is its name, a string), and its top-level
+        fields are ModelProto's, with their wire types, a ``graph`` among them. Only the top-level
+        tags and lengths are read (a few bytes, whatever the file's size)."""
+        if self._bytes(0, 1) != b"\x08":
+            return False
+        pos, seen = 0, set()
+        try:
+            while pos < self.size and len(seen) < 64:
+                key, pos = self._varint(pos, self.size, "field tag", "ModelProto")
+                number, wire_type = key >> 3, key & 7
+                if _ONNX_MODEL_FIELDS.get(number) != wire_type:
+                    return False
+                value, pos = self._varint(pos, self.size, "value", "ModelProto")
+                if wire_type == 2:
+                    if value > self.size - pos:
+                        return False
+                    pos += value
+                seen.add(number)
+        except GradCamError:
+            return False
+        return 7 in seen
 
     def _fail(self, offset: int, what: str, context: str) -> GradCamError:
         return GradCamError(f"corrupt caffemodel '{self.path}' at byte {offset}: {what} (reading {context})")
