@@ -55,7 +55,8 @@ class WordEmbedding(nn.Module):
 class QuestionEncoder(nn.Module):
     """``encoder_net_q``: an L-layer LSTM whose state is one vector [c1, h1, c2, h2, ...] (N, 2LH).
 
-    Layer l > 1 reads layer l - 1's new h. ``proj`` (Linear(H, 1) on the top h) is the cell's second
+    Each layer is a :class:`~gradcam_core.nets.lstm.Torch7LSTMCell` (gates i, f, o, g); layer l > 1
+    reads layer l - 1's new h. ``proj`` (Linear(H, 1) on the top h) is the cell's second
     output, which the original never uses; it is kept because its weights are part of ``encoder_w_q``.
     """
 
