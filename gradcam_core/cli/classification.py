@@ -55,7 +55,7 @@ class ClassificationProgram(Program[list[int]]):
     def __init__(self, opts: ClassificationOptions) -> None:
         self.opts = opts
         self.classes = class_indices(opts.labels)
-        self.names = [f"-label {lab} (labels are 1-based)" for lab in opts.labels]
+        self.label_names = [f"-label {lab} (labels are 1-based)" for lab in opts.labels]
 
     def load(self, log: Log) -> GraphNet:
         self.net = load_classifier(self.opts.proto_file, self.opts.model_file, self.opts.device)
@@ -63,7 +63,7 @@ class ClassificationProgram(Program[list[int]]):
         return self.net
 
     def explain(self, images: torch.Tensor, layer: str) -> tuple[Explanation, list[list[int]]]:
-        expl, resolved = explain_classes(self.net, images, layer, self.classes, names=self.names)
+        expl, resolved = explain_classes(self.net, images, layer, self.classes, names=self.label_names)
         return expl, [[c + 1 for c in per_image] for per_image in resolved]
 
     def describe(self, labels: list[int]) -> Described:
