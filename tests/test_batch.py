@@ -432,7 +432,7 @@ def test_an_answer_with_a_comma_is_one_answer():
     from gradcam_core.cli.vqa import expand_answers
     from gradcam_core.tasks.vqa import Vocabulary
 
-    vocab = Vocabulary({"UNK": 1}, 1, ("dog", "cat", "yes, it is"))
+    vocab = Vocabulary({1: "UNK"}, ("dog", "cat", "yes, it is"))
     assert expand_answers(["yes, it is"], vocab) == ["yes, it is"]
     assert expand_answers(["dog,cat"], vocab) == ["dog", "cat"]
     assert expand_answers(["dog, purple"], vocab) == ["dog", "purple"]  # purple: the predicted one, as before

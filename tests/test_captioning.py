@@ -18,7 +18,8 @@ from conftest import (
 from gradcam_core import GradCamError
 from gradcam_core import image as imageops
 from gradcam_core.tasks.caption import (
-    DEFAULT_CAPTION, LanguageModel, Vocabulary, caption_score, explain_captions, load_checkpoint,
+    DEFAULT_CAPTION, CaptionTarget, LanguageModel, Vocabulary, caption_labels, caption_score, decode_captions,
+    encode_caption, explain_captions, load_checkpoint,
 )
 from gradcam_core.formats.torch7 import T7Object, T7Table, load_t7
 from gradcam_core.formats.torch7.modules import convert_module, sequential_to_net
@@ -83,8 +84,8 @@ def test_labels_and_logprobs_match_oracle(model, case_id):
     feature = model.cnn(case_image(case_id))
     caption = case_caption(case_id)
     if caption is None:
-        caption = model.vocab.decode(model.lm.sample(feature))[0]
-    labels = model.vocab.labels(caption, model.lm.seq_length)[:, None]
+        caption = decode_captions(model.vocab, model.lm.sample(feature))[0]
+    labels = caption_labels(model.vocab, caption, model.lm.seq_length)[:, None]
     assert torch.equal(labels, oracle_labels(case_id))
     logp = model.lm(feature, labels).detach().numpy()
     expected = oracle_tensor(case_id, "lm_logprobs")
@@ -99,7 +100,7 @@ def test_labels_and_logprobs_match_oracle(model, case_id):
 def test_gradient_into_feature_and_raw_map_match_oracle(model, case_id):
     image = case_image(case_id)
     feature = model.cnn(image).detach().requires_grad_()
-    target = model.target(case_caption(case_id))
+    target = CaptionTarget(model, case_caption(case_id))
     (dcnn,) = torch.autograd.grad(target(feature).sum(), feature)
     assert_rel_close(dcnn.numpy(), oracle_tensor(case_id, "gradcam_doutput"), 1e-4, f"{case_id} dcnn")
     expl, _ = explain_captions(model, image, "30", [case_caption(case_id)])
@@ -127,7 +128,7 @@ def _with_gates(lm: LanguageModel, order: list[int]) -> LanguageModel:
         out.weight, out.bias = torch.nn.Parameter(blocks(linear.weight)), torch.nn.Parameter(blocks(linear.bias))
         return out
 
-    return LanguageModel(lm.lookup.weight, [permuted(m) for m in lm.i2h], [permuted(m) for m in lm.h2h],
+    return LanguageModel(lm.lookup.weight, [permuted(c.i2h) for c in lm.cells], [permuted(c.h2h) for c in lm.cells],
                          list(lm.drops), lm.final_drop, lm.decoder, lm.seq_length)
 
 
@@ -162,30 +163,30 @@ def test_oracle_comparisons_catch_gate_order_and_position_mistakes(model):
 ])
 def test_caption_words_follow_lua_pattern(model, caption, words):
     vocab = model.vocab
-    assert [vocab.words[i] for i in vocab.encode(caption, 16)] == words
-    labels = vocab.labels(caption, 16)
+    assert [vocab.words[i] for i in encode_caption(vocab, caption, 16)] == words
+    labels = caption_labels(vocab, caption, 16)
     assert labels.shape == (16,) and labels.dtype == torch.long
     assert labels[len(words):].eq(0).all()
 
 
 def test_sixteen_words_fit_seventeen_are_refused(model):
-    assert (model.vocab.labels(" ".join(["dog"] * 16), 16) == 2).all()
+    assert (caption_labels(model.vocab, " ".join(["dog"] * 16), 16) == 2).all()
     with pytest.raises(GradCamError, match=r"17 words.*at most 16"):
-        model.target(" ".join(["dog"] * 17))
+        CaptionTarget(model, " ".join(["dog"] * 17))
 
 
 def test_unknown_word_needs_unk():
     vocab = Vocabulary({1: "a", 2: "dog"})
-    assert vocab.encode("a dog", 16) == [1, 2]  # no UNK needed, none asked for
-    with pytest.raises(GradCamError, match="'cat' is not in the vocabulary.*no UNK"):
-        vocab.encode("a cat", 16)
+    assert encode_caption(vocab, "a dog", 16) == [1, 2]  # no UNK needed, none asked for
+    with pytest.raises(GradCamError, match="the caption word 'cat' is not in the vocabulary.*no UNK"):
+        encode_caption(vocab, "a cat", 16)
 
 
 def test_decode_stops_at_the_first_non_word(model):
     end = model.lm.vocab_size + 1  # 31: END
     columns = [[2, 3, end, 1], [1, 2, 2, 30], [end, 1, 2, 3], [0, 2, 2, 4]]
     seq = torch.tensor(columns).t()  # (T, N): one caption per column
-    assert model.vocab.decode(seq) == ["dog and", "a dog dog UNK", "", ""]
+    assert decode_captions(model.vocab, seq) == ["dog and", "a dog dog UNK", "", ""]
 
 
 def test_caption_without_words_gives_zero_maps(model):

@@ -214,10 +214,24 @@ def test_a_cnn_without_a_4096_feature_is_refused():
         vqa.load_image_net(DATA / "models" / "mini_alexnet_v1.prototxt", DATA / "models" / "mini_alexnet_v1.caffemodel")
 
 
-def test_normalize_eps_is_inside_the_root():
+def test_normalize_eps_is_inside_the_root(image_net):
+    """The image net's nn.Normalize(2): x / sqrt(sum x^2 + 1e-10), not x / max(norm, eps)."""
     x = torch.tensor([[1e-6, 0.0], [0.0, 0.0]], dtype=torch.float64)
-    y = vqa.L2Normalize()(x)
+    y = image_net.normalize(x)
     torch.testing.assert_close(y, torch.tensor([[1e-6 / (1e-12 + 1e-10) ** 0.5, 0.0], [0.0, 0.0]], dtype=torch.float64))
+
+
+def test_normalize_gradient_is_the_square_roots(image_net):
+    """The gradient through the image net's normalisation, bit for bit that of x / sqrt(sum x^2 + eps):
+    pow(1/2) has the same forward but a gradient a few ulps off, which moves raw maps (e.g. the
+    hydrant case's) in their last bits."""
+    torch.manual_seed(0)
+    x = torch.randn(16, 4096, dtype=torch.float64) * torch.logspace(-6, 2, 16, dtype=torch.float64)[:, None]
+    x.requires_grad_()
+    grad_out = torch.randn(16, 4096, dtype=torch.float64)
+    (ours,) = torch.autograd.grad(image_net.normalize(x), x, grad_out)
+    (sqrt,) = torch.autograd.grad(x / torch.sqrt(x.pow(2).sum(dim=1, keepdim=True) + vqa.NORMALIZE_EPS), x, grad_out)
+    assert torch.equal(ours, sqrt)
 
 
 # ------------------------------------------------------------------------ parameter layout and sizes
@@ -225,7 +239,7 @@ def test_normalize_eps_is_inside_the_root():
 
 @pytest.mark.parametrize("sizes", [SIZES, vqa.VQASizes(3, 5, 1, 7, 4), vqa.VQASizes(4, 6, 3, 9, 2)])
 def test_layout_covers_every_parameter_once(sizes):
-    vocab = vqa.Vocabulary({"a": 1, "UNK": 2}, 2, tuple("abcdefghij"[: sizes.num_output]))
+    vocab = vqa.Vocabulary({1: "a", 2: "UNK"}, tuple("abcdefghij"[: sizes.num_output]))
     model = vqa.QuestionAnswerer(vocab, sizes)
     layout = model.torch7_parameters()
     listed = [p for params in layout.values() for p in params]
@@ -265,13 +279,13 @@ def test_sizes_that_do_not_fit_name_the_option(sizes, expected, vocab):
 
 
 def test_a_vocabulary_of_another_size_is_named(vocab):
-    smaller = vqa.Vocabulary(vocab.word_to_ix, 39, vocab.answers)
+    smaller = vqa.Vocabulary({i: w for i, w in vocab.words.items() if i <= 39}, vocab.answers)
     with pytest.raises(GradCamError, match="-vocab_file with 40 words"):
         vqa.load_answerer(LSTM_T7, smaller, SIZES)
 
 
 def test_num_output_must_match_the_answers(vocab):
-    fewer = vqa.Vocabulary(vocab.word_to_ix, vocab.n_words, vocab.answers[:9])
+    fewer = vqa.Vocabulary(vocab.words, vocab.answers[:9])
     with pytest.raises(GradCamError, match="-num_output 10 does not match the vocabulary, which lists 9 answers"):
         vqa.load_answerer(LSTM_T7, fewer, SIZES)
 

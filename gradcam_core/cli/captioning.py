@@ -3,18 +3,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import torch
 
 from ..engine import Explanation
-from ..run import outputs
-from ..run.batches import ImageOutput, explain_images
+from ..nets.graph import GraphNet
 from ..run.inputs import Inputs
-from ..tasks.caption.model import DEFAULT_CAPTION, explain_captions, load_checkpoint
-from .shapecheck import input_size_errors
-
-
+from ..tasks.caption.checkpoint import load_checkpoint
+from ..tasks.caption.target import DEFAULT_CAPTION, CaptionTarget, explain_captions
+from .program import Described, Log, Program, RunOptions, run_program
 
 
 @dataclass
@@ -35,34 +32,39 @@ class CaptioningOptions:
     batch_size: int = 8
 
 
-def run(opts: CaptioningOptions, log: Callable[[str], None] = print) -> list[Path]:
+class CaptioningProgram(Program[str]):
+    """captioning.lua's lines and file names (files named by the caption); a result is an image's
+    generated caption."""
+
+    prefix = "caption"
+
+    def __init__(self, opts: CaptioningOptions) -> None:
+        self.opts = opts
+        self.wanted = [c or None for c in opts.captions]  # None: each image's generated caption
+
+    def load(self, log: Log) -> GraphNet:
+        self.model = load_checkpoint(self.opts.model_path, self.opts.device)
+        return self.model.cnn
+
+    def start(self, log: Log) -> None:
+        for caption in self.wanted:
+            CaptionTarget(self.model, caption)  # a caption that does not fit fails before any work
+
+    def explain(self, images: torch.Tensor, layer: str) -> tuple[Explanation, list[str]]:
+        # The images go in BGR and mean-subtracted, as every grad-cam script fed its CNN, although
+        # neuraltalk2's expects RGB: kept, so the maps are the original's.
+        return explain_captions(self.model, images, layer, self.wanted)
+
+    def describe(self, generated: str) -> Described:
+        """Lua's print separates its arguments with a tab."""
+        captions = [wanted or generated for wanted in self.opts.captions]
+        lines = ["No caption provided, using generated caption for Grad-CAM."] if "" in self.opts.captions else []
+        lines.append(f"Generated caption: \t{generated}")
+        lines += [f"Grad-CAM caption: \t{caption}" for caption in captions]
+        return Described(lines, captions)
+
+
+def run(opts: CaptioningOptions, log: Log = print) -> list[Path]:
     """The whole of ``th captioning.lua``, for one image or many: returns the written files."""
-    model = load_checkpoint(opts.model_path, opts.device)
-    model.cnn.index_of(opts.layer)  # an unknown layer fails before any work, listing valid ones
-    wanted = [c or None for c in opts.captions]
-    for caption in wanted:
-        model.target(caption)  # a caption that does not fit fails before any work
-
-    def explain_batch(images: torch.Tensor) -> list[ImageOutput]:
-        with input_size_errors(opts.input_sz):
-            expl, generated = explain_captions(model, images, opts.layer, wanted)
-        return [_image_output(opts, expl, n, caption) for n, caption in enumerate(generated)]
-
-    # The images go in BGR and mean-subtracted, as every grad-cam script fed its CNN, although
-    # neuraltalk2's expects RGB: kept, so the maps are the original's.
-    return explain_images(opts.inputs, opts.batch_size, opts.input_sz, explain_batch, log=log)
-
-
-def _image_output(opts: CaptioningOptions, expl: Explanation, n: int, generated: str) -> ImageOutput:
-    """Image ``n``'s stdout lines (Lua's print separates its arguments with a tab) and PNGs, as a
-    single-image run gives them; ``generated`` is its generated caption."""
-    lines = ["No caption provided, using generated caption for Grad-CAM."] if "" in opts.captions else []
-    lines.append(f"Generated caption: \t{generated}")
-    rendered: list[outputs.Rendered] = []
-    for k, wanted in enumerate(opts.captions):
-        caption = wanted or generated
-        lines.append(f"Grad-CAM caption: \t{caption}")
-        rendered += outputs.render_triplet(
-            "caption", caption, expl.cam[n, k], expl.guided[n, k], heatmap=opts.save_as_heatmap
-        )
-    return ImageOutput(lines, rendered)
+    common = RunOptions(opts.layer, opts.inputs, opts.input_sz, opts.batch_size, opts.save_as_heatmap)
+    return run_program(CaptioningProgram(opts), common, log)

@@ -7,17 +7,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import torch
 
 from ..engine import Explanation
 from ..errors import GradCamError
-from ..run import outputs
-from ..run.batches import ImageOutput, explain_images
+from ..nets.graph import GraphNet
 from ..run.inputs import Inputs
 from ..tasks.classify import explain_classes, load_classifier
-from .shapecheck import input_size_errors
+from .program import Described, Log, Program, RunOptions, run_program
 
 PREDICTED = -1  # -label -1: explain the predicted class
 
@@ -49,34 +47,37 @@ def class_indices(labels: list[int]) -> list[int | None]:
     return [None if lab == PREDICTED else lab - 1 for lab in labels]
 
 
-def run(opts: ClassificationOptions, log: Callable[[str], None] = print) -> list[Path]:
+class ClassificationProgram(Program[list[int]]):
+    """classification.lua's loading, lines and file names; a result is an image's 1-based labels."""
+
+    prefix = "classify"
+
+    def __init__(self, opts: ClassificationOptions) -> None:
+        self.opts = opts
+        self.classes = class_indices(opts.labels)
+        self.label_names = [f"-label {lab} (labels are 1-based)" for lab in opts.labels]
+
+    def load(self, log: Log) -> GraphNet:
+        self.net = load_classifier(self.opts.proto_file, self.opts.model_file, self.opts.device)
+        log(f"Successfully loaded {self.opts.model_file}")
+        return self.net
+
+    def explain(self, images: torch.Tensor, layer: str) -> tuple[Explanation, list[list[int]]]:
+        expl, resolved = explain_classes(self.net, images, layer, self.classes, names=self.label_names)
+        return expl, [[c + 1 for c in per_image] for per_image in resolved]
+
+    def describe(self, labels: list[int]) -> Described:
+        """The stdout line and file names of an image, as a single-image run gives them."""
+        opts, lines = self.opts, []
+        if PREDICTED in opts.labels:
+            lines.append(f"No label provided, using predicted label \t {labels[opts.labels.index(PREDICTED)]}")
+        return Described(lines, [_output_name(opts.output_image_name, label, len(labels)) for label in labels])
+
+
+def run(opts: ClassificationOptions, log: Log = print) -> list[Path]:
     """The whole of ``th classification.lua``, for one image or many: returns the written files."""
-    classes = class_indices(opts.labels)
-    names = [f"-label {lab} (labels are 1-based)" for lab in opts.labels]
-    net = load_classifier(opts.proto_file, opts.model_file, opts.device)
-    log(f"Successfully loaded {opts.model_file}")
-    net.index_of(opts.layer_name)  # an unknown layer fails before any work, listing valid names
-
-    def explain_batch(images: torch.Tensor) -> list[ImageOutput]:
-        with input_size_errors(opts.input_sz):
-            expl, resolved = explain_classes(net, images, opts.layer_name, classes, names=names)
-        return [_image_output(opts, expl, n, [c + 1 for c in per_image]) for n, per_image in enumerate(resolved)]
-
-    return explain_images(opts.inputs, opts.batch_size, opts.input_sz, explain_batch, log=log)
-
-
-def _image_output(opts: ClassificationOptions, expl: Explanation, n: int, labels: list[int]) -> ImageOutput:
-    """Image ``n``'s stdout line and PNGs, as a single-image run gives them (``labels`` 1-based)."""
-    lines = []
-    if PREDICTED in opts.labels:
-        lines.append(f"No label provided, using predicted label \t {labels[opts.labels.index(PREDICTED)]}")
-    rendered: list[outputs.Rendered] = []
-    for k, label in enumerate(labels):
-        name = _output_name(opts.output_image_name, label, len(labels))
-        rendered += outputs.render_triplet(
-            "classify", name, expl.cam[n, k], expl.guided[n, k], heatmap=opts.save_as_heatmap
-        )
-    return ImageOutput(lines, rendered)
+    common = RunOptions(opts.layer_name, opts.inputs, opts.input_sz, opts.batch_size, opts.save_as_heatmap)
+    return run_program(ClassificationProgram(opts), common, log)
 
 
 def _output_name(output_image_name: str, label: int, n_labels: int) -> str:

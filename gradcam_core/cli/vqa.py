@@ -5,21 +5,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import torch
 
 from ..engine import Explanation
-from ..run import outputs
-from ..run.batches import ImageOutput, explain_images
+from ..nets.graph import GraphNet
 from ..run.inputs import Inputs
-from ..tasks.vqa.model import (
-    DTYPE, VQASizes, Vocabulary, explain_answers, load_answerer, load_image_net, load_vocabulary,
-)
+from ..tasks.vocabulary import Vocabulary
+from ..tasks.vqa.checkpoint import load_answerer
+from ..tasks.vqa.image_net import load_image_net
+from ..tasks.vqa.model import DTYPE, VQASizes
+from ..tasks.vqa.target import explain_answers
+from ..tasks.vqa.vocabulary import load_vocabulary
 from .options import as_str_list
-from .shapecheck import input_size_errors
-
-
+from .program import Described, Log, Program, RunOptions, run_program
 
 
 @dataclass
@@ -60,56 +60,68 @@ def expand_answers(values: Sequence[str], vocab: Vocabulary) -> list[str]:
     return expanded
 
 
-def run(opts: VQAOptions, log: Callable[[str], None] = print) -> list[Path]:
-    """The whole of ``th visual_question_answering.lua``, for one image or many: returns the written files."""
-    vocab = load_vocabulary(opts.vocab_file)
-    answers = expand_answers(opts.answers, vocab)
-    answerer = load_answerer(opts.model_path, vocab, opts.sizes, opts.device)
-    tokens, ids, length = answerer.encode(opts.question)
-    image_net = load_image_net(opts.proto_file, opts.model_file, opts.device)
-    log(f"Successfully loaded {opts.model_file}")
-    image_net.cnn.index_of(opts.layer_name)  # an unknown layer fails before any work, listing valid names
+@dataclass
+class ImageAnswers:
+    """One image's VQA results: its answer scores (A,) and each target's 0-based answer index."""
 
-    for token in tokens:  # what prepro_ques.py printed
-        log(token)
-    log(str(ids))
-    log(f"Question: \t{opts.question}")
-    question = answerer.question_feature(
-        torch.tensor([ids], device=opts.device), torch.tensor([length], device=opts.device)
-    )
-    requested = [vocab.answer_index(a) if a else None for a in answers]
-
-    def explain_batch(images: torch.Tensor) -> list[ImageOutput]:
-        with input_size_errors(opts.input_sz):
-            expl, scores, indices = explain_answers(
-                image_net, answerer.answer_net, images, question, requested, opts.layer_name
-            )
-        return [_image_output(opts, vocab, answers, expl, scores, indices, n) for n in range(len(indices))]
-
-    return explain_images(opts.inputs, opts.batch_size, opts.input_sz, explain_batch, dtype=DTYPE, log=log)
+    scores: torch.Tensor
+    indices: list[int]
 
 
-def _image_output(
-    opts: VQAOptions, vocab: Vocabulary, answers: list[str], expl: Explanation, scores: torch.Tensor,
-    indices: list[list[int]], n: int,
-) -> ImageOutput:
-    """Image ``n``'s stdout lines and PNGs, as a single-image run gives them.
+class VQAProgram(Program[ImageAnswers]):
+    """visual_question_answering.lua's loading, lines and file names (answers named by their text)."""
 
-    ``scores`` (N, A) and ``indices`` (per image, each target's 0-based answer) are the batch's; lines: the
-    original's "Predicted answer" (Lua's print joins its arguments with a tab), one "Grad-CAM answer"
-    per target, and a note when a requested answer was replaced by the predicted one.
-    """
-    predicted = vocab.answers[int(scores[n].argmax())]
-    lines = [f"Predicted answer: \t{predicted}"]
-    rendered: list[outputs.Rendered] = []
-    for k, index in enumerate(indices[n]):
-        want, name = answers[k], vocab.answers[index]
-        lines.append(f"Grad-CAM answer: \t{name}")
-        if not want:
-            lines.append(f"no -answer given; using the predicted answer {name!r}")
-        elif want != name:
-            lines.append(f"answer {want!r} is not one of the model's answers; using the predicted answer {name!r}")
-        rendered += outputs.render_triplet(
-            "vqa", name, expl.cam[n, k], expl.guided[n, k], heatmap=opts.save_as_heatmap, dtype=DTYPE
+    prefix = "vqa"
+    dtype = DTYPE
+
+    def __init__(self, opts: VQAOptions) -> None:
+        self.opts = opts
+
+    def load(self, log: Log) -> GraphNet:
+        opts = self.opts
+        self.vocab = load_vocabulary(opts.vocab_file)
+        self.answers = expand_answers(opts.answers, self.vocab)
+        self.answerer = load_answerer(opts.model_path, self.vocab, opts.sizes, opts.device)
+        self.encoded = self.answerer.encode(opts.question)
+        self.image_net = load_image_net(opts.proto_file, opts.model_file, opts.device)
+        log(f"Successfully loaded {opts.model_file}")
+        return self.image_net.cnn
+
+    def start(self, log: Log) -> None:
+        opts, (tokens, ids, length) = self.opts, self.encoded
+        for token in tokens:  # what prepro_ques.py printed
+            log(token)
+        log(str(ids))
+        log(f"Question: \t{opts.question}")
+        self.question = self.answerer.question_feature(
+            torch.tensor([ids], device=opts.device), torch.tensor([length], device=opts.device)
         )
-    return ImageOutput(lines, rendered)
+        self.requested = [self.vocab.answer_index(a) if a else None for a in self.answers]
+
+    def explain(self, images: torch.Tensor, layer: str) -> tuple[Explanation, list[ImageAnswers]]:
+        expl, scores, indices = explain_answers(
+            self.image_net, self.answerer.answer_net, images, self.question, self.requested, layer
+        )
+        return expl, [ImageAnswers(scores[n], per_image) for n, per_image in enumerate(indices)]
+
+    def describe(self, result: ImageAnswers) -> Described:
+        """The original's "Predicted answer" line (Lua's print joins its arguments with a tab), one
+        "Grad-CAM answer" per target, and a note when a requested answer was replaced by the predicted
+        one; the files are named by the answer."""
+        answers = self.vocab.answers
+        lines, names = [f"Predicted answer: \t{answers[int(result.scores.argmax())]}"], []
+        for want, index in zip(self.answers, result.indices):
+            name = answers[index]
+            lines.append(f"Grad-CAM answer: \t{name}")
+            if not want:
+                lines.append(f"no -answer given; using the predicted answer {name!r}")
+            elif want != name:
+                lines.append(f"answer {want!r} is not one of the model's answers; using the predicted answer {name!r}")
+            names.append(name)
+        return Described(lines, names)
+
+
+def run(opts: VQAOptions, log: Log = print) -> list[Path]:
+    """The whole of ``th visual_question_answering.lua``, for one image or many: returns the written files."""
+    common = RunOptions(opts.layer_name, opts.inputs, opts.input_sz, opts.batch_size, opts.save_as_heatmap)
+    return run_program(VQAProgram(opts), common, log)

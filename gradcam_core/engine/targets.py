@@ -5,9 +5,11 @@ follows the gradient of that score, exactly as the Lua scripts seeded their back
 
 * classification: a one-hot ``dOut`` on the pre-softmax logits == the gradient of one logit
   (:class:`ClassTarget`);
-* VQA: a one-hot on the answer scores (``gradcam_core.vqa``);
+* VQA: a one-hot on the answer scores (``gradcam_core.tasks.vqa``);
 * captioning: ones on the caption words' log-probabilities == the gradient of their sum
-  (``gradcam_core.captioner``).
+  (``gradcam_core.tasks.caption``).
+
+:func:`score_of` is the index-or-predicted choice the classification and VQA targets share.
 """
 from __future__ import annotations
 
@@ -39,12 +41,18 @@ class ClassTarget:
         """output (N, ...) -> (N,): the chosen unit of each image's flattened output."""
         flat = output.reshape(output.shape[0], -1)
         n_out = flat.shape[1]
-        if self.index is None:
-            idx = flat.detach().argmax(dim=1)
-        else:
-            if not 0 <= self.index < n_out:
-                what = self.label or f"class index {self.index}"
-                raise GradCamError(f"{what} is out of range: the model has {n_out} outputs")
-            idx = torch.full((flat.shape[0],), self.index, dtype=torch.long, device=flat.device)
-        return flat.gather(1, idx[:, None])[:, 0]
+        if self.index is not None and not 0 <= self.index < n_out:
+            what = self.label or f"class index {self.index}"
+            raise GradCamError(f"{what} is out of range: the model has {n_out} outputs")
+        return score_of(flat, self.index)
+
+
+def score_of(scores: torch.Tensor, index: Optional[int]) -> torch.Tensor:
+    """scores (N, K) -> (N,): each row's entry ``index`` (0-based, in range), or for None each row's
+    maximum (the first one on ties, as Torch's max). The choice of entry carries no gradient."""
+    if index is None:
+        idx = scores.detach().argmax(dim=1)
+    else:
+        idx = torch.full((scores.shape[0],), index, dtype=torch.long, device=scores.device)
+    return scores.gather(1, idx[:, None])[:, 0]
 

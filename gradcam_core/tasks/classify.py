@@ -17,14 +17,16 @@ from ..formats.caffe import load_caffe
 from ..nets.graph import GraphNet
 
 
-def load_classifier(proto_file: Path, model_file: Path, device: torch.device = torch.device("cpu")) -> GraphNet:
+def load_classifier(proto_file: Path, model_file: Path, device: torch.device = torch.device("cpu"),
+                    dtype: torch.dtype = torch.float32) -> GraphNet:
     """The Caffe net with its final Softmax removed: Grad-CAM follows the pre-softmax logit.
 
     The Lua script removed the last module whatever it was; with loadcaffe that was the SoftMax of
     V1 files, but fc8 for V2 files (whose SoftMax loadcaffe had already dropped by a bug). Here only a
-    final Softmax is removed, so V1 and V2 files give the same logits.
+    final Softmax is removed, so V1 and V2 files give the same logits. (The VQA image net starts from
+    this net too.)
     """
-    net = load_caffe(str(proto_file), str(model_file), device=device)
+    net = load_caffe(str(proto_file), str(model_file), device=device, dtype=dtype)
     if len(net) and isinstance(net.module_at(len(net)), nn.Softmax):
         net.remove_last()
     return net

@@ -1,0 +1,100 @@
+"""What the three programs share: load, check the layer, explain the images a batch at a time, render
+each target's three PNGs, print each image's lines (:func:`run_program`).
+
+A program (:class:`Program`) keeps only what is its own: what it loads and prints before the images,
+how it turns a batch into the task's 0-based results, and how it words an image's results (its lines
+and the name of each target in the file names).
+"""
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, ClassVar, Generic, Protocol, Sequence, TypeVar
+
+import torch
+
+from ..engine import Explanation
+from ..run import outputs
+from ..run.batches import ImageOutput, explain_images
+from ..run.inputs import Inputs
+from .shapecheck import input_size_errors
+
+Log = Callable[[str], None]
+R = TypeVar("R")  # one image's results, as the program's task gives them
+
+
+class Layered(Protocol):
+    def index_of(self, layer: str | int) -> int: ...
+
+
+@dataclass
+class Described:
+    """One image's results as the program words them: its stdout lines (as a single-image run prints
+    them) and the name of each target in the file names (target k's maps are the explanation's k-th)."""
+
+    lines: list[str]
+    names: list[str]
+
+
+@dataclass
+class RunOptions:
+    """The options every program has (``-layer_name`` / ``-layer``, ``-input_sz``, ...)."""
+
+    layer: str
+    inputs: Inputs
+    input_sz: int
+    batch_size: int
+    save_as_heatmap: bool
+
+
+class Program(abc.ABC, Generic[R]):
+    """One of the three programs, as :func:`run_program` drives it."""
+
+    prefix: ClassVar[str]
+    """The files' prefix: ``classify``, ``vqa`` or ``caption``."""
+
+    dtype: ClassVar[torch.dtype] = torch.float32
+    """The precision of the images and of the rendered maps (the original's default tensor type)."""
+
+    @abc.abstractmethod
+    def load(self, log: Log) -> Layered:
+        """Load the models (printing what the original printed while loading); return the net whose
+        layer is explained, so that an unknown layer fails before any work."""
+
+    def start(self, log: Log) -> None:
+        """After the layer check, before the first image: further checks and the lines printed once."""
+
+    @abc.abstractmethod
+    def explain(self, images: torch.Tensor, layer: str) -> tuple[Explanation, Sequence[R]]:
+        """The task's explanation of a batch (N, 3, S, S) and each image's results."""
+
+    @abc.abstractmethod
+    def describe(self, result: R) -> Described:
+        """One image's lines and target names."""
+
+
+def run_program(program: Program[Any], opts: RunOptions, log: Log = print) -> list[Path]:
+    """The whole run of a program, for one image or many: returns the written files."""
+    net = program.load(log)
+    net.index_of(opts.layer)  # an unknown layer fails before any work, listing valid names
+    program.start(log)
+
+    def explain_batch(images: torch.Tensor) -> list[ImageOutput]:
+        with input_size_errors(opts.input_sz):
+            expl, results = program.explain(images, opts.layer)
+        return [_image_output(program, opts, expl, n, program.describe(r)) for n, r in enumerate(results)]
+
+    return explain_images(opts.inputs, opts.batch_size, opts.input_sz, explain_batch, dtype=program.dtype, log=log)
+
+
+def _image_output(program: Program[Any], opts: RunOptions, expl: Explanation, n: int,
+                  described: Described) -> ImageOutput:
+    """Image ``n``'s lines and the three PNGs of each of its targets."""
+    rendered: list[outputs.Rendered] = []
+    for k, name in enumerate(described.names):
+        rendered += outputs.render_triplet(
+            program.prefix, name, expl.cam[n, k], expl.guided[n, k], heatmap=opts.save_as_heatmap,
+            dtype=program.dtype,
+        )
+    return ImageOutput(described.lines, rendered)

@@ -1,0 +1,49 @@
+"""What VQA explains: the score of an answer for a fixed question, as a function of the image feature."""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+from torch import nn
+
+from ...engine import Explanation, explain
+from ...engine.targets import score_of
+from .model import AnswerNet
+
+
+class AnswerTarget:
+    """The pre-softmax score of one answer for a fixed question: image feature f (N, 4096) -> (N,).
+
+    Args:
+        answer_net: the multimodal net.
+        question: q (1 or N, 2LH), the question feature (fixed: no gradient flows into it).
+        index: 0-based answer index, or None for each image's predicted answer.
+    """
+
+    def __init__(self, answer_net: AnswerNet, question: torch.Tensor, index: Optional[int]) -> None:
+        self.answer_net, self.question, self.index = answer_net, question.detach(), index
+
+    def __call__(self, feature: torch.Tensor) -> torch.Tensor:
+        return score_of(self.answer_net(self.question, feature), self.index)
+
+
+def explain_answers(
+    image_net: nn.Module, answer_net: AnswerNet, image: torch.Tensor, question: torch.Tensor,
+    answers: Sequence[Optional[int]], layer: str | int,
+) -> tuple[Explanation, torch.Tensor, list[list[int]]]:
+    """Grad-CAM, guided backprop and guided Grad-CAM for K answers from one CNN forward.
+
+    Args:
+        image: (N, 3, S, S) preprocessed (BGR, mean-subtracted).
+        question: q (1 or N, 2LH).
+        answers: K 0-based answer indices; None = each image's predicted answer.
+    Returns:
+        the explanation (its ``scores`` are the image features (N, 4096)), the answer scores (N, A),
+        and per image the 0-based answer index of each target.
+    """
+    targets = [AnswerTarget(answer_net, question, index) for index in answers]
+    expl = explain(image_net, image, layer, targets)
+    with torch.no_grad():
+        scores = answer_net(question, expl.scores)
+    predicted = scores.argmax(dim=1).tolist()
+    return expl, scores, [[p if index is None else index for index in answers] for p in predicted]
