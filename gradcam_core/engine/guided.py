@@ -8,7 +8,7 @@ backward applied to the positive part of that gradient::
     dx = f'(x) * max(dy, 0)
 
 * ReLU:      ``dx = dy * [x > 0] * [dy > 0]`` - Springenberg et al.'s rule, as the original's
-  GuidedBackpropReLU computed it (bit for bit the rule of earlier versions of this module);
+  GuidedBackpropReLU computed it;
 * ReLU6:     ``dx = dy * [0 < x < 6] * [dy > 0]`` (PyTorch's ReLU6 passes no gradient where it clips);
 * Hardswish: ``dx = max(dy, 0) * (0 if x < -3, x / 3 + 1 / 2 if -3 <= x <= 3, 1 if x > 3)``;
 * SiLU:      ``dx = max(dy, 0) * s(x) * (1 + x * (1 - s(x)))``, s the logistic sigmoid;
@@ -17,14 +17,14 @@ backward applied to the positive part of that gradient::
 
 For ReLU and ReLU6 this is the rule's two masks (the forward's ``f'(x)`` and the backward's ``dy > 0``).
 For the smooth activations the forward mask becomes the true local slope, so a unit passes positive
-signal in proportion to how much it responds to its input; where the slope is negative (Hardswish for
--3 < x < -1.5, SiLU below about -1.28, GELU below about -0.75: small slopes, at most 0.5 in size) the
-result is negative, as the activation itself is there. ``f'`` is PyTorch's own backward kernel for the
+signal in proportion to how much it responds to its input; where the activation decreases (Hardswish for
+-3 <= x < -1.5, SiLU below about -1.28, GELU below about -0.75: slopes of at most 0.5 in size) its
+result is negative. ``f'`` is PyTorch's own backward kernel for the
 module (``hardtanh_backward``, ``hardswish_backward``, ``silu_backward``, ``gelu_backward``), fed
 ``max(dy, 0)``; in plain mode it is fed ``dy``, i.e. exactly the module's ordinary backward.
 
 Gates are not activations on the signal path: ``nn.Sigmoid``, ``nn.Hardsigmoid`` (squeeze-and-excitation
-blocks) and every other module keep their plain backward. Only modules of exactly these types are seen
+blocks), ``nn.Tanh`` and every other module keep their plain backward. Only modules of exactly these types are seen
 (not subclasses), and only modules: ``F.relu`` or ``torch.relu`` called inside a model's ``forward`` keep
 the plain rule. Among torchvision's classification models that concerns googlenet and inception_v3 (every
 ReLU is functional: guided backprop is then plain backprop) and the densenets (the one ReLU after the
@@ -172,4 +172,4 @@ def switchable_activations(model: nn.Module, switch: GuideSwitch) -> Iterator[No
 
 
 switchable_relus = switchable_activations
-"""The name ``explain`` imports (the context once covered ReLUs only)."""
+"""Another name of :func:`switchable_activations` (the one ``explain`` imports)."""
