@@ -1,16 +1,48 @@
-"""Guided backprop's ReLUs: every ``nn.ReLU`` of a model routed, for one call, through a ReLU whose backward
-can be switched between the plain rule and the guided rule ``dx = dy * [x > 0] * [dy > 0]``."""
+"""Guided backprop's activations: every ``nn.ReLU``, ``nn.ReLU6``, ``nn.Hardswish``, ``nn.SiLU`` and
+``nn.GELU`` of a model routed, for one call, through a twin whose backward can be switched between the
+activation's own (plain) backward and the guided rule.
+
+The guided rule, at an activation ``y = f(x)`` receiving the gradient ``dy``, is the activation's own
+backward applied to the positive part of that gradient::
+
+    dx = f'(x) * max(dy, 0)
+
+* ReLU:      ``dx = dy * [x > 0] * [dy > 0]`` - Springenberg et al.'s rule, as the original's
+  GuidedBackpropReLU computed it;
+* ReLU6:     ``dx = dy * [0 < x < 6] * [dy > 0]`` (PyTorch's ReLU6 passes no gradient where it clips);
+* Hardswish: ``dx = max(dy, 0) * (0 if x < -3, x / 3 + 1 / 2 if -3 <= x <= 3, 1 if x > 3)``;
+* SiLU:      ``dx = max(dy, 0) * s(x) * (1 + x * (1 - s(x)))``, s the logistic sigmoid;
+* GELU:      ``dx = max(dy, 0) * (Phi(x) + x * phi(x))`` (or the derivative of the tanh approximation
+  when the module has ``approximate="tanh"``).
+
+For ReLU and ReLU6 this is the rule's two masks (the forward's ``f'(x)`` and the backward's ``dy > 0``).
+For the smooth activations the forward mask becomes the true local slope, so a unit passes positive
+signal in proportion to how much it responds to its input; where the activation decreases (Hardswish for
+-3 <= x < -1.5, SiLU below about -1.28, GELU below about -0.75: slopes of at most 0.5 in size) its
+result is negative. ``f'`` is PyTorch's own backward kernel for the
+module (``hardtanh_backward``, ``hardswish_backward``, ``silu_backward``, ``gelu_backward``), fed
+``max(dy, 0)``; in plain mode it is fed ``dy``, i.e. exactly the module's ordinary backward.
+
+Gates are not activations on the signal path: ``nn.Sigmoid``, ``nn.Hardsigmoid`` (squeeze-and-excitation
+blocks), ``nn.Tanh`` and every other module keep their plain backward. Only modules of exactly these types are seen
+(not subclasses), and only modules: ``F.relu`` or ``torch.relu`` called inside a model's ``forward`` keep
+the plain rule. Among torchvision's classification models that concerns googlenet and inception_v3 (every
+ReLU is functional: guided backprop is then plain backprop) and the densenets (the one ReLU after the
+last norm layer, before the pooling).
+"""
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 from torch import nn
 
+_aten = torch.ops.aten
+
 
 class GuideSwitch:
-    """Which backward rule the switchable ReLUs of one ``explain`` call apply (read at backward time)."""
+    """Which backward rule the switchable activations of one ``explain`` call apply (read at backward time)."""
 
     __slots__ = ("guided",)
 
@@ -60,26 +92,84 @@ class _SwitchableReLUInPlace(torch.autograd.Function):
     backward = _SwitchableReLU.backward
 
 
-@contextlib.contextmanager
-def switchable_relus(model: nn.Module, switch: GuideSwitch) -> Iterator[None]:
-    """Route every ``nn.ReLU`` of ``model`` through :class:`_SwitchableReLU` for the duration.
+# The backward kernel of each activation: (gradient, saved tensor, module) -> gradient w.r.t. the input.
+# ReLU6 (a Hardtanh) needs only its output (min < y < max exactly where min < x < max); the smooth ones
+# need their input.
+_Backward = Callable[[torch.Tensor, torch.Tensor, nn.Module], torch.Tensor]
+_BACKWARDS: dict[type, tuple[bool, _Backward]] = {  # type -> (saves the output?, backward)
+    nn.ReLU6: (True, lambda g, y, m: _aten.hardtanh_backward(g, y, m.min_val, m.max_val)),
+    nn.Hardswish: (False, lambda g, x, m: _aten.hardswish_backward(g, x)),
+    nn.SiLU: (False, lambda g, x, m: _aten.silu_backward(g, x)),
+    nn.GELU: (False, lambda g, x, m: _aten.gelu_backward(g, x, approximate=m.approximate)),
+}
 
-    Nothing is copied and nothing stays changed (undone also on errors): each ReLU's ``forward`` is
-    shadowed by an instance attribute, in place where the module was in place. Functional ``F.relu``
-    calls inside a model's ``forward`` are not seen; Caffe and Torch7 models use modules.
+GUIDED_ACTIVATIONS: tuple[type, ...] = (nn.ReLU, *_BACKWARDS)
+"""The module types whose backward guided backprop changes (exact types, not subclasses)."""
+
+
+class _SwitchableActivation(torch.autograd.Function):
+    """Any activation of :data:`_BACKWARDS`: the module's own forward (in place where the module is),
+    backward ``f'(x) * dy`` (plain) or ``f'(x) * max(dy, 0)`` (guided) with PyTorch's kernel for ``f'``.
+
+    An in-place module whose backward needs its input (Hardswish, SiLU) keeps a copy of the input for
+    the backward, as PyTorch's own autograd does for such an op.
     """
-    relus = [m for m in model.modules() if type(m) is nn.ReLU and "forward" not in vars(m)]
 
-    def switchable(x: torch.Tensor) -> torch.Tensor:
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, module: nn.Module, switch: GuideSwitch) -> torch.Tensor:  # type: ignore[override]
+        saves_output, backward = _BACKWARDS[type(module)]
+        in_place = bool(getattr(module, "inplace", False))
+        saved = x if saves_output or not in_place else x.clone()
+        y = type(module).forward(module, x)
+        if in_place:
+            ctx.mark_dirty(x)
+        ctx.save_for_backward(y if saves_output else saved)
+        ctx.rule = (backward, module, switch)
+        return y
+
+    @staticmethod
+    def backward(ctx, dy: torch.Tensor):  # type: ignore[override]
+        (saved,) = ctx.saved_tensors
+        backward, module, switch = ctx.rule
+        return backward(dy.clamp_min(0) if switch.guided else dy, saved, module), None, None
+
+
+@contextlib.contextmanager
+def switchable_activations(model: nn.Module, switch: GuideSwitch) -> Iterator[None]:
+    """Route every activation of :data:`GUIDED_ACTIVATIONS` in ``model`` through its switchable twin for
+    the duration (``switch.guided`` picks the rule at backward time; see the module docstring).
+
+    Nothing is copied and nothing stays changed (undone also on errors): each module's ``forward`` is
+    shadowed by an instance attribute, in place where the module was in place; forwards are the
+    modules' own, bit for bit. A module whose ``forward`` is already shadowed is left alone.
+    Functional calls (``F.relu`` inside a model's ``forward``) are not seen; Caffe and Torch7 models use
+    modules.
+    """
+    chosen = [m for m in model.modules() if type(m) in GUIDED_ACTIVATIONS and "forward" not in vars(m)]
+
+    def switchable_relu(x: torch.Tensor) -> torch.Tensor:
         return _SwitchableReLU.apply(x, switch)
 
-    def switchable_in_place(x: torch.Tensor) -> torch.Tensor:
+    def switchable_relu_in_place(x: torch.Tensor) -> torch.Tensor:
         return _SwitchableReLUInPlace.apply(x, switch)
 
+    def switchable(module: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+        def forward(x: torch.Tensor) -> torch.Tensor:
+            return _SwitchableActivation.apply(x, module, switch)
+
+        return forward
+
     try:
-        for m in relus:
-            m.forward = switchable_in_place if m.inplace else switchable
+        for m in chosen:
+            if type(m) is nn.ReLU:
+                m.forward = switchable_relu_in_place if m.inplace else switchable_relu
+            else:
+                m.forward = switchable(m)
         yield
     finally:
-        for m in relus:
+        for m in chosen:
             vars(m).pop("forward", None)
+
+
+switchable_relus = switchable_activations
+"""Another name of :func:`switchable_activations` (the one ``explain`` imports)."""
