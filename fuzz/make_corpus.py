@@ -209,10 +209,10 @@ def dictionaries() -> None:
     words |= set(V1_LAYER_TYPES) | {v2 for _, v2 in V1_LAYER_TYPES.values() if v2} | {"MAX", "AVE", "CEIL", "FLOOR"}
     tokens = sorted(words) + ["{", "}", ":", "[", "]", "<", ">", "#", "\\\"", "0x", "-1", "inf", "nan", "true"]
     write_dict(DICTS / "prototxt.dict", tokens)
-    from gradcam_core.formats.torch7.modules import MODULES
+    from gradcam_core.nets.registry import types
     from gradcam_core.formats.torch7.reader import _STORAGE_CLASSES, _TENSOR_CLASSES
 
-    names = sorted(MODULES) + sorted(_TENSOR_CLASSES) + sorted(_STORAGE_CLASSES) + ["V 1", "nn.Sequential"]
+    names = types("torch7") + sorted(_TENSOR_CLASSES) + sorted(_STORAGE_CLASSES) + ["V 1", "nn.Sequential"]
     write_dict(DICTS / "t7.dict", names)
 
 

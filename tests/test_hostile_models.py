@@ -36,7 +36,7 @@ from gradcam_core.tasks import caption as captioner
 from gradcam_core.tasks import vqa
 from gradcam_core.caffe import load_caffe
 from gradcam_core.formats.caffe import prototxt, schema, wire, write
-from gradcam_core.formats.caffe.layers import LAYERS
+from gradcam_core.nets import registry
 from gradcam_core.errors import GradCamError
 from gradcam_core.fileio import open_regular
 from gradcam_core.formats.torch7 import load_t7
@@ -46,6 +46,7 @@ sys.path.insert(0, str(ROOT / "fuzz"))
 import targets  # noqa: E402  (fuzz/targets.py: the fuzz targets and their contract)
 
 PROTO, MODEL = targets.FIXED_PROTOTXT, targets.FIXED_CAFFEMODEL
+LAYERS = registry.types("caffe")
 CAPTION = targets.CORPUS / "captioner" / "seed-tiny.t7"
 VQA_MODEL = targets.CORPUS / "vqa" / "seed-tiny.t7"
 HOSTILE = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

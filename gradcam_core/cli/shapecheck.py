@@ -2,13 +2,14 @@
 
 A network with fully connected layers fixes its input size (VGG-16's fc6 wants 512 x 7 x 7 values, so
 224 x 224 images); convolutions and poolings need at least their kernel's extent. ``-input_sz`` can ask
-for any size, and torch then fails in the middle of the forward with "mat1 and mat2 shapes cannot be
-multiplied". The forward of the first batch runs before anything is written, so the pipelines wrap
-:func:`explain` in :func:`input_size_errors`, which re-raises such errors as :class:`GradCamError` naming
-the option.
-
-(Checking beforehand on the ``meta`` device would be exact, but its first use imports about 900 modules
-and costs 0.6-2 s, more than a whole VGG-16 forward.)
+for any size. A :class:`~gradcam_core.nets.graph.GraphNet` refuses a size it cannot take before any
+work, by arithmetic on its layers' geometry (``GraphNet.check_input_size``, which its forward also
+calls), with an :class:`~gradcam_core.nets.graph.InputSizeError` naming the layer; a program can call
+it right after loading the net, inside :func:`input_size_errors`. Where that plan does not reach (a
+module without a shape rule, another kind of model), torch fails in the middle of the forward with
+e.g. "mat1 and mat2 shapes cannot be multiplied". The forward of the first batch runs before anything
+is written, so the pipelines wrap :func:`explain` in :func:`input_size_errors` too, which re-raises
+both kinds as :class:`GradCamError` naming the option.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import re
 from typing import Iterator
 
 from ..errors import GradCamError
+from ..nets.graph import InputSizeError
 
 # torch's messages for inputs of the wrong extent (matmul, view/reshape, conv/pool too small, ...)
 _SHAPE_ERROR = re.compile(
@@ -26,14 +28,17 @@ _SHAPE_ERROR = re.compile(
 
 @contextlib.contextmanager
 def input_size_errors(input_sz: int) -> Iterator[None]:
-    """Re-raise torch's shape errors from the body as ``GradCamError("-input_sz <n>: the network cannot
-    take a <n>x<n> image (<torch's first line>)")``; any other error passes unchanged."""
+    """Re-raise an :class:`InputSizeError` or torch's shape errors from the body as
+    ``GradCamError("-input_sz <n>: the network cannot take a <n>x<n> image (<reason>)")``, the reason
+    being the InputSizeError's ``reason`` or torch's first line; any other error passes unchanged."""
+    size = f"{input_sz}x{input_sz}"
     try:
         yield
+    except InputSizeError as err:
+        raise GradCamError(f"-input_sz {input_sz}: the network cannot take a {size} image ({err.reason})") from None
     except RuntimeError as err:
         text = str(err).strip()
         first = text.splitlines()[0] if text else type(err).__name__
         if "can't allocate memory" in text or not _SHAPE_ERROR.search(text):
             raise
-        size = f"{input_sz}x{input_sz}"
         raise GradCamError(f"-input_sz {input_sz}: the network cannot take a {size} image ({first})") from None

@@ -11,7 +11,8 @@ deep clone whose ReLUs were swapped for guided ones. Here:
   call); without guided backprop, nothing below the layer is even recorded for autograd;
 * guided backprop: one more backward, to the input, with the switch on "guided";
 * K targets share the forward; their backwards are batched (``is_grads_batched``);
-* with guided backprop, the convolutions' forward runs with Torch7's numerics (``torch7_ties``):
+* with guided backprop on a net loaded from Caffe or Torch7 files, the convolutions' forward runs
+  with Torch7's numerics (``torch7_ties``):
   im2col + one GEMM per image, in bands that stay in cache, into scratch memory kept with the model -
   bit for bit PyTorch's own im2col path, which sums in the order Torch7's SpatialConvolutionMM did.
   Each image of a batch is computed alone (forward and, faster here too, backward).
@@ -31,7 +32,7 @@ from torch import nn
 
 from ..image.resize import scale
 from .guided import GuideSwitch, switchable_relus
-from .torch7_conv import release_workspace, torch7_conv_forward  # noqa: F401 (release_workspace: API)
+from .torch7_conv import default_torch7_ties, release_workspace, torch7_conv_forward  # noqa: F401 (API)
 from ..errors import GradCamError
 from .targets import ClassTarget, Target
 
@@ -74,7 +75,7 @@ def explain(
     targets: Union[TargetSpec, Sequence[TargetSpec]],
     *,
     guided: bool = True,
-    torch7_ties: bool = True,
+    torch7_ties: Optional[bool] = None,
 ) -> Explanation:
     """Grad-CAM (and, by default, Guided Backprop and Guided Grad-CAM) for K targets on N images.
 
@@ -101,6 +102,9 @@ def explain(
             memory for it (at most the im2col columns of one image at one layer, about 42 MB for
             VGG-16 at 224 x 224) is kept with the model for the next call;
             :func:`release_workspace` frees it.
+            None (the default) leaves it to the model (:func:`default_torch7_ties`): True for nets
+            loaded from Caffe and Torch7 files (``GraphNet.torch7_ties``), also inside a wrapper
+            module, False for any other model (e.g. a torchvision one).
 
     Returns:
         An :class:`Explanation` with (N, K, ...) maps.
@@ -117,7 +121,7 @@ def explain(
         stack.enter_context(_frozen_parameters(model))
         if guided:
             stack.enter_context(switchable_relus(model, switch))
-            if torch7_ties:
+            if default_torch7_ties(model) if torch7_ties is None else torch7_ties:
                 stack.enter_context(torch7_conv_forward(model))
         tap = stack.enter_context(_LayerTap(grad_module, value_module, detach_below=not guided))
         stack.enter_context(torch.enable_grad())

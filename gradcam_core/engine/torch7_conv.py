@@ -11,6 +11,16 @@ import torch
 from torch import nn
 
 
+def default_torch7_ties(model: nn.Module) -> bool:
+    """``explain``'s ``torch7_ties`` when not given: the model's own ``torch7_ties`` attribute if it has
+    one, else whether any of its submodules has ``torch7_ties`` True (a wrapper around a loaded
+    :class:`~gradcam_core.nets.graph.GraphNet`, e.g. the VQA image net), else False."""
+    own = getattr(model, "torch7_ties", None)
+    if own is not None:
+        return bool(own)
+    return any(getattr(m, "torch7_ties", None) is True for m in model.modules())
+
+
 @contextlib.contextmanager
 def torch7_conv_forward(model: nn.Module) -> Iterator[None]:
     """Run the forward of every convolution with Torch7's numerics for the duration (see ``explain``'s

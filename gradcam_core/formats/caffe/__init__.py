@@ -3,8 +3,8 @@
 * :mod:`.prototxt`  the text format (deploy files) -> a generic message tree, line numbers in errors
 * :mod:`.wire`      the binary format (caffemodels): protobuf wire decoding, blob data mapped, not copied
 * :mod:`.schema`    caffe.proto's field numbers, V1 enum names -> V2 type strings, blob shape rules
-* :mod:`.layers`    Caffe layer type -> torch modules
-* :mod:`.build`     ``load_caffe``: the net from the prototxt, the weights by layer name from the caffemodel
+* :mod:`.build`     ``load_caffe``: the net from the prototxt (layers built by :mod:`gradcam_core.nets.layers`),
+                    the weights by layer name from the caffemodel
 * :mod:`.write`     a small caffemodel / prototxt writer (test fixtures, the benchmark's VGG-16)
 """
 from .build import load_caffe

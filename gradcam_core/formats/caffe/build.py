@@ -2,8 +2,11 @@
 
 The structure comes from the prototxt and the weights are matched by layer name from the caffemodel,
 as Caffe's own ``Net(proto, weights)`` does (loadcaffe built the net from the caffemodel's layer list
-instead; for a deploy prototxt and its caffemodel both agree). The layers run in prototxt order over a
-dictionary of named blobs (bottom/top names), so chain nets work today and DAG layers can be added.
+instead; for a deploy prototxt and its caffemodel both agree). Each layer is built by the builder
+registered for its type (:mod:`gradcam_core.nets.registry`, ``@register("caffe", "<type>")`` in
+:mod:`gradcam_core.nets.layers`), which gets a :class:`CaffeLayer` and its bottoms' shapes. The layers
+run in prototxt order over named blobs (bottom/top names), so a builder of a layer with several
+bottoms or tops (Concat, Eltwise, Slice) needs no change here.
 
 Module numbering is loadcaffe's: one module per Caffe layer that computes something (none for input
 declarations and Split), plus the "torch_view" flatten loadcaffe inserted before an InnerProduct on an
@@ -18,8 +21,10 @@ import torch
 from torch import nn
 
 from ...errors import GradCamError
-from ...nets.graph import GraphNet, InputSpec, _Step
-from . import layers, prototxt, schema, wire
+from ...nets import layers as _layers  # noqa: F401 (registers the builders)
+from ...nets.graph import GraphNet, InputSpec, Node
+from ...nets.registry import LayerError, lookup
+from . import prototxt, schema, wire
 
 
 def load_caffe(
@@ -90,19 +95,44 @@ class _BlobLoader:
         return tensor
 
 
+class CaffeLayer:
+    """What a builder sees of one Caffe layer: ``name``, ``type``, ``bottoms``, ``tops``,
+    ``input_shapes`` (an input layer's declared shapes, batch axis included), ``param(name)`` (the
+    typed parameter message, all defaults if absent: ``.get``, ``.has``, ``.all``) and
+    ``enum(param, field)`` (an enum field's value by name, e.g. "MAX"; None for a number caffe.proto
+    does not name)."""
+
+    def __init__(self, spec: schema.LayerSpec) -> None:
+        self.spec = spec
+        self.name, self.type, self.bottoms, self.tops = spec.name, spec.type, spec.bottoms, spec.tops
+        self.input_shapes = spec.input_shapes
+
+    def param(self, name: str) -> schema.Msg:
+        return self.spec.param(name)
+
+    def enum(self, param: str, field: str) -> str | None:
+        msg = self.spec.param(param)
+        names = {number: name for name, number in msg.type.by_name[field].enum.items()}
+        return names.get(msg.get(field))
+
+
 def _build(structure: schema.NetSpec, loader: _BlobLoader, proto_name: str) -> GraphNet:
     shapes: dict[str, schema.Shape] = {}  # blob name -> shape, as layers produce them
     alias: dict[str, str] = {}  # Split tops -> the blob they stand for
     inputs: list[tuple[str, schema.Shape]] = []
-    steps: list[_Step] = []
+    nodes: list[Node] = []
     modules: list[nn.Module] = []
     for spec in structure.layers:
-        bottoms = [alias.get(b, b) for b in spec.bottoms]
+        bottoms = tuple(alias.get(b, b) for b in spec.bottoms)
         for b in bottoms:
             if b not in shapes:
                 raise GradCamError(f"{proto_name}: layer '{spec.name}' reads blob '{b}', which no earlier layer produces")
-        plan = layers.plan_layer(spec, [shapes[b] for b in bottoms])
-        built = plan.build(loader.load(spec, plan.blob_shapes))
+        builder = lookup("caffe", spec.type, f"layer '{spec.name}' has type '{spec.type}'")
+        try:
+            plan = builder(CaffeLayer(spec), [shapes[b] for b in bottoms])
+            built = plan.build(loader.load(spec, plan.blob_shapes))
+        except LayerError as err:
+            raise GradCamError(f"layer '{spec.name}' ({spec.type}): {err}") from None
         for top, shape in zip(spec.tops, plan.out_shapes):
             shapes[top] = shape
             alias.pop(top, None)
@@ -112,28 +142,31 @@ def _build(structure: schema.NetSpec, loader: _BlobLoader, proto_name: str) -> G
             else:
                 inputs.extend(zip(spec.tops, plan.out_shapes))
             continue
-        source = bottoms[0]
+        # the layer's modules run one after the other: the first reads the bottoms, the last writes the tops
+        sources = bottoms
         for k, (name, module) in enumerate(built):
-            target = spec.tops[0] if k == len(built) - 1 else f"{spec.name}/{name}"
-            steps.append(_Step(name, spec.type if name == spec.name else name, source, target))
+            targets = spec.tops if k == len(built) - 1 else (f"{spec.name}/{name}",)
+            nodes.append(Node(name, spec.type if name == spec.name else name, sources, tuple(targets)))
             modules.append(module)
-            source = target
+            sources = tuple(targets)
     if not inputs:
         raise GradCamError(f"{proto_name}: the net declares no input (input/input_dim, input_shape or an Input layer)")
     image, image_shape = inputs[0]
     other_inputs = {name for name, _ in inputs[1:]}
-    for step in steps:
-        if step.bottom in other_inputs:
-            raise GradCamError(f"{proto_name}: layer '{step.name}' reads a second input '{step.bottom}'; "
-                               "only single-input nets are supported")
+    for node in nodes:
+        for bottom in node.bottoms:
+            if bottom in other_inputs:
+                raise GradCamError(f"{proto_name}: layer '{node.name}' reads a second input '{bottom}'; "
+                                   "only single-input nets are supported")
     if len(image_shape) != 3:
         raise GradCamError(f"{proto_name}: input '{image}' must be (N, C, H, W), is declared with "
                            f"{len(image_shape) + 1} axes")
-    _rectify_in_place(steps, modules)
-    return GraphNet(steps, modules, InputSpec(image, *image_shape))
+    _rectify_in_place(nodes, modules)
+    # The original ran Caffe nets in Torch7: explain's guided forward reproduces its numerics.
+    return GraphNet(nodes, modules, InputSpec(image, *image_shape), torch7_ties=True)
 
 
-def _rectify_in_place(steps: list[_Step], modules: list[nn.Module]) -> None:
+def _rectify_in_place(nodes: list[Node], modules: list[nn.Module]) -> None:
     """Make a ReLU in place where the prototxt has it in place (bottom == top, as VGG's and AlexNet's
     are) and its blob is the fresh output of a convolution or inner product: Caffe and loadcaffe
     (``nn.ReLU(true)``) rectified that blob itself, and later readers of the name see the rectified
@@ -142,10 +175,11 @@ def _rectify_in_place(steps: list[_Step], modules: list[nn.Module]) -> None:
     layer has read first (it may have kept it for its backward)."""
     writer: dict[str, str] = {}
     read_since_written: set[str] = set()
-    for step, module in zip(steps, modules):
-        if (type(module) is nn.ReLU and step.bottom == step.top and step.bottom not in read_since_written
-                and writer.get(step.bottom) in ("Convolution", "InnerProduct")):
+    for node, module in zip(nodes, modules):
+        if (type(module) is nn.ReLU and len(node.bottoms) == 1 and node.bottoms == node.tops
+                and node.bottoms[0] not in read_since_written
+                and writer.get(node.bottoms[0]) in ("Convolution", "InnerProduct")):
             module.inplace = True
-        read_since_written.add(step.bottom)
-        read_since_written.discard(step.top)
-        writer[step.top] = step.type
+        read_since_written.update(node.bottoms)
+        read_since_written.difference_update(node.tops)
+        writer.update((top, node.type) for top in node.tops)

@@ -1,0 +1,96 @@
+"""Convolutions: Caffe's Convolution, Torch7's SpatialConvolution (nn, MM, cudnn); the nn.Conv2d shape rule."""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import torch
+from torch import nn
+
+from ..registry import LayerError, Modules, Plan, Shape, register, shape_rule
+from .common import attach, image, one_image, positive, torch7_plan
+
+
+def conv_size(n: int, kernel: int, stride: int, pad: int, dilation: int) -> int:
+    """Output extent of a convolution (Caffe's and PyTorch's formula)."""
+    return (n + 2 * pad - dilation * (kernel - 1) - 1) // stride + 1
+
+
+def _pair(p: Any, repeated: str, default: Optional[int], hw: Optional[str] = None) -> tuple[int, int]:
+    """(h, w) of a ConvolutionParameter geometry field (base_conv_layer.cpp): ``{hw}_h``/``{hw}_w`` if
+    either is set, else ``repeated`` given once (both) or twice (h, w), else ``default``."""
+    if hw and (p.has(f"{hw}_h") or p.has(f"{hw}_w")):
+        return p.get(f"{hw}_h"), p.get(f"{hw}_w")
+    values = p.all(repeated)
+    if len(values) == 0 and default is not None:
+        return default, default
+    if len(values) in (1, 2):
+        return values[0], values[-1]
+    raise LayerError(f"'{repeated}' must be given once or twice for a 2-D convolution, not {len(values)} times")
+
+
+@register("caffe", "Convolution")
+def caffe_convolution(layer: Any, in_shapes: list[Optional[Shape]]) -> Plan:
+    channels, height, width = image(layer, in_shapes)
+    p = layer.param("convolution_param")
+    n_out, group, bias = p.get("num_output"), p.get("group"), p.get("bias_term")
+    kernel = _pair(p, "kernel_size", None, hw="kernel")
+    stride = _pair(p, "stride", 1, hw="stride")
+    pad = _pair(p, "pad", 0, hw="pad")
+    dilation = _pair(p, "dilation", 1)
+    positive(num_output=n_out, group=group, kernel=kernel, stride=stride, dilation=dilation)
+    if p.get("axis") != 1:
+        raise LayerError("only axis 1 (N, C, H, W convolution) is supported")
+    if n_out % group or (channels is not None and channels % group):
+        raise LayerError(f"group {group} does not divide the {channels} input and {n_out} output channels")
+
+    def size(n: Optional[int], i: int) -> Optional[int]:
+        return None if n is None else conv_size(n, kernel[i], stride[i], pad[i], dilation[i])
+
+    def build(tensors: list[torch.Tensor]) -> Modules:
+        weight = tensors[0]
+        # Grouped convolutions are supported (loadcaffe's nn backend cut the net at the first one).
+        conv = nn.Conv2d(weight.shape[1] * group, n_out, kernel, stride, pad, dilation, group, bias, device="meta")
+        return [(layer.name, attach(conv, weight, tensors[1] if bias else None))]
+
+    per_group = None if channels is None else channels // group
+    blob_shapes = [(n_out, per_group, *kernel)] + ([(n_out,)] if bias else [])
+    return Plan([(n_out, size(height, 0), size(width, 1))], blob_shapes, build)
+
+
+@register("torch7", "nn.SpatialConvolution", "nn.SpatialConvolutionMM", "cudnn.SpatialConvolution")
+def torch7_convolution(layer: Any, in_shapes: list[Optional[Shape]]) -> Plan:
+    # nn stores the weight as (out, in, kH, kW) or, in older files, (out, in*kH*kW); cudnn's has
+    # in/groups input planes. Any layout with the right element count is reshaped.
+    n_in, n_out = layer.int("nInputPlane"), layer.int("nOutputPlane")
+    kernel = (layer.int("kH"), layer.int("kW"))
+    stride = (layer.int("dH", 1), layer.int("dW", 1))
+    pad = (layer.int("padH", 0), layer.int("padW", 0))
+    groups = layer.int("groups", 1)
+    if min(n_in, n_out, groups, *kernel, *stride) < 1 or n_in % groups or n_out % groups:
+        raise LayerError(
+            f"bad geometry: {n_in} -> {n_out} planes, groups {groups}, kernel {kernel}, stride {stride}"
+        )
+    # The weight is checked first: the file's array bounds the geometry before torch sizes anything.
+    weight = layer.parameter(layer.array("weight"), (n_out, n_in // groups, *kernel), "weight")
+    bias = layer.array("bias", required=False)
+    conv = nn.Conv2d(n_in, n_out, kernel, stride, pad, groups=groups, bias=bias is not None, device="meta")
+    conv.weight = weight
+    if bias is not None:
+        conv.bias = layer.parameter(bias, (n_out,), "bias")
+    return torch7_plan(layer, conv)
+
+
+@shape_rule(nn.Conv2d)
+def conv2d_shape(conv: nn.Conv2d, in_shapes: list[Shape]) -> Optional[list[Shape]]:
+    shape = one_image(in_shapes)
+    if shape is None or isinstance(conv.padding, str):
+        return None
+    channels, height, width = shape
+    if channels != conv.in_channels:
+        raise LayerError(f"needs {conv.in_channels} input channels")
+    sizes = [conv_size(n, *geometry) for n, *geometry in
+             zip((height, width), conv.kernel_size, conv.stride, conv.padding, conv.dilation)]
+    if min(sizes) < 1:
+        least = [d * (k - 1) + 1 - 2 * p for k, p, d in zip(conv.kernel_size, conv.padding, conv.dilation)]
+        raise LayerError(f"needs at least a {least[0]}x{least[1]} input")
+    return [(conv.out_channels, *sizes)]
