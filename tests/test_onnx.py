@@ -6,6 +6,8 @@ against onnxruntime running the written file, and against our Caffe net."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -406,3 +408,211 @@ def test_dtype_and_device(tmp_path):
     out = explain(net, torch.randn(1, 3, 32, 32), node_named(tmp_path / "cnn.onnx", "Relu")[0], [0],
                   torch7_ties=False)
     assert out.cam_raw.dtype == torch.float64
+
+
+# --------------------------------------------------------------------------------------------------
+# ONNX out: gradcam_core.convert
+
+
+MODELS = DATA / "models"
+PROTOTXTS = DATA / "prototxts"
+SQUEEZENET = ROOT / "models" / "squeezenet1_1"
+
+
+def caffe_input(net, batch: int = 2, seed: int = 0) -> torch.Tensor:
+    spec = net.input_spec
+    return 50 * torch.randn(batch, spec.channels, spec.height, spec.width, generator=torch.Generator().manual_seed(seed))
+
+
+def onnxruntime_output(path: Path, x: torch.Tensor) -> torch.Tensor:
+    ort = pytest.importorskip("onnxruntime")
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["data"]
+    return torch.from_numpy(session.run(None, {"data": x.numpy()})[0])
+
+
+def without_softmax(path: Path) -> Path:
+    """A copy of the ONNX file whose output is the final Softmax's input (the logits)."""
+    model = onnx.load(str(path))
+    last = model.graph.node[-1]
+    assert last.op_type == "Softmax" and last.output[0] == model.graph.output[0].name
+    model.graph.node.remove(last)
+    model.graph.output[0].name = last.input[0]
+    out = path.with_name(path.stem + "_logits.onnx")
+    onnx.save(model, str(out))
+    return out
+
+
+def check_conversion(proto: Path, weights: Path, out: Path, layer: str, *, targets=(1, 3), **options) -> None:
+    """onnxruntime on the written file == our Caffe net (probabilities and logits); load_onnx of it
+    gives the same logits and explains as the Caffe net (on the logits, as the classifier does)."""
+    from gradcam_core.caffe import load_caffe
+    from gradcam_core.convert import caffe_to_onnx
+
+    net = load_caffe(proto, weights)
+    assert caffe_to_onnx(proto, weights, out, **options) == out
+    x = caffe_input(net)
+    with torch.no_grad():
+        probabilities = net(x)
+    assert rel_err(onnxruntime_output(out, x), probabilities) <= 1e-5
+    model = onnx.load(str(out))
+    assert model.graph.output[0].name == net.names[-1]
+    assert model.graph.input[0].type.tensor_type.shape.dim[0].dim_param  # a dynamic batch axis
+    assert isinstance(net.remove_last(), nn.Softmax)
+    with torch.no_grad():
+        logits = net(x)
+    assert rel_err(onnxruntime_output(without_softmax(out), x), logits) <= 1e-5
+    back = load_onnx(out, strip_softmax=True)
+    assert layer in back.layer_names and layer in back.tensors  # the Caffe layer names, both kinds
+    with torch.no_grad():
+        assert rel_err(back(x), logits) <= 1e-5
+    want = explain(net, x, layer, list(targets), torch7_ties=False)
+    got = explain(back, x, layer, list(targets), torch7_ties=False)
+    assert float(want.cam_raw.abs().max()) > 0 and float(want.guided.abs().max()) > 0
+    assert rel_err(got.cam_raw, want.cam_raw) <= 1e-5 and rel_err(got.guided, want.guided) <= 1e-5
+
+
+@pytest.mark.parametrize("name, layer", [("mini_vgg16_v1", "relu5_3"), ("mini_vgg16_v2", "relu5_3"),
+                                         ("mini_alexnet_grouped", "relu5")])
+def test_fixture_nets_convert_exactly(tmp_path, name, layer):
+    check_conversion(MODELS / f"{name}.prototxt", MODELS / f"{name}.caffemodel", tmp_path / f"{name}.onnx", layer)
+
+
+def test_alexnet_lrn_is_one_onnx_node(tmp_path):
+    from gradcam_core.convert import caffe_to_onnx
+
+    out = caffe_to_onnx(MODELS / "mini_alexnet_grouped.prototxt", MODELS / "mini_alexnet_grouped.caffemodel",
+                        tmp_path / "a.onnx")
+    nodes = {n.name: n.op_type for n in onnx.load(str(out)).graph.node}
+    assert nodes["norm1"] == nodes["norm2"] == "LRN" and "If" not in nodes.values()
+    assert nodes["conv2"] == "Conv" and nodes["prob"] == "Softmax"
+
+
+# The blob shapes of the BVLC AlexNet and CaffeNet deploy files (227 x 227 input, groups of 2).
+_BVLC_BLOBS = {"conv1": (96, 3, 11, 11), "conv2": (256, 48, 5, 5), "conv3": (384, 256, 3, 3),
+               "conv4": (384, 192, 3, 3), "conv5": (256, 192, 3, 3), "fc6": (4096, 9216),
+               "fc7": (4096, 4096), "fc8": (1000, 4096)}
+
+
+def random_caffemodel(path: Path, blobs: dict[str, tuple[int, ...]], seed: int = 0) -> Path:
+    """A caffemodel with He-normal weights of the given shapes and small random biases."""
+    from gradcam_core.formats.caffe import write
+
+    rng = np.random.default_rng(seed)
+    layers = []
+    for name, shape in blobs.items():
+        weight = rng.standard_normal(shape, dtype=np.float32) * np.float32(np.sqrt(2.0 / np.prod(shape[1:])))
+        layers.append({"name": name, "type": "Convolution" if len(shape) == 4 else "InnerProduct",
+                       "blobs": [weight, rng.uniform(-0.1, 0.1, shape[0]).astype(np.float32)]})
+    return write.write_caffemodel(path, layers)
+
+
+@pytest.mark.parametrize("prototxt", ["bvlc_alexnet_deploy.prototxt", "bvlc_reference_caffenet_deploy.prototxt"])
+def test_shared_topologies_convert_exactly(tmp_path, prototxt):
+    weights = random_caffemodel(tmp_path / "random.caffemodel", _BVLC_BLOBS)
+    check_conversion(PROTOTXTS / prototxt, weights, tmp_path / "net.onnx", "relu5", targets=(3, 281))
+
+
+def test_pooling_padding_ceil_and_average_divisor_convert_exactly(tmp_path):
+    """CaffePool2d's explicit padding (-inf for MAX), ceil overhang, AVE divisor and global pooling:
+    the export path gives onnxruntime the same values."""
+    from gradcam_core.formats.caffe import write
+
+    rng = np.random.default_rng(0)
+
+    def conv(name: str, bottom: str, cin: int, cout: int, k: int, pad: int = 0) -> dict:
+        w = rng.standard_normal((cout, cin, k, k)).astype(np.float32) / np.float32(k * np.sqrt(cin))
+        return {"name": name, "type": "Convolution", "bottom": [bottom], "top": [name],
+                "convolution_param": {"num_output": cout, "kernel_size": k, "pad": pad},
+                "blobs": [w, rng.uniform(-0.1, 0.1, cout).astype(np.float32)]}
+
+    def layer(name: str, type_: str, bottom: str, top: str | None = None, **params) -> dict:
+        return {"name": name, "type": type_, "bottom": [bottom], "top": [top or name], **params}
+
+    layers = [
+        conv("conv1", "data", 3, 6, 3, pad=1), layer("relu1", "ReLU", "conv1", "conv1"),
+        layer("pool1", "Pooling", "conv1", pooling_param={"pool": "MAX", "kernel_size": 3, "stride": 2, "pad": 1}),
+        conv("conv2", "pool1", 6, 6, 3), layer("relu2", "ReLU", "conv2", "conv2"),
+        layer("pool2", "Pooling", "conv2", pooling_param={"pool": "AVE", "kernel_size": 3, "stride": 2, "pad": 2}),
+        layer("norm2", "LRN", "pool2", lrn_param={"local_size": 3, "alpha": 0.5, "beta": 0.75,
+                                                  "norm_region": "WITHIN_CHANNEL"}),
+        conv("conv3", "norm2", 6, 8, 1), layer("relu3", "ReLU", "conv3", "conv3"),
+        layer("pool3", "Pooling", "conv3", pooling_param={"pool": "AVE", "global_pooling": True}),
+        {"name": "fc", "type": "InnerProduct", "bottom": ["pool3"], "top": ["fc"],
+         "inner_product_param": {"num_output": 5},
+         "blobs": [rng.standard_normal((5, 8)).astype(np.float32), np.zeros(5, np.float32)]},
+        layer("prob", "Softmax", "fc"),
+    ]
+    proto = write.write_prototxt(tmp_path / "pools.prototxt", layers, input_shape=(1, 3, 23, 18))
+    weights = write.write_caffemodel(tmp_path / "pools.caffemodel", layers)
+    check_conversion(proto, weights, tmp_path / "pools.onnx", "relu3", targets=(0, 2, 4))
+
+
+def test_real_squeezenet_converts_exactly(tmp_path):
+    proto, weights = SQUEEZENET / "deploy.prototxt", SQUEEZENET / "squeezenet1_1.caffemodel"
+    if not proto.exists() or not weights.exists():
+        pytest.skip(f"the bundled SqueezeNet is not in {SQUEEZENET}")
+    from gradcam_core.caffe import load_caffe
+
+    try:
+        load_caffe(proto, weights)
+    except GradCamError as err:
+        pytest.skip(f"the Caffe loader cannot build SqueezeNet yet: {err}")
+    check_conversion(proto, weights, tmp_path / "squeezenet.onnx", "fire9/concat", targets=(242, 281))
+
+
+def test_input_size_option_and_default(tmp_path):
+    from gradcam_core.convert import caffe_to_onnx
+
+    proto = tmp_path / "conv.prototxt"
+    proto.write_text('input: "data" input_shape { dim: 1 dim: 3 dim: 20 dim: 16 }\n'
+                     'layer { name: "conv" type: "Convolution" bottom: "data" top: "conv" '
+                     'convolution_param { num_output: 2 kernel_size: 3 } }\n')
+    from gradcam_core.formats.caffe import write
+
+    weights = write.write_caffemodel(tmp_path / "conv.caffemodel", [
+        {"name": "conv", "type": "Convolution", "blobs": [np.ones((2, 3, 3, 3), np.float32), np.zeros(2, np.float32)]}])
+
+    def declared(path: Path) -> list:
+        dims = onnx.load(str(path)).graph.input[0].type.tensor_type.shape.dim
+        return [d.dim_param or d.dim_value for d in dims]
+
+    assert declared(caffe_to_onnx(proto, weights, tmp_path / "a.onnx")) == ["N", 3, 20, 16]
+    assert declared(caffe_to_onnx(proto, weights, tmp_path / "b.onnx", input_size=(40, 30))) == ["N", 3, 40, 30]
+    proto.write_text('input: "data"\n' + proto.read_text().split("\n", 1)[1])  # no declared shape
+    assert declared(caffe_to_onnx(proto, weights, tmp_path / "c.onnx")) == ["N", 3, 224, 224]
+
+
+def run_convert(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "gradcam_core.convert", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_command_line_writes_the_file(tmp_path):
+    out = tmp_path / "vgg.onnx"
+    result = run_convert(str(MODELS / "mini_vgg16_v1.prototxt"), str(MODELS / "mini_vgg16_v1.caffemodel"), str(out),
+                         "--input-size", "224")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == "" and str(out) in result.stdout
+    assert onnx.load(str(out)).graph.output[0].name == "prob"
+
+
+@pytest.mark.parametrize("case", ["missing", "garbage", "size", "outdir"])
+def test_command_line_errors_are_one_line_and_write_nothing(tmp_path, case):
+    proto, weights = str(MODELS / "mini_vgg16_v1.prototxt"), str(MODELS / "mini_vgg16_v1.caffemodel")
+    out = tmp_path / "out.onnx"
+    extra = []
+    if case == "missing":
+        weights = str(tmp_path / "absent.caffemodel")
+    elif case == "garbage":
+        (tmp_path / "bad.prototxt").write_text("layer { name: \n")
+        proto = str(tmp_path / "bad.prototxt")
+    elif case == "size":
+        extra = ["--input-size", "100x100"]  # fc6 wants 7 x 7 pool5 maps
+    else:
+        out = tmp_path / "no" / "such" / "folder" / "out.onnx"
+    result = run_convert(proto, weights, str(out), *extra)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert lines[0].startswith("python -m gradcam_core.convert: error: ")
+    assert not out.exists() and not list(tmp_path.glob("**/*.tmp"))
