@@ -143,6 +143,23 @@ def test_resnet18_explains_as_the_torch_model(tmp_path):
     compare_explanations(model, "layer3.1", net, "/layer3/layer3.1/relu_1/Relu", x, targets=(2,))
 
 
+def test_real_squeezenet_onnx_explains_as_torchvision(tmp_path):
+    """The bundled ImageNet SqueezeNet 1.1 (torchvision form) exported to ONNX: the same Grad-CAM and
+    guided backprop as torchvision's model at its last fire module, and a map that depends on the class."""
+    torchvision = pytest.importorskip("torchvision")
+    weights = ROOT / "models" / "squeezenet1_1" / "squeezenet1_1.pth"
+    if not weights.exists():
+        pytest.skip(f"the bundled SqueezeNet is not in {weights.parent}")
+    model = torchvision.models.squeezenet1_1()
+    model.load_state_dict(torch.load(weights, weights_only=True))
+    path = export(model.eval(), tmp_path / "squeezenet.onnx", shape=(1, 3, 224, 224))
+    net = load_onnx(path)
+    x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    compare_explanations(model, "features.12", net, "/features/features.12/Concat", x, targets=(242, 281))
+    maps = explain(net, x, "/features/features.12/Concat", [242, 281], guided=False).cam_raw
+    assert rel_err(maps[:, 0], maps[:, 1]) > 0.05  # boxer and tiger cat: different maps
+
+
 def onnx_output(path: Path, node_name: str) -> str:
     return next(n.output[0] for n in onnx.load(str(path)).graph.node if n.name == node_name)
 
@@ -308,6 +325,17 @@ def test_unsupported_operator_names_the_op_and_the_node(tmp_path):
     message = one_line(err)
     assert "Hardmax" in message and "'my_hardmax'" in message and "m.onnx" in message
     assert "1 more" in message
+
+
+def test_an_operator_newer_than_onnx2torch_names_the_op_and_the_node(tmp_path):
+    """Gelu exists from opset 20 (torch exports GELU as it there); onnx2torch knows it at no opset."""
+    path = model_file(tmp_path, [helper.make_node("Relu", ["x"], ["r"], name="relu"),
+                                 helper.make_node("Gelu", ["r"], ["y"], name="my_gelu")],
+                      [image_info("x")], [image_info("y")], opset=20)
+    with pytest.raises(GradCamError) as err:
+        load_onnx(path)
+    message = one_line(err)
+    assert "Gelu" in message and "'my_gelu'" in message and "opset 17" in message
 
 
 def test_operator_a_converter_refuses_names_the_op_and_the_node(tmp_path):

@@ -277,8 +277,9 @@ def _downgrade(model, source: str, opset: int):
             node.domain = ""
         node = model.graph.node[_unconvertible(model)[0]]
         raise GradCamError(
-            f"{source}: node {node.name!r} ({_op_name(node)}, opset {opset}) has no onnx2torch converter "
-            f"and the model could not be converted to opset {ONNX2TORCH_MAX_OPSET}: {_first_line(exc)}"
+            f"{source}: operator {_op_name(node)} (node {node.name!r}) at opset {opset} has no onnx2torch "
+            f"converter and the model could not be converted to opset {ONNX2TORCH_MAX_OPSET} "
+            f"({_first_line(exc)}); export it at opset {ONNX2TORCH_MAX_OPSET} or lower"
         ) from None
     for node in model.graph.node:
         if node.domain == _HIDDEN_DOMAIN:
