@@ -86,9 +86,9 @@ def caffe_to_onnx(proto_file: PathLike, model_file: PathLike, out_file: PathLike
     except Exception as exc:  # noqa: BLE001 - the exporter raises many kinds
         raise GradCamError(f"{proto_file}: cannot export the net to ONNX: {_first_line(exc)}") from None
     model = onnx.ModelProto.FromString(buffer.getvalue())
-    from .formats.onnx import _fold_constants
+    from .formats.onnx import fold_constants
 
-    _fold_constants(model)
+    fold_constants(model)
     _name_after_layers(model, net.names, output_name)
     model.producer_name, model.doc_string = "gradcam_core.convert", f"from {Path(proto_file).name}"
     onnx.checker.check_model(model)

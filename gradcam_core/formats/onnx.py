@@ -35,13 +35,16 @@ from __future__ import annotations
 
 import os
 from pathlib import Path, PurePath
-from typing import Optional, Union
+from typing import TYPE_CHECKING, Optional, Union
 
 import torch
 from torch import nn
 
 from ..errors import GradCamError
 from ..fileio import open_regular
+
+if TYPE_CHECKING:
+    import onnx
 
 # The newest opset whose operator versions onnx2torch 1.5.15 has converters for.
 ONNX2TORCH_MAX_OPSET = 17
@@ -251,11 +254,11 @@ def _prepare(model, source: str):
         names = ", ".join(repr(o.name) for o in graph.output)
         raise GradCamError(f"{source}: the model has {len(graph.output)} outputs ({names}); "
                            "only models with one output are supported")
-    _fold_constants(model)
+    fold_constants(model)
     opset = _default_opset(model)
     if opset > ONNX2TORCH_MAX_OPSET and _unconvertible(model):
         model = _downgrade(model, source, opset)
-        _fold_constants(model)  # the converter may have turned attributes into Constant nodes
+        fold_constants(model)  # the converter may have turned attributes into Constant nodes
     return model
 
 
@@ -322,8 +325,10 @@ def _op_name(node) -> str:
     return node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}.{node.op_type}"
 
 
-def _fold_constants(model) -> None:
-    """Replace Constant nodes and nodes of constant inputs by initializers of their values."""
+def fold_constants(model: "onnx.ModelProto") -> None:
+    """Replace, in place, Constant nodes and nodes whose inputs are all constant by initializers of
+    their values (computed by ``onnx.reference``; nodes it cannot evaluate, random ones and nodes
+    with subgraphs stay). Initializers nothing reads any more are dropped."""
     from onnx import numpy_helper
     from onnx.reference import ReferenceEvaluator
 
