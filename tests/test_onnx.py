@@ -328,14 +328,39 @@ def test_unsupported_operator_names_the_op_and_the_node(tmp_path):
 
 
 def test_an_operator_newer_than_onnx2torch_names_the_op_and_the_node(tmp_path):
-    """Gelu exists from opset 20 (torch exports GELU as it there); onnx2torch knows it at no opset."""
+    """Mish exists from opset 18; onnx2torch knows it at no opset and it has no older form."""
     path = model_file(tmp_path, [helper.make_node("Relu", ["x"], ["r"], name="relu"),
-                                 helper.make_node("Gelu", ["r"], ["y"], name="my_gelu")],
-                      [image_info("x")], [image_info("y")], opset=20)
+                                 helper.make_node("Mish", ["r"], ["y"], name="my_mish")],
+                      [image_info("x")], [image_info("y")], opset=18)
     with pytest.raises(GradCamError) as err:
         load_onnx(path)
     message = one_line(err)
-    assert "Gelu" in message and "'my_gelu'" in message and "opset 17" in message
+    assert "Mish" in message and "'my_mish'" in message and "opset 17" in message
+
+
+@pytest.mark.parametrize("approximate", ["none", "tanh"])
+def test_gelu_of_opset_20_is_written_out(tmp_path, approximate):
+    """torch exports nn.GELU as one Gelu node at opset 20 (no onnx2torch converter): written out in
+    the operators of its older export, it computes and explains as torch's GELU."""
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv1, self.conv2 = nn.Conv2d(3, 6, 3, padding=1), nn.Conv2d(6, 6, 3, padding=1)
+            self.gelu, self.relu, self.fc = nn.GELU(approximate=approximate), nn.ReLU(), nn.Linear(6, 4)
+
+        def forward(self, x):
+            return self.fc(self.relu(self.conv2(self.gelu(self.conv1(x)))).mean(dim=(2, 3)))
+
+    torch.manual_seed(0)
+    model = Net().eval()
+    path = export(model, tmp_path / "gelu.onnx", shape=(1, 3, 12, 12), opset_version=20)
+    gelu = node_named(path, "Gelu")[0]
+    net = load_onnx(path)
+    assert gelu in net.layer_names
+    x = torch.randn(2, 3, 12, 12, generator=torch.Generator().manual_seed(1))
+    compare_explanations(model, "gelu", net, gelu, x, targets=(0, 1, 2, 3), rel=1e-5)
+    compare_explanations(model, "relu", net, node_named(path, "Relu")[0], x, targets=(0, 1, 2, 3), rel=1e-5)
 
 
 def test_operator_a_converter_refuses_names_the_op_and_the_node(tmp_path):

@@ -10,6 +10,8 @@ Before conversion the model is prepared so that onnx2torch can take it:
   BatchNormalization converters read weights from initializers only, and torch's exporter feeds
   weights it has de-duplicated (equal tensors, e.g. the zero biases of a randomly initialised ResNet)
   through ``Identity`` nodes;
+* **Gelu** (opset 20+, torch's export of ``nn.GELU`` there; no onnx2torch converter) is written out
+  in the Erf (or Tanh) operators torch exports it as at lower opsets;
 * **opset downgrade** (``onnx.version_converter``, to opset 17), only when some node's operator has
   no onnx2torch converter at the model's opset and that opset is newer than 17: onnx2torch 1.5.15
   knows the operator versions up to opset 17 (Pad-19, Reshape-19, ReduceMean-18 ... are missing),
@@ -254,12 +256,67 @@ def _prepare(model, source: str):
         names = ", ".join(repr(o.name) for o in graph.output)
         raise GradCamError(f"{source}: the model has {len(graph.output)} outputs ({names}); "
                            "only models with one output are supported")
+    _expand_gelu(model)
     fold_constants(model)
     opset = _default_opset(model)
     if opset > ONNX2TORCH_MAX_OPSET and _unconvertible(model):
         model = _downgrade(model, source, opset)
         fold_constants(model)  # the converter may have turned attributes into Constant nodes
     return model
+
+
+def _expand_gelu(model) -> None:
+    """Gelu nodes (opset 20+, where torch exports ``nn.GELU`` as one) written out in the operators
+    torch's exporter uses for it at lower opsets, which onnx2torch converts: ``x * 0.5 * (1 +
+    erf(x / sqrt 2))``, or with ``approximate="tanh"`` ``x * 0.5 * (1 + tanh(sqrt(2 / pi) * (x +
+    0.044715 x^3)))``. The last node keeps the Gelu's name and output tensor."""
+    import numpy as np
+    from onnx import helper, numpy_helper
+
+    graph = model.graph
+    if not any(n.op_type == "Gelu" and n.domain in ("", "ai.onnx") for n in graph.node):
+        return
+    names = {t.name for t in graph.initializer} | {i.name for i in graph.input}
+    names |= {o for n in graph.node for o in n.output}
+
+    def fresh(base: str) -> str:
+        name, k = base, 0
+        while name in names:
+            k += 1
+            name = f"{base}_{k}"
+        names.add(name)
+        return name
+
+    def constant(base: str, value: float) -> str:
+        name = fresh(base)
+        graph.initializer.append(numpy_helper.from_array(np.array(value, np.float32), name))
+        return name
+
+    nodes = []
+    for node in graph.node:
+        if node.op_type != "Gelu" or node.domain not in ("", "ai.onnx"):
+            nodes.append(node)
+            continue
+        x, y, name = node.input[0], node.output[0], node.name or "Gelu"
+        tanh = any(a.name == "approximate" and a.s == b"tanh" for a in node.attribute)
+        steps: list[tuple[str, list[str]]] = []  # (op, inputs); each step's output feeds the next
+        if tanh:
+            steps = [("Mul", [x, x]), ("Mul", ["<", x]), ("Mul", ["<", constant(f"{name}/c", 0.044715)]),
+                     ("Add", ["<", x]), ("Mul", ["<", constant(f"{name}/k", float(np.sqrt(2 / np.pi)))]),
+                     ("Tanh", ["<"])]
+        else:
+            steps = [("Div", [x, constant(f"{name}/sqrt2", float(np.sqrt(2.0)))]), ("Erf", ["<"])]
+        steps += [("Add", ["<", constant(f"{name}/one", 1.0)]), ("Mul", [x, "<"]),
+                  ("Mul", ["<", constant(f"{name}/half", 0.5)])]
+        previous = ""
+        for i, (op, inputs) in enumerate(steps):
+            last = i == len(steps) - 1
+            out = y if last else fresh(f"{y}/{op.lower()}{i}")
+            nodes.append(helper.make_node(op, [previous if v == "<" else v for v in inputs], [out],
+                                          name=name if last else f"{name}/{op}{i}"))
+            previous = out
+    del graph.node[:]
+    graph.node.extend(nodes)
 
 
 def _downgrade(model, source: str, opset: int):
