@@ -102,6 +102,7 @@ def test_small_cnn_explains_as_the_torch_model(tmp_path, opset):
     path = export(model, tmp_path / "cnn.onnx", **({} if opset is None else {"opset_version": opset}))
     net = load_onnx(path)
     assert isinstance(net, OnnxNet) and not net.training and net.input_shape == (3, 32, 32)
+    assert net.batch_size is None  # exported with a dynamic batch axis
     relus = [m for m in net.modules() if type(m) is nn.ReLU]
     assert len(relus) == 3  # Relu nodes become nn.ReLU modules: guided backprop sees them
     node, tensor = node_named(path, "Relu")  # the ReLU after the residual add
@@ -453,6 +454,16 @@ def test_external_data_is_read_and_confined_to_the_folder(tmp_path):
     with pytest.raises(GradCamError) as err:
         load_onnx(folder / "escape.onnx")
     assert "outside" in one_line(err)
+
+
+def test_a_fixed_batch_size_is_reported(tmp_path):
+    torch.manual_seed(0)
+    path = tmp_path / "fixed.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(SmallCNN().eval(), torch.randn(1, 3, 32, 32), str(path), dynamo=False)
+    net = load_onnx(path)
+    assert net.batch_size == 1 and net.input_shape == (3, 32, 32)
 
 
 def test_dtype_and_device(tmp_path):

@@ -69,17 +69,21 @@ class OnnxNet(nn.Module):
         input_name, output_name: the ONNX graph's input and output tensor names.
         input_shape: the input's (C, H, W) as declared, None for a dynamic or undeclared axis (all
             None when the input is not 4-D).
+        batch_size: the input's batch size N when the file fixes it (exports without a dynamic
+            batch axis often bake N = 1 into their reshapes: feed such a model N images at a
+            time), None when dynamic.
         nodes: ONNX node name -> module path in :attr:`net`, in graph order.
         tensors: ONNX output tensor name -> (node name, output index, number of node outputs).
     """
 
     def __init__(self, net: nn.Module, input_name: str, output_name: str,
-                 input_shape: tuple[Optional[int], Optional[int], Optional[int]],
+                 input_shape: tuple[Optional[int], Optional[int], Optional[int]], batch_size: Optional[int],
                  nodes: dict[str, str], tensors: dict[str, tuple[str, int, int]],
                  op_types: dict[str, str], source: str) -> None:
         super().__init__()
         self.net = net
         self.input_name, self.output_name, self.input_shape = input_name, output_name, input_shape
+        self.batch_size = batch_size
         self.nodes, self.tensors, self._op_types, self._source = nodes, tensors, op_types, source
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -143,7 +147,7 @@ def load_onnx(path: Union[str, os.PathLike[str]], device: Union[str, torch.devic
     if strip_softmax:
         _strip_softmax(graph)
     input_name, output_name = graph.input[0].name, graph.output[0].name
-    input_shape = _input_shape(graph.input[0])
+    input_shape, batch_size = _input_shape(graph.input[0])
 
     # The name users know each node by: its ONNX name (its module path when unnamed or repeated).
     originals: list[str] = []
@@ -161,7 +165,7 @@ def load_onnx(path: Union[str, os.PathLike[str]], device: Union[str, torch.devic
                 tensors[out] = (original, i, len(node.output))
     _check_converters(model, originals, source)
     net = _convert(model, originals, source)
-    onnx_net = OnnxNet(net, input_name, output_name, input_shape, nodes, tensors, op_types, source)
+    onnx_net = OnnxNet(net, input_name, output_name, input_shape, batch_size, nodes, tensors, op_types, source)
     return onnx_net.to(device=torch.device(device), dtype=dtype).eval()
 
 
@@ -454,12 +458,13 @@ def _strip_softmax(graph) -> None:
     graph.output.append(new_out)
 
 
-def _input_shape(value_info) -> tuple[Optional[int], Optional[int], Optional[int]]:
-    dims = value_info.type.tensor_type.shape.dim
+def _input_shape(value_info) -> tuple[tuple[Optional[int], Optional[int], Optional[int]], Optional[int]]:
+    """((C, H, W), N) as declared, None for dynamic or undeclared axes."""
+    dims = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
+            for d in value_info.type.tensor_type.shape.dim]
     if len(dims) != 4:
-        return (None, None, None)
-    return tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None  # type: ignore[return-value]
-                 for d in list(dims)[1:])
+        return (None, None, None), dims[0] if dims else None
+    return (dims[1], dims[2], dims[3]), dims[0]
 
 
 # --- converting ----------------------------------------------------------------------------------
