@@ -242,6 +242,23 @@ def test_constant_weights_are_folded(tmp_path):
     assert net.resolve_layer("r")[0] is net.resolve_layer("relu")[0]
 
 
+def test_opset_20_nodes_the_version_converter_cannot_take_back(tmp_path):
+    """Pad-19 and ConstantOfShape-20 (computed from the input's shape, so not folded) have no adapter
+    to opset 17 in onnx's version converter; used as at opset 17, they are kept as they are."""
+    pads = onnx.numpy_helper.from_array(np.array([0, 0, 1, 2, 0, 0, 3, 0], np.int64), "pads")
+    path = model_file(tmp_path, [
+        helper.make_node("Shape", ["x"], ["shape"], name="shape"),
+        helper.make_node("ConstantOfShape", ["shape"], ["twos"], name="twos",
+                         value=onnx.numpy_helper.from_array(np.array([2.0], np.float32))),
+        helper.make_node("Mul", ["x", "twos"], ["doubled"], name="double"),
+        helper.make_node("Pad", ["doubled", "pads"], ["y"], name="pad", mode="reflect"),
+    ], [image_info("x", ("N", 3, 4, 4))], [image_info("y", ("N", 3, 8, 6))], [pads], opset=20)
+    net = load_onnx(path)
+    x = torch.randn(2, 3, 4, 4)
+    with torch.no_grad():
+        assert torch.equal(net(x), F.pad(2 * x, (2, 0, 1, 3), mode="reflect"))
+
+
 def test_names_torch_cannot_use_as_module_names(tmp_path):
     """Node names with dots, empty names, repeated names, names that collide once dots become
     slashes, and names of torch module attributes ("forward", "training") all stay addressable."""

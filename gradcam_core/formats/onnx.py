@@ -56,6 +56,9 @@ _NOT_FOLDED = {
     "RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Multinomial",
     "Bernoulli", "Dropout", "If", "Loop", "Scan", "SequenceMap",
 }
+# TensorProto data types of opset 9 (float, uint8, int8, uint16, int16, int32, int64, bool, float16,
+# double, uint32, uint64): ConstantOfShape-9 takes a value of any of them.
+_OPSET9_TYPES = {1, 2, 3, 4, 5, 6, 7, 9, 10, 11, 12, 13}
 _HIDDEN_DOMAIN = "gradcam_core.kept"  # nodes the opset downgrade must leave alone (see _downgrade)
 _SHOWN_HEAD, _SHOWN_TAIL = 5, 15  # names listed for an unknown layer: the first and the last ones
 
@@ -325,9 +328,10 @@ def _expand_gelu(model) -> None:
 
 def _downgrade(model, source: str, opset: int):
     """The model at opset 17 (``onnx.version_converter``). The converter has no adapter back for
-    Pad-18/19 and Split-18; those nodes mean the same at opset 17 when they use nothing the newer
-    version added (Pad: an ``axes`` input, mode "wrap"; Split: ``num_outputs``), so they are kept out
-    of its way (in a private domain) and restored unchanged."""
+    Pad-18/19, Split-18 and ConstantOfShape-20; those nodes mean the same at opset 17 when they use
+    nothing the newer version added (Pad: an ``axes`` input, mode "wrap"; Split: ``num_outputs``;
+    ConstantOfShape: a new value type), so they are kept out of its way (in a private domain) and
+    restored unchanged."""
     import onnx
 
     hidden = [n for n in model.graph.node if n.domain in ("", "ai.onnx") and _same_at_17(n)]
@@ -355,12 +359,15 @@ def _downgrade(model, source: str, opset: int):
 
 
 def _same_at_17(node) -> bool:
-    """Whether ``node`` (Pad or Split of a newer opset) means the same as at opset 17."""
+    """Whether ``node`` (Pad, Split or ConstantOfShape of a newer opset) means the same at opset 17."""
     if node.op_type == "Pad":
         mode = next((a.s for a in node.attribute if a.name == "mode"), b"constant")
         return (len(node.input) < 4 or not node.input[3]) and mode != b"wrap"
     if node.op_type == "Split":
         return not any(a.name == "num_outputs" for a in node.attribute)
+    if node.op_type == "ConstantOfShape":  # 20, 21: new value types (bfloat16, float8, 4-bit) only
+        value = next((a.t for a in node.attribute if a.name == "value"), None)
+        return value is None or value.data_type in _OPSET9_TYPES
     return False
 
 
