@@ -15,8 +15,8 @@ Before conversion the model is prepared so that onnx2torch can take it:
 * **opset downgrade** (``onnx.version_converter``, to opset 17), only when some node's operator has
   no onnx2torch converter at the model's opset and that opset is newer than 17: onnx2torch 1.5.15
   knows the operator versions up to opset 17 (Pad-19, Reshape-19, ReduceMean-18 ... are missing),
-  while torch's exporter writes opset 18-20 by default. Pad and Split, which the version converter
-  cannot take back, are kept as they are where they mean the same at opset 17;
+  while torch's exporter writes opset 18-20 by default. Pad, Split and ConstantOfShape, which the
+  version converter cannot take back, are kept as they are where they mean the same at opset 17;
 * **shape inference** (``onnx.shape_inference.infer_shapes``, which onnx2torch's ``convert`` runs
   itself): some converters read the inferred shapes.
 
@@ -30,8 +30,11 @@ maps both kinds of ONNX names to them.
 The modules onnx2torch makes for activations (what guided backprop sees; its guided rule applies to
 ``nn.ReLU`` modules only, as for every torch model): Relu -> ``nn.ReLU``; Clip(0, none) ->
 ``nn.ReLU``; Clip(0, 6) (torch's ReLU6) -> ``nn.ReLU6``; other Clips -> a clamp module; Sigmoid ->
-``nn.Sigmoid``; HardSwish -> ``nn.Hardswish``; LeakyRelu -> ``nn.LeakyReLU``; Softmax -> ``nn.Softmax``
-(opset >= 13) or a flatten-softmax module (older opsets).
+``nn.Sigmoid``; HardSwish -> ``nn.Hardswish``; HardSigmoid -> a clamp module; LeakyRelu ->
+``nn.LeakyReLU``; Tanh -> a function module; Softmax -> ``nn.Softmax`` (opset >= 13) or a
+flatten-softmax module (older opsets). torch exports ``nn.SiLU`` as Sigmoid and Mul (two modules)
+and ``nn.GELU`` as Div, Erf, Add, Mul, Mul (or one Gelu node at opset 20, written out as above), so
+an activation module of the torch model is not always one module of the converted one.
 """
 from __future__ import annotations
 
