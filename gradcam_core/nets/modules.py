@@ -98,6 +98,12 @@ class CaffePool2d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         height, width = x.shape[-2:]
+        exporting = torch.onnx.is_in_onnx_export()
+        if exporting:
+            # An exported graph has a fixed H x W (only the batch axis is dynamic): make the sizes
+            # constants, or the tracer records the ceil arithmetic below as integer ONNX ops (whose
+            # division truncates: wrong sizes) and the global kernel as a shape it cannot export.
+            height, width = int(height), int(width)
         kernel = self.kernel or (height, width)
         (sh, sw), (ph, pw) = self.stride, self.pad
         out_h, out_w = self.output_size(height, width)
@@ -109,6 +115,12 @@ class CaffePool2d(nn.Module):
             if any(padding):
                 x = F.pad(x, padding, value=-math.inf)
             return F.max_pool2d(x, kernel, self.stride)
+        if exporting:
+            # ONNX's AveragePool has no divisor_override: rescale its mean by kernel area / divisor.
+            rows = self._extent(out_h, sh, ph, kernel[0], height, x.device)
+            cols = self._extent(out_w, sw, pw, kernel[1], width, x.device)
+            factor = (kernel[0] * kernel[1]) / (rows[:, None] * cols[None, :]).double()
+            return F.avg_pool2d(F.pad(x, padding) if any(padding) else x, kernel, self.stride) * factor.to(x.dtype)
         sums = F.avg_pool2d(F.pad(x, padding) if any(padding) else x, kernel, self.stride, divisor_override=1)
         rows = self._extent(out_h, sh, ph, kernel[0], height, x.device)
         cols = self._extent(out_w, sw, pw, kernel[1], width, x.device)

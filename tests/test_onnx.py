@@ -1,0 +1,699 @@
+"""ONNX in (gradcam_core.formats.onnx.load_onnx) and ONNX out (gradcam_core.convert).
+
+ONNX in is checked against the torch model the file was exported from: Grad-CAM's raw maps and guided
+backprop through the converted graph equal those of the torch model itself. ONNX out is checked
+against onnxruntime running the written file, and against our Caffe net."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+onnx = pytest.importorskip("onnx")
+pytest.importorskip("onnx2torch")
+
+from onnx import TensorProto, helper  # noqa: E402
+
+from gradcam_core import explain  # noqa: E402
+from gradcam_core.errors import GradCamError  # noqa: E402
+from gradcam_core.formats.onnx import OnnxNet, load_onnx  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT / "tests" / "data"
+
+
+def rel_err(actual: torch.Tensor, expected: torch.Tensor) -> float:
+    """max |actual - expected| relative to max |expected|."""
+    scale = max(float(expected.abs().max()), 1e-30)
+    return float((actual.double() - expected.double()).abs().max()) / scale
+
+
+def export(model: nn.Module, path: Path, shape=(1, 3, 32, 32), **options) -> Path:
+    """``model`` written with torch's legacy (TorchScript) exporter, input "input", a dynamic batch."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model.eval(), torch.randn(*shape), str(path), dynamo=False, input_names=["input"],
+                          output_names=["output"], dynamic_axes={"input": {0: "N"}, "output": {0: "N"}},
+                          **options)
+    return path
+
+
+def node_named(path: Path, op_type: str, index: int = -1) -> tuple[str, str]:
+    """(node name, output tensor name) of the index-th node of ``op_type`` in the file."""
+    nodes = [n for n in onnx.load(str(path)).graph.node if n.op_type == op_type]
+    return nodes[index].name, nodes[index].output[0]
+
+
+class SmallCNN(nn.Module):
+    """Conv/ReLU/pool/pad/BatchNorm/residual add/linear: the ops of common classifiers."""
+
+    def __init__(self, classes: int = 5, softmax: bool = False) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.bn1 = nn.BatchNorm2d(8)
+        self.conv2 = nn.Conv2d(8, 8, 3)
+        self.conv3 = nn.Conv2d(8, 8, 3, padding=1)
+        self.relu = nn.ReLU(inplace=True)
+        self.fc = nn.Linear(8, classes)
+        self.softmax = softmax
+        with torch.no_grad():  # BatchNorm with non-trivial statistics
+            self.bn1.running_mean.uniform_(-0.5, 0.5)
+            self.bn1.running_var.uniform_(0.5, 2.0)
+            self.bn1.weight.uniform_(0.5, 1.5)
+            self.bn1.bias.uniform_(-0.2, 0.2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.max_pool2d(self.relu(self.bn1(self.conv1(x))), 2)
+        x = self.relu(self.conv2(F.pad(x, (1, 1, 1, 1))))
+        x = self.relu(self.conv3(x) + x)
+        x = self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+        return torch.softmax(x, dim=1) if self.softmax else x
+
+
+def compare_explanations(torch_model: nn.Module, torch_layer: str, net: OnnxNet, onnx_layer: str,
+                         x: torch.Tensor, targets=(0, 3), rel: float = 1e-5) -> None:
+    expected = explain(torch_model, x, torch_layer, list(targets), torch7_ties=False)
+    got = explain(net, x, onnx_layer, list(targets), torch7_ties=False)
+    assert got.cam_raw.shape == expected.cam_raw.shape
+    assert float(expected.cam_raw.abs().max()) > 0 and float(expected.guided.abs().max()) > 0
+    assert rel_err(got.cam_raw, expected.cam_raw) <= rel, "cam_raw"
+    assert rel_err(got.guided, expected.guided) <= rel, "guided"
+    assert rel_err(got.scores, expected.scores) <= rel, "scores"
+
+
+# --------------------------------------------------------------------------------------------------
+# ONNX in: equal to the torch model
+
+
+@pytest.mark.parametrize("opset", [None, 13])
+def test_small_cnn_explains_as_the_torch_model(tmp_path, opset):
+    """At a layer named by node name and by tensor name; the default opset (newer than onnx2torch
+    knows: its Pad needs the downgrade) and opset 13."""
+    torch.manual_seed(0)
+    model = SmallCNN().eval()
+    path = export(model, tmp_path / "cnn.onnx", **({} if opset is None else {"opset_version": opset}))
+    net = load_onnx(path)
+    assert isinstance(net, OnnxNet) and not net.training and net.input_shape == (3, 32, 32)
+    assert net.batch_size is None  # exported with a dynamic batch axis
+    relus = [m for m in net.modules() if type(m) is nn.ReLU]
+    assert len(relus) == 3  # Relu nodes become nn.ReLU modules: guided backprop sees them
+    node, tensor = node_named(path, "Relu")  # the ReLU after the residual add
+    x = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+
+    class Last(nn.Module):  # the torch model with its last ReLU addressable as a module
+        def __init__(self) -> None:
+            super().__init__()
+            self.model, self.last = model, nn.ReLU()
+
+        def forward(self, x):
+            m = self.model
+            x = F.max_pool2d(m.relu(m.bn1(m.conv1(x))), 2)
+            x = m.relu(m.conv2(F.pad(x, (1, 1, 1, 1))))
+            x = self.last(m.conv3(x) + x)
+            return m.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+    reference = Last().eval()
+    compare_explanations(reference, "last", net, node, x)
+    compare_explanations(reference, "last", net, tensor, x)
+    assert net.resolve_layer(node) == net.resolve_layer(tensor)
+
+
+def test_resnet18_explains_as_the_torch_model(tmp_path):
+    """torchvision's ResNet-18 (random weights, 64 x 64): torch's exporter folds the BatchNorms into
+    the convolutions and feeds shared weights through Identity nodes (folded here)."""
+    torchvision = pytest.importorskip("torchvision")
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(num_classes=10).eval()
+    path = export(model, tmp_path / "resnet18.onnx", shape=(1, 3, 64, 64))
+    assert "Identity" in {n.op_type for n in onnx.load(str(path)).graph.node}
+    net = load_onnx(path)
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    node = "/layer4/layer4.1/relu_1/Relu"  # the output of torch's layer4
+    tensor = onnx_output(path, node)
+    compare_explanations(model, "layer4", net, node, x, targets=(2, 7))
+    compare_explanations(model, "layer4", net, tensor, x, targets=(2, 7))
+    # an inner layer too: layer3's first block, whose ReLU torch applies twice (one module)
+    compare_explanations(model, "layer3.1", net, "/layer3/layer3.1/relu_1/Relu", x, targets=(2,))
+
+
+def test_real_squeezenet_onnx_explains_as_torchvision(tmp_path):
+    """The bundled ImageNet SqueezeNet 1.1 (torchvision form) exported to ONNX: the same Grad-CAM and
+    guided backprop as torchvision's model at its last fire module, and a map that depends on the class."""
+    torchvision = pytest.importorskip("torchvision")
+    weights = ROOT / "models" / "squeezenet1_1" / "squeezenet1_1.pth"
+    if not weights.exists():
+        pytest.skip(f"the bundled SqueezeNet is not in {weights.parent}")
+    model = torchvision.models.squeezenet1_1()
+    model.load_state_dict(torch.load(weights, weights_only=True))
+    path = export(model.eval(), tmp_path / "squeezenet.onnx", shape=(1, 3, 224, 224))
+    net = load_onnx(path)
+    x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    compare_explanations(model, "features.12", net, "/features/features.12/Concat", x, targets=(242, 281))
+    maps = explain(net, x, "/features/features.12/Concat", [242, 281], guided=False).cam_raw
+    assert rel_err(maps[:, 0], maps[:, 1]) > 0.05  # boxer and tiger cat: different maps
+
+
+def onnx_output(path: Path, node_name: str) -> str:
+    return next(n.output[0] for n in onnx.load(str(path)).graph.node if n.name == node_name)
+
+
+def test_activation_modules_and_guided_backprop(tmp_path):
+    """ReLU6 (Clip 0..6), Sigmoid, Hardswish and a Clip(0, inf) ReLU: the modules onnx2torch makes,
+    and guided backprop (whose rule applies to nn.ReLU modules) equal to the torch model's."""
+
+    class Acts(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.c1, self.c2, self.c3, self.c4 = (nn.Conv2d(3 if i == 0 else 6, 6, 3, padding=1) for i in range(4))
+            self.relu6, self.sig, self.hswish, self.relu = nn.ReLU6(), nn.Sigmoid(), nn.Hardswish(), nn.ReLU()
+            self.fc = nn.Linear(6, 4)
+
+        def forward(self, x):
+            x = self.relu6(self.c1(x))
+            x = self.c2(x) * self.sig(self.c2(x))
+            x = self.hswish(self.c3(x))
+            x = self.relu(self.c4(x))
+            return self.fc(x.mean(dim=(2, 3)))
+
+    torch.manual_seed(0)
+    model = Acts().eval()
+    path = export(model, tmp_path / "acts.onnx", shape=(1, 3, 16, 16), opset_version=17)
+    net = load_onnx(path)
+    kinds = {type(m) for m in net.net.children()}
+    assert {nn.ReLU6, nn.Sigmoid, nn.Hardswish, nn.ReLU} <= kinds
+    x = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    compare_explanations(model, "relu", net, node_named(path, "Relu")[0], x, targets=(0, 1, 2, 3))
+
+
+def test_strip_softmax_explains_the_logits(tmp_path):
+    torch.manual_seed(0)
+    model = SmallCNN(softmax=True).eval()
+    path = export(model, tmp_path / "soft.onnx")
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    with_softmax, stripped = load_onnx(path), load_onnx(path, strip_softmax=True)
+    model.softmax = False
+    with torch.no_grad():
+        logits = model(x)
+        assert rel_err(with_softmax(x), torch.softmax(logits, 1)) <= 1e-5
+        assert rel_err(stripped(x), logits) <= 1e-5
+    assert "Softmax" not in {type(m).__name__ for m in stripped.modules()}
+    assert stripped.output_name != with_softmax.output_name == "output"
+    node = node_named(path, "Relu")[0]
+    expected = explain(model, x, "relu", [1], guided=False)  # the last call of the shared ReLU
+    got = explain(stripped, x, node, [1], guided=False)
+    assert rel_err(got.target_scores, expected.target_scores) <= 1e-5
+    # without stripping, Grad-CAM follows the probability instead: a different map
+    assert rel_err(explain(with_softmax, x, node, [1], guided=False).cam_raw, got.cam_raw) > 1e-3
+
+
+def test_constant_weights_are_folded(tmp_path):
+    """A Conv whose weight comes from a Constant node through a Cast (as some exporters write it):
+    onnx2torch reads weights from initializers only; folding makes them initializers."""
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((4, 3, 3, 3)).astype(np.float64)
+    b = rng.standard_normal(4).astype(np.float32)
+    nodes = [
+        helper.make_node("Constant", [], ["w64"], name="weights", value=onnx.numpy_helper.from_array(w)),
+        helper.make_node("Cast", ["w64"], ["w"], name="cast", to=TensorProto.FLOAT),
+        helper.make_node("Conv", ["x", "w", "b"], ["y"], name="conv", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["y"], ["r"], name="relu"),
+        helper.make_node("GlobalAveragePool", ["r"], ["out"], name="gap"),
+    ]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 8, 8])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["N", 4, 1, 1])],
+        [onnx.numpy_helper.from_array(b, "b")])
+    path = tmp_path / "const.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    net = load_onnx(path)
+    x = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    expected = F.conv2d(x, torch.from_numpy(w.astype(np.float32)), torch.from_numpy(b), padding=1).relu()
+    with torch.no_grad():
+        assert rel_err(net(x), expected.mean(dim=(2, 3), keepdim=True)) <= 1e-6
+    assert net.layer_names == ["conv", "relu", "gap"]  # the constants are gone, the layers keep their names
+    assert net.resolve_layer("r")[0] is net.resolve_layer("relu")[0]
+
+
+def test_opset_20_nodes_the_version_converter_cannot_take_back(tmp_path):
+    """Pad-19 and ConstantOfShape-20 (computed from the input's shape, so not folded) have no adapter
+    to opset 17 in onnx's version converter; used as at opset 17, they are kept as they are."""
+    pads = onnx.numpy_helper.from_array(np.array([0, 0, 1, 2, 0, 0, 3, 0], np.int64), "pads")
+    path = model_file(tmp_path, [
+        helper.make_node("Shape", ["x"], ["shape"], name="shape"),
+        helper.make_node("ConstantOfShape", ["shape"], ["twos"], name="twos",
+                         value=onnx.numpy_helper.from_array(np.array([2.0], np.float32))),
+        helper.make_node("Mul", ["x", "twos"], ["doubled"], name="double"),
+        helper.make_node("Pad", ["doubled", "pads"], ["y"], name="pad", mode="reflect"),
+    ], [image_info("x", ("N", 3, 4, 4))], [image_info("y", ("N", 3, 8, 6))], [pads], opset=20)
+    net = load_onnx(path)
+    x = torch.randn(2, 3, 4, 4)
+    with torch.no_grad():
+        assert torch.equal(net(x), F.pad(2 * x, (2, 0, 1, 3), mode="reflect"))
+
+
+def test_names_torch_cannot_use_as_module_names(tmp_path):
+    """Node names with dots, empty names, repeated names, names that collide once dots become
+    slashes, and names of torch module attributes ("forward", "training") all stay addressable."""
+    names = ["a.b", "a/b", "a/b_1", "", "", "forward", "training", "a.b"]
+    nodes, prev = [], "x"
+    for i, name in enumerate(names):
+        nodes.append(helper.make_node("Neg", [prev], [f"t{i}"], name=name))
+        prev = f"t{i}"
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 3, 3])],
+                              [helper.make_tensor_value_info(prev, TensorProto.FLOAT, [1, 2, 3, 3])])
+    path = tmp_path / "names.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    net = load_onnx(path)
+    x = torch.randn(1, 2, 3, 3)
+    with torch.no_grad():
+        assert torch.equal(net(x), x)  # eight Negs
+    modules = {net.resolve_layer(f"t{i}")[0] for i in range(len(names))}
+    assert len(modules) == len(names)  # one module per node, none overwritten by a name clash
+    for name in ("a.b", "a/b", "a/b_1", "forward", "training"):
+        assert net.resolve_layer(name)[0] in modules
+    assert len(net.layer_names) == len(names) == len(set(net.layer_names))
+
+
+# --------------------------------------------------------------------------------------------------
+# ONNX in: bad input, one line each
+
+
+def one_line(excinfo) -> str:
+    message = str(excinfo.value)
+    assert "\n" not in message and message
+    return message
+
+
+def test_unknown_layer_lists_the_node_and_tensor_names(tmp_path):
+    torch.manual_seed(0)
+    path = export(SmallCNN(), tmp_path / "cnn.onnx")
+    net = load_onnx(path)
+    with pytest.raises(GradCamError) as err:
+        explain(net, torch.randn(1, 3, 32, 32), "conv9", [0])
+    message = one_line(err)
+    assert "'conv9'" in message and "cnn.onnx" in message
+    for name in net.layer_names:
+        assert name in message
+    node, tensor = node_named(path, "Relu")
+    assert node in message and tensor in message
+    with pytest.raises(GradCamError, match="is the input"):
+        net.resolve_layer("input")
+
+
+def test_unknown_layer_list_is_capped(tmp_path):
+    torchvision = pytest.importorskip("torchvision")
+    path = export(torchvision.models.resnet18(num_classes=3), tmp_path / "r.onnx", shape=(1, 3, 32, 32))
+    net = load_onnx(path)
+    with pytest.raises(GradCamError) as err:
+        net.resolve_layer("nope")
+    message = one_line(err)
+    assert "/layer4/layer4.1/relu_1/Relu" in message and "/conv1/Conv" in message  # the last and first
+    assert "/layer2/layer2.1/conv1/Conv," not in message and "more) ..." in message
+    assert len(message) < 3000
+
+
+def model_file(tmp_path: Path, nodes, inputs, outputs, initializers=(), opset: int = 13, name="m.onnx") -> Path:
+    graph = helper.make_graph(nodes, "g", inputs, outputs, list(initializers))
+    path = tmp_path / name
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)]), str(path))
+    return path
+
+
+def image_info(name: str, shape=(1, 3, 4, 4)):
+    return helper.make_tensor_value_info(name, TensorProto.FLOAT, list(shape))
+
+
+def test_unsupported_operator_names_the_op_and_the_node(tmp_path):
+    """Hardmax and Det have no onnx2torch converter."""
+    path = model_file(tmp_path, [
+        helper.make_node("Relu", ["x"], ["r"], name="first_relu"),
+        helper.make_node("Hardmax", ["r"], ["h"], name="my_hardmax", axis=1),
+        helper.make_node("Det", ["h"], ["y"], name="my_det"),
+    ], [image_info("x")], [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])])
+    with pytest.raises(GradCamError) as err:
+        load_onnx(path)
+    message = one_line(err)
+    assert "Hardmax" in message and "'my_hardmax'" in message and "m.onnx" in message
+    assert "1 more" in message
+
+
+def test_an_operator_newer_than_onnx2torch_names_the_op_and_the_node(tmp_path):
+    """Mish exists from opset 18; onnx2torch knows it at no opset and it has no older form."""
+    path = model_file(tmp_path, [helper.make_node("Relu", ["x"], ["r"], name="relu"),
+                                 helper.make_node("Mish", ["r"], ["y"], name="my_mish")],
+                      [image_info("x")], [image_info("y")], opset=18)
+    with pytest.raises(GradCamError) as err:
+        load_onnx(path)
+    message = one_line(err)
+    assert "Mish" in message and "'my_mish'" in message and "opset 17" in message
+
+
+@pytest.mark.parametrize("approximate", ["none", "tanh"])
+def test_gelu_of_opset_20_is_written_out(tmp_path, approximate):
+    """torch exports nn.GELU as one Gelu node at opset 20 (no onnx2torch converter): written out in
+    the operators of its older export, it computes and explains as torch's GELU."""
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv1, self.conv2 = nn.Conv2d(3, 6, 3, padding=1), nn.Conv2d(6, 6, 3, padding=1)
+            self.gelu, self.relu, self.fc = nn.GELU(approximate=approximate), nn.ReLU(), nn.Linear(6, 4)
+
+        def forward(self, x):
+            return self.fc(self.relu(self.conv2(self.gelu(self.conv1(x)))).mean(dim=(2, 3)))
+
+    torch.manual_seed(0)
+    model = Net().eval()
+    path = export(model, tmp_path / "gelu.onnx", shape=(1, 3, 12, 12), opset_version=20)
+    gelu = node_named(path, "Gelu")[0]
+    net = load_onnx(path)
+    assert gelu in net.layer_names
+    x = torch.randn(2, 3, 12, 12, generator=torch.Generator().manual_seed(1))
+    compare_explanations(model, "gelu", net, gelu, x, targets=(0, 1, 2, 3), rel=1e-5)
+    compare_explanations(model, "relu", net, node_named(path, "Relu")[0], x, targets=(0, 1, 2, 3), rel=1e-5)
+
+
+def test_operator_a_converter_refuses_names_the_op_and_the_node(tmp_path):
+    """A Clip whose bound is computed at run time: onnx2torch's Clip converter refuses it."""
+    path = model_file(tmp_path, [
+        helper.make_node("ReduceMax", ["x"], ["m"], name="peak", keepdims=0),
+        helper.make_node("Clip", ["x", "", "m"], ["y"], name="dynamic_clip"),
+    ], [image_info("x")], [image_info("y")])
+    with pytest.raises(GradCamError) as err:
+        load_onnx(path)
+    message = one_line(err)
+    assert "Clip" in message and "'dynamic_clip'" in message
+
+
+def test_several_inputs_are_refused(tmp_path):
+    path = model_file(tmp_path, [helper.make_node("Add", ["a", "b"], ["y"], name="add")],
+                      [image_info("a"), image_info("b")], [image_info("y")])
+    with pytest.raises(GradCamError) as err:
+        load_onnx(path)
+    message = one_line(err)
+    assert "2 inputs" in message and "'a'" in message and "'b'" in message
+
+
+def test_several_outputs_are_refused(tmp_path):
+    path = model_file(tmp_path, [helper.make_node("Relu", ["x"], ["y"], name="r"),
+                                 helper.make_node("Neg", ["x"], ["z"], name="n")],
+                      [image_info("x")], [image_info("y"), image_info("z")])
+    with pytest.raises(GradCamError, match="2 outputs"):
+        load_onnx(path)
+
+
+@pytest.mark.parametrize("content", [b"name: \"not onnx\"\nlayer { type: \"Convolution\" }\n", b"\x00" * 100,
+                                     b"", os.urandom(2000)])
+def test_a_file_that_is_not_onnx(tmp_path, content):
+    path = tmp_path / "net.onnx"
+    path.write_bytes(content)
+    with pytest.raises(GradCamError) as err:
+        load_onnx(path)
+    message = one_line(err)
+    assert "net.onnx" in message and "ONNX" in message
+
+
+@pytest.mark.parametrize("keep", [0.3, 0.9, 0.999])
+def test_a_truncated_onnx_file(tmp_path, keep):
+    full = export(SmallCNN(), tmp_path / "full.onnx")
+    data = full.read_bytes()
+    path = tmp_path / "cut.onnx"
+    path.write_bytes(data[: int(len(data) * keep)])
+    with pytest.raises(GradCamError) as err:
+        load_onnx(path)
+    assert "cut.onnx" in one_line(err)
+
+
+def test_missing_files_directories_and_pipes(tmp_path):
+    for path, what in ((tmp_path / "absent.onnx", "No such file"), (tmp_path, "directory")):
+        with pytest.raises(GradCamError) as err:
+            load_onnx(path)
+        assert what in one_line(err) and str(path) in str(err.value)
+    fifo = tmp_path / "pipe.onnx"
+    os.mkfifo(fifo)
+    with pytest.raises(GradCamError, match="not a regular file"):
+        load_onnx(fifo)  # refused at once, not blocked waiting for a writer
+
+
+def test_external_data_is_read_and_confined_to_the_folder(tmp_path):
+    torch.manual_seed(0)
+    model = SmallCNN().eval()
+    inline = export(model, tmp_path / "inline.onnx")
+    proto = onnx.load(str(inline))
+    folder = tmp_path / "ext"
+    folder.mkdir()
+    onnx.save(proto, str(folder / "net.onnx"), save_as_external_data=True, location="weights.bin",
+              size_threshold=0)
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(load_onnx(folder / "net.onnx")(x), load_onnx(inline)(x))
+    (folder / "weights.bin").unlink()
+    os.mkfifo(folder / "weights.bin")
+    with pytest.raises(GradCamError, match="weights.bin.*not a regular file"):
+        load_onnx(folder / "net.onnx")
+    # a location outside the model's folder is refused before anything is opened
+    tensor = proto.graph.initializer[0]
+    del tensor.external_data[:]
+    tensor.data_location = TensorProto.EXTERNAL
+    entry = tensor.external_data.add()
+    entry.key, entry.value = "location", "../outside.bin"
+    tensor.ClearField("raw_data")
+    (tmp_path / "outside.bin").write_bytes(b"\0" * 4096)
+    onnx.save(proto, str(folder / "escape.onnx"))
+    with pytest.raises(GradCamError) as err:
+        load_onnx(folder / "escape.onnx")
+    assert "outside" in one_line(err)
+
+
+def test_a_fixed_batch_size_is_reported(tmp_path):
+    torch.manual_seed(0)
+    path = tmp_path / "fixed.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(SmallCNN().eval(), torch.randn(1, 3, 32, 32), str(path), dynamo=False)
+    net = load_onnx(path)
+    assert net.batch_size == 1 and net.input_shape == (3, 32, 32)
+
+
+def test_dtype_and_device(tmp_path):
+    net = load_onnx(export(SmallCNN(), tmp_path / "cnn.onnx"), "cpu", dtype=torch.float64)
+    assert all(p.dtype == torch.float64 for p in net.parameters())
+    out = explain(net, torch.randn(1, 3, 32, 32), node_named(tmp_path / "cnn.onnx", "Relu")[0], [0],
+                  torch7_ties=False)
+    assert out.cam_raw.dtype == torch.float64
+
+
+# --------------------------------------------------------------------------------------------------
+# ONNX out: gradcam_core.convert
+
+
+MODELS = DATA / "models"
+PROTOTXTS = DATA / "prototxts"
+SQUEEZENET = ROOT / "models" / "squeezenet1_1"
+
+
+def caffe_input(net, batch: int = 2, seed: int = 0) -> torch.Tensor:
+    spec = net.input_spec
+    return 50 * torch.randn(batch, spec.channels, spec.height, spec.width, generator=torch.Generator().manual_seed(seed))
+
+
+def onnxruntime_output(path: Path, x: torch.Tensor) -> torch.Tensor:
+    ort = pytest.importorskip("onnxruntime")
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["data"]
+    return torch.from_numpy(session.run(None, {"data": x.numpy()})[0])
+
+
+def without_softmax(path: Path) -> Path:
+    """A copy of the ONNX file whose output is the final Softmax's input (the logits)."""
+    model = onnx.load(str(path))
+    last = model.graph.node[-1]
+    assert last.op_type == "Softmax" and last.output[0] == model.graph.output[0].name
+    model.graph.node.remove(last)
+    model.graph.output[0].name = last.input[0]
+    out = path.with_name(path.stem + "_logits.onnx")
+    onnx.save(model, str(out))
+    return out
+
+
+def check_conversion(proto: Path, weights: Path, out: Path, layer: str, *, targets=(1, 3), **options) -> None:
+    """onnxruntime on the written file == our Caffe net (probabilities and logits); load_onnx of it
+    gives the same logits and explains as the Caffe net (on the logits, as the classifier does)."""
+    from gradcam_core.caffe import load_caffe
+    from gradcam_core.convert import caffe_to_onnx
+
+    net = load_caffe(proto, weights)
+    assert caffe_to_onnx(proto, weights, out, **options) == out
+    x = caffe_input(net)
+    with torch.no_grad():
+        probabilities = net(x)
+    assert rel_err(onnxruntime_output(out, x), probabilities) <= 1e-5
+    model = onnx.load(str(out))
+    assert model.graph.output[0].name == net.names[-1]
+    assert model.graph.input[0].type.tensor_type.shape.dim[0].dim_param  # a dynamic batch axis
+    assert isinstance(net.remove_last(), nn.Softmax)
+    with torch.no_grad():
+        logits = net(x)
+    assert rel_err(onnxruntime_output(without_softmax(out), x), logits) <= 1e-5
+    back = load_onnx(out, strip_softmax=True)
+    assert layer in back.layer_names and layer in back.tensors  # the Caffe layer names, both kinds
+    with torch.no_grad():
+        assert rel_err(back(x), logits) <= 1e-5
+    want = explain(net, x, layer, list(targets), torch7_ties=False)
+    got = explain(back, x, layer, list(targets), torch7_ties=False)
+    assert float(want.cam_raw.abs().max()) > 0 and float(want.guided.abs().max()) > 0
+    assert rel_err(got.cam_raw, want.cam_raw) <= 1e-5 and rel_err(got.guided, want.guided) <= 1e-5
+
+
+@pytest.mark.parametrize("name, layer", [("mini_vgg16_v1", "relu5_3"), ("mini_vgg16_v2", "relu5_3"),
+                                         ("mini_alexnet_grouped", "relu5")])
+def test_fixture_nets_convert_exactly(tmp_path, name, layer):
+    check_conversion(MODELS / f"{name}.prototxt", MODELS / f"{name}.caffemodel", tmp_path / f"{name}.onnx", layer)
+
+
+def test_alexnet_lrn_is_one_onnx_node(tmp_path):
+    from gradcam_core.convert import caffe_to_onnx
+
+    out = caffe_to_onnx(MODELS / "mini_alexnet_grouped.prototxt", MODELS / "mini_alexnet_grouped.caffemodel",
+                        tmp_path / "a.onnx")
+    nodes = {n.name: n.op_type for n in onnx.load(str(out)).graph.node}
+    assert nodes["norm1"] == nodes["norm2"] == "LRN" and "If" not in nodes.values()
+    assert nodes["conv2"] == "Conv" and nodes["prob"] == "Softmax"
+
+
+# The blob shapes of the BVLC AlexNet and CaffeNet deploy files (227 x 227 input, groups of 2).
+_BVLC_BLOBS = {"conv1": (96, 3, 11, 11), "conv2": (256, 48, 5, 5), "conv3": (384, 256, 3, 3),
+               "conv4": (384, 192, 3, 3), "conv5": (256, 192, 3, 3), "fc6": (4096, 9216),
+               "fc7": (4096, 4096), "fc8": (1000, 4096)}
+
+
+def random_caffemodel(path: Path, blobs: dict[str, tuple[int, ...]], seed: int = 0) -> Path:
+    """A caffemodel with He-normal weights of the given shapes and small random biases."""
+    from gradcam_core.formats.caffe import write
+
+    rng = np.random.default_rng(seed)
+    layers = []
+    for name, shape in blobs.items():
+        weight = rng.standard_normal(shape, dtype=np.float32) * np.float32(np.sqrt(2.0 / np.prod(shape[1:])))
+        layers.append({"name": name, "type": "Convolution" if len(shape) == 4 else "InnerProduct",
+                       "blobs": [weight, rng.uniform(-0.1, 0.1, shape[0]).astype(np.float32)]})
+    return write.write_caffemodel(path, layers)
+
+
+@pytest.mark.parametrize("prototxt", ["bvlc_alexnet_deploy.prototxt", "bvlc_reference_caffenet_deploy.prototxt"])
+def test_shared_topologies_convert_exactly(tmp_path, prototxt):
+    weights = random_caffemodel(tmp_path / "random.caffemodel", _BVLC_BLOBS)
+    check_conversion(PROTOTXTS / prototxt, weights, tmp_path / "net.onnx", "relu5", targets=(3, 281))
+
+
+def test_pooling_padding_ceil_and_average_divisor_convert_exactly(tmp_path):
+    """CaffePool2d's explicit padding (-inf for MAX), ceil overhang, AVE divisor and global pooling:
+    the export path gives onnxruntime the same values."""
+    from gradcam_core.formats.caffe import write
+
+    rng = np.random.default_rng(0)
+
+    def conv(name: str, bottom: str, cin: int, cout: int, k: int, pad: int = 0) -> dict:
+        w = rng.standard_normal((cout, cin, k, k)).astype(np.float32) / np.float32(k * np.sqrt(cin))
+        return {"name": name, "type": "Convolution", "bottom": [bottom], "top": [name],
+                "convolution_param": {"num_output": cout, "kernel_size": k, "pad": pad},
+                "blobs": [w, rng.uniform(-0.1, 0.1, cout).astype(np.float32)]}
+
+    def layer(name: str, type_: str, bottom: str, top: str | None = None, **params) -> dict:
+        return {"name": name, "type": type_, "bottom": [bottom], "top": [top or name], **params}
+
+    layers = [
+        conv("conv1", "data", 3, 6, 3, pad=1), layer("relu1", "ReLU", "conv1", "conv1"),
+        layer("pool1", "Pooling", "conv1", pooling_param={"pool": "MAX", "kernel_size": 3, "stride": 2, "pad": 1}),
+        conv("conv2", "pool1", 6, 6, 3), layer("relu2", "ReLU", "conv2", "conv2"),
+        layer("pool2", "Pooling", "conv2", pooling_param={"pool": "AVE", "kernel_size": 3, "stride": 2, "pad": 2}),
+        layer("norm2", "LRN", "pool2", lrn_param={"local_size": 3, "alpha": 0.5, "beta": 0.75,
+                                                  "norm_region": "WITHIN_CHANNEL"}),
+        conv("conv3", "norm2", 6, 8, 1), layer("relu3", "ReLU", "conv3", "conv3"),
+        layer("pool3", "Pooling", "conv3", pooling_param={"pool": "AVE", "global_pooling": True}),
+        {"name": "fc", "type": "InnerProduct", "bottom": ["pool3"], "top": ["fc"],
+         "inner_product_param": {"num_output": 5},
+         "blobs": [rng.standard_normal((5, 8)).astype(np.float32), np.zeros(5, np.float32)]},
+        layer("prob", "Softmax", "fc"),
+    ]
+    proto = write.write_prototxt(tmp_path / "pools.prototxt", layers, input_shape=(1, 3, 23, 18))
+    weights = write.write_caffemodel(tmp_path / "pools.caffemodel", layers)
+    check_conversion(proto, weights, tmp_path / "pools.onnx", "relu3", targets=(0, 2, 4))
+
+
+def test_real_squeezenet_converts_exactly(tmp_path):
+    proto, weights = SQUEEZENET / "deploy.prototxt", SQUEEZENET / "squeezenet1_1.caffemodel"
+    if not proto.exists() or not weights.exists():
+        pytest.skip(f"the bundled SqueezeNet is not in {SQUEEZENET}")
+    from gradcam_core.caffe import load_caffe
+
+    try:
+        load_caffe(proto, weights)
+    except GradCamError as err:
+        pytest.skip(f"the Caffe loader cannot build SqueezeNet yet: {err}")
+    check_conversion(proto, weights, tmp_path / "squeezenet.onnx", "fire9/concat", targets=(242, 281))
+
+
+def test_input_size_option_and_default(tmp_path):
+    from gradcam_core.convert import caffe_to_onnx
+
+    proto = tmp_path / "conv.prototxt"
+    proto.write_text('input: "data" input_shape { dim: 1 dim: 3 dim: 20 dim: 16 }\n'
+                     'layer { name: "conv" type: "Convolution" bottom: "data" top: "conv" '
+                     'convolution_param { num_output: 2 kernel_size: 3 } }\n')
+    from gradcam_core.formats.caffe import write
+
+    weights = write.write_caffemodel(tmp_path / "conv.caffemodel", [
+        {"name": "conv", "type": "Convolution", "blobs": [np.ones((2, 3, 3, 3), np.float32), np.zeros(2, np.float32)]}])
+
+    def declared(path: Path) -> list:
+        dims = onnx.load(str(path)).graph.input[0].type.tensor_type.shape.dim
+        return [d.dim_param or d.dim_value for d in dims]
+
+    assert declared(caffe_to_onnx(proto, weights, tmp_path / "a.onnx")) == ["N", 3, 20, 16]
+    assert declared(caffe_to_onnx(proto, weights, tmp_path / "b.onnx", input_size=(40, 30))) == ["N", 3, 40, 30]
+    proto.write_text('input: "data"\n' + proto.read_text().split("\n", 1)[1])  # no declared shape
+    assert declared(caffe_to_onnx(proto, weights, tmp_path / "c.onnx")) == ["N", 3, 224, 224]
+
+
+def run_convert(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "gradcam_core.convert", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_command_line_writes_the_file(tmp_path):
+    out = tmp_path / "vgg.onnx"
+    result = run_convert(str(MODELS / "mini_vgg16_v1.prototxt"), str(MODELS / "mini_vgg16_v1.caffemodel"), str(out),
+                         "--input-size", "224")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == "" and str(out) in result.stdout
+    assert onnx.load(str(out)).graph.output[0].name == "prob"
+
+
+@pytest.mark.parametrize("case", ["missing", "garbage", "size", "outdir"])
+def test_command_line_errors_are_one_line_and_write_nothing(tmp_path, case):
+    proto, weights = str(MODELS / "mini_vgg16_v1.prototxt"), str(MODELS / "mini_vgg16_v1.caffemodel")
+    out = tmp_path / "out.onnx"
+    extra = []
+    if case == "missing":
+        weights = str(tmp_path / "absent.caffemodel")
+    elif case == "garbage":
+        (tmp_path / "bad.prototxt").write_text("layer { name: \n")
+        proto = str(tmp_path / "bad.prototxt")
+    elif case == "size":
+        extra = ["--input-size", "100x100"]  # fc6 wants 7 x 7 pool5 maps
+    else:
+        out = tmp_path / "no" / "such" / "folder" / "out.onnx"
+    result = run_convert(proto, weights, str(out), *extra)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert lines[0].startswith("python -m gradcam_core.convert: error: ")
+    assert not out.exists() and not list(tmp_path.glob("**/*.tmp"))
