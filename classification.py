@@ -10,7 +10,9 @@ output names.
 """
 from gradcam_core.cli.app import run_cli, with_many_images_help
 from gradcam_core.cli.paths import MODELS_HINT, check_out_dir, device_for, input_images, input_path
-from gradcam_core.cli.options import as_choice, as_input_size, as_int, as_int_list, as_positive_int, as_str
+from gradcam_core.cli.options import (
+    as_choice, as_float, as_float_list, as_input_size, as_int, as_label_list, as_positive_int, as_str,
+)
 
 PROTO = "models/VGG_ILSVRC_16_layers_deploy.prototxt"
 MODEL = "models/VGG_ILSVRC_16_layers.caffemodel"
@@ -32,12 +34,26 @@ def main(
     gpuid=-1,
     out_path="output/",
     batch_size=8,
+    arch="",
+    synset_file="",
+    preprocess="",
+    mean_value="",
+    mean_file="",
+    input_scale="",
+    channel_order="",
 ):
-    """Grad-CAM, Guided Backprop and Guided Grad-CAM for a Caffe image classifier.
+    """Grad-CAM, Guided Backprop and Guided Grad-CAM for an image classifier: Caffe, ONNX or torchvision.
 
-    Options, names and defaults as the Lua script (``--label=243`` works too), plus ``-batch_size``.
-    Labels are 1-based ImageNet positions (243 = "boxer"); ``-label -1`` explains the predicted class;
-    ``-label 243,283`` (or ``--label='[243, 283]'``) explains several classes from one forward pass.
+    python classification.py -proto_file deploy.prototxt -model_file weights.caffemodel -label 243
+    python classification.py -model_file net.onnx -label 'tiger cat'
+    python classification.py -arch resnet50 -model_file resnet50.pth -label 243,283
+
+    Options, names and defaults as the Lua script (``--label=243`` works too), plus ``-batch_size``
+    and the model options below. Labels are 1-based ImageNet positions (243 = "boxer"); ``-label -1``
+    explains the predicted class; ``-label 243,283`` (or ``--label='[243, 283]'``) explains several
+    classes from one forward pass; where the model's class names are known (``-synset_file``, a
+    synset_words.txt beside the model file, torchvision's names) a class can be named: ``-label 'tiger
+    cat'`` (case-insensitive), and each explained class's name is printed.
     Writes ``classify_gcam_hm_<L>.png`` (``classify_gcam_<L>.png`` with ``-save_as_heatmap 0``),
     ``classify_gb_<L>.png`` and ``classify_gb_gcam_<L>.png`` for each label ``<L>`` into ``-out_path``.
 
@@ -57,22 +73,46 @@ def main(
         gpuid: -1 = CPU, N = CUDA device N.
         out_path: output folder (created if missing); per-image subfolders for a folder or glob.
         batch_size: images explained together (one forward) in folder or glob mode.
+        arch: a torchvision classification architecture (resnet50, squeezenet1_1, ...); -model_file is
+            then its state_dict (.pth, loaded with weights_only=True; nothing is downloaded).
+        synset_file: class names, one per line in output order (Caffe's synset_words.txt format);
+            default: synset_words.txt beside -model_file, or torchvision's ImageNet names.
+        preprocess: caffe (BGR, 0..255, minus the VGG means: the default for Caffe nets) or torchvision
+            (RGB, 0..1, ImageNet mean and std: the default for ONNX and torchvision models).
+        mean_value: per-channel means in the net's channel order, e.g. 104,117,123 (Caffe's mean_value).
+        mean_file: a Caffe mean image (mean.binaryproto), scaled to -input_sz as the image is.
+        input_scale: Caffe's transform_param scale, applied after the mean (e.g. 0.017).
+        channel_order: bgr or rgb: the order of the net's input channels.
     """
     from gradcam_core.cli import classification as program
+    from gradcam_core.formats.caffe.wire import is_onnx_file
+    from gradcam_core.tasks.classify import InputOptions
 
     as_choice("backend", backend, ("nn", "cudnn"))
     out_dir = check_out_dir(as_str(out_path))  # created only when the images are written
+    arch = as_str(arch)
+    model = input_path("model_file", as_str(model_file), MODEL, hint=MODELS_HINT)
+    caffe = not arch and not is_onnx_file(model)  # ONNX and torchvision models need no prototxt
     opts = program.ClassificationOptions(
-        proto_file=input_path("proto_file", as_str(proto_file), PROTO, hint=MODELS_HINT),
-        model_file=input_path("model_file", as_str(model_file), MODEL, hint=MODELS_HINT),
+        proto_file=input_path("proto_file", as_str(proto_file), PROTO, hint=MODELS_HINT) if caffe else None,
+        model_file=model,
         inputs=input_images("input_image_path", as_str(input_image_path), IMAGE, out_dir),
-        labels=as_int_list("label", label),
+        labels=as_label_list("label", label),
         layer_name=as_str(layer_name),
         input_sz=as_input_size("input_sz", input_sz),
         output_image_name=as_str(output_image_name),
         save_as_heatmap=as_int("save_as_heatmap", save_as_heatmap) == 1,
         device=device_for(as_int("gpuid", gpuid)),
         batch_size=as_positive_int("batch_size", batch_size),
+        arch=arch,
+        synset_file=input_path("synset_file", as_str(synset_file), "") if as_str(synset_file) else None,
+        input_options=InputOptions(
+            preprocess=as_choice("preprocess", preprocess, ("", "caffe", "torchvision")),
+            mean_value=as_float_list("mean_value", mean_value) if as_str(mean_value) else None,
+            mean_file=input_path("mean_file", as_str(mean_file), "") if as_str(mean_file) else None,
+            input_scale=as_float("input_scale", input_scale) if as_str(input_scale) else None,
+            channel_order=as_choice("channel_order", channel_order, ("", "bgr", "rgb")),
+        ),
     )
     import torch
 

@@ -198,4 +198,7 @@ def test_defaults_are_the_original_ones():
         "input_image_path": "images/cat_dog.jpg", "output_image_name": "", "label": -1,
         "save_as_heatmap": 1, "seed": 123, "gpuid": -1, "out_path": "output/",
         "batch_size": 8,  # ours (folder and glob mode), after the Lua options
+        # ours: the model's format, class names and preprocessing ("" = the format's own)
+        "arch": "", "synset_file": "", "preprocess": "", "mean_value": "", "mean_file": "",
+        "input_scale": "", "channel_order": "",
     }

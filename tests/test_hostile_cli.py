@@ -84,11 +84,12 @@ def test_bad_option_values_are_one_line(cli, tmp_path, script, args, message):
 
 def test_a_huge_input_size_fails_cleanly_within_bounded_memory(cli, tmp_path):
     """-input_sz 8192, the largest accepted (the decoder's 64 Mpx limit; larger sizes are refused when
-    the options are read, see test_faults.py), needs several GB; under a 1 GB cap the run ends with one
-    line instead of a traceback (or the OOM killer)."""
+    the options are read, see test_faults.py), would need several GB; a Caffe net knows its layers'
+    shapes, so the size is refused from them before any image is loaded: under a 1 GB cap, one line
+    naming the option and the layer (the image alone would take 800 MB as float32)."""
     out = tmp_path / "out"
     result = run(cli, "classification.py", out, "-input_sz", "8192", mem_limit_mb=1024)
-    assert_refused(result, out, r"error: out of memory(: an allocation of \d+ bytes failed)?$")
+    assert_refused(result, out, r"error: -input_sz 8192: the network cannot take a 8192x8192 image \(fc6 needs")
 
 
 def test_running_out_of_memory_is_one_line():

@@ -110,10 +110,12 @@ def test_class_and_answer_targets_choose_alike():
 
 
 class _Net:
-    def index_of(self, layer: str | int) -> int:
+    """Resolves one layer, "conv", as the engine asks a net to (``resolve_layer``)."""
+
+    def resolve_layer(self, layer: str | int) -> tuple[object, object]:
         if layer != "conv":
             raise GradCamError(f"no layer {layer!r}")
-        return 1
+        return self, self
 
 
 class _Program(Program[str]):

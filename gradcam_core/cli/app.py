@@ -21,6 +21,7 @@ from typing import Any, Callable, NoReturn, Optional, Sequence, TypeVar
 
 from ..errors import GradCamError
 from ..run.batches import write_line
+from .options import is_number
 
 
 def run_cli(main: Callable[..., None], argv: Optional[Sequence[str]] = None) -> NoReturn:
@@ -170,7 +171,7 @@ def _normalize_argv(args: list[str], params: list[str]) -> list[str]:
             if rest:
                 raise GradCamError(f"unexpected argument(s) after '--': {' '.join(rest)!r} (only '-- --help' is understood)")
             break
-        if not (arg.startswith("-") and len(arg) > 1) or _is_number(arg):
+        if not (arg.startswith("-") and len(arg) > 1) or is_number(arg):
             raise GradCamError(f"unexpected argument {arg!r}: options are given as -name value")
         name, eq, value = arg.lstrip("-").partition("=")
         name = _expand_short(name, params)
@@ -195,7 +196,7 @@ def _names_an_option(word: str, params: list[str]) -> bool:
     value: ``-1``, ``-1e2``, ``-what?`` and ``-`` are values, as they name no option."""
     if word in _HELP:
         return True
-    if not word.startswith("-") or _is_number(word):
+    if not word.startswith("-") or is_number(word):
         return False
     return _expand_short(word.lstrip("-").partition("=")[0], params) in params
 
@@ -207,11 +208,3 @@ def _expand_short(name: str, params: list[str]) -> str:
         if len(hits) == 1:
             return hits[0]
     return name
-
-
-def _is_number(s: str) -> bool:
-    try:
-        float(s)
-    except ValueError:
-        return False
-    return True

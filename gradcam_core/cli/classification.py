@@ -7,17 +7,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Optional, Union
 
 import torch
+from torch import nn
 
-from ..engine import Explanation
+from ..engine import Explanation, resolve_layer
 from ..errors import GradCamError
-from ..nets.graph import GraphNet
 from ..run.inputs import Inputs
-from ..tasks.classify import explain_classes, load_classifier
+from ..tasks.classify import Classifier, InputOptions, explain_classes, load_model
 from .program import Described, Log, Program, RunOptions, run_program
 
 PREDICTED = -1  # -label -1: explain the predicted class
+DEFAULT_LAYER = "relu5_3"  # the original's -layer_name (VGG-16's)
 
 
 @dataclass
@@ -27,16 +29,19 @@ class ClassificationOptions:
     ``inputs``: the image(s) and where each one's files go (:mod:`gradcam_core.run.inputs`).
     """
 
-    proto_file: Path
+    proto_file: Optional[Path]
     model_file: Path
     inputs: Inputs
-    labels: list[int] = field(default_factory=lambda: [PREDICTED])  # 1-based; -1 = predicted
-    layer_name: str = "relu5_3"
+    labels: list[Union[int, str]] = field(default_factory=lambda: [PREDICTED])  # 1-based, or class names; -1 = predicted
+    layer_name: str = DEFAULT_LAYER
     input_sz: int = 224
     output_image_name: str = ""
     save_as_heatmap: bool = True
     device: torch.device = torch.device("cpu")
     batch_size: int = 8
+    arch: str = ""
+    synset_file: Optional[Path] = None
+    input_options: InputOptions = field(default_factory=InputOptions)
 
 
 def class_indices(labels: list[int]) -> list[int | None]:
@@ -47,6 +52,24 @@ def class_indices(labels: list[int]) -> list[int | None]:
     return [None if lab == PREDICTED else lab - 1 for lab in labels]
 
 
+def named_labels(labels: list[Union[int, str]], model: Classifier) -> list[int]:
+    """``-label`` values with class names (``-label 'tiger cat'``) turned into 1-based labels by the
+    model's class names (case-insensitive; an ambiguous name lists its candidates)."""
+    out = []
+    for lab in labels:
+        if isinstance(lab, int):
+            out.append(lab)
+        elif model.names is None:
+            raise GradCamError(f"-label {lab!r}: this model has no class names to look it up in; give a 1-based "
+                               "label, or the names with -synset_file (Caffe's synset_words.txt format)")
+        else:
+            try:
+                out.append(model.names.lookup(lab) + 1)
+            except GradCamError as err:
+                raise GradCamError(f"-label {lab!r}: {err}") from None
+    return out
+
+
 class ClassificationProgram(Program[list[int]]):
     """classification.lua's loading, lines and file names; a result is an image's 1-based labels."""
 
@@ -54,24 +77,54 @@ class ClassificationProgram(Program[list[int]]):
 
     def __init__(self, opts: ClassificationOptions) -> None:
         self.opts = opts
-        self.classes = class_indices(opts.labels)
-        self.label_names = [f"-label {lab} (labels are 1-based)" for lab in opts.labels]
+        class_indices([lab for lab in opts.labels if isinstance(lab, int)])  # refused before loading
 
-    def load(self, log: Log) -> GraphNet:
-        self.net = load_classifier(self.opts.proto_file, self.opts.model_file, self.opts.device)
-        log(f"Successfully loaded {self.opts.model_file}")
+    def load(self, log: Log) -> nn.Module:
+        opts = self.opts
+        self.model = load_model(opts.model_file, proto_file=opts.proto_file, arch=opts.arch, device=opts.device,
+                                synset_file=opts.synset_file, inputs=opts.input_options)
+        log(f"Successfully loaded {opts.model_file}")
+        self.net, self.preprocessing = self.model.net, self.model.preprocessing
+        self.fixed_batch = getattr(self.net, "batch_size", None) if self.model.fmt == "onnx" else None
+        self.labels = named_labels(opts.labels, self.model)
+        self.classes = class_indices(self.labels)
+        self.label_names = [f"-label {lab} (labels are 1-based)" for lab in self.labels]
         return self.net
+
+    def choose_layer(self, layer: str, net: nn.Module, input_sz: int, log: Log) -> str:
+        """``-layer_name`` left at the original's default on a net that has no such layer: the last
+        layer whose output is a spatial map, printed."""
+        if layer != DEFAULT_LAYER:
+            return layer
+        try:
+            resolve_layer(net, layer)
+            return layer
+        except GradCamError:
+            pass
+        from ..engine.layers import default_layer
+
+        probe = torch.zeros(1, 3, input_sz, input_sz, device=self.opts.device,
+                            dtype=next(net.parameters()).dtype)
+        chosen = default_layer(net, probe)
+        log(f"Grad-CAM layer: {chosen} (the last layer with a spatial output; -layer_name chooses another)")
+        return chosen
 
     def explain(self, images: torch.Tensor, layer: str) -> tuple[Explanation, list[list[int]]]:
         expl, resolved = explain_classes(self.net, images, layer, self.classes, names=self.label_names)
+        if self.model.names is not None:
+            self.model.names.check_count(expl.scores.reshape(expl.scores.shape[0], -1).shape[1])
         return expl, [[c + 1 for c in per_image] for per_image in resolved]
 
     def describe(self, labels: list[int]) -> Described:
-        """The stdout line and file names of an image, as a single-image run gives them."""
-        opts, lines = self.opts, []
-        if PREDICTED in opts.labels:
-            lines.append(f"No label provided, using predicted label \t {labels[opts.labels.index(PREDICTED)]}")
-        return Described(lines, [_output_name(opts.output_image_name, label, len(labels)) for label in labels])
+        """The stdout lines and file names of an image, as a single-image run gives them: the
+        original's line, then each target's class name where the model's names are known."""
+        lines = []
+        if PREDICTED in self.labels:
+            lines.append(f"No label provided, using predicted label \t {labels[self.labels.index(PREDICTED)]}")
+        if self.model.names is not None:
+            lines += [f"Label {label}: {self.model.names.name(label - 1)}" for label in labels]
+        name = self.opts.output_image_name
+        return Described(lines, [_output_name(name, label, len(labels)) for label in labels])
 
 
 def run(opts: ClassificationOptions, log: Log = print) -> list[Path]:

@@ -70,6 +70,59 @@ def as_int_list(name: str, value: Any) -> list[int]:
     return numbers
 
 
+def as_label_list(name: str, value: Any) -> list[int | str]:
+    """``-label``: 1-based labels and class names, separated by commas: ``243``, ``"243,283"``,
+    ``"243 283"``, ``"tiger cat"``, ``"boxer, 283"`` or a list/tuple of those -> [243, 283],
+    ["tiger cat"], ["boxer", 283]. A part made of numbers only is labels; any other part is one class
+    name (looked up once the model's names are known)."""
+    parts: list[Any] = list(value) if isinstance(value, (list, tuple)) else str(value).strip().strip("[]()").split(",")
+    labels: list[int | str] = []
+    for part in parts:
+        if isinstance(part, (int, float)) and not isinstance(part, bool):
+            labels.append(as_int(name, part))
+            continue
+        tokens = str(part).split()
+        if tokens and all(is_number(t) for t in tokens):
+            labels += [as_int(name, t) for t in tokens]
+        elif tokens:
+            labels.append(" ".join(tokens))
+    if not labels:
+        raise GradCamError(f"-{name} needs at least one value")
+    return labels
+
+
+def is_number(text: str) -> bool:
+    """Whether ``text`` reads as a number (``-1``, ``1e3``; option values that look like flags)."""
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def as_float_list(name: str, value: Any) -> tuple[float, ...]:
+    """``104,117,123`` (or a list) -> (104.0, 117.0, 123.0); each a finite number."""
+    items = list(value) if isinstance(value, (list, tuple)) else [t for t in str(value).replace(" ", ",").split(",") if t]
+    try:
+        numbers = tuple(float(v) for v in items)
+    except ValueError:
+        raise GradCamError(f"-{name} {value!r} must be numbers separated by commas") from None
+    if not numbers or not all(abs(v) < float("inf") for v in numbers):
+        raise GradCamError(f"-{name} {value!r} must be finite numbers separated by commas")
+    return numbers
+
+
+def as_float(name: str, value: Any) -> float:
+    """``value`` as a finite float, or a GradCamError naming the option."""
+    try:
+        number = float(str(value).strip())
+    except ValueError:
+        raise GradCamError(f"-{name} must be a number, got {value!r}") from None
+    if not abs(number) < float("inf"):
+        raise GradCamError(f"-{name} must be a finite number, got {value!r}")
+    return number
+
+
 def as_input_size(name: str, value: Any) -> int:
     """``-input_sz``: an int >= 1 whose square image stays within the decoder's pixel limit
     (``image.decode.MAX_PIXELS``, 8192 x 8192): each image is scaled to ``value`` x ``value``, and

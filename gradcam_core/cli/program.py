@@ -10,11 +10,11 @@ from __future__ import annotations
 import abc
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Generic, Protocol, Sequence, TypeVar
+from typing import Any, Callable, ClassVar, Generic, Sequence, TypeVar
 
 import torch
 
-from ..engine import Explanation
+from ..engine import Explanation, resolve_layer
 from ..run import outputs
 from ..run.batches import ImageOutput, explain_images
 from ..run.inputs import Inputs
@@ -22,10 +22,6 @@ from .shapecheck import input_size_errors
 
 Log = Callable[[str], None]
 R = TypeVar("R")  # one image's results, as the program's task gives them
-
-
-class Layered(Protocol):
-    def index_of(self, layer: str | int) -> int: ...
 
 
 @dataclass
@@ -58,9 +54,20 @@ class Program(abc.ABC, Generic[R]):
     """The precision of the images and of the rendered maps (the original's default tensor type)."""
 
     @abc.abstractmethod
-    def load(self, log: Log) -> Layered:
+    def load(self, log: Log) -> torch.nn.Module:
         """Load the models (printing what the original printed while loading); return the net whose
         layer is explained, so that an unknown layer fails before any work."""
+
+    preprocessing: Any = None
+    """The model's :class:`~gradcam_core.image.preprocessing.Preprocessing` (None: the original's)."""
+
+    fixed_batch: Any = None
+    """A batch size the loaded model fixes (an ONNX export with its batch axis baked in), or None."""
+
+    def choose_layer(self, layer: str, net: Any, input_sz: int, log: Log) -> str:
+        """The layer to explain: ``layer`` as given, unless the program picks another (it may print
+        which)."""
+        return layer
 
     def start(self, log: Log) -> None:
         """After the layer check, before the first image: further checks and the lines printed once."""
@@ -77,15 +84,30 @@ class Program(abc.ABC, Generic[R]):
 def run_program(program: Program[Any], opts: RunOptions, log: Log = print) -> list[Path]:
     """The whole run of a program, for one image or many: returns the written files."""
     net = program.load(log)
-    net.index_of(opts.layer)  # an unknown layer fails before any work, listing valid names
+    _check_input_size(net, opts.input_sz)
+    layer = program.choose_layer(opts.layer, net, opts.input_sz, log)
+    resolve_layer(net, layer)  # an unknown layer fails before any work, listing valid names
     program.start(log)
 
     def explain_batch(images: torch.Tensor) -> list[ImageOutput]:
         with input_size_errors(opts.input_sz):
-            expl, results = program.explain(images, opts.layer)
+            expl, results = program.explain(images, layer)
         return [_image_output(program, opts, expl, n, program.describe(r)) for n, r in enumerate(results)]
 
-    return explain_images(opts.inputs, opts.batch_size, opts.input_sz, explain_batch, dtype=program.dtype, log=log)
+    batch_size = program.fixed_batch or opts.batch_size
+    return explain_images(opts.inputs, batch_size, opts.input_sz, explain_batch, dtype=program.dtype,
+                          preprocessing=program.preprocessing, log=log)
+
+
+def _check_input_size(net: torch.nn.Module, input_sz: int) -> None:
+    """Refuse an ``-input_sz`` the net cannot take before any image is loaded, where the net knows its
+    layers' shapes (``GraphNet.check_input_size``: arithmetic only); other nets fail at their first
+    forward, with the same line."""
+    check = getattr(net, "check_input_size", None)
+    if check is not None:
+        spec = getattr(net, "input_spec", None)
+        with input_size_errors(input_sz):
+            check(getattr(spec, "channels", None) or 3, input_sz, input_sz)
 
 
 def _image_output(program: Program[Any], opts: RunOptions, expl: Explanation, n: int,

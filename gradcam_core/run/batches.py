@@ -35,6 +35,7 @@ from .shards import Shard, sum_over_ranks
 if TYPE_CHECKING:  # torch is imported only where images are explained
     import torch
 
+    from ..image.preprocessing import Preprocessing
     from .outputs import Rendered
 
 T = TypeVar("T")
@@ -80,14 +81,16 @@ def explain_images(
     explain_batch: Callable[["torch.Tensor"], Sequence[ImageOutput]],
     *,
     dtype: Optional["torch.dtype"] = None,
+    preprocessing: Optional["Preprocessing"] = None,
     log: Callable[[str], None] = print,
     shard: Optional[Shard] = None,
 ) -> list[Path]:
     """Explain this rank's share of ``inputs`` in batches and write each image's files.
 
     Args:
-        input_sz: each image is preprocessed to (3, input_sz, input_sz) (``image.preprocess``: BGR,
-            mean-subtracted), in ``dtype`` (default float32); a bad image raises GradCamError.
+        input_sz: each image is preprocessed to (3, input_sz, input_sz) by the model's
+            ``preprocessing`` (default: the original's ``image.preprocess``: BGR, mean-subtracted), in
+            ``dtype`` (default float32); a bad image raises GradCamError.
         explain_batch: (N, 3, input_sz, input_sz) -> one :class:`ImageOutput` per image, in order.
         log: where stdout lines go; in multi-image mode each is prefixed with ``<image path>: ``.
         shard: this process's shard (default: from the torch.distributed environment variables).
@@ -97,10 +100,12 @@ def explain_images(
     """
     import torch
 
-    from ..image.preprocessing import preprocess
+    from ..image.preprocessing import load_input, preprocess
 
     def load(path: Path) -> torch.Tensor:
-        return preprocess(path, input_sz, input_sz, dtype or torch.float32)
+        if preprocessing is None:
+            return preprocess(path, input_sz, input_sz, dtype or torch.float32)
+        return load_input(path, input_sz, input_sz, preprocessing, dtype or torch.float32)
 
     shard = shard or Shard.from_env()
     run = _Run(inputs.many, shard, log)

@@ -6,6 +6,8 @@ the CLI's ``-label 243``); the CLI converts.
 """
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -13,7 +15,12 @@ import torch
 from torch import nn
 
 from ..engine import ClassTarget, Explanation, explain
+from ..errors import GradCamError
 from ..formats.caffe import load_caffe
+from ..formats.caffe.meanfile import mean_preprocessing
+from ..formats.caffe.wire import is_onnx_file
+from ..formats.synset import ClassNames, find_synset, parse_synset, read_synset
+from ..image.preprocessing import Preprocessing
 from ..nets.graph import GraphNet
 
 
@@ -49,3 +56,98 @@ def explain_classes(
     expl = explain(net, image, layer, targets)
     predicted = expl.scores.reshape(expl.scores.shape[0], -1).argmax(dim=1).tolist()
     return expl, [[p if c is None else c for c in classes] for p in predicted]
+
+
+# --------------------------------------------------------------------------------------------------
+# Any classifier: Caffe, ONNX or torchvision, with its own preprocessing and class names
+
+FORMATS = ("caffe", "onnx", "torchvision")
+#: Each format's preprocessing when no option says otherwise: Caffe nets take the original's VGG
+#: input (so every existing command keeps its meaning), torchvision's and ONNX exports theirs.
+DEFAULT_PREPROCESSING = {"caffe": "caffe", "onnx": "torchvision", "torchvision": "torchvision"}
+
+
+@dataclass(frozen=True)
+class InputOptions:
+    """The preprocessing options, named after Caffe's ``transform_param`` ("" / None = the format's).
+
+    ``mean_value`` is per channel in the NET's channel order; ``mean_file`` a Caffe mean image
+    (``mean.binaryproto``), fitted to the input size as the image is (``image.scale``);
+    ``input_scale`` is Caffe's ``scale``, applied after the mean."""
+
+    preprocess: str = ""
+    mean_value: Optional[tuple[float, ...]] = None
+    mean_file: Optional[Path] = None
+    input_scale: Optional[float] = None
+    channel_order: str = ""
+
+
+def preprocessing_for(fmt: str, options: InputOptions = InputOptions()) -> Preprocessing:
+    """Where a model's preprocessing is chosen: the format's default (:data:`DEFAULT_PREPROCESSING`)
+    or ``options.preprocess``, then each option given replaces its part."""
+    base = options.preprocess or DEFAULT_PREPROCESSING[fmt]
+    prep = Preprocessing.torchvision_imagenet() if base == "torchvision" else Preprocessing.caffe_vgg()
+    changes: dict[str, object] = {}
+    if options.channel_order:
+        changes["channel_order"] = options.channel_order
+    if options.mean_value is not None:
+        changes.update(mean=options.mean_value, mean_image=None)
+    if options.input_scale is not None:
+        changes["input_scale"] = options.input_scale
+    if changes:
+        prep = dataclasses.replace(prep, **changes)
+    if options.mean_file is not None:
+        prep = mean_preprocessing(options.mean_file, prep)
+    return prep
+
+
+@dataclass
+class Classifier:
+    """A loaded classifier.
+
+    Attributes:
+        net: maps (N, 3, S, S) preprocessed images to (N, K) pre-softmax scores.
+        fmt: "caffe", "onnx" or "torchvision".
+        preprocessing: how an image becomes its input.
+        names: its K class names, or None where they are unknown.
+    """
+
+    net: nn.Module
+    fmt: str
+    preprocessing: Preprocessing
+    names: Optional[ClassNames]
+
+
+def load_model(model_file: Path, *, proto_file: Optional[Path] = None, arch: str = "",
+               device: torch.device = torch.device("cpu"), synset_file: Optional[Path] = None,
+               inputs: InputOptions = InputOptions()) -> Classifier:
+    """A classifier from its files: torchvision when ``arch`` names an architecture (``model_file`` a
+    state_dict), ONNX when ``model_file`` is an ONNX model, else Caffe (``proto_file`` + ``model_file``).
+    Class names: ``synset_file``, else a ``synset_words.txt`` beside the model file, else torchvision's
+    ImageNet names for a torchvision model with 1000 outputs."""
+    names = read_synset(synset_file) if synset_file is not None else None
+    if names is None and (found := find_synset(model_file)) is not None:
+        names = read_synset(found)
+    if arch:
+        from ..formats import torchvision as tv
+
+        fmt, net = "torchvision", tv.load_torchvision(arch, model_file, device)
+        if names is None and _outputs(net) == 1000:
+            names = parse_synset("\n".join(tv.categories(arch)), "torchvision's ImageNet class names")
+    elif is_onnx_file(model_file):
+        from ..formats.onnx import load_onnx
+
+        fmt, net = "onnx", load_onnx(model_file, device, strip_softmax=True)
+    else:
+        if proto_file is None:
+            raise GradCamError(f"{model_file} is a caffemodel: it needs its deploy prototxt (-proto_file)")
+        fmt, net = "caffe", load_classifier(proto_file, model_file, device)
+    return Classifier(net, fmt, preprocessing_for(fmt, inputs), names)
+
+
+def _outputs(net: nn.Module) -> Optional[int]:
+    """The width of a classifier's last Linear (or 1x1 Convolution) layer, or None."""
+    last = [m for m in net.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+    if not last:
+        return None
+    return last[-1].out_features if isinstance(last[-1], nn.Linear) else last[-1].out_channels

@@ -1,0 +1,123 @@
+"""classification.py on every model format, as a user runs it: the bundled real SqueezeNet as Caffe files,
+as a torchvision state_dict and as ONNX; class names; the preprocessing options; bad model files."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import cli_runner
+from conftest import ROOT, assert_refused
+
+SQUEEZE = ROOT / "models" / "squeezenet1_1"
+IMAGE = str(ROOT / "images" / "cat_dog.jpg")
+CAFFE = ["-proto_file", str(SQUEEZE / "deploy.prototxt"), "-model_file", str(SQUEEZE / "squeezenet1_1.caffemodel")]
+TORCHVISION = ["-arch", "squeezenet1_1", "-model_file", str(SQUEEZE / "squeezenet1_1.pth")]
+
+
+@pytest.fixture(scope="module")
+def cli() -> cli_runner.PrewarmedCLI:
+    return cli_runner.shared()
+
+
+def run(cli, out: Path, *args: str, **kw):
+    return cli.run("classification.py", "-input_image_path", IMAGE, *args, "-out_path", f"{out}/", timeout=180, **kw)
+
+
+def pixels(path: Path) -> np.ndarray:
+    return np.asarray(Image.open(path), dtype=np.int16)
+
+
+def test_torchvision_model_with_class_names(cli, tmp_path):
+    result = run(cli, tmp_path, *TORCHVISION, "-label", "boxer,Tiger Cat")
+    assert result.returncode == 0, result.stderr
+    assert "Label 243: boxer" in result.stdout and "Label 283: tiger cat" in result.stdout
+    assert re.search(r"Grad-CAM layer: \S+ \(the last layer with a spatial output", result.stdout)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        f"classify_{kind}_{label}.png" for kind in ("gcam_hm", "gb", "gb_gcam") for label in (243, 283))
+
+
+def test_predicted_class_prints_its_name(cli, tmp_path):
+    result = run(cli, tmp_path, *TORCHVISION, "-layer_name", "features")
+    assert result.returncode == 0, result.stderr
+    assert "No label provided, using predicted label \t 283" in result.stdout  # the original's line
+    assert "Label 283: tiger cat" in result.stdout
+
+
+def test_an_ambiguous_class_name_lists_the_candidates(cli, tmp_path):
+    out = tmp_path / "out"
+    assert_refused(run(cli, out, *TORCHVISION, "-label", "crane"), out, r"-label 'crane': .*label 135.*label 518")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["-preprocess", "opencv"], r"-preprocess opencv: expected one of"),
+    (["-channel_order", "gbr"], r"-channel_order gbr: expected one of"),
+    (["-mean_value", "1,2"], r"mean"),
+    (["-mean_value", "a,b,c"], r"-mean_value 'a,b,c' must be numbers"),
+    (["-input_scale", "0"], r"input_scale must be a positive"),
+    (["-arch", "resnet_9000"], r"resnet_9000"),
+])
+def test_bad_model_options_are_one_line(cli, tmp_path, args, message):
+    out = tmp_path / "out"
+    result = run(cli, out, *TORCHVISION, *args) if "-arch" not in args else run(
+        cli, out, "-model_file", str(SQUEEZE / "squeezenet1_1.pth"), *args)
+    assert_refused(result, out, message)
+
+
+def test_a_pickled_module_is_refused(cli, tmp_path):
+    import torch
+    import torchvision
+
+    pickled = tmp_path / "module.pth"
+    torch.save(torchvision.models.squeezenet1_1(), pickled)
+    out = tmp_path / "out"
+    result = run(cli, out, "-arch", "squeezenet1_1", "-model_file", str(pickled))
+    assert_refused(result, out, r"module.pth")
+    assert "pickle" in result.stderr or "module" in result.stderr
+
+
+def test_a_state_dict_of_another_architecture_names_the_first_key(cli, tmp_path):
+    out = tmp_path / "out"
+    result = run(cli, out, "-arch", "resnet18", "-model_file", str(SQUEEZE / "squeezenet1_1.pth"))
+    assert_refused(result, out, r"squeezenet1_1.pth")
+
+
+def test_the_caffe_preprocessing_options_change_the_input(cli, tmp_path):
+    """-mean_value, -input_scale and -channel_order reach the network: other values, other maps (the
+    default keeps the original's VGG preprocessing, tested against the oracle elsewhere)."""
+    base = run(cli, tmp_path / "a", *TORCHVISION, "-label", "283", "-preprocess", "caffe")
+    other = run(cli, tmp_path / "b", *TORCHVISION, "-label", "283", "-preprocess", "caffe",
+                "-mean_value", "50,50,50", "-input_scale", "0.5", "-channel_order", "rgb")
+    assert base.returncode == 0 and other.returncode == 0, (base.stderr, other.stderr)
+    a, b = (pixels(tmp_path / d / "classify_gb_283.png") for d in ("a", "b"))
+    assert np.abs(a - b).max() > 10
+
+
+@pytest.fixture(scope="module")
+def squeezenet_onnx(tmp_path_factory) -> Path:
+    """The bundled torchvision SqueezeNet exported to ONNX (dynamic batch), as a user would."""
+    import torch
+    import torchvision
+
+    net = torchvision.models.squeezenet1_1()
+    net.load_state_dict(torch.load(SQUEEZE / "squeezenet1_1.pth", weights_only=True))
+    path = tmp_path_factory.mktemp("onnx") / "squeezenet1_1.onnx"
+    torch.onnx.export(net.eval(), torch.zeros(1, 3, 224, 224), str(path), dynamo=False, input_names=["data"],
+                      output_names=["logits"], dynamic_axes={"data": {0: "n"}, "logits": {0: "n"}})
+    return path
+
+
+def test_an_onnx_model_explains_as_its_torchvision_twin(cli, tmp_path, squeezenet_onnx):
+    """The same weights through ONNX (torchvision's preprocessing by default for ONNX) give the same
+    PNGs as the torchvision model, at the same layer (the ReLU after the last fire module)."""
+    layers = {"onnx": "/features/features.12/expand3x3_activation/Relu", "tv": "features.12.expand3x3_activation"}
+    onnx_run = run(cli, tmp_path / "onnx", "-model_file", str(squeezenet_onnx), "-label", "tiger cat",
+                   "-synset_file", str(SQUEEZE / "synset_words.txt"), "-layer_name", layers["onnx"])
+    tv_run = run(cli, tmp_path / "tv", *TORCHVISION, "-label", "283", "-layer_name", layers["tv"])
+    assert onnx_run.returncode == 0 and tv_run.returncode == 0, (onnx_run.stderr, tv_run.stderr)
+    assert "Label 283: tiger cat" in onnx_run.stdout
+    for name in ("classify_gcam_hm_283.png", "classify_gb_283.png", "classify_gb_gcam_283.png"):
+        assert np.abs(pixels(tmp_path / "onnx" / name) - pixels(tmp_path / "tv" / name)).max() <= 1, name
