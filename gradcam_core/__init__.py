@@ -11,19 +11,12 @@ Library use::
     maps.guided[0, 0]    # (3, 224, 224) guided backprop, in the input's channel order
 
 Heavy modules (torch) are imported lazily, so ``import gradcam_core`` is cheap.
-
-Importing the package sets ``MKL_CBWR=AUTO,STRICT`` in the environment unless it is set already
-(:mod:`gradcam_core.numerics`): MKL's matrix products, and so every map and PNG, are then the same at
-any thread count. It takes effect if nothing in the process has multiplied matrices yet.
 """
 from __future__ import annotations
 
 from typing import Any
 
 from .errors import GradCamError
-from .numerics import thread_count_independent_blas
-
-thread_count_independent_blas()  # before any torch work: MKL reads the setting at its first call
 
 __all__ = ["GradCamError", "explain", "load_caffe", "Explanation", "ClassTarget"]
 
