@@ -231,7 +231,7 @@ def test_property_encoding_equals_prepro_ques(text: str) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------
-# Fixed expectations (no nltk needed)
+# Fixed expectations (written out, not computed by nltk)
 # ---------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize(
