@@ -4,8 +4,8 @@ By default a run's bytes are fixed for a given thread count: MKL (PyTorch's CPU 
 sum of some matrix products between threads, so a torchrun worker (OMP_NUM_THREADS=1) and a plain run
 on two cores may differ by one grey level in a few pixels (the mini VGG-16 fixture below: 3 pixels of
 each PNG). MKL's strict reproducible mode, ``MKL_CBWR=AUTO,STRICT`` in the environment, makes the
-bytes the same at every thread count, at about 10-25% more time on a one-image guided VGG-16 run (its
-one-row fully connected products are 2-3x slower in that mode); this is the documented way to get it.
+bytes the same at every thread count; it is not the default because it slows the one-row fully
+connected products of a single-image run. This is the documented way to get thread-independent bytes.
 """
 from __future__ import annotations
 
