@@ -16,7 +16,6 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from gradcam_core import image as imageops
-from gradcam_core.image.png import encode_png
 from gradcam_core.errors import GradCamError
 
 TESTS = Path(__file__).resolve().parent
@@ -310,17 +309,32 @@ def test_png_modes_follow_the_channel_count() -> None:
             assert (im.mode, im.size) == (mode, (6, 4))
 
 
-@settings(max_examples=40, deadline=None)
-@given(h=st.integers(1, 40), w=st.integers(1, 40), channels=st.sampled_from([1, 3]), seed=st.integers(0, 2**31))
-def test_our_png_encoder_round_trips_through_libpng_checks(h: int, w: int, channels: int, seed: int) -> None:
-    """encode_png (Sub filter, zlib level 1) gives files PIL decodes to the same levels, CRCs verified."""
-    pixels = np.random.default_rng(seed).integers(0, 256, (h, w, channels), dtype=np.uint8)
-    data = encode_png(pixels)
+SPECIAL_VALUES = [0.0, 0.999, 1.0, 1.5, -0.25, -0.0, float("nan"), float("inf"), float("-inf"), 0.5,
+                  1 / 255, 254.5 / 255, float(np.nextafter(np.float32(1), np.float32(0)))]
+
+
+@settings(max_examples=60, deadline=None)
+@given(h=st.integers(1, 40), w=st.integers(1, 40), channels=st.sampled_from([0, 1, 3]),
+       double=st.booleans(), seed=st.integers(0, 2**31))
+def test_png_bytes_decode_to_the_truncated_levels(h: int, w: int, channels: int, double: bool, seed: int) -> None:
+    """What png_bytes writes, decoded by PIL (CRCs verified), is exactly trunc(255 * clamp(x, 0, 1)) in the
+    tensor's dtype (NaN -> 0), grey for (H, W) and (1, H, W), RGB for (3, H, W); computed here in numpy."""
+    dtype = np.float64 if double else np.float32
+    rng = np.random.default_rng(seed)
+    shape = (h, w) if channels == 0 else (channels, h, w)
+    x = rng.uniform(-0.2, 1.2, shape).astype(dtype)
+    flat = x.reshape(-1)
+    picks = rng.integers(0, flat.size, min(flat.size, 2 * len(SPECIAL_VALUES)))
+    flat[picks] = np.array(SPECIAL_VALUES * 2, dtype=dtype)[: len(picks)]
+    with np.errstate(invalid="ignore"):
+        expected = np.floor(np.clip(np.nan_to_num(x, nan=0.0), 0, 1) * dtype(255)).astype(np.uint8)
+    data = imageops.png_bytes(torch.from_numpy(x))
     with Image.open(io.BytesIO(data)) as im:
         im.verify()  # chunk CRCs and structure
     with Image.open(io.BytesIO(data)) as im:
-        assert im.mode == ("L" if channels == 1 else "RGB") and im.size == (w, h)
-        np.testing.assert_array_equal(np.asarray(im).reshape(h, w, channels), pixels)
+        assert im.format == "PNG" and im.mode == ("RGB" if channels == 3 else "L") and im.size == (w, h)
+        got = np.asarray(im)
+    np.testing.assert_array_equal(got, expected.transpose(1, 2, 0) if channels == 3 else expected.reshape(h, w))
 
 
 def test_save_png_replaces_atomically_and_leaves_no_temporary_files(tmp_path: Path) -> None:

@@ -3,13 +3,12 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import io
 import os
 import secrets
-import struct
-import zlib
 
-import numpy as np
 import torch
+from PIL import Image
 
 from ..errors import GradCamError
 
@@ -25,29 +24,11 @@ def png_bytes(t: torch.Tensor) -> bytes:
     if t.dim() != 3 or t.shape[0] not in (1, 3):
         raise ValueError(f"png_bytes: expected (H, W), (1, H, W) or (3, H, W), got shape {tuple(t.shape)}")
     levels = (t.detach().cpu().nan_to_num(0.0).clamp(0, 1) * 255).to(torch.uint8)  # .to() truncates
-    return encode_png(levels.permute(1, 2, 0).numpy())
-
-
-def encode_png(pixels: np.ndarray) -> bytes:
-    """PNG file bytes of (H, W, 1) grey or (H, W, 3) RGB uint8 pixels, encoded for speed.
-
-    Every row uses PNG's "Sub" filter (each byte minus the same channel of the pixel to its left) and
-    zlib level 1: about 10x faster than PIL's default (adaptive filters, level 6), for files 5-20%
-    larger. Encoding was the largest cost of a run after the network itself (three PNGs per target).
-    """
-    h, w, channels = pixels.shape
-    rows = np.empty((h, 1 + w * channels), dtype=np.uint8)
-    rows[:, 0] = 1  # filter type 1, Sub
-    flat = pixels.reshape(h, w * channels)
-    rows[:, 1 : 1 + channels] = flat[:, :channels]
-    np.subtract(flat[:, channels:], flat[:, :-channels], out=rows[:, 1 + channels :])  # wraps mod 256
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    header = struct.pack(">IIBBBBB", w, h, 8, 0 if channels == 1 else 2, 0, 0, 0)  # 8-bit grey / RGB
-    return b"".join((b"\x89PNG\r\n\x1a\n", chunk(b"IHDR", header),
-                     chunk(b"IDAT", zlib.compress(rows.tobytes(), 1)), chunk(b"IEND", b"")))
+    pixels = levels[0].numpy() if levels.shape[0] == 1 else levels.permute(1, 2, 0).contiguous().numpy()
+    out = io.BytesIO()
+    # zlib level 1: the fastest level that still compresses (level 0 stores the data: 40% larger files).
+    Image.fromarray(pixels).save(out, format="PNG", compress_level=1)
+    return out.getvalue()
 
 
 def save_png(path: str | os.PathLike[str], t: torch.Tensor) -> None:
