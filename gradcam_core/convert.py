@@ -132,6 +132,8 @@ def _name_after_layers(model, layer_names: Sequence[str], output_name: str) -> N
     """Node and output tensor names from the Caffe layers: the exporter names a node after the
     module it comes from (``/layers.5/Relu``: module 5 of the GraphNet); the last node of each module
     computes the layer's output and takes the layer's name, the others ``<layer>/<op>``."""
+    from .formats.onnx import unique_name
+
     graph = model.graph
     taken_tensors = {i.name for i in graph.input} | {t.name for t in graph.initializer}
     by_module: dict[int, list] = {}
@@ -142,26 +144,18 @@ def _name_after_layers(model, layer_names: Sequence[str], output_name: str) -> N
     renamed: dict[str, str] = {}
     used_nodes: set[str] = set()
 
-    def unique(name: str, used: set[str]) -> str:
-        candidate, k = name, 0
-        while candidate in used:
-            k += 1
-            candidate = f"{name}_{k}"
-        used.add(candidate)
-        return candidate
-
     for index, nodes in sorted(by_module.items()):
         layer = layer_names[index]
         *helpers, last = nodes
         for node in helpers:
-            node.name = unique(f"{layer}/{node.op_type}", used_nodes)
-        last.name = unique(layer, used_nodes)
+            node.name = unique_name(f"{layer}/{node.op_type}", used_nodes)
+        last.name = unique_name(layer, used_nodes)
         if len(last.output) == 1 and last.output[0] != output_name and layer not in taken_tensors:
             renamed[last.output[0]] = layer
             taken_tensors.add(layer)
     for node in graph.node:
         if node.name not in used_nodes:  # a node outside the layers' scopes (none expected)
-            node.name = unique(node.name or node.op_type, used_nodes)
+            node.name = unique_name(node.name or node.op_type, used_nodes)
         node.input[:] = [renamed.get(name, name) for name in node.input]
         node.output[:] = [renamed.get(name, name) for name in node.output]
     for value in graph.value_info:

@@ -26,6 +26,21 @@ _ORACLE_DIRS = {
 }
 
 
+MINI_MODEL = DATA / "models" / "mini_vgg16_v1"
+#: Each CLI's model options on the small real-format fixtures (the CLI tests add their own).
+FIXTURE_ARGS = {
+    "classification.py": ["-proto_file", f"{MINI_MODEL}.prototxt", "-model_file", f"{MINI_MODEL}.caffemodel"],
+    "visual_question_answering.py": [
+        "-proto_file", str(DATA / "models" / "mini_vgg19_v1.prototxt"),
+        "-model_file", str(DATA / "models" / "mini_vgg19_v1.caffemodel"),
+        "-model_path", str(DATA / "VQA_LSTM_CNN" / "lstm.t7"),
+        "-vocab_file", str(DATA / "VQA_LSTM_CNN" / "data_prepro.json"),
+        "-input_encoding_size", "6", "-rnn_size", "8", "-rnn_layers", "2", "-common_embedding_size", "16",
+        "-num_output", "10"],
+    "captioning.py": ["-model_path", str(DATA / "neuraltalk2" / "mini_caption_model.t7")],
+}
+
+
 def case_ids(prefix: str) -> list[str]:
     """The oracle cases whose id starts with ``prefix`` (cls_, vqa_, cap_)."""
     return sorted(p.name for p in CASES.iterdir() if p.name.startswith(prefix))

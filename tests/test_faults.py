@@ -24,22 +24,15 @@ from pathlib import Path
 import pytest
 
 import cli_runner
-from conftest import DATA, ROOT, assert_refused
+from conftest import DATA, FIXTURE_ARGS, MINI_MODEL, ROOT, assert_refused
 from gradcam_core import GradCamError
 from gradcam_core.cli import paths
 from gradcam_core.cli.app import _normalize_argv
 from gradcam_core.cli.options import as_int_list
 
-MODEL = DATA / "models" / "mini_vgg16_v1"
-CLASSIFY = ["-proto_file", f"{MODEL}.prototxt", "-model_file", f"{MODEL}.caffemodel", "-label", "5"]
-VQA = ["-proto_file", str(DATA / "models" / "mini_vgg19_v1.prototxt"),
-       "-model_file", str(DATA / "models" / "mini_vgg19_v1.caffemodel"),
-       "-model_path", str(DATA / "VQA_LSTM_CNN" / "lstm.t7"),
-       "-vocab_file", str(DATA / "VQA_LSTM_CNN" / "data_prepro.json"),
-       "-input_encoding_size", "6", "-rnn_size", "8", "-rnn_layers", "2", "-common_embedding_size", "16",
-       "-num_output", "10"]
-CAPTION = ["-model_path", str(DATA / "neuraltalk2" / "mini_caption_model.t7")]
-BASE = {"classification.py": CLASSIFY, "visual_question_answering.py": VQA, "captioning.py": CAPTION}
+MODEL = MINI_MODEL
+CLASSIFY = [*FIXTURE_ARGS["classification.py"], "-label", "5"]
+BASE = {**FIXTURE_ARGS, "classification.py": CLASSIFY}
 CAT_DOG = ROOT / "images" / "cat_dog.jpg"
 TRIPLET = ["classify_gb_5.png", "classify_gb_gcam_5.png", "classify_gcam_hm_5.png"]
 LONG = "x" * 300  # one path component over the usual 255-byte limit

@@ -290,12 +290,7 @@ def _expand_gelu(model) -> None:
     names |= {o for n in graph.node for o in n.output}
 
     def fresh(base: str) -> str:
-        name, k = base, 0
-        while name in names:
-            k += 1
-            name = f"{base}_{k}"
-        names.add(name)
-        return name
+        return unique_name(base, names)
 
     def constant(base: str, value: float) -> str:
         name = fresh(base)
@@ -560,3 +555,13 @@ def _shown(names: list[str]) -> str:
         return ", ".join(names)
     hidden = len(names) - _SHOWN_HEAD - _SHOWN_TAIL
     return ", ".join(names[:_SHOWN_HEAD]) + f", ... ({hidden} more) ..., " + ", ".join(names[-_SHOWN_TAIL:])
+
+
+def unique_name(base: str, used: set[str]) -> str:
+    """``base``, or ``base_1``, ``base_2``, ... : the first not in ``used``, which it is added to."""
+    name, k = base, 0
+    while name in used:
+        k += 1
+        name = f"{base}_{k}"
+    used.add(name)
+    return name
