@@ -1,6 +1,6 @@
 """``GraphNet``: a network as ONE torch module of named layers run over named blobs, with the lookups the
 Lua scripts used: a layer by its name, by the blob it writes, or by loadcaffe's 1-based module number,
-and the in-place ReLU rule of ``resolve_layer``. Every format (Caffe, Torch7) builds one.
+and the in-place rule of ``resolve_layer``. Every format (Caffe, Torch7) builds one.
 
 A node is one module with its bottoms (the blobs it is called with, in order) and its tops (the blobs
 its result is stored under: one top takes the result, several take the items of the tuple it
@@ -54,6 +54,10 @@ class Node:
     type: str  # the layer type ("Convolution", "nn.SpatialConvolution", ...), "torch_view" for the inserted flatten
     bottoms: tuple[str, ...]
     tops: tuple[str, ...]
+    #: The layer overwrites its one bottom with its result, as the original ran it: a Caffe layer with
+    #: top == bottom, loadcaffe's ``nn.ReLU(true)``, a Torch7 ``nn.ReLU(true)``. The modules
+    #: themselves need not run in place; :meth:`GraphNet.resolve_layer` reads activations after them.
+    in_place: bool = False
 
 
 class GraphNet(nn.Module):
@@ -86,7 +90,7 @@ class GraphNet(nn.Module):
         :meth:`resolve_layer` looks through."""
         nodes, source = [], input_spec.name
         for number, (name, type_, _) in enumerate(entries, 1):
-            nodes.append(Node(name, type_, (source,), (f"#{number}",)))
+            nodes.append(Node(name, type_, (source,), (f"#{number}",), in_place=type_ == "ReLU"))
             source = f"#{number}"
         return cls(nodes, [module for _, _, module in entries], input_spec, torch7_ties=torch7_ties)
 
@@ -180,8 +184,8 @@ class GraphNet(nn.Module):
     def index_of(self, layer: str | int) -> int:
         """1-based module index of ``layer``: a module number - an int or a numeric string, as the Lua
         scripts' ``tonumber(layer)`` did -, a layer name (its first module with that name), or a blob
-        name (the first module that writes it; :meth:`resolve_layer` then follows in-place ReLUs on
-        it, so the activations are the blob's values as the net left them)."""
+        name (the first module that writes it; :meth:`resolve_layer` then follows the in-place layers
+        on it, so the activations are the blob's values as the net left them)."""
         number = int(layer) if isinstance(layer, str) and re.fullmatch(r"\s*[+-]?\d+\s*", layer) else layer
         if isinstance(number, int) and not isinstance(number, bool):
             if 1 <= number <= len(self):
@@ -205,14 +209,17 @@ class GraphNet(nn.Module):
         """(grad_module, value_module) for Grad-CAM at ``layer``: the gradient is taken w.r.t. the
         output of grad_module, the activation is the output of value_module.
 
-        loadcaffe's ReLUs were in place (``nn.ReLU(true)``), so after a forward the stored output of
-        e.g. conv5_3 already held relu5_3's values: value_module is the last of the ReLU layers that
-        directly consume the layer's output one after another, else the layer's own module.
+        Caffe's rule for a blob that in-place layers rewrite (conv5_3 -> relu5_3 in VGG; conv ->
+        BatchNorm -> Scale -> ReLU in ResNet): after a forward the blob holds the value the LAST of
+        them wrote, and after a backward its diff is the gradient w.r.t. the output of the layer
+        named (of the first writer, for a blob name). So value_module is the last of the in-place
+        nodes (:attr:`Node.in_place`) that directly follow the layer one after another on its output,
+        else the layer's own module. (loadcaffe's and Torch7's ``nn.ReLU(true)`` are such nodes.)
         """
         first = last = self.index_of(layer) - 1
         while (
             last + 1 < len(self._nodes)
-            and self._nodes[last + 1].type == "ReLU"
+            and self._nodes[last + 1].in_place
             and self._nodes[last + 1].bottoms == self._nodes[last].tops
         ):
             last += 1
