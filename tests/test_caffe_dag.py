@@ -229,6 +229,7 @@ def test_published_topologies_match_the_reference_and_explain(tmp_path, name):
     logits = net(xt).detach().double().numpy().reshape(1, -1)
     last = [s for s in spec.layers if s.type != "Softmax"][-1].tops[0]
     assert rel_err(logits, ref[last].reshape(1, -1)) < 1e-3, rel_err(logits, ref[last].reshape(1, -1))
+    assert net.check_input_size(c, h, w) == ref[last].shape[1:]  # the shape plan knows every layer
 
     expl = explain(net, xt, layer, [3], guided=True)
     a = expl.activations.double().numpy()
@@ -243,3 +244,93 @@ def test_published_topologies_match_the_reference_and_explain(tmp_path, name):
         ours = expl.cam_raw[:, 0]
         hw = ours.shape[-1] * ours.shape[-2]
         torch.testing.assert_close(ours, captum[:, 0] * hw, rtol=1e-3, atol=1e-6 * float(ours.abs().max()))
+
+
+# ------------------------------------------------------------------------- rules beyond the layers
+
+
+def test_pooling_ceil_mode_false_rounds_down(tmp_path):
+    """A fork's ``ceil_mode: false``: 10 -> floor(7 / 2) + 1 = 4 rows, where Caffe's default ceil gives 5."""
+    pool = {"name": "p", "type": "Pooling", "bottom": ["c"], "top": ["p"],
+            "pooling_param": dict(pool="MAX", kernel_size=3, stride=2, ceil_mode=False)}
+    ref, net = check_against_reference(tmp_path, [conv("c", "data", "c", 4, pad=1), pool], input_shape=(2, 3, 10, 10))
+    assert ref["p"].shape == (2, 4, 4, 4) and net.check_input_size(3, 10, 10) == (4, 4, 4)
+
+
+def _load(tmp_path: Path, layers: list[dict], input_shape=(1, 3, 8, 8)):
+    proto = write.write_prototxt(tmp_path / "n.prototxt", layers, input_shape=input_shape)
+    spec = parse(proto)
+    blobs, _ = materialize(spec, np.zeros(input_shape), np.random.default_rng(0))
+    return load_caffe(proto, write_weights(tmp_path / "n.caffemodel", spec, blobs))
+
+
+def test_torch7_ties_only_for_nets_loadcaffe_could_build(tmp_path):
+    relu = {"name": "r", "type": "ReLU", "bottom": ["c"], "top": ["c"]}
+    ip = {"name": "ip", "type": "InnerProduct", "bottom": ["c"], "top": ["ip"], "inner_product_param": {"num_output": 3}}
+    bn = {"name": "bn", "type": "BatchNorm", "bottom": ["c"], "top": ["c"]}
+    nets = {
+        "chain": ([conv("c", "data", "c", 4), relu, ip], True),
+        "grouped": ([conv("c0", "data", "c0", 4), conv("c", "c0", "c", 4, group=2), relu, ip], False),
+        "batchnorm": ([conv("c", "data", "c", 4), bn, relu, ip], False),
+        "dag": ([conv("a", "data", "a", 4), conv("b", "data", "b", 4),
+                 {"name": "e", "type": "Eltwise", "bottom": ["a", "b"], "top": ["c"]}, ip], False),
+    }
+    for name, (layers, expected) in nets.items():
+        assert _load(tmp_path, layers).torch7_ties is expected, name
+
+
+def test_in_place_layers_give_caffes_blob_semantics_with_a_backward(tmp_path):
+    """conv -> BatchNorm -> Scale -> ReLU in place on one blob, against the same net (same weights) with
+    four blobs: at "c" the gradient is the conv output's and the activations the ReLU's; at "bn" the
+    gradient is BatchNorm's output's; the guided backward through the in-place ReLU (which does run in
+    place here) equals the out-of-place one."""
+    def layers(in_place: bool) -> list[dict]:
+        t = (lambda name: "c") if in_place else (lambda name: name)
+        return [conv("c", "data", "c", 4, pad=1),
+                {"name": "bn", "type": "BatchNorm", "bottom": [t("c")], "top": [t("bn")]},
+                {"name": "sc", "type": "Scale", "bottom": [t("bn")], "top": [t("sc")], "scale_param": {"bias_term": True}},
+                {"name": "relu", "type": "ReLU", "bottom": [t("sc")], "top": [t("relu")]},
+                conv("d", t("relu"), "d", 4),
+                {"name": "ip", "type": "InnerProduct", "bottom": ["d"], "top": ["ip"],
+                 "inner_product_param": {"num_output": 5}}]
+
+    shape = (2, 3, 8, 8)
+    spec = parse(write.write_prototxt(tmp_path / "a.prototxt", layers(True), input_shape=(1, *shape[1:])))
+    blobs, _ = materialize(spec, np.zeros(shape), np.random.default_rng(3))
+    model = write_weights(tmp_path / "w.caffemodel", spec, blobs)
+    nets = [load_caffe(write.write_prototxt(tmp_path / f"{k}.prototxt", layers(k == "a"), input_shape=(1, *shape[1:])),
+                       model, dtype=torch.float64) for k in ("a", "b")]
+    in_place, apart = nets
+    assert in_place.module_at("relu").inplace and not apart.module_at("relu").inplace
+    x = torch.from_numpy(np.random.default_rng(4).normal(0, 1, shape))
+    ours = explain(in_place, x, "c", [1, 2])
+    grad_c, value = explain(apart, x, "c", [1, 2]), explain(apart, x, "relu", [1, 2])
+    torch.testing.assert_close(ours.weights, grad_c.weights, rtol=1e-12, atol=0)
+    torch.testing.assert_close(ours.activations, value.activations, rtol=0, atol=0)
+    torch.testing.assert_close(ours.guided, grad_c.guided, rtol=1e-12, atol=1e-15)
+    torch.testing.assert_close(explain(in_place, x, "bn", [1]).weights, explain(apart, x, "bn", [1]).weights,
+                               rtol=1e-12, atol=0)
+    assert in_place.resolve_layer("c") == (in_place.module_at("c"), in_place.module_at("relu"))
+
+
+def test_reshape_keeps_the_batch_axis(tmp_path):
+    base = [conv("c", "data", "c", 4)]
+    ok = {"name": "rs", "type": "Reshape", "bottom": ["c"], "top": ["rs"], "reshape_param": {"shape": {"dim": [-1, 144]}}}
+    assert _load(tmp_path, base + [ok]).check_input_size(3, 8, 8) == (144,)
+    bad = {"name": "rs", "type": "Reshape", "bottom": ["c"], "top": ["rs"], "reshape_param": {"shape": {"dim": [2, -1]}}}
+    with pytest.raises(GradCamError, match=r"layer 'rs' \(Reshape\): .*keep the batch axis"):
+        _load(tmp_path, base + [bad])
+
+
+def test_scale_and_bias_with_a_second_bottom_and_with_blobs(tmp_path):
+    """A squeeze-excitation gate (Scale of two bottoms, axis 0), then Bias and Scale blobs over two axes."""
+    layers = [conv("a", "data", "a", 4, pad=1),
+              {"name": "gap", "type": "Pooling", "bottom": ["a"], "top": ["gap"],
+               "pooling_param": {"pool": "AVE", "global_pooling": True}},
+              {"name": "flat", "type": "Flatten", "bottom": ["gap"], "top": ["flat"]},
+              {"name": "gate", "type": "Sigmoid", "bottom": ["flat"], "top": ["flat"]},
+              {"name": "se", "type": "Scale", "bottom": ["a", "flat"], "top": ["se"], "scale_param": {"axis": 0}},
+              {"name": "b", "type": "Bias", "bottom": ["se"], "top": ["se"]},
+              {"name": "s2", "type": "Scale", "bottom": ["se"], "top": ["s2"],
+               "scale_param": {"axis": 2, "num_axes": 2, "bias_term": True}}]
+    check_against_reference(tmp_path, layers)

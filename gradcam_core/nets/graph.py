@@ -67,8 +67,10 @@ class GraphNet(nn.Module):
     Softmax. ``names[i - 1]`` is the layer name of the 1-based module ``i``.
 
     ``torch7_ties`` tells :func:`~gradcam_core.engine.explain` whether to run this net's guided
-    forward with Torch7's convolution numerics by default: the loaders of Caffe and Torch7 files set
-    it (the original ran those nets in Torch7); a net built otherwise has it False.
+    forward with Torch7's convolution numerics by default: the Torch7 loader sets it, and the Caffe
+    loader for the nets loadcaffe could have built (the original ran those in Torch7; a DAG net,
+    a grouped convolution or a layer type loadcaffe lacked has no Torch7 original); a net built
+    otherwise has it False.
     """
 
     def __init__(self, nodes: Sequence[Node], modules: Sequence[nn.Module], input_spec: InputSpec,

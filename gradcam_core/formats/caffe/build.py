@@ -172,10 +172,11 @@ def _build(structure: schema.NetSpec, loader: _BlobLoader, proto_name: str) -> G
                            f"{len(image_shape) + 1} axes")
     chain = _loadcaffe_chain(nodes, modules, image)
     if chain:
-        # loadcaffe made every ReLU nn.ReLU(true), in place on the module before it, whatever the
-        # prototxt said: the original's activations of e.g. conv5 were rectified.
-        nodes = [replace(node, in_place=True) if node.type == "ReLU" and k and node.bottoms == nodes[k - 1].tops
-                 else node for k, node in enumerate(nodes)]
+        # The original's semantics: loadcaffe made every ReLU nn.ReLU(true), in place on the module
+        # before it whatever the prototxt said (the original's activations of conv5 were rectified),
+        # and nothing else in place (a Dropout on fc7 in the prototxt was a separate nn.Dropout).
+        nodes = [replace(node, in_place=node.type == "ReLU" and k > 0 and node.bottoms == nodes[k - 1].tops)
+                 for k, node in enumerate(nodes)]
     _rectify_in_place(nodes, modules)
     # A net the original could have run (through loadcaffe, in Torch7): explain's guided forward
     # reproduces its numerics. Any other net has no Torch7 original to match, and that path (a
