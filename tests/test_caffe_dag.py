@@ -257,9 +257,10 @@ def test_pooling_ceil_mode_false_rounds_down(tmp_path):
     assert ref["p"].shape == (2, 4, 4, 4) and net.check_input_size(3, 10, 10) == (4, 4, 4)
 
 
-def _load(tmp_path: Path, layers: list[dict], input_shape=(1, 3, 8, 8)):
+def _load(tmp_path: Path, layers: list[dict], input_shape=(1, 3, 8, 8), weighted: int | None = None):
+    """Load ``layers`` with random weights for the first ``weighted`` of them (default all)."""
     proto = write.write_prototxt(tmp_path / "n.prototxt", layers, input_shape=input_shape)
-    spec = parse(proto)
+    spec = parse(write.write_prototxt(tmp_path / "w.prototxt", layers[:weighted], input_shape=input_shape))
     blobs, _ = materialize(spec, np.zeros(input_shape), np.random.default_rng(0))
     return load_caffe(proto, write_weights(tmp_path / "n.caffemodel", spec, blobs))
 
@@ -334,3 +335,27 @@ def test_scale_and_bias_with_a_second_bottom_and_with_blobs(tmp_path):
               {"name": "s2", "type": "Scale", "bottom": ["se"], "top": ["s2"],
                "scale_param": {"axis": 2, "num_axes": 2, "bias_term": True}}]
     check_against_reference(tmp_path, layers)
+
+
+@pytest.mark.parametrize("bad, needle", [
+    ({"type": "Concat", "bottom": ["a", "p"]}, "differ outside the concatenation axis 1"),
+    ({"type": "Concat", "bottom": ["a", "a"], "concat_param": {"axis": 0}}, "batch axis"),
+    ({"type": "Eltwise", "bottom": ["a", "p"]}, "different shapes"),
+    ({"type": "Eltwise", "bottom": ["a", "a"], "eltwise_param": {"operation": "PROD", "coeff": [1, 2]}}, "coeff"),
+    ({"type": "Slice", "bottom": ["a"], "top": ["x", "y", "z"]}, "does not split into 3 equal parts"),
+    ({"type": "Slice", "bottom": ["a"], "top": ["x", "y"], "slice_param": {"slice_point": [9]}}, "slice_point"),
+    ({"type": "Crop", "bottom": ["p", "a"]}, "exceeds axis 2"),
+    ({"type": "Reshape", "bottom": ["a"], "reshape_param": {"shape": {"dim": [0, 7, -1]}}}, "cannot reshape"),
+    ({"type": "Scale", "bottom": ["a"], "scale_param": {"axis": 2, "num_axes": 3}}, "does not fit"),
+    ({"type": "Scale", "bottom": ["a", "p"], "scale_param": {"axis": 0}}, "does not match"),
+    ({"type": "Deconvolution", "bottom": ["a"], "convolution_param": {"num_output": 3, "kernel_size": 2, "group": 2}},
+     "group 2 does not divide"),
+])
+def test_bad_dag_layers_are_one_line_naming_the_layer(tmp_path, bad, needle):
+    layers = [conv("a", "data", "a", 4, pad=1),
+              {"name": "p", "type": "Pooling", "bottom": ["a"], "top": ["p"], "pooling_param": {"pool": "MAX", "kernel_size": 2, "stride": 2}},
+              {"name": "bad", "top": ["bad"], **bad}]
+    with pytest.raises(GradCamError) as err:
+        _load(tmp_path, layers, weighted=2)
+    message = str(err.value)
+    assert "\n" not in message and message.startswith(f"layer 'bad' ({bad['type']}): ") and needle in message, message
