@@ -186,6 +186,17 @@ def test_any_layer_or_blob_name_is_a_gradcam_layer(tmp_path):
         explain(net, x, "nope", [1], guided=False)
 
 
+def test_split_tops_and_split_layers_name_the_blob_they_pass_on(tmp_path):
+    layers = [conv("a", "data", "a", 4, pad=1),
+              {"name": "sp", "type": "Split", "bottom": ["a"], "top": ["a1", "a2"]},
+              {"name": "r", "type": "ReLU", "bottom": ["a1"], "top": ["a1"]},  # not in place on "a": a2 is "a" too
+              {"name": "cat", "type": "Concat", "bottom": ["a1", "a2"], "top": ["cat"]}]
+    _, net = check_against_reference(tmp_path, layers)
+    for name in ("a2", "sp"):
+        assert net.resolve_layer(name) == (net.module_at("a"), net.module_at("a"))
+    assert net.resolve_layer("a1") == (net.module_at("r"), net.module_at("r"))
+
+
 def test_bad_dags_are_one_line(tmp_path):
     cases = {
         "reads blob 'ghost'": [conv("a", "ghost", "a", 4)],

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Iterator, Optional, Sequence
+from typing import Iterator, Mapping, Optional, Sequence
 
 import torch
 from torch import nn
@@ -74,8 +74,11 @@ class GraphNet(nn.Module):
     """
 
     def __init__(self, nodes: Sequence[Node], modules: Sequence[nn.Module], input_spec: InputSpec,
-                 *, torch7_ties: bool = False) -> None:
+                 *, torch7_ties: bool = False, aliases: Optional[Mapping[str, str]] = None) -> None:
+        """``aliases``: names (Caffe's Split tops and Split layers) that stand for another blob, for
+        :meth:`index_of`."""
         super().__init__()
+        self.aliases = dict(aliases or {})
         if len(nodes) != len(modules):
             raise ValueError(f"{len(nodes)} nodes but {len(modules)} modules")
         self.layers = nn.ModuleList(modules)
@@ -195,8 +198,9 @@ class GraphNet(nn.Module):
         elif number in self.names:
             return self.names.index(number) + 1
         else:
+            blob = self.aliases.get(number, number)
             for i, node in enumerate(self._nodes, 1):
-                if number in node.tops:
+                if blob in node.tops:
                     return i
         raise GradCamError(
             f"unknown layer {layer!r}: give a module number 1..{len(self)} or a layer name: "

@@ -130,6 +130,7 @@ def _build(structure: schema.NetSpec, loader: _BlobLoader, proto_name: str) -> G
     shapes: dict[str, schema.Shape] = {}  # blob name -> shape, as layers produce them
     alias: dict[str, str] = {}  # Split tops -> the blob they stand for
     inputs: list[tuple[str, schema.Shape]] = []
+    split_layers: dict[str, str] = {}  # Split layer name -> the blob it passes on
     nodes: list[Node] = []
     modules: list[nn.Module] = []
     _check_blobs(structure, proto_name)
@@ -147,6 +148,7 @@ def _build(structure: schema.NetSpec, loader: _BlobLoader, proto_name: str) -> G
         if not built:
             if bottoms:
                 alias.update((top, bottoms[0]) for top in spec.tops if top != bottoms[0])
+                split_layers[spec.name] = bottoms[0]
             else:
                 inputs.extend(zip(spec.tops, plan.out_shapes))
             continue
@@ -181,7 +183,8 @@ def _build(structure: schema.NetSpec, loader: _BlobLoader, proto_name: str) -> G
     # A net the original could have run (through loadcaffe, in Torch7): explain's guided forward
     # reproduces its numerics. Any other net has no Torch7 original to match, and that path (a
     # Python loop over groups) would be slow on depthwise convolutions.
-    return GraphNet(nodes, modules, InputSpec(image, *image_shape), torch7_ties=chain)
+    return GraphNet(nodes, modules, InputSpec(image, *image_shape), torch7_ties=chain,
+                    aliases={**split_layers, **alias})
 
 
 def _check_blobs(structure: schema.NetSpec, proto_name: str) -> None:
