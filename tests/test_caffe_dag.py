@@ -115,7 +115,11 @@ def test_concat_split_slice_several_tops(tmp_path):
               {"name": "sl", "type": "Slice", "bottom": ["cat"], "top": ["s1", "s2", "s3"],
                "slice_param": {"axis": 1, "slice_point": [2, 7]}},
               {"name": "cat2", "type": "Concat", "bottom": ["s3", "s1"], "top": ["cat2"], "concat_param": {"axis": 2}}]
-    check_against_reference(tmp_path, layers)
+    ref, net = check_against_reference(tmp_path, layers)
+    x = torch.from_numpy(np.random.default_rng(0).normal(0, 1, (2, 3, 9, 9)))
+    for top in ("s1", "s2", "s3"):  # each top of the Slice is a Grad-CAM layer
+        expl = explain(net, x, top, [2, 5])
+        torch.testing.assert_close(expl.activations, torch.from_numpy(ref[top]), rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("layer", [

@@ -195,20 +195,19 @@ class Eltwise(nn.Module):
         return out
 
 
-class Slice(nn.Module):
-    """Caffe's Slice (slice_layer.cpp): (N, ...) -> a tuple of the consecutive pieces of ``sizes``
-    along ``axis`` (>= 1); the piece itself if there is one."""
+class Narrow(nn.Module):
+    """One top of Caffe's Slice (slice_layer.cpp): (N, ...) -> the ``length`` entries from ``start`` along
+    ``axis`` (>= 1). A Slice of k tops is k of these, so each top is a module of its own (a Grad-CAM layer)."""
 
-    def __init__(self, axis: int, sizes: tuple[int, ...]) -> None:
+    def __init__(self, axis: int, start: int, length: int) -> None:
         super().__init__()
-        self.axis, self.sizes = axis, sizes
+        self.axis, self.start, self.length = axis, start, length
 
     def extra_repr(self) -> str:
-        return f"axis={self.axis}, sizes={self.sizes}"
+        return f"axis={self.axis}, start={self.start}, length={self.length}"
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
-        parts = tuple(torch.split(x, list(self.sizes), dim=self.axis))
-        return parts if len(parts) > 1 else parts[0]  # one top: a tensor, as a one-top node stores it
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.narrow(self.axis, self.start, self.length)
 
 
 def _along(v: torch.Tensor, axis: int, rank: int) -> torch.Tensor:

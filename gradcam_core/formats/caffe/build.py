@@ -6,7 +6,7 @@ instead; for a deploy prototxt and its caffemodel both agree). Each layer is bui
 registered for its type (:mod:`gradcam_core.nets.registry`, ``@register("caffe", "<type>")`` in
 :mod:`gradcam_core.nets.layers`), which gets a :class:`CaffeLayer` and its bottoms' shapes. The layers
 run in prototxt order over named blobs (bottom/top names), so a builder of a layer with several
-bottoms or tops (Concat, Eltwise, Slice) needs no change here.
+bottoms or tops (Concat, Eltwise; Slice, one module per top with ``Plan.per_top``) needs no change here.
 
 Module numbering is loadcaffe's: one module per Caffe layer that computes something (none for input
 declarations and Split), plus the "torch_view" flatten loadcaffe inserted before an InnerProduct on an
@@ -151,6 +151,14 @@ def _build(structure: schema.NetSpec, loader: _BlobLoader, proto_name: str) -> G
                 split_layers[spec.name] = bottoms[0]
             else:
                 inputs.extend(zip(spec.tops, plan.out_shapes))
+            continue
+        if plan.per_top:  # one module per top, each reading the bottoms
+            if len(built) != len(spec.tops):
+                raise GradCamError(f"layer '{spec.name}' ({spec.type}): built {len(built)} modules for "
+                                   f"{len(spec.tops)} tops")
+            for (name, module), top in zip(built, spec.tops):
+                nodes.append(Node(name, spec.type, bottoms, (top,), len(bottoms) == 1 and bottoms == (top,)))
+                modules.append(module)
             continue
         # the layer's modules run one after the other: the first reads the bottoms, the last writes the tops
         sources = bottoms

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from ..modules import Concat, Eltwise, Slice
+from ..modules import Concat, Eltwise, Narrow
 from ..registry import LayerError, Plan, Shape, register, shape_rule
 from .common import canonical_axis
 
@@ -85,7 +85,9 @@ def caffe_slice(layer: Any, in_shapes: list[Optional[Shape]]) -> Plan:
     bounds = [0, *points, extent]
     sizes = tuple(b - a for a, b in zip(bounds, bounds[1:]))
     outs = [(*shape[: axis - 1], size, *shape[axis:]) for size in sizes]
-    return Plan(outs, build=lambda tensors: [(layer.name, Slice(axis, sizes))])
+    # one module per top, each reading the bottom
+    return Plan(outs, build=lambda tensors: [(layer.name, Narrow(axis, a, b - a)) for a, b in zip(bounds, bounds[1:])],
+                per_top=True)
 
 
 @shape_rule(Concat)
@@ -103,11 +105,11 @@ def eltwise_shape(module: Eltwise, in_shapes: list[Shape]) -> Optional[list[Shap
     return [in_shapes[0]]
 
 
-@shape_rule(Slice)
-def slice_shape(module: Slice, in_shapes: list[Shape]) -> Optional[list[Shape]]:
+@shape_rule(Narrow)
+def narrow_shape(module: Narrow, in_shapes: list[Shape]) -> Optional[list[Shape]]:
     if len(in_shapes) != 1 or not 1 <= module.axis <= len(in_shapes[0]):
         return None
     shape = in_shapes[0]
-    if shape[module.axis - 1] != sum(module.sizes):
-        raise LayerError(f"needs {sum(module.sizes)} along axis {module.axis}")
-    return [(*shape[: module.axis - 1], size, *shape[module.axis:]) for size in module.sizes]
+    if shape[module.axis - 1] < module.start + module.length:
+        raise LayerError(f"needs at least {module.start + module.length} along axis {module.axis}")
+    return [(*shape[: module.axis - 1], module.length, *shape[module.axis:])]
