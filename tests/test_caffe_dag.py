@@ -374,3 +374,13 @@ def test_bad_dag_layers_are_one_line_naming_the_layer(tmp_path, bad, needle):
         _load(tmp_path, layers, weighted=2)
     message = str(err.value)
     assert "\n" not in message and message.startswith(f"layer 'bad' ({bad['type']}): ") and needle in message, message
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_deprecated_concat_dim_and_slice_dim(tmp_path, version):
+    layers = [conv("a", "data", "a", 4, pad=1), conv("b", "data", "b", 4, pad=1),
+              {"name": "cat", "type": "Concat", "bottom": ["a", "b"], "top": ["cat"], "concat_param": {"concat_dim": 2}},
+              {"name": "sl", "type": "Slice", "bottom": ["cat"], "top": ["s1", "s2"], "slice_param": {"slice_dim": 2}},
+              {"name": "e", "type": "Eltwise", "bottom": ["s1", "s2"], "top": ["e"], "eltwise_param": {"operation": "MAX"}}]
+    ref, _ = check_against_reference(tmp_path, layers, version=version)
+    assert ref["e"].shape == (2, 4, 9, 9)
