@@ -121,3 +121,50 @@ def test_an_onnx_model_explains_as_its_torchvision_twin(cli, tmp_path, squeezene
     assert "Label 283: tiger cat" in onnx_run.stdout
     for name in ("classify_gcam_hm_283.png", "classify_gb_283.png", "classify_gb_gcam_283.png"):
         assert np.abs(pixels(tmp_path / "onnx" / name) - pixels(tmp_path / "tv" / name)).max() <= 1, name
+
+
+def test_the_caffe_and_torchvision_squeezenets_give_the_same_logits():
+    """PROVENANCE.md: torchvision's normalisation is folded into conv1 of the caffemodel, so the two
+    files, each with its own preprocessing, give the same logits on the same pixels."""
+    import torch
+
+    from gradcam_core.tasks.classify import load_model
+
+    caffe = load_model(SQUEEZE / "squeezenet1_1.caffemodel", proto_file=SQUEEZE / "deploy.prototxt")
+    tv = load_model(SQUEEZE / "squeezenet1_1.pth", arch="squeezenet1_1")
+    assert (caffe.fmt, tv.fmt) == ("caffe", "torchvision")
+    from gradcam_core.image.preprocessing import load_input
+
+    for image in sorted((ROOT / "images").glob("*.jpg")):
+        with torch.no_grad():
+            a = caffe.net(load_input(image, 224, 224, caffe.preprocessing)[None]).reshape(-1)
+            b = tv.net(load_input(image, 224, 224, tv.preprocessing)[None]).reshape(-1)
+        assert float((a - b).abs().max() / b.abs().max()) < 1e-5, image.name
+    assert caffe.names.name(282) == tv.names.name(282) == "tiger cat"
+
+
+def test_the_caffe_and_torchvision_squeezenets_give_the_same_gradcam_through_the_cli(cli, tmp_path):
+    """The same class at the same layer (the last fire module's concatenated output) in both forms: the
+    same Grad-CAM heatmap. (Guided backprop is a gradient w.r.t. each form's own input, which the two
+    preprocessings scale differently per channel, so its pictures differ.)"""
+    caffe = run(cli, tmp_path / "caffe", *CAFFE, "-label", "243,283", "-layer_name", "fire9/concat")
+    tv = run(cli, tmp_path / "tv", *TORCHVISION, "-label", "243,283", "-layer_name", "features")
+    assert caffe.returncode == 0 and tv.returncode == 0, (caffe.stderr, tv.stderr)
+    for label in (243, 283):
+        name = f"classify_gcam_hm_{label}.png"
+        assert np.abs(pixels(tmp_path / "caffe" / name) - pixels(tmp_path / "tv" / name)).max() <= 2, name
+
+
+def test_the_readme_command_explains_each_class_where_it_is(cli, tmp_path):
+    """README's first command on the real SqueezeNet: the boxer map and the tiger-cat map differ; the
+    boxer map sits in the upper half (the dog's head), the tiger-cat map also covers the lower half,
+    where the cat lies, which the boxer map leaves cold."""
+    result = run(cli, tmp_path, *CAFFE, "-label", "243,283")
+    assert result.returncode == 0, result.stderr
+    assert "Label 243: boxer" in result.stdout and "Label 283: tiger cat" in result.stdout
+    boxer, cat = (pixels(tmp_path / f"classify_gcam_hm_{label}.png").astype(float) for label in (243, 283))
+    heat = {k: (m[..., 0] - m[..., 2]) for k, m in (("boxer", boxer), ("cat", cat))}  # red - blue: hot - cold
+    assert np.abs(heat["boxer"] - heat["cat"]).mean() > 20  # the maps differ
+    top = heat["boxer"].shape[0] // 2
+    assert heat["boxer"][:top].mean() > heat["boxer"][top:].mean()
+    assert heat["cat"][top:].mean() > heat["boxer"][top:].mean() + 20
