@@ -102,9 +102,10 @@ def explain(
             memory for it (at most the im2col columns of one image at one layer, about 42 MB for
             VGG-16 at 224 x 224) is kept with the model for the next call;
             :func:`release_workspace` frees it.
-            None (the default) leaves it to the model (:func:`default_torch7_ties`): True for nets
-            loaded from Caffe and Torch7 files (``GraphNet.torch7_ties``), also inside a wrapper
-            module, False for any other model (e.g. a torchvision one).
+            None (the default) leaves it to the model (:func:`default_torch7_ties`): True for the nets
+            the original could run (Caffe chains loadcaffe could build, Torch7 checkpoints:
+            ``GraphNet.torch7_ties``), also inside a wrapper module, False for any other model (a
+            Caffe DAG, a torchvision or ONNX one).
 
     Returns:
         An :class:`Explanation` with (N, K, ...) maps.
