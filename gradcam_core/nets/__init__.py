@@ -6,3 +6,4 @@
                     ``check_input_size`` (the shape plan, ``InputSizeError``)
 * :mod:`.modules`   modules PyTorch lacks, shared by the formats (Caffe pooling, View, L2 normalise, ...)
 """
+from . import layers as _layers  # noqa: F401 (every builder and shape rule registers itself here)

@@ -20,7 +20,6 @@ import torch
 from torch import nn
 
 from ..errors import GradCamError
-from . import layers as _layers  # noqa: F401 (registers the shape rules)
 from .registry import LayerError, Shape, count, output_shapes, show_shape
 
 

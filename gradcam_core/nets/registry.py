@@ -104,8 +104,8 @@ def types(fmt: str) -> list[str]:
 
 
 def _table(fmt: str) -> dict[str, Builder]:
-    from . import layers  # noqa: F401 (registers every builder; idempotent)
-
+    # The builders register themselves when gradcam_core.nets is imported (nets/__init__.py imports
+    # nets.layers): the registry itself imports no builder, so the two never import each other.
     return _BUILDERS.get(fmt, {})
 
 

@@ -22,7 +22,6 @@ import torch
 from torch import nn
 
 from ...errors import GradCamError
-from ...nets import layers as _layers  # noqa: F401 (registers the builders)
 from ...nets.graph import GraphNet, InputSpec, Node
 from ...nets.registry import LayerError, lookup
 from . import prototxt, schema, wire

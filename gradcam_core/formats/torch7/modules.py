@@ -23,7 +23,6 @@ import torch
 from torch import nn
 
 from ...errors import GradCamError
-from ...nets import layers as _layers  # noqa: F401 (registers the builders)
 from ...nets.graph import GraphNet, InputSpec
 from ...nets.registry import LayerError, lookup
 from .reader import T7Object
