@@ -538,6 +538,7 @@ LOAD_PROBE = textwrap.dedent("""
     from gradcam_core.caffe import load_caffe
     proto, model = sys.argv[1], sys.argv[2]
     torch.set_num_threads(int(sys.argv[3]))
+    read_threads = int(sys.argv[4])
 
     def status(key):
         return int(re.search(key + r":\\s+(\\d+)", open("/proc/self/status").read()).group(1)) * 1024
@@ -561,9 +562,12 @@ LOAD_PROBE = textwrap.dedent("""
     net = load_caffe(proto, model)
     # and one read of every weight: packed blobs are mapped from the page cache, not copied, so the
     # pages' first use (mapping them in) is counted here rather than in the first forward
+    if read_threads != torch.get_num_threads():
+        torch.set_num_threads(read_threads)
     for p in net.parameters():
         p.detach().sum()
     load, peak_load = time.perf_counter() - t0, status("VmHWM") - base
+    torch.set_num_threads(int(sys.argv[3]))
     del net
     reset_peak(); base = status("VmRSS"); t0 = time.perf_counter()
     buf = read_file()
@@ -573,14 +577,18 @@ LOAD_PROBE = textwrap.dedent("""
 
 
 def load_run(proto: Path, model: Path, repeats: int, threads: int, report: Report, section: str,
-             label: str = "V1 caffemodel", peak_target: bool = True) -> None:
+             label: str = "V1 caffemodel", peak_target: bool = True, read_threads: Optional[int] = None) -> None:
     """Each repeat in a fresh interpreter: load_caffe first (its peak over the baseline after imports),
     then, for comparison, reading the file into fresh memory. ``label`` names the file in the rows;
-    without ``peak_target`` the peak is a figure of the load row, not a row with a target."""
+    without ``peak_target`` the peak is a figure of the load row, not a row with a target.
+    ``read_threads`` (default ``threads``): torch threads for the read of every weight after the load
+    (one ``sum`` per parameter tensor; with many tensors, as ResNet-50's 161, each multi-threaded sum
+    waits for its OpenMP team, which on a loaded machine costs milliseconds a tensor: more than the
+    load itself)."""
     size = model.stat().st_size
     res: dict[str, list[float]] = {"load": [], "peak_load": [], "read": [], "peak_read": []}
     for _ in range(repeats):
-        cmd = ["-c", LOAD_PROBE, str(proto), str(model), str(threads)]
+        cmd = ["-c", LOAD_PROBE, str(proto), str(model), str(threads), str(read_threads or threads)]
         _, _, code, out, err = run_child(cmd, ROOT, child_env(threads))
         if code != 0:
             report.add(Row(f"`load_caffe` of the {label}", section=section,
@@ -591,7 +599,8 @@ def load_run(proto: Path, model: Path, repeats: int, threads: int, report: Repor
     load, read = statistics.median(res["load"]), statistics.median(res["read"])
     peak = statistics.median(res["peak_load"])
     r = report.add(Row(f"`load_caffe` of the {size / MB:.0f} MB {label} (page cache warm), then one read "
-                       "of every weight", load,
+                       "of every weight" + (f" ({read_threads} torch thread{'s' if read_threads > 1 else ''})"
+                                            if read_threads and read_threads != threads else ""), load,
                        min(res["load"]), section=section, target="≥ 1 GB/s",
                        extra=f"{size / load / GB:.2f} GB/s; reading the file into fresh memory: "
                              f"{fmt_s(read)} = {size / read / GB:.2f} GB/s"
@@ -789,6 +798,11 @@ def ensure_squeezenet_onnx(cache: Path) -> Path:
     return out
 
 
+def squeezenet_rounds(repeats: int) -> int:
+    """Interleaved rounds for the SqueezeNet forms (``--repeats`` is sized for VGG-16's calls)."""
+    return max(4 * repeats, 8)
+
+
 @dataclass
 class Form:
     """One loaded form of a net for the format rows."""
@@ -865,17 +879,23 @@ def formats_run(cache: Path, image: Path, repeats: int, cli_repeats: int, thread
                             + "\n".join("    " + ln for ln in lines))
         print("\n".join(lines), flush=True)
 
-    def race_forms(forms: list[Form], rounds: int) -> dict[str, list[float]]:
+    def race_forms(forms: list[Form], rounds: int, calls: int = 1) -> dict[str, list[float]]:
+        """Interleaved rounds of every form's floor and ours (and, for a Caffe net, ours with
+        ``torch7_ties=False``); each sample is the mean of ``calls`` back-to-back calls."""
         v: dict[str, Callable[[], object]] = {}
         for f in forms:
             if f.skipped:
                 continue
             v[f"{f.key}_floor"] = floor_of(f.net, f.x)
             v[f"{f.key}_ours"] = (lambda f=f: explain(f.net, f.x, f.layer, [CLASS]))
+            if f.what.startswith("Caffe"):
+                v[f"{f.key}_fast"] = (lambda f=f: explain(f.net, f.x, f.layer, [CLASS], torch7_ties=False))
         if not v:
             return {}
-        print(f"timing {len(v)} variants, {rounds} interleaved rounds ...", flush=True)
-        return interleaved(v, rounds)
+        if calls > 1:
+            v = {k: (lambda fn=fn: [fn() for _ in range(calls)]) for k, fn in v.items()}
+        print(f"timing {len(v)} variants, {rounds} interleaved rounds of {calls} call(s) each ...", flush=True)
+        return {k: [t / calls for t in ts] for k, ts in interleaved(v, rounds).items()}
 
     def paired(times: dict[str, list[float]], a: str, b: str) -> float:
         return statistics.median(x / y for x, y in zip(times[a], times[b]))
@@ -892,9 +912,14 @@ def formats_run(cache: Path, image: Path, repeats: int, cli_repeats: int, thread
                            paired(times, f"{f.key}_ours", f"{f.key}_floor"), section=section,
                            target="≤ 1.15× floor"))
         r.ok = r.ratio <= 1.15
+        if f"{f.key}_fast" in times:
+            fast = times[f"{f.key}_fast"]
+            report.add(Row(f"{f.what}: same with `torch7_ties=False` (extra row: oneDNN forward; not what the "
+                           "CLI runs)", statistics.median(fast), min(fast),
+                           paired(times, f"{f.key}_fast", f"{f.key}_floor"), section=section))
 
-    # ResNet-50: its rounds are long enough for the --repeats rounds; SqueezeNet's (a few tens of ms a
-    # call) are five times as many, so that its medians are as steady.
+    # ResNet-50: its calls are long enough for --repeats rounds of one call; SqueezeNet's (a few tens
+    # of ms unloaded) are more, each of 3 calls, so that its ratios are as steady.
     times = race_forms([resnet], repeats)
     rows_for(resnet, times, SECTION_RESNET)
     if resnet.skipped:
@@ -904,9 +929,9 @@ def formats_run(cache: Path, image: Path, repeats: int, cli_repeats: int, thread
         del resnet.net
         print("ResNet-50 caffemodel load ...", flush=True)
         load_run(rn_proto, rn_model, cli_repeats, threads, report, SECTION_RESNET,
-                 label="V2 ResNet-50 caffemodel", peak_target=False)
+                 label="V2 ResNet-50 caffemodel", peak_target=False, read_threads=1)
 
-    times = race_forms(forms, max(5 * repeats, 10))
+    times = race_forms(forms, squeezenet_rounds(repeats), calls=3)
     for f in forms:
         rows_for(f, times, SECTION_SQUEEZENET)
     r = report.add(Row("ONNX-loaded net against its torchvision twin: Grad-CAM + guided time "
@@ -1007,7 +1032,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         "res5c_relu; the bundled SqueezeNet 1.1 (ImageNet-trained) as Caffe files (layer fire9/concat), "
         "torchvision state_dict (layer features) and an ONNX export of that (the last fire module's Concat node); "
         f"input 1×3×224×224 ({args.image.name}, each form's own preprocessing), class {CLASS} (0-based); "
-        f"SqueezeNet rounds: {max(5 * args.repeats, 10)}")
+        f"SqueezeNet: {squeezenet_rounds(args.repeats)} rounds of 3 calls of each variant")
     # keep the batch rows together
     order = ["one image, one target", "k = 4 targets, one image (ours: one call; peers: 4 runs)",
              "batches (per image, against the one-image floor)", "model load and whole command (subprocesses)",
