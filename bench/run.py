@@ -841,7 +841,7 @@ def formats_run(cache: Path, image: Path, repeats: int, cli_repeats: int, thread
     rn_proto, rn_model = ensure_resnet50(cache)
     onnx_file = ensure_squeezenet_onnx(cache)
     sq = SQUEEZENET
-    resnet = load_form("rn", "Caffe", "ResNet-50", lambda: load_model(rn_model, proto_file=rn_proto), image,
+    resnet = load_form("rn", "Caffe (shared prototxt + random-weight caffemodel)", "ResNet-50", lambda: load_model(rn_model, proto_file=rn_proto), image,
                        lambda net: "res5c_relu")
     forms = [
         load_form("caffe", "Caffe (deploy.prototxt + squeezenet1_1.caffemodel)", "SqueezeNet 1.1",
