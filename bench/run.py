@@ -841,8 +841,8 @@ def formats_run(cache: Path, image: Path, repeats: int, cli_repeats: int, thread
     rn_proto, rn_model = ensure_resnet50(cache)
     onnx_file = ensure_squeezenet_onnx(cache)
     sq = SQUEEZENET
-    resnet = load_form("rn", "Caffe (shared prototxt + random-weight caffemodel)", "ResNet-50", lambda: load_model(rn_model, proto_file=rn_proto), image,
-                       lambda net: "res5c_relu")
+    resnet = load_form("rn", "Caffe (shared prototxt + random-weight caffemodel)", "ResNet-50",
+                       lambda: load_model(rn_model, proto_file=rn_proto), image, lambda net: "res5c_relu")
     forms = [
         load_form("caffe", "Caffe (deploy.prototxt + squeezenet1_1.caffemodel)", "SqueezeNet 1.1",
                   lambda: load_model(sq / "squeezenet1_1.caffemodel", proto_file=sq / "deploy.prototxt"), image,
@@ -852,7 +852,8 @@ def formats_run(cache: Path, image: Path, repeats: int, cli_repeats: int, thread
                   lambda net: "features"),
         load_form("onnx", "ONNX (export of the torchvision net)", "SqueezeNet 1.1",
                   lambda: load_model(onnx_file), image,
-                  lambda net: [n for n in net.layer_names if n.startswith("/features/") and n.endswith("/Concat")][-1]),
+                  lambda net: [n for n in net.layer_names  # the last fire module's Concat node
+                               if n.startswith("/features/") and n.endswith("/Concat")][-1]),
     ]
     by_key = {f.key: f for f in forms}
 
@@ -867,7 +868,8 @@ def formats_run(cache: Path, image: Path, repeats: int, cli_repeats: int, thread
             theirs = explain(other.net, other.x, other.layer, [CLASS])
             e = rel_err(theirs.cam_raw, ref.cam_raw)
             good = e < 1e-4
-            text = f"SqueezeNet {other.key} at {other.layer} vs torchvision at {tv.layer}, Grad-CAM: max rel. diff {e:.1e}"
+            text = (f"SqueezeNet {other.key} at {other.layer} vs torchvision at {tv.layer}, Grad-CAM: "
+                    f"max rel. diff {e:.1e}")
             if guided:
                 g = rel_err(theirs.guided, ref.guided)
                 good &= g < 1e-4
@@ -875,7 +877,7 @@ def formats_run(cache: Path, image: Path, repeats: int, cli_repeats: int, thread
             ok &= good
             lines.append(f"{'ok  ' if good else 'BAD '} {text}")
     if lines:
-        report.notes.append("Model-format maps agree (checked before timing, cat_dog image, class 242):\n"
+        report.notes.append(f"Model-format maps agree (checked before timing, {image.name}, class {CLASS}):\n"
                             + "\n".join("    " + ln for ln in lines))
         print("\n".join(lines), flush=True)
 
