@@ -11,6 +11,7 @@ to a scratch file (on a RAM disk when there is one), removed as soon as the inpu
 """
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import tempfile
@@ -23,7 +24,7 @@ import numpy as np
 from gradcam_core.tasks import caption as captioner
 from gradcam_core.tasks import vqa
 from gradcam_core.caffe import load_caffe
-from gradcam_core.formats.caffe import prototxt, schema, wire
+from gradcam_core.formats.caffe import prototxt, schema, wire, write
 from gradcam_core.errors import GradCamError
 from gradcam_core.formats.torch7 import T7Object, load_t7
 from gradcam_core.formats.torch7.modules import sequential_to_net
@@ -101,9 +102,34 @@ def _prototxt(data: bytes) -> object:
     return schema.interpret_net(tree, "fuzz.prototxt", with_blobs=False)
 
 
+def _net_caffemodel() -> Path:
+    """The prototxt_net target's caffemodel: the fixed one plus weights for the DAG seeds' layers named
+    dag_* (seed-dag-*.prototxt). Written once per process next to the scratch file; two serialised
+    NetParameters one after the other are one message whose layer lists are joined."""
+    path = _SCRATCH.with_name(_SCRATCH.name + "-net.caffemodel")
+    if not path.exists():
+        def values(*shape: int) -> np.ndarray:
+            n = int(np.prod(shape))
+            return (np.sin(np.arange(1, n + 1)) * 0.5).astype(np.float32).reshape(shape)
+
+        extra = [
+            {"name": "dag_conv", "type": "Convolution", "blobs": [values(4, 3, 3, 3), values(4)]},
+            {"name": "dag_bn", "type": "BatchNorm", "blobs": [values(4), np.abs(values(4)) + 0.5, np.ones(1, np.float32)]},
+            {"name": "dag_scale", "type": "Scale", "blobs": [values(4) + 1, values(4)]},
+            {"name": "dag_prelu", "type": "PReLU", "blobs": [np.abs(values(2))]},
+            {"name": "dag_deconv", "type": "Deconvolution", "blobs": [values(4, 2, 2, 2), values(2)]},
+            {"name": "dag_bias", "type": "Bias", "blobs": [values(2)]},
+        ]
+        added = write.write_caffemodel(path.with_suffix(".part"), extra)
+        path.write_bytes(FIXED_CAFFEMODEL.read_bytes() + added.read_bytes())
+        added.unlink()
+        atexit.register(path.unlink, missing_ok=True)
+    return path
+
+
 def _prototxt_net(data: bytes) -> object:
     with scratch_file(data, ".prototxt") as path:
-        return load_caffe(path, FIXED_CAFFEMODEL)
+        return load_caffe(path, _net_caffemodel())
 
 
 def _t7(data: bytes) -> object:

@@ -41,7 +41,8 @@ def materialize(net: NetSpec, x: np.ndarray, rng: np.random.Generator) -> tuple[
     """Random parameter blobs for ``net`` (shapes as Caffe requires them) and the forward with them.
 
     Weights are drawn with a He-like scale so that activations stay of order one through deep nets;
-    BatchNorm variances are positive and its scale factor is drawn from {0 (meaning 0), 1, 0.5, 999}.
+    BatchNorm variances are positive and its scale factor is drawn from {1, 0.5, 999}, the stored
+    statistics multiplied by it (a factor 0, meaning statistics 0, is left to a dedicated test).
     """
     made: Blobs = {}
 
@@ -84,7 +85,13 @@ def _random_blobs(spec: LayerSpec, shapes: list[tuple[int, ...]], rng: np.random
     for i, s in enumerate(shape_of(spec, shapes)):
         fan_in = math.prod(s[1:]) if len(s) > 1 else 1
         if spec.type == "BatchNorm":
-            value = [rng.normal(0, 0.5, s), rng.uniform(0.5, 2.0, s), np.array([rng.choice([0.0, 1.0, 0.5, 999.0])])][i]
+            # Stored as Caffe keeps them: the statistics times the scale factor (so that a loader that
+            # forgets to divide is off by that factor). A factor of 0 (statistics 0, y = x / sqrt(eps))
+            # has its own test: drawn here it multiplies a deep net's activations by 316 per layer, past
+            # float32's range in ResNet-50.
+            if i == 0:
+                factor = rng.choice([1.0, 0.5, 999.0])
+            value = [rng.normal(0, 0.5, s) * factor, rng.uniform(0.5, 2.0, s) * factor, np.array([factor])][i]
         elif spec.type == "Scale" and i == 0:
             value = rng.uniform(0.5, 1.5, s)
         elif spec.type == "PReLU":

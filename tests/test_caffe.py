@@ -607,8 +607,8 @@ def test_prototxt_syntax_error_names_file_and_line(tmp_path):
 
 
 def test_unknown_layer_type_names_layer_and_type(tmp_path):
-    text = TINY.replace("type: INNER_PRODUCT", "type: CONCAT")
-    raises(r"layer 'fc' has type 'Concat', which is not supported", *write_net(tmp_path, text, tiny_layers()))
+    text = TINY.replace("type: INNER_PRODUCT", "type: ARGMAX")  # (Concat is supported since DAG nets load)
+    raises(r"layer 'fc' has type 'ArgMax', which is not supported", *write_net(tmp_path, text, tiny_layers()))
     v2 = 'input: "data" input_dim: 1 input_dim: 1 input_dim: 2 input_dim: 2\n' \
          'layer { name: "odd" type: "Frobnicate" bottom: "data" top: "x" }'
     raises(r"layer 'odd' has type 'Frobnicate'", *write_net(tmp_path, v2))

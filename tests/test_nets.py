@@ -44,10 +44,10 @@ def test_one_registry_holds_both_formats_builders():
 
 def test_unknown_types_name_the_layer_and_the_formats_supported_types():
     with pytest.raises(GradCamError) as err:
-        registry.lookup("caffe", "Concat", "layer 'fc' has type 'Concat'")
+        registry.lookup("caffe", "ArgMax", "layer 'fc' has type 'ArgMax'")
     message = str(err.value)
-    assert message.startswith("layer 'fc' has type 'Concat', which is not supported (supported: ")
-    assert "Convolution" in message and "nn.Linear" not in message
+    assert message.startswith("layer 'fc' has type 'ArgMax', which is not supported (supported: ")
+    assert "Convolution" in message and "Concat" in message and "nn.Linear" not in message
     with pytest.raises(GradCamError, match=r"module 3 is a nn\.Foo, which is not supported \(supported: .*nn\.Linear"):
         registry.lookup("torch7", "nn.Foo", "module 3 is a nn.Foo")
 

@@ -1,6 +1,6 @@
 """``GraphNet``: a network as ONE torch module of named layers run over named blobs, with the lookups the
 Lua scripts used: a layer by its name, by the blob it writes, or by loadcaffe's 1-based module number,
-and the in-place ReLU rule of ``resolve_layer``. Every format (Caffe, Torch7) builds one.
+and the in-place rule of ``resolve_layer``. Every format (Caffe, Torch7) builds one.
 
 A node is one module with its bottoms (the blobs it is called with, in order) and its tops (the blobs
 its result is stored under: one top takes the result, several take the items of the tuple it
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Iterator, Optional, Sequence
+from typing import Iterator, Mapping, Optional, Sequence
 
 import torch
 from torch import nn
@@ -54,6 +54,10 @@ class Node:
     type: str  # the layer type ("Convolution", "nn.SpatialConvolution", ...), "torch_view" for the inserted flatten
     bottoms: tuple[str, ...]
     tops: tuple[str, ...]
+    #: The layer overwrites its one bottom with its result, as the original ran it: a Caffe layer with
+    #: top == bottom, loadcaffe's ``nn.ReLU(true)``, a Torch7 ``nn.ReLU(true)``. The modules
+    #: themselves need not run in place; :meth:`GraphNet.resolve_layer` reads activations after them.
+    in_place: bool = False
 
 
 class GraphNet(nn.Module):
@@ -63,13 +67,18 @@ class GraphNet(nn.Module):
     Softmax. ``names[i - 1]`` is the layer name of the 1-based module ``i``.
 
     ``torch7_ties`` tells :func:`~gradcam_core.engine.explain` whether to run this net's guided
-    forward with Torch7's convolution numerics by default: the loaders of Caffe and Torch7 files set
-    it (the original ran those nets in Torch7); a net built otherwise has it False.
+    forward with Torch7's convolution numerics by default: the Torch7 loader sets it, and the Caffe
+    loader for the nets loadcaffe could have built (the original ran those in Torch7; a DAG net,
+    a grouped convolution or a layer type loadcaffe lacked has no Torch7 original); a net built
+    otherwise has it False.
     """
 
     def __init__(self, nodes: Sequence[Node], modules: Sequence[nn.Module], input_spec: InputSpec,
-                 *, torch7_ties: bool = False) -> None:
+                 *, torch7_ties: bool = False, aliases: Optional[Mapping[str, str]] = None) -> None:
+        """``aliases``: names (Caffe's Split tops and Split layers) that stand for another blob, for
+        :meth:`index_of`."""
         super().__init__()
+        self.aliases = dict(aliases or {})
         if len(nodes) != len(modules):
             raise ValueError(f"{len(nodes)} nodes but {len(modules)} modules")
         self.layers = nn.ModuleList(modules)
@@ -86,7 +95,7 @@ class GraphNet(nn.Module):
         :meth:`resolve_layer` looks through."""
         nodes, source = [], input_spec.name
         for number, (name, type_, _) in enumerate(entries, 1):
-            nodes.append(Node(name, type_, (source,), (f"#{number}",)))
+            nodes.append(Node(name, type_, (source,), (f"#{number}",), in_place=type_ == "ReLU"))
             source = f"#{number}"
         return cls(nodes, [module for _, _, module in entries], input_spec, torch7_ties=torch7_ties)
 
@@ -180,8 +189,8 @@ class GraphNet(nn.Module):
     def index_of(self, layer: str | int) -> int:
         """1-based module index of ``layer``: a module number - an int or a numeric string, as the Lua
         scripts' ``tonumber(layer)`` did -, a layer name (its first module with that name), or a blob
-        name (the first module that writes it; :meth:`resolve_layer` then follows in-place ReLUs on
-        it, so the activations are the blob's values as the net left them)."""
+        name (the first module that writes it; :meth:`resolve_layer` then follows the in-place layers
+        on it, so the activations are the blob's values as the net left them)."""
         number = int(layer) if isinstance(layer, str) and re.fullmatch(r"\s*[+-]?\d+\s*", layer) else layer
         if isinstance(number, int) and not isinstance(number, bool):
             if 1 <= number <= len(self):
@@ -189,8 +198,9 @@ class GraphNet(nn.Module):
         elif number in self.names:
             return self.names.index(number) + 1
         else:
+            blob = self.aliases.get(number, number)
             for i, node in enumerate(self._nodes, 1):
-                if number in node.tops:
+                if blob in node.tops:
                     return i
         raise GradCamError(
             f"unknown layer {layer!r}: give a module number 1..{len(self)} or a layer name: "
@@ -205,14 +215,17 @@ class GraphNet(nn.Module):
         """(grad_module, value_module) for Grad-CAM at ``layer``: the gradient is taken w.r.t. the
         output of grad_module, the activation is the output of value_module.
 
-        loadcaffe's ReLUs were in place (``nn.ReLU(true)``), so after a forward the stored output of
-        e.g. conv5_3 already held relu5_3's values: value_module is the last of the ReLU layers that
-        directly consume the layer's output one after another, else the layer's own module.
+        Caffe's rule for a blob that in-place layers rewrite (conv5_3 -> relu5_3 in VGG; conv ->
+        BatchNorm -> Scale -> ReLU in ResNet): after a forward the blob holds the value the LAST of
+        them wrote, and after a backward its diff is the gradient w.r.t. the output of the layer
+        named (of the first writer, for a blob name). So value_module is the last of the in-place
+        nodes (:attr:`Node.in_place`) that directly follow the layer one after another on its output,
+        else the layer's own module. (loadcaffe's and Torch7's ``nn.ReLU(true)`` are such nodes.)
         """
         first = last = self.index_of(layer) - 1
         while (
             last + 1 < len(self._nodes)
-            and self._nodes[last + 1].type == "ReLU"
+            and self._nodes[last + 1].in_place
             and self._nodes[last + 1].bottoms == self._nodes[last].tops
         ):
             last += 1

@@ -159,3 +159,191 @@ class WithinChannelLRN(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         mean = F.avg_pool2d(x * x, self.size, 1, (self.size - 1) // 2, count_include_pad=True)
         return x * (1 + self.alpha * mean) ** -self.beta
+
+
+# --------------------------------------------------------------------------------------------------
+# Caffe's DAG and normalisation layers. Axes count the batch axis (Caffe's numbering: 1 = channels).
+
+
+class Concat(nn.Module):
+    """Caffe's Concat (concat_layer.cpp): k tensors (N, ...) joined along ``axis`` (>= 1)."""
+
+    def __init__(self, axis: int) -> None:
+        super().__init__()
+        self.axis = axis
+
+    def extra_repr(self) -> str:
+        return f"axis={self.axis}"
+
+    def forward(self, *xs: torch.Tensor) -> torch.Tensor:
+        return torch.cat(xs, dim=self.axis)
+
+
+class Eltwise(nn.Module):
+    """Caffe's Eltwise (eltwise_layer.cpp): k tensors of one shape -> their SUM (each times its
+    ``coeff``), PROD or MAX. The result is always a new tensor (never one of the inputs)."""
+
+    def __init__(self, operation: str, coeff: tuple[float, ...]) -> None:
+        super().__init__()
+        self.operation, self.coeff = operation, coeff
+
+    def extra_repr(self) -> str:
+        return f"{self.operation}" + (f", coeff={self.coeff}" if self.operation == "SUM" else "")
+
+    def forward(self, *xs: torch.Tensor) -> torch.Tensor:
+        if self.operation == "SUM":
+            out = xs[0] * self.coeff[0] if self.coeff[0] != 1 else xs[0].clone()
+            for c, x in zip(self.coeff[1:], xs[1:]):
+                out = out + x if c == 1 else out + c * x
+            return out
+        if self.operation == "PROD":
+            out = xs[0] * xs[1] if len(xs) > 1 else xs[0].clone()
+            for x in xs[2:]:
+                out = out * x
+            return out
+        out = torch.maximum(xs[0], xs[1]) if len(xs) > 1 else xs[0].clone()
+        for x in xs[2:]:
+            out = torch.maximum(out, x)
+        return out
+
+
+class Narrow(nn.Module):
+    """One top of Caffe's Slice (slice_layer.cpp): (N, ...) -> the ``length`` entries from ``start`` along
+    ``axis`` (>= 1). A Slice of k tops is k of these, so each top is a module of its own (a Grad-CAM layer)."""
+
+    def __init__(self, axis: int, start: int, length: int) -> None:
+        super().__init__()
+        self.axis, self.start, self.length = axis, start, length
+
+    def extra_repr(self) -> str:
+        return f"axis={self.axis}, start={self.start}, length={self.length}"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.narrow(self.axis, self.start, self.length)
+
+
+def _along(v: torch.Tensor, axis: int, rank: int) -> torch.Tensor:
+    """``v`` (shape of axes axis..axis+v.dim()) viewed to broadcast against a ``rank``-axis tensor."""
+    return v.reshape((1,) * axis + tuple(v.shape) + (1,) * (rank - axis - v.dim()))
+
+
+class AxisAffine(nn.Module):
+    """Caffe's Scale and Bias with their parameters as blobs (scale_layer.cpp, bias_layer.cpp):
+    y = x * weight + bias, ``weight``/``bias`` of the shape of x's axes ``axis``..``axis + k`` (k = their
+    number of axes), broadcast over the others. Either may be None. (N, ...) -> same shape.
+
+    Caffe's BatchNorm at inference is this too: weight = 1 / sqrt(var + eps), bias = -mean * weight.
+    """
+
+    def __init__(self, weight: Optional[torch.Tensor], bias: Optional[torch.Tensor], axis: int) -> None:
+        super().__init__()
+        self.axis = axis
+        self.weight = None if weight is None else nn.Parameter(weight)
+        self.bias = None if bias is None else nn.Parameter(bias)
+
+    def extra_repr(self) -> str:
+        shape = (self.weight if self.weight is not None else self.bias).shape
+        return f"axis={self.axis}, shape={tuple(shape)}, weight={self.weight is not None}, bias={self.bias is not None}"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = x * _along(self.weight, self.axis, x.dim()) if self.weight is not None else x
+        return out + _along(self.bias, self.axis, x.dim()) if self.bias is not None else out
+
+
+class CaffeBatchNorm(nn.Module):
+    """Caffe's BatchNorm with stored statistics (batch_norm_layer.cpp, use_global_stats):
+    y = (x - mean) / sqrt(var + eps) per channel (axis 1). (N, C, ...) -> same shape. ``mean``/``var``
+    are the blobs already divided by the scale factor."""
+
+    def __init__(self, mean: torch.Tensor, var: torch.Tensor, eps: float) -> None:
+        super().__init__()
+        self.eps = eps
+        self.register_buffer("mean", mean)
+        self.register_buffer("var", var)
+
+    def extra_repr(self) -> str:
+        return f"{self.mean.numel()}, eps={self.eps}"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rank = x.dim()
+        return (x - _along(self.mean, 1, rank)) / _along(torch.sqrt(self.var + self.eps), 1, rank)
+
+
+class ScaleBy(nn.Module):
+    """Caffe's Scale (``multiply``) and Bias with the factor as a second bottom of axis 0: y = x * s or
+    y = x + s, s (N, d1, ..., dk) matching x's leading axes, broadcast over the others.
+    (N, ...), (N, ...) -> (N, ...)."""
+
+    def __init__(self, multiply: bool) -> None:
+        super().__init__()
+        self.multiply = multiply
+
+    def extra_repr(self) -> str:
+        return "multiply" if self.multiply else "add"
+
+    def forward(self, x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        s = s.reshape(*s.shape, *(1,) * (x.dim() - s.dim()))
+        return x * s if self.multiply else x + s
+
+
+class Power(nn.Module):
+    """Caffe's Power (power_layer.cpp): y = (shift + scale * x) ^ power. (N, ...) -> same shape."""
+
+    def __init__(self, power: float, scale: float, shift: float) -> None:
+        super().__init__()
+        self.power, self.scale, self.shift = power, scale, shift
+
+    def extra_repr(self) -> str:
+        return f"power={self.power}, scale={self.scale}, shift={self.shift}"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = x * self.scale + self.shift if self.scale != 1 or self.shift != 0 else x
+        return y.pow(self.power) if self.power != 1 else (y if y is not x else x.clone())
+
+
+class AbsVal(nn.Module):
+    """Caffe's AbsVal: y = |x|. (N, ...) -> same shape."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.abs()
+
+
+class BNLL(nn.Module):
+    """Caffe's BNLL (bnll_layer.cpp): y = log(1 + exp(x)), computed as Caffe does without overflow:
+    x + log(1 + exp(-x)) for x > 0. (N, ...) -> same shape."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.clamp_min(x, 0) + torch.log1p(torch.exp(-x.abs()))
+
+
+class CaffeReshape(nn.Module):
+    """Caffe's Reshape with the batch axis kept: (N, ...) -> (N, *shape)."""
+
+    def __init__(self, shape: tuple[int, ...]) -> None:
+        super().__init__()
+        self.shape = shape
+
+    def extra_repr(self) -> str:
+        return f"shape={self.shape}"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.reshape(x.shape[0], *self.shape)
+
+
+class Crop(nn.Module):
+    """Caffe's Crop (crop_layer.cpp): x cut, from axis ``axis`` on, to the reference's sizes starting at
+    ``offsets`` (one per cropped axis). (N, ...), reference (N, ...) -> (N, ...) of x's leading and the
+    reference's trailing sizes."""
+
+    def __init__(self, axis: int, offsets: tuple[int, ...]) -> None:
+        super().__init__()
+        self.axis, self.offsets = axis, offsets
+
+    def extra_repr(self) -> str:
+        return f"axis={self.axis}, offsets={self.offsets}"
+
+    def forward(self, x: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+        for i, off in enumerate(self.offsets):
+            axis = self.axis + i
+            x = x.narrow(axis, off, reference.shape[axis])
+        return x

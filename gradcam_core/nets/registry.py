@@ -55,12 +55,15 @@ class Plan:
     parameter blobs the format must supply, in order (None = any size); Caffe checks the caffemodel's
     blobs against them, Torch7 modules carry their weights and declare none. ``build(tensors)``
     receives those blobs and returns the (name, module) pairs to run in order - none for layers
-    that only declare inputs (no bottoms) or pass their bottom through (Split).
+    that only declare inputs (no bottoms) or pass their bottom through (Split). Normally the first
+    module reads the bottoms and the last one writes the tops; with ``per_top`` there is one module
+    per top, each reading the bottoms and writing its top (Caffe's Slice).
     """
 
     out_shapes: list[Optional[Shape]]
     blob_shapes: list[tuple[Optional[int], ...]] = field(default_factory=list)
     build: Callable[[list[torch.Tensor]], Modules] = lambda tensors: []
+    per_top: bool = False
 
 
 Builder = Callable[[Any, list[Optional[Shape]]], Plan]

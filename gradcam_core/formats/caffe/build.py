@@ -6,7 +6,7 @@ instead; for a deploy prototxt and its caffemodel both agree). Each layer is bui
 registered for its type (:mod:`gradcam_core.nets.registry`, ``@register("caffe", "<type>")`` in
 :mod:`gradcam_core.nets.layers`), which gets a :class:`CaffeLayer` and its bottoms' shapes. The layers
 run in prototxt order over named blobs (bottom/top names), so a builder of a layer with several
-bottoms or tops (Concat, Eltwise, Slice) needs no change here.
+bottoms or tops (Concat, Eltwise; Slice, one module per top with ``Plan.per_top``) needs no change here.
 
 Module numbering is loadcaffe's: one module per Caffe layer that computes something (none for input
 declarations and Split), plus the "torch_view" flatten loadcaffe inserted before an InnerProduct on an
@@ -15,6 +15,7 @@ image-shaped input. VGG-16: relu5_3 = 30, pool5 = 31, torch_view = 32, fc6 = 33,
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -67,9 +68,11 @@ class _BlobLoader:
         if trained is None:
             raise GradCamError(f"layer '{spec.name}' ({spec.type}) has no weights in '{self.source.path}'")
         if len(trained.blobs) != len(expected):
+            what = {1: " (weight only)", 2: " (weight and bias)"}.get(len(expected), "") if spec.type in (
+                "Convolution", "InnerProduct", "Deconvolution") else ""
             raise GradCamError(
-                f"layer '{spec.name}' ({spec.type}): expected {len(expected)} blobs (weight"
-                f"{' and bias' if len(expected) > 1 else ' only'}), '{self.source.path}' has {len(trained.blobs)}"
+                f"layer '{spec.name}' ({spec.type}): expected {len(expected)} blobs{what}, "
+                f"'{self.source.path}' has {len(trained.blobs)}"
             )
         return [self._read(spec, i, blob, shape) for i, (blob, shape) in enumerate(zip(trained.blobs, expected))]
 
@@ -77,7 +80,7 @@ class _BlobLoader:
               expected: tuple[int | None, ...]) -> torch.Tensor:
         if not blob.matches(expected):
             raise GradCamError(
-                f"layer '{spec.name}' ({spec.type}) blob {index} ({'weight' if index == 0 else 'bias'}): "
+                f"layer '{spec.name}' ({spec.type}) blob {index}{_blob_role(spec.type, index)}: "
                 f"expected shape {schema.format_shape(expected)}, got {schema.format_shape(blob.shape)} "
                 f"in '{self.source.path}'"
             )
@@ -93,6 +96,13 @@ class _BlobLoader:
         if tensor.dtype != self.dtype or self.device.type != "cpu":
             tensor = tensor.to(device=self.device, dtype=self.dtype)
         return tensor
+
+
+def _blob_role(layer_type: str, index: int) -> str:
+    """" (weight)" / " (bias)" / " (mean)" ...: what blob ``index`` of a layer type holds, for messages."""
+    roles = {"BatchNorm": ("mean", "variance", "scale factor"), "PReLU": ("slope",), "Scale": ("scale", "bias"),
+             "Bias": ("bias",)}.get(layer_type, ("weight", "bias"))
+    return f" ({roles[index]})" if index < len(roles) else ""
 
 
 class CaffeLayer:
@@ -120,13 +130,12 @@ def _build(structure: schema.NetSpec, loader: _BlobLoader, proto_name: str) -> G
     shapes: dict[str, schema.Shape] = {}  # blob name -> shape, as layers produce them
     alias: dict[str, str] = {}  # Split tops -> the blob they stand for
     inputs: list[tuple[str, schema.Shape]] = []
+    split_layers: dict[str, str] = {}  # Split layer name -> the blob it passes on
     nodes: list[Node] = []
     modules: list[nn.Module] = []
+    _check_blobs(structure, proto_name)
     for spec in structure.layers:
         bottoms = tuple(alias.get(b, b) for b in spec.bottoms)
-        for b in bottoms:
-            if b not in shapes:
-                raise GradCamError(f"{proto_name}: layer '{spec.name}' reads blob '{b}', which no earlier layer produces")
         builder = lookup("caffe", spec.type, f"layer '{spec.name}' has type '{spec.type}'")
         try:
             plan = builder(CaffeLayer(spec), [shapes[b] for b in bottoms])
@@ -139,14 +148,24 @@ def _build(structure: schema.NetSpec, loader: _BlobLoader, proto_name: str) -> G
         if not built:
             if bottoms:
                 alias.update((top, bottoms[0]) for top in spec.tops if top != bottoms[0])
+                split_layers[spec.name] = bottoms[0]
             else:
                 inputs.extend(zip(spec.tops, plan.out_shapes))
+            continue
+        if plan.per_top:  # one module per top, each reading the bottoms
+            if len(built) != len(spec.tops):
+                raise GradCamError(f"layer '{spec.name}' ({spec.type}): built {len(built)} modules for "
+                                   f"{len(spec.tops)} tops")
+            for (name, module), top in zip(built, spec.tops):
+                nodes.append(Node(name, spec.type, bottoms, (top,), len(bottoms) == 1 and bottoms == (top,)))
+                modules.append(module)
             continue
         # the layer's modules run one after the other: the first reads the bottoms, the last writes the tops
         sources = bottoms
         for k, (name, module) in enumerate(built):
             targets = spec.tops if k == len(built) - 1 else (f"{spec.name}/{name}",)
-            nodes.append(Node(name, spec.type if name == spec.name else name, sources, tuple(targets)))
+            in_place = len(sources) == 1 and tuple(targets) == sources
+            nodes.append(Node(name, spec.type if name == spec.name else name, sources, tuple(targets), in_place))
             modules.append(module)
             sources = tuple(targets)
     if not inputs:
@@ -161,24 +180,78 @@ def _build(structure: schema.NetSpec, loader: _BlobLoader, proto_name: str) -> G
     if len(image_shape) != 3:
         raise GradCamError(f"{proto_name}: input '{image}' must be (N, C, H, W), is declared with "
                            f"{len(image_shape) + 1} axes")
+    chain = _loadcaffe_chain(nodes, modules, image)
+    if chain:
+        # The original's semantics: loadcaffe made every ReLU nn.ReLU(true), in place on the module
+        # before it whatever the prototxt said (the original's activations of conv5 were rectified),
+        # and nothing else in place (a Dropout on fc7 in the prototxt was a separate nn.Dropout).
+        nodes = [replace(node, in_place=node.type == "ReLU" and k > 0 and node.bottoms == nodes[k - 1].tops)
+                 for k, node in enumerate(nodes)]
     _rectify_in_place(nodes, modules)
-    # The original ran Caffe nets in Torch7: explain's guided forward reproduces its numerics.
-    return GraphNet(nodes, modules, InputSpec(image, *image_shape), torch7_ties=True)
+    # A net the original could have run (through loadcaffe, in Torch7): explain's guided forward
+    # reproduces its numerics. Any other net has no Torch7 original to match, and that path (a
+    # Python loop over groups) would be slow on depthwise convolutions.
+    return GraphNet(nodes, modules, InputSpec(image, *image_shape), torch7_ties=chain,
+                    aliases={**split_layers, **alias})
+
+
+def _check_blobs(structure: schema.NetSpec, proto_name: str) -> None:
+    """Caffe's rules for blob names, checked before any weight is read (Net::Init): a layer reads only
+    blobs an earlier layer wrote (so there are no cycles: layers run in file order), and top i may
+    name an existing blob only as bottom i (in place; Net::AppendTop)."""
+    writers: dict[str, str] = {}  # blob name -> the layer that first wrote it
+    for spec in structure.layers:
+        for b in spec.bottoms:
+            if b not in writers:
+                raise GradCamError(f"{proto_name}: layer '{spec.name}' reads blob '{b}', which no earlier layer produces")
+        for i, top in enumerate(spec.tops):
+            if top in spec.tops[:i]:
+                raise GradCamError(f"{proto_name}: layer '{spec.name}' names top '{top}' twice")
+            in_place = i < len(spec.bottoms) and spec.bottoms[i] == top
+            if top in writers and not in_place:
+                raise GradCamError(f"{proto_name}: blob '{top}' is written by two layers, '{writers[top]}' and "
+                                   f"'{spec.name}' (a layer may rewrite a blob only in place, as top and bottom)")
+            writers.setdefault(top, spec.name)
+
+
+#: The layer types loadcaffe built modules for (plus the flatten it inserted before an InnerProduct).
+LOADCAFFE_TYPES = frozenset({"Convolution", "Pooling", "ReLU", "LRN", "InnerProduct", "Dropout", "Softmax",
+                             "Sigmoid", "TanH", "torch_view"})
+
+
+def _loadcaffe_chain(nodes: list[Node], modules: list[nn.Module], image: str) -> bool:
+    """Whether loadcaffe could have built this net: a chain (each node reads the one blob the node
+    before it wrote), only loadcaffe's layer types, no grouped convolution, no leaky ReLU."""
+    source = (image,)
+    for node, module in zip(nodes, modules):
+        if node.bottoms != source or len(node.tops) != 1 or node.type not in LOADCAFFE_TYPES:
+            return False
+        if (isinstance(module, nn.Conv2d) and module.groups != 1) or type(module) is nn.LeakyReLU:
+            return False
+        source = node.tops
+    return True
+
+
+#: Layer types whose module always returns a new tensor that its backward does not keep: a ReLU may
+#: rectify their output in place.
+_FRESH_OUTPUT = ("Convolution", "InnerProduct", "Deconvolution", "BatchNorm", "Scale", "Bias", "Eltwise")
 
 
 def _rectify_in_place(nodes: list[Node], modules: list[nn.Module]) -> None:
-    """Make a ReLU in place where the prototxt has it in place (bottom == top, as VGG's and AlexNet's
-    are) and its blob is the fresh output of a convolution or inner product: Caffe and loadcaffe
-    (``nn.ReLU(true)``) rectified that blob itself, and later readers of the name see the rectified
-    values either way. Saves allocating every activation twice (6% of a guided batch of 8 on VGG-16).
-    Never the input image, a blob that a Split makes visible under another name, or a blob another
-    layer has read first (it may have kept it for its backward)."""
+    """Make a ReLU in place where the prototxt has it in place (bottom == top, as VGG's, AlexNet's and
+    ResNet's are) and its blob is the fresh output of a convolution, inner product, BatchNorm, Scale,
+    Bias or Eltwise (:data:`_FRESH_OUTPUT`): Caffe and loadcaffe (``nn.ReLU(true)``) rectified that
+    blob itself, and later readers of the name see the rectified values either way. Saves allocating
+    every activation twice (6% of a guided batch of 8 on VGG-16). Never the input image, a blob that
+    a Split makes visible under another name, or a blob another layer has read first (it may have
+    kept it for its backward); the other in-place layers (BatchNorm, Scale, Dropout, ...) run out of
+    place, so no module overwrites a tensor autograd keeps."""
     writer: dict[str, str] = {}
     read_since_written: set[str] = set()
     for node, module in zip(nodes, modules):
         if (type(module) is nn.ReLU and len(node.bottoms) == 1 and node.bottoms == node.tops
                 and node.bottoms[0] not in read_since_written
-                and writer.get(node.bottoms[0]) in ("Convolution", "InnerProduct")):
+                and writer.get(node.bottoms[0]) in _FRESH_OUTPUT):
             module.inplace = True
         read_since_written.update(node.bottoms)
         read_since_written.difference_update(node.tops)

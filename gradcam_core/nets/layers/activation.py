@@ -1,12 +1,15 @@
-"""Activations: ReLU, Sigmoid and TanH of Caffe and Torch7 (all elementwise)."""
+"""Activations (all elementwise): ReLU, Sigmoid and TanH of Caffe and Torch7; Caffe's PReLU, ELU, Power,
+AbsVal and BNLL."""
 from __future__ import annotations
 
 from typing import Any, Optional
 
+import torch
 from torch import nn
 
-from ..registry import LayerError, Plan, Shape, register, same_shape, shape_rule
-from .common import caffe_same, torch7_fixed, torch7_plan
+from ..modules import BNLL, AbsVal, Power
+from ..registry import LayerError, Modules, Plan, Shape, register, same_shape, shape_rule
+from .common import caffe_same, single, torch7_fixed, torch7_plan
 
 
 def _caffe_relu(layer: Any) -> nn.Module:
@@ -19,6 +22,34 @@ def _caffe_relu(layer: Any) -> nn.Module:
 register("caffe", "ReLU")(caffe_same(_caffe_relu))
 register("caffe", "Sigmoid")(caffe_same(lambda layer: nn.Sigmoid()))
 register("caffe", "TanH")(caffe_same(lambda layer: nn.Tanh()))
+register("caffe", "AbsVal")(caffe_same(lambda layer: AbsVal()))
+register("caffe", "BNLL")(caffe_same(lambda layer: BNLL()))
+register("caffe", "ELU")(caffe_same(lambda layer: nn.ELU(layer.param("elu_param").get("alpha"))))
+
+
+def _caffe_power(layer: Any) -> nn.Module:
+    p = layer.param("power_param")
+    return Power(p.get("power"), p.get("scale"), p.get("shift"))
+
+
+register("caffe", "Power")(caffe_same(_caffe_power))
+
+
+@register("caffe", "PReLU")
+def caffe_prelu(layer: Any, in_shapes: list[Optional[Shape]]) -> Plan:
+    # prelu_layer.cpp: y = max(x, 0) + a * min(x, 0), a per channel (axis 1) or one for all.
+    shape = single(layer, in_shapes)
+    shared = layer.param("prelu_param").get("channel_shared")
+    if not shared and not shape:
+        raise LayerError("needs an input with a channel axis (or channel_shared)")
+    n = 1 if shared else shape[0]
+
+    def build(tensors: list[torch.Tensor]) -> Modules:
+        prelu = nn.PReLU(tensors[0].numel(), device="meta")
+        prelu.weight = nn.Parameter(tensors[0].reshape(-1))
+        return [(layer.name, prelu)]
+
+    return Plan([shape], [(n,)], build)
 
 
 @register("torch7", "nn.ReLU", "cudnn.ReLU")
@@ -33,4 +64,13 @@ def torch7_relu(layer: Any, in_shapes: list[Optional[Shape]]) -> Plan:
 register("torch7", "nn.Tanh", "cudnn.Tanh")(torch7_fixed(nn.Tanh))
 register("torch7", "nn.Sigmoid", "cudnn.Sigmoid")(torch7_fixed(nn.Sigmoid))
 
-shape_rule(nn.ReLU, nn.LeakyReLU, nn.Sigmoid, nn.Tanh)(same_shape)
+shape_rule(nn.ReLU, nn.LeakyReLU, nn.Sigmoid, nn.Tanh, nn.ELU, AbsVal, BNLL, Power)(same_shape)
+
+
+@shape_rule(nn.PReLU)
+def prelu_shape(prelu: nn.PReLU, in_shapes: list[Shape]) -> Optional[list[Shape]]:
+    if len(in_shapes) != 1:
+        return None
+    if prelu.num_parameters != 1 and (not in_shapes[0] or in_shapes[0][0] != prelu.num_parameters):
+        raise LayerError(f"needs {prelu.num_parameters} channels")
+    return list(in_shapes)

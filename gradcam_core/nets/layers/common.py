@@ -69,3 +69,14 @@ def one_image(in_shapes: list[Shape]) -> Optional[tuple[int, int, int]]:
 def smallest(fits: Callable[[int], bool], upto: int) -> int:
     """The smallest extent n in 1..upto for which ``fits(n)`` (``upto`` if none smaller does)."""
     return next((n for n in range(1, upto) if fits(n)), upto)
+
+
+def canonical_axis(axis: int, rank: int, what: str) -> int:
+    """Caffe's CanonicalAxisIndex for a ``rank``-axis blob (batch axis included), which must not be
+    the batch axis (0): the nets here run any batch size."""
+    if not -rank <= axis < rank:
+        raise LayerError(f"{what} {axis} is out of range for a {rank}-axis input")
+    axis %= rank
+    if axis == 0:
+        raise LayerError(f"{what} 0 (the batch axis) is not supported")
+    return axis

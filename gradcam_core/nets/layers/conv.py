@@ -1,4 +1,5 @@
-"""Convolutions: Caffe's Convolution, Torch7's SpatialConvolution (nn, MM, cudnn); the nn.Conv2d shape rule."""
+"""Convolutions: Caffe's Convolution (grouped and depthwise too) and Deconvolution, Torch7's
+SpatialConvolution (nn, MM, cudnn); the nn.Conv2d and nn.ConvTranspose2d shape rules."""
 from __future__ import annotations
 
 from typing import Any, Optional
@@ -7,7 +8,7 @@ import torch
 from torch import nn
 
 from ..registry import LayerError, Modules, Plan, Shape, register, shape_rule
-from .common import attach, image, one_image, positive, torch7_plan
+from .common import attach, image, one_image, positive, smallest, torch7_plan
 
 
 def conv_size(n: int, kernel: int, stride: int, pad: int, dilation: int) -> int:
@@ -28,9 +29,8 @@ def _pair(p: Any, repeated: str, default: Optional[int], hw: Optional[str] = Non
     raise LayerError(f"'{repeated}' must be given once or twice for a 2-D convolution, not {len(values)} times")
 
 
-@register("caffe", "Convolution")
-def caffe_convolution(layer: Any, in_shapes: list[Optional[Shape]]) -> Plan:
-    channels, height, width = image(layer, in_shapes)
+def _geometry(layer: Any, channels: Optional[int]) -> tuple[Any, ...]:
+    """(param, num_output, group, bias_term, kernel, stride, pad, dilation) of a ConvolutionParameter."""
     p = layer.param("convolution_param")
     n_out, group, bias = p.get("num_output"), p.get("group"), p.get("bias_term")
     kernel = _pair(p, "kernel_size", None, hw="kernel")
@@ -42,6 +42,13 @@ def caffe_convolution(layer: Any, in_shapes: list[Optional[Shape]]) -> Plan:
         raise LayerError("only axis 1 (N, C, H, W convolution) is supported")
     if n_out % group or (channels is not None and channels % group):
         raise LayerError(f"group {group} does not divide the {channels} input and {n_out} output channels")
+    return p, n_out, group, bias, kernel, stride, pad, dilation
+
+
+@register("caffe", "Convolution")
+def caffe_convolution(layer: Any, in_shapes: list[Optional[Shape]]) -> Plan:
+    channels, height, width = image(layer, in_shapes)
+    p, n_out, group, bias, kernel, stride, pad, dilation = _geometry(layer, channels)
 
     def size(n: Optional[int], i: int) -> Optional[int]:
         return None if n is None else conv_size(n, kernel[i], stride[i], pad[i], dilation[i])
@@ -55,6 +62,35 @@ def caffe_convolution(layer: Any, in_shapes: list[Optional[Shape]]) -> Plan:
     per_group = None if channels is None else channels // group
     blob_shapes = [(n_out, per_group, *kernel)] + ([(n_out,)] if bias else [])
     return Plan([(n_out, size(height, 0), size(width, 1))], blob_shapes, build)
+
+
+def deconv_size(n: int, kernel: int, stride: int, pad: int, dilation: int) -> int:
+    """Output extent of a deconvolution (deconv_layer.cpp; PyTorch's ConvTranspose2d without output_padding)."""
+    return stride * (n - 1) + dilation * (kernel - 1) + 1 - 2 * pad
+
+
+@register("caffe", "Deconvolution")
+def caffe_deconvolution(layer: Any, in_shapes: list[Optional[Shape]]) -> Plan:
+    # Caffe's Deconvolution is the backward pass of a Convolution, its weight (C_in, C_out / group,
+    # kh, kw): exactly torch's ConvTranspose2d (same layout, same output size).
+    channels, height, width = image(layer, in_shapes)
+    p, n_out, group, bias, kernel, stride, pad, dilation = _geometry(layer, channels)
+
+    def size(n: Optional[int], i: int) -> Optional[int]:
+        return None if n is None else deconv_size(n, kernel[i], stride[i], pad[i], dilation[i])
+
+    sizes = (size(height, 0), size(width, 1))
+    if any(n is not None and n < 1 for n in sizes):
+        raise LayerError(f"pad {pad} leaves no output for a {height}x{width} input")
+
+    def build(tensors: list[torch.Tensor]) -> Modules:
+        weight = tensors[0]
+        deconv = nn.ConvTranspose2d(weight.shape[0], n_out, kernel, stride, pad, 0, group, bias, dilation,
+                                    device="meta")
+        return [(layer.name, attach(deconv, weight, tensors[1] if bias else None))]
+
+    blob_shapes = [(channels, n_out // group, *kernel)] + ([(n_out,)] if bias else [])
+    return Plan([(n_out, *sizes)], blob_shapes, build)
 
 
 @register("torch7", "nn.SpatialConvolution", "nn.SpatialConvolutionMM", "cudnn.SpatialConvolution")
@@ -94,3 +130,20 @@ def conv2d_shape(conv: nn.Conv2d, in_shapes: list[Shape]) -> Optional[list[Shape
         least = [d * (k - 1) + 1 - 2 * p for k, p, d in zip(conv.kernel_size, conv.padding, conv.dilation)]
         raise LayerError(f"needs at least a {least[0]}x{least[1]} input")
     return [(conv.out_channels, *sizes)]
+
+
+@shape_rule(nn.ConvTranspose2d)
+def conv_transpose2d_shape(deconv: nn.ConvTranspose2d, in_shapes: list[Shape]) -> Optional[list[Shape]]:
+    shape = one_image(in_shapes)
+    if shape is None or isinstance(deconv.padding, str) or any(deconv.output_padding):
+        return None
+    channels, height, width = shape
+    if channels != deconv.in_channels:
+        raise LayerError(f"needs {deconv.in_channels} input channels")
+    sizes = [deconv_size(n, *geometry) for n, *geometry in
+             zip((height, width), deconv.kernel_size, deconv.stride, deconv.padding, deconv.dilation)]
+    if min(sizes) < 1:
+        least = [smallest(lambda n: deconv_size(n, k, s, p, d) >= 1, 2 * p + 1)
+                 for k, s, p, d in zip(deconv.kernel_size, deconv.stride, deconv.padding, deconv.dilation)]
+        raise LayerError(f"needs at least a {least[0]}x{least[1]} input")
+    return [(deconv.out_channels, *sizes)]

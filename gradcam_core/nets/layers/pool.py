@@ -20,7 +20,8 @@ def caffe_pooling(layer: Any, in_shapes: list[Optional[Shape]]) -> Plan:
     # Caffe's rules (PoolingLayer::LayerSetUp): pad_h/stride_h, when given, replace pad/stride.
     pad = (p.get("pad_h"), p.get("pad_w")) if p.has("pad_h") else (p.get("pad"),) * 2
     stride = (p.get("stride_h"), p.get("stride_w")) if p.has("stride_h") else (p.get("stride"),) * 2
-    ceil = layer.enum("pooling_param", "round_mode") == "CEIL"
+    # BVLC's round_mode FLOOR, or the forks' ceil_mode: false (SENet's, ...): floor rounding
+    ceil = layer.enum("pooling_param", "round_mode") == "CEIL" and bool(p.get("ceil_mode"))
     if p.get("global_pooling"):
         if pad != (0, 0) or stride != (1, 1):
             raise LayerError("global pooling allows only pad 0 and stride 1")
