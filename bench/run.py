@@ -18,6 +18,13 @@ What it does:
    that the machine's drift between rounds (30% within minutes here) cancels.
 3. In fresh subprocesses: the caffemodel load against reading the file, the whole
    ``classification.py`` command against ``python -c "import torch"``, and a folder of 32 images.
+4. The model formats (``--only formats`` runs these alone, in a few minutes): a Caffe ResNet-50 (the
+   shared deploy prototxt, random weights written into the cache) and the bundled real SqueezeNet 1.1
+   in its three forms (Caffe, torchvision state_dict, and an ONNX export of the torchvision one made
+   into the cache), each loaded as the CLI loads it (``tasks.classify.load_model``) and fed its own
+   preprocessing: Grad-CAM + guided against each net's own floor, interleaved; the ONNX-loaded net
+   against its torchvision twin (same weights, same layer, same rounds); and the ResNet-50
+   caffemodel's load as for VGG-16. A net the Caffe loader cannot build yet gets a "skipped" row.
 
 The floor is one forward plus one backward to the input, nothing else::
 
@@ -62,6 +69,10 @@ LAYER = "relu5_3"
 CLASS = 242  # 0-based: label 243, "boxer" (the cat_dog image's dog)
 CLASSES_K4 = [242, 281, 282, 285]  # boxer, tabby, tiger cat, Egyptian cat
 MODEL_NAME = "VGG_ILSVRC_16_layers"
+RESNET50_PROTO = ROOT / "tests" / "data" / "prototxts" / "ResNet-50-deploy.prototxt"
+SQUEEZENET = ROOT / "models" / "squeezenet1_1"
+SECTION_RESNET = "model formats: Caffe ResNet-50 (shared deploy prototxt, random weights)"
+SECTION_SQUEEZENET = "model formats: the real SqueezeNet 1.1 as Caffe, torchvision and ONNX"
 GB = 1e9
 MB = 1e6
 
@@ -527,6 +538,7 @@ LOAD_PROBE = textwrap.dedent("""
     from gradcam_core.caffe import load_caffe
     proto, model = sys.argv[1], sys.argv[2]
     torch.set_num_threads(int(sys.argv[3]))
+    read_threads = int(sys.argv[4])
 
     def status(key):
         return int(re.search(key + r":\\s+(\\d+)", open("/proc/self/status").read()).group(1)) * 1024
@@ -550,9 +562,12 @@ LOAD_PROBE = textwrap.dedent("""
     net = load_caffe(proto, model)
     # and one read of every weight: packed blobs are mapped from the page cache, not copied, so the
     # pages' first use (mapping them in) is counted here rather than in the first forward
+    if read_threads != torch.get_num_threads():
+        torch.set_num_threads(read_threads)
     for p in net.parameters():
         p.detach().sum()
     load, peak_load = time.perf_counter() - t0, status("VmHWM") - base
+    torch.set_num_threads(int(sys.argv[3]))
     del net
     reset_peak(); base = status("VmRSS"); t0 = time.perf_counter()
     buf = read_file()
@@ -561,27 +576,39 @@ LOAD_PROBE = textwrap.dedent("""
 """)
 
 
-def load_run(proto: Path, model: Path, repeats: int, threads: int, report: Report, section: str) -> None:
+def load_run(proto: Path, model: Path, repeats: int, threads: int, report: Report, section: str,
+             label: str = "V1 caffemodel", peak_target: bool = True, read_threads: Optional[int] = None) -> None:
     """Each repeat in a fresh interpreter: load_caffe first (its peak over the baseline after imports),
-    then, for comparison, reading the file into fresh memory."""
+    then, for comparison, reading the file into fresh memory. ``label`` names the file in the rows;
+    without ``peak_target`` the peak is a figure of the load row, not a row with a target.
+    ``read_threads`` (default ``threads``): torch threads for the read of every weight after the load
+    (one ``sum`` per parameter tensor; with many tensors, as ResNet-50's 161, each multi-threaded sum
+    waits for its OpenMP team, which on a loaded machine costs milliseconds a tensor: more than the
+    load itself)."""
     size = model.stat().st_size
     res: dict[str, list[float]] = {"load": [], "peak_load": [], "read": [], "peak_read": []}
     for _ in range(repeats):
-        cmd = ["-c", LOAD_PROBE, str(proto), str(model), str(threads)]
+        cmd = ["-c", LOAD_PROBE, str(proto), str(model), str(threads), str(read_threads or threads)]
         _, _, code, out, err = run_child(cmd, ROOT, child_env(threads))
         if code != 0:
-            report.add(Row("caffemodel load", section=section, extra=f"probe failed: {err.strip()[-300:]}"))
+            report.add(Row(f"`load_caffe` of the {label}", section=section,
+                           extra=f"probe failed: {err.strip()[-300:]}"))
             return
         for key, value in json.loads(out.strip().splitlines()[-1]).items():
             res[key].append(value)
     load, read = statistics.median(res["load"]), statistics.median(res["read"])
-    r = report.add(Row(f"`load_caffe` of the {size / MB:.0f} MB V1 caffemodel (page cache warm), then one read "
-                       "of every weight", load,
+    peak = statistics.median(res["peak_load"])
+    r = report.add(Row(f"`load_caffe` of the {size / MB:.0f} MB {label} (page cache warm), then one read "
+                       "of every weight" + (f" ({read_threads} torch thread{'s' if read_threads > 1 else ''})"
+                                            if read_threads and read_threads != threads else ""), load,
                        min(res["load"]), section=section, target="≥ 1 GB/s",
                        extra=f"{size / load / GB:.2f} GB/s; reading the file into fresh memory: "
-                             f"{fmt_s(read)} = {size / read / GB:.2f} GB/s"))
+                             f"{fmt_s(read)} = {size / read / GB:.2f} GB/s"
+                             + ("" if peak_target else f"; peak RSS over the baseline {peak / MB:.0f} MB "
+                                f"= {peak / size:.2f}× the file")))
     r.ok = size / load >= GB
-    peak = statistics.median(res["peak_load"])
+    if not peak_target:
+        return
     r = report.add(Row("`load_caffe` peak RSS over the interpreter's baseline (fresh subprocess; the mapped "
                        "file's pages count)", section=section,
                        target="≤ 1.5× file size",
@@ -629,6 +656,300 @@ def cli_run(proto: Path, model: Path, image: Path, repeats: int, threads: int, r
 
 
 # --------------------------------------------------------------------------------------------------
+# Model formats: a Caffe ResNet-50 and the real SqueezeNet 1.1 in three forms
+
+
+def _conv_out(size: int, kernel: int, pad: int, stride: int, dilation: int = 1) -> int:
+    return (size + 2 * pad - dilation * (kernel - 1) - 1) // stride + 1
+
+
+def _pool_out(size: int, kernel: int, pad: int, stride: int, ceil: bool) -> int:
+    """Caffe's pooled size: ceil rounding by default, minus one if the last window starts in the padding."""
+    span = size + 2 * pad - kernel
+    out = (-(-span // stride) if ceil else span // stride) + 1
+    if pad and (out - 1) * stride >= size + pad:
+        out -= 1
+    return out
+
+
+def _hw(p, name: str, default: int) -> tuple[int, int]:
+    """(h, w) of a convolution/pooling geometry field: ``name_h``/``name_w`` or ``name`` (once or twice)."""
+    if p.has(f"{name}_h") or p.has(f"{name}_w"):
+        return p.get(f"{name}_h"), p.get(f"{name}_w")
+    values = p.all(name) if p.type.by_name[name].repeated else ([p.get(name)] if p.has(name) else [])
+    return (values[0], values[-1]) if values else (default, default)
+
+
+def random_weights(proto: Path, seed: int = 0) -> list[dict]:
+    """Random parameter blobs for the layers of a deploy prototxt, as layer dicts for
+    :func:`gradcam_core.formats.caffe.write.write_caffemodel`, shaped as Caffe requires them (the
+    bottoms' shapes are followed through the net): Convolution weight (out, in / group, kh, kw) and
+    bias (out,) when ``bias_term``; InnerProduct (out, C·H·W of its bottom) and (out,); BatchNorm
+    mean (C,), variance (C,), scale factor (1,); Scale weight (C,) and, with ``bias_term``, bias (C,).
+    He-normal weights, small biases, BatchNorm statistics of a unit normal and factor 1.
+    Layer types this benchmark's nets do not use raise ValueError."""
+    import math
+
+    import numpy as np
+
+    from gradcam_core.formats.caffe import prototxt, schema
+
+    tree = prototxt.to_msg(prototxt.parse_file(proto), schema.NET_PARAMETER, str(proto))
+    net = schema.interpret_net(tree, str(proto), with_blobs=False)
+    rng = np.random.default_rng(seed)
+    shapes: dict[str, tuple[int, int, int]] = {}  # blob name -> (C, H, W)
+    layers = []
+
+    def normal(shape: tuple[int, ...], std: float) -> np.ndarray:
+        return (rng.standard_normal(shape, dtype=np.float32) * np.float32(std)).astype(np.float32)
+
+    for spec in net.layers:
+        if spec.type in ("Input", "Data") and not spec.bottoms:
+            for top, shape in zip(spec.tops, spec.input_shapes):
+                shapes[top] = tuple(shape[1:4])
+            continue
+        c, h, w = shapes[spec.bottoms[0]]
+        blobs: list[np.ndarray] = []
+        out = (c, h, w)
+        if spec.type == "Convolution":
+            p = spec.param("convolution_param")
+            (kh, kw), (sh, sw), (ph, pw) = _hw(p, "kernel_size", 0), _hw(p, "stride", 1), _hw(p, "pad", 0)
+            dil = p.all("dilation")
+            dh, dw = (dil[0], dil[-1]) if dil else (1, 1)
+            n, group = p.get("num_output"), p.get("group")
+            weight_shape = (n, c // group, kh, kw)
+            blobs.append(normal(weight_shape, math.sqrt(2.0 / math.prod(weight_shape[1:]))))
+            if p.get("bias_term"):
+                blobs.append(normal((n,), 0.01))
+            out = (n, _conv_out(h, kh, ph, sh, dh), _conv_out(w, kw, pw, sw, dw))
+        elif spec.type == "InnerProduct":
+            p = spec.param("inner_product_param")
+            n = p.get("num_output")
+            blobs.append(normal((n, c * h * w), math.sqrt(1.0 / (c * h * w))))
+            if p.get("bias_term"):
+                blobs.append(normal((n,), 0.01))
+            out = (n, 1, 1)
+        elif spec.type == "BatchNorm":
+            blobs += [normal((c,), 0.1), (1 + np.abs(normal((c,), 0.1))).astype(np.float32),
+                      np.ones(1, np.float32)]
+        elif spec.type == "Scale":
+            blobs.append((1 + normal((c,), 0.1)).astype(np.float32))
+            if spec.param("scale_param").get("bias_term"):
+                blobs.append(normal((c,), 0.01))
+        elif spec.type == "Pooling":
+            p = spec.param("pooling_param")
+            if p.get("global_pooling"):
+                out = (c, 1, 1)
+            else:
+                (kh, kw), (sh, sw), (ph, pw) = _hw(p, "kernel_size", 0), _hw(p, "stride", 1), _hw(p, "pad", 0)
+                ceil = p.get("round_mode") in (None, 0, "CEIL") and p.get("ceil_mode")
+                out = (c, _pool_out(h, kh, ph, sh, ceil), _pool_out(w, kw, pw, sw, ceil))
+        elif spec.type == "Concat":
+            out = (sum(shapes[b][0] for b in spec.bottoms), h, w)
+        elif spec.type not in ("ReLU", "Eltwise", "Softmax", "Dropout", "Split", "Sigmoid", "TanH", "LRN"):
+            raise ValueError(f"{proto}: layer '{spec.name}' has type {spec.type}, which random_weights "
+                             "does not know")
+        for top in spec.tops:
+            shapes[top] = out
+        if blobs:
+            layers.append({"name": spec.name, "type": spec.type, "blobs": blobs})
+    return layers
+
+
+def ensure_resnet50(cache: Path) -> tuple[Path, Path]:
+    """The shared ResNet-50 deploy prototxt and a V2 caffemodel of random weights for it
+    (``cache/resnet50``, written once)."""
+    from gradcam_core.formats.caffe.write import write_caffemodel
+
+    folder = cache / "resnet50"
+    model = folder / "ResNet-50-random.caffemodel"
+    stamp = folder / "ResNet-50-random.source"  # the prototxt's size and mtime the weights were made for
+    source = f"{RESNET50_PROTO.stat().st_size} {RESNET50_PROTO.stat().st_mtime_ns}"
+    if model.is_file() and stamp.is_file() and stamp.read_text() == source:
+        return RESNET50_PROTO, model
+    print(f"writing a random-weight ResNet-50 caffemodel into {folder} ...", flush=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f"tmp-{os.getpid()}.caffemodel"
+    write_caffemodel(tmp, random_weights(RESNET50_PROTO), name="ResNet-50")
+    os.replace(tmp, model)
+    stamp.write_text(source)
+    return RESNET50_PROTO, model
+
+
+def ensure_squeezenet_onnx(cache: Path) -> Path:
+    """The bundled torchvision SqueezeNet 1.1 exported to ONNX (TorchScript exporter, dynamic batch
+    axis) into ``cache/squeezenet1_1``; redone when the state_dict is newer than the export."""
+    import torch
+
+    from gradcam_core.formats.torchvision import load_torchvision
+
+    pth = SQUEEZENET / "squeezenet1_1.pth"
+    out = cache / "squeezenet1_1" / "squeezenet1_1.onnx"
+    if out.is_file() and out.stat().st_mtime_ns >= pth.stat().st_mtime_ns:
+        return out
+    print(f"exporting the torchvision SqueezeNet 1.1 to {out} ...", flush=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f"tmp-{os.getpid()}.onnx")
+    net = load_torchvision("squeezenet1_1", pth)
+    torch.onnx.export(net, (torch.zeros(1, 3, 224, 224),), str(tmp), dynamo=False,
+                      input_names=["input"], output_names=["logits"],
+                      dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
+    os.replace(tmp, out)
+    return out
+
+
+def squeezenet_rounds(repeats: int) -> int:
+    """Interleaved rounds for the SqueezeNet forms (``--repeats`` is sized for VGG-16's calls)."""
+    return max(4 * repeats, 8)
+
+
+@dataclass
+class Form:
+    """One loaded form of a net for the format rows."""
+
+    key: str  # variant prefix
+    what: str  # how the rows name it
+    net: object = None
+    x: object = None  # (1, 3, 224, 224), the form's own preprocessing
+    layer: str = ""
+    skipped: str = ""  # why it is not measured
+
+
+def load_form(key: str, what: str, net_name: str, load: Callable[[], object], image: Path,
+              layer: Callable[[object], str]) -> Form:
+    """Load a classifier (``tasks.classify.load_model``'s Classifier) and its input; a model the
+    loaders refuse (GradCamError: e.g. a Caffe layer type without a builder yet) is a skipped form."""
+    from gradcam_core.errors import GradCamError
+    from gradcam_core.image.preprocessing import load_input
+
+    try:
+        clf = load()
+    except GradCamError as err:
+        print(f"{net_name}, {what}: cannot load it ({err})", flush=True)
+        reason = str(err).split(" (supported:")[0]  # the loader's list of supported types is long
+        loader = what.split()[0]
+        return Form(key, what, skipped=f"skipped: the {loader} loader cannot build {net_name} yet ({reason})")
+    return Form(key, what, clf.net, load_input(image, 224, 224, clf.preprocessing)[None], layer(clf.net))
+
+
+def formats_run(cache: Path, image: Path, repeats: int, cli_repeats: int, threads: int, report: Report) -> bool:
+    """The model-format rows (see the module docstring, item 4). Returns whether the maps of the
+    forms that loaded agree."""
+    from gradcam_core.engine import explain
+    from gradcam_core.tasks.classify import load_model
+
+    rn_proto, rn_model = ensure_resnet50(cache)
+    onnx_file = ensure_squeezenet_onnx(cache)
+    sq = SQUEEZENET
+    resnet = load_form("rn", "Caffe (shared prototxt + random-weight caffemodel)", "ResNet-50",
+                       lambda: load_model(rn_model, proto_file=rn_proto), image, lambda net: "res5c_relu")
+    forms = [
+        load_form("caffe", "Caffe (deploy.prototxt + squeezenet1_1.caffemodel)", "SqueezeNet 1.1",
+                  lambda: load_model(sq / "squeezenet1_1.caffemodel", proto_file=sq / "deploy.prototxt"), image,
+                  lambda net: "fire9/concat"),
+        load_form("tv", "torchvision (squeezenet1_1.pth)", "SqueezeNet 1.1",
+                  lambda: load_model(sq / "squeezenet1_1.pth", arch="squeezenet1_1"), image,
+                  lambda net: "features"),
+        load_form("onnx", "ONNX (export of the torchvision net)", "SqueezeNet 1.1",
+                  lambda: load_model(onnx_file), image,
+                  lambda net: [n for n in net.layer_names  # the last fire module's Concat node
+                               if n.startswith("/features/") and n.endswith("/Concat")][-1]),
+    ]
+    by_key = {f.key: f for f in forms}
+
+    # The forms compute the same function of the image: check it before timing.
+    ok, lines = True, []
+    tv, on, cf = by_key["tv"], by_key["onnx"], by_key["caffe"]
+    if not tv.skipped:
+        ref = explain(tv.net, tv.x, tv.layer, [CLASS])
+        for other, guided in ((on, True), (cf, False)):  # Caffe's input is on another scale: no guided check
+            if other.skipped:
+                continue
+            theirs = explain(other.net, other.x, other.layer, [CLASS])
+            e = rel_err(theirs.cam_raw, ref.cam_raw)
+            good = e < 1e-4
+            text = (f"SqueezeNet {other.key} at {other.layer} vs torchvision at {tv.layer}, Grad-CAM: "
+                    f"max rel. diff {e:.1e}")
+            if guided:
+                g = rel_err(theirs.guided, ref.guided)
+                good &= g < 1e-4
+                text += f"; guided backprop: {g:.1e}"
+            ok &= good
+            lines.append(f"{'ok  ' if good else 'BAD '} {text}")
+    if lines:
+        report.notes.append(f"Model-format maps agree (checked before timing, {image.name}, class {CLASS}):\n"
+                            + "\n".join("    " + ln for ln in lines))
+        print("\n".join(lines), flush=True)
+
+    def race_forms(forms: list[Form], rounds: int, calls: int = 1) -> dict[str, list[float]]:
+        """Interleaved rounds of every form's floor and ours (and, for a Caffe net, ours with
+        ``torch7_ties=False``); each sample is the mean of ``calls`` back-to-back calls."""
+        v: dict[str, Callable[[], object]] = {}
+        for f in forms:
+            if f.skipped:
+                continue
+            v[f"{f.key}_floor"] = floor_of(f.net, f.x)
+            v[f"{f.key}_ours"] = (lambda f=f: explain(f.net, f.x, f.layer, [CLASS]))
+            if f.what.startswith("Caffe"):
+                v[f"{f.key}_fast"] = (lambda f=f: explain(f.net, f.x, f.layer, [CLASS], torch7_ties=False))
+        if not v:
+            return {}
+        if calls > 1:
+            v = {k: (lambda fn=fn: [fn() for _ in range(calls)]) for k, fn in v.items()}
+        print(f"timing {len(v)} variants, {rounds} interleaved rounds of {calls} call(s) each ...", flush=True)
+        return {k: [t / calls for t in ts] for k, ts in interleaved(v, rounds).items()}
+
+    def paired(times: dict[str, list[float]], a: str, b: str) -> float:
+        return statistics.median(x / y for x, y in zip(times[a], times[b]))
+
+    def rows_for(f: Form, times: dict[str, list[float]], section: str) -> None:
+        if f.skipped:
+            report.add(Row(f.what, section=section, extra=f.skipped[:300]))
+            return
+        fl, ours = times[f"{f.key}_floor"], times[f"{f.key}_ours"]
+        report.add(Row(f"{f.what}: floor, 1 forward + 1 backward to the input",
+                       statistics.median(fl), min(fl), 1.0, section=section))
+        r = report.add(Row(f"{f.what}: ours, Grad-CAM + guided backprop + guided Grad-CAM "
+                           f"(CLI default) at `{f.layer}`", statistics.median(ours), min(ours),
+                           paired(times, f"{f.key}_ours", f"{f.key}_floor"), section=section,
+                           target="≤ 1.15× floor"))
+        r.ok = r.ratio <= 1.15
+        if f"{f.key}_fast" in times:
+            fast = times[f"{f.key}_fast"]
+            report.add(Row(f"{f.what}: same with `torch7_ties=False` (extra row: oneDNN forward; not what the "
+                           "CLI runs)", statistics.median(fast), min(fast),
+                           paired(times, f"{f.key}_fast", f"{f.key}_floor"), section=section))
+
+    # ResNet-50: its calls are long enough for --repeats rounds of one call; SqueezeNet's (a few tens
+    # of ms unloaded) are more, each of 3 calls, so that its ratios are as steady.
+    times = race_forms([resnet], repeats)
+    rows_for(resnet, times, SECTION_RESNET)
+    if resnet.skipped:
+        report.add(Row("`load_caffe` of the ResNet-50 caffemodel", section=SECTION_RESNET,
+                       extra="skipped: the Caffe loader cannot build ResNet-50 yet"))
+    else:
+        del resnet.net
+        print("ResNet-50 caffemodel load ...", flush=True)
+        load_run(rn_proto, rn_model, cli_repeats, threads, report, SECTION_RESNET,
+                 label="V2 ResNet-50 caffemodel", peak_target=False, read_threads=1)
+
+    times = race_forms(forms, squeezenet_rounds(repeats), calls=3)
+    for f in forms:
+        rows_for(f, times, SECTION_SQUEEZENET)
+    r = report.add(Row("ONNX-loaded net against its torchvision twin: Grad-CAM + guided time "
+                       "(same weights and layer, same rounds)", section=SECTION_SQUEEZENET,
+                       target="≤ 1.10× torchvision"))
+    if tv.skipped or on.skipped:
+        r.extra = "skipped: " + ("the torchvision" if tv.skipped else "the ONNX") + " form did not load"
+    else:
+        ratio = paired(times, "onnx_ours", "tv_ours")
+        r.extra = (f"{ratio:.2f}× the torchvision net's time (floors: "
+                   f"{paired(times, 'onnx_floor', 'tv_floor'):.2f}×)")
+        r.ok = ratio <= 1.10
+    return ok
+
+
+# --------------------------------------------------------------------------------------------------
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -643,6 +964,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--image", type=Path, default=ROOT / "images" / "cat_dog.jpg")
     ap.add_argument("--markdown", type=Path, help="also write the report as Markdown to this file")
     ap.add_argument("--quick", action="store_true", help="smoke test: 2 rounds, 1 run of each subprocess")
+    ap.add_argument("--only", choices=("all", "formats"), default="all",
+                    help="'formats': only the model-format rows (Caffe ResNet-50, SqueezeNet 1.1 as Caffe, "
+                         "torchvision and ONNX), a few minutes; default: everything")
     args = ap.parse_args(argv)
     if args.quick:
         args.repeats, args.cli_repeats, args.folder_repeats = 2, 1, 1
@@ -673,46 +997,63 @@ def main(argv: Optional[list[str]] = None) -> int:
     load_start = load_average()
 
     args.cache.mkdir(parents=True, exist_ok=True)
-    proto, model = ensure_vgg16(args.cache)
-    folder = ensure_folder(args.cache)
-    net = load_classifier(proto, model)
-    image = imageops.preprocess(args.image, 224, 224)[None]
-    batch8 = torch.stack([imageops.preprocess(p, 224, 224) for p in sorted(folder.glob("*.jpg"))[:8]])
+    agree = True
+    model_lines = []
+    if args.only == "all":
+        proto, model = ensure_vgg16(args.cache)
+        folder = ensure_folder(args.cache)
+        net = load_classifier(proto, model)
+        image = imageops.preprocess(args.image, 224, 224)[None]
+        batch8 = torch.stack([imageops.preprocess(p, 224, 224) for p in sorted(folder.glob("*.jpg"))[:8]])
 
-    print("checking that the maps agree ...", flush=True)
-    agree = check_agreement(net, image, peers, report)
-    race(net, image, batch8, peers, args.repeats, report)
-    del batch8
+        print("checking that the maps agree ...", flush=True)
+        agree = check_agreement(net, image, peers, report)
+        race(net, image, batch8, peers, args.repeats, report)
+        del batch8
 
-    print("caffemodel load ...", flush=True)
-    load_run(proto, model, args.cli_repeats, args.threads, report, "model load and whole command (subprocesses)")
-    print("whole command ...", flush=True)
-    cli_run(proto, model, args.image, args.cli_repeats, args.threads, report,
-            "model load and whole command (subprocesses)")
-    print("folder of 32 images ...", flush=True)
+        print("caffemodel load ...", flush=True)
+        load_run(proto, model, args.cli_repeats, args.threads, report, "model load and whole command (subprocesses)")
+        print("whole command ...", flush=True)
+        cli_run(proto, model, args.image, args.cli_repeats, args.threads, report,
+                "model load and whole command (subprocesses)")
+        print("folder of 32 images ...", flush=True)
 
-    def floor_now() -> float:
-        return statistics.median(interleaved({"floor": floor_of(net, image)}, 3)["floor"])
+        def floor_now() -> float:
+            return statistics.median(interleaved({"floor": floor_of(net, image)}, 3)["floor"])
 
-    folder_run(proto, model, folder, args.image, floor_now, args.folder_repeats, args.threads, report,
-               "batches (per image, against the one-image floor)")
+        folder_run(proto, model, folder, args.image, floor_now, args.folder_repeats, args.threads, report,
+                   "batches (per image, against the one-image floor)")
+        del net
+        model_lines.append(
+            f"- Model: full-size VGG-16, V1 caffemodel with random weights ({model.stat().st_size / MB:.0f} MB), "
+            f"input 1×3×224×224 ({args.image.name}), layer {LAYER}, class {CLASS} (0-based)")
+    print("model formats ...", flush=True)
+    agree &= formats_run(args.cache, args.image, args.repeats, args.cli_repeats, args.threads, report)
+    model_lines.append(
+        f"- Model formats: Caffe ResNet-50 ({RESNET50_PROTO.name}, V2 caffemodel with random weights), layer "
+        "res5c_relu; the bundled SqueezeNet 1.1 (ImageNet-trained) as Caffe files (layer fire9/concat), "
+        "torchvision state_dict (layer features) and an ONNX export of that (the last fire module's Concat node); "
+        f"input 1×3×224×224 ({args.image.name}, each form's own preprocessing), class {CLASS} (0-based); "
+        f"SqueezeNet: {squeezenet_rounds(args.repeats)} rounds of 3 calls of each variant")
     # keep the batch rows together
     order = ["one image, one target", "k = 4 targets, one image (ours: one call; peers: 4 runs)",
-             "batches (per image, against the one-image floor)", "model load and whole command (subprocesses)"]
+             "batches (per image, against the one-image floor)", "model load and whole command (subprocesses)",
+             SECTION_RESNET, SECTION_SQUEEZENET]
     report.rows.sort(key=lambda r: order.index(r.section) if r.section in order else len(order))
 
     report.header = [
-        f"Grad-CAM speed benchmark, {started:%Y-%m-%d %H:%M} UTC (`python bench/run.py`)",
+        f"Grad-CAM speed benchmark, {started:%Y-%m-%d %H:%M} UTC "
+        f"(`python bench/run.py{' --only formats' if args.only == 'formats' else ''}`)",
         "",
         f"- CPU: {cpu_model()}, {os.cpu_count()} logical CPUs; {args.threads} torch threads; "
         + ", ".join(versions) + f"; Python {platform.python_version()}",
-        f"- Model: full-size VGG-16, V1 caffemodel with random weights ({model.stat().st_size / MB:.0f} MB), "
-        f"input 1×3×224×224 ({args.image.name}), layer {LAYER}, class {CLASS} (0-based)",
+        *model_lines,
         "- Floor: `x = image.clone().requires_grad_(); out = net(x); torch.autograd.grad(out[0, c], x)` on the "
-        "same GraphNet, parameters frozen, PyTorch's default CPU kernels (oneDNN), NCHW",
+        "same net, parameters frozen, PyTorch's default CPU kernels (oneDNN), NCHW",
         f"- In-process: {args.repeats} interleaved rounds after a warm-up round, median (fastest); ratios "
         "(× floor, × faster) are medians of the ratios within each round; "
-        f"subprocesses: {args.cli_repeats} runs each (folder: {args.folder_repeats}), interleaved, median",
+        f"subprocesses: {args.cli_repeats} runs each"
+        + (f" (folder: {args.folder_repeats}), interleaved" if args.only == "all" else "") + ", median",
         f"- Machine load average at start / end: {load_start} / {load_average()}; this process's niceness "
         f"{os.nice(0)}",
         f"- Maps agree: {'yes' if agree else 'NO'} (see below)",
