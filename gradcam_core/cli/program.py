@@ -53,16 +53,17 @@ class Program(abc.ABC, Generic[R]):
     dtype: ClassVar[torch.dtype] = torch.float32
     """The precision of the images and of the rendered maps (the original's default tensor type)."""
 
+    preprocessing: Any = None
+    """The model's :class:`~gradcam_core.image.preprocessing.Preprocessing`, set by ``load`` (None: the
+    original's ``utils.preprocess``)."""
+
+    fixed_batch: Any = None
+    """A batch size the loaded model fixes (an ONNX export with its batch axis baked in), or None."""
+
     @abc.abstractmethod
     def load(self, log: Log) -> torch.nn.Module:
         """Load the models (printing what the original printed while loading); return the net whose
         layer is explained, so that an unknown layer fails before any work."""
-
-    preprocessing: Any = None
-    """The model's :class:`~gradcam_core.image.preprocessing.Preprocessing` (None: the original's)."""
-
-    fixed_batch: Any = None
-    """A batch size the loaded model fixes (an ONNX export with its batch axis baked in), or None."""
 
     def choose_layer(self, layer: str, net: Any, input_sz: int, log: Log) -> str:
         """The layer to explain: ``layer`` as given, unless the program picks another (it may print
