@@ -168,3 +168,25 @@ def test_the_readme_command_explains_each_class_where_it_is(cli, tmp_path):
     top = heat["boxer"].shape[0] // 2
     assert heat["boxer"][:top].mean() > heat["boxer"][top:].mean()
     assert heat["cat"][top:].mean() > heat["boxer"][top:].mean() + 20
+
+
+def test_a_mean_file_reaches_the_network(cli, tmp_path):
+    """-mean_file with a constant mean image (B, G, R) = (100, 110, 120), at another size than the input
+    (it is scaled to -input_sz): the files of -mean_value 100,110,120 (a grey level at most: the mean
+    image goes through image.scale's float32 weights)."""
+    from gradcam_core.formats.caffe.schema import MESSAGES
+    from gradcam_core.formats.caffe.write import write_binary
+
+    mean = np.stack([np.full((32, 48), v, dtype=np.float32) for v in (100.0, 110.0, 120.0)])
+    path = write_binary(tmp_path / "mean.binaryproto", {"num": 1, "channels": 3, "height": 32, "width": 48,
+                                                         "data": mean.reshape(-1)}, MESSAGES["BlobProto"])
+    by_file = run(cli, tmp_path / "file", *TORCHVISION, "-label", "283", "-preprocess", "caffe", "-mean_file", str(path))
+    by_value = run(cli, tmp_path / "value", *TORCHVISION, "-label", "283", "-preprocess", "caffe",
+                   "-mean_value", "100,110,120")
+    assert by_file.returncode == 0 and by_value.returncode == 0, (by_file.stderr, by_value.stderr)
+    for name in ("classify_gcam_hm_283.png", "classify_gb_283.png"):
+        assert np.abs(pixels(tmp_path / "file" / name) - pixels(tmp_path / "value" / name)).max() <= 1, name
+    two = write_binary(tmp_path / "two.binaryproto", {"num": 1, "channels": 2, "height": 4, "width": 4,
+                                                       "data": np.zeros(32, dtype=np.float32)}, MESSAGES["BlobProto"])
+    out = tmp_path / "out"
+    assert_refused(run(cli, out, *TORCHVISION, "-mean_file", str(two)), out, r"two.binaryproto.*channel")
