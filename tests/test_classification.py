@@ -43,9 +43,10 @@ def test_oracle_case_gives_the_same_images(case_id, tmp_path):
             assert line.rstrip() in result.stdout.splitlines()
 
 
-def test_readme_command_in_a_fresh_interpreter_gives_the_oracle_images(tmp_path):
-    """The README's first command, as a new user runs it (a new interpreter, relative paths from the
-    checkout, -out_path with a trailing slash), gives the l3 heatmap case's images."""
+def test_a_fresh_interpreter_gives_the_oracle_images(tmp_path):
+    """A command as a new user runs it (a new interpreter, relative paths from the checkout, -out_path
+    with a trailing slash) on the mini VGG-16 fixture gives the l3 heatmap case's images. (README's
+    first command, on the bundled SqueezeNet: tests/test_cli_formats.py.)"""
     result = run_script("classification.py", "-proto_file", "tests/data/models/mini_vgg16_v1.prototxt",
                         "-model_file", "tests/data/models/mini_vgg16_v1.caffemodel", "-label", "3",
                         "-out_path", f"{tmp_path}/", fresh=True)

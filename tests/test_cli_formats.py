@@ -155,12 +155,18 @@ def test_the_caffe_and_torchvision_squeezenets_give_the_same_gradcam_through_the
         assert np.abs(pixels(tmp_path / "caffe" / name) - pixels(tmp_path / "tv" / name)).max() <= 2, name
 
 
-def test_the_readme_command_explains_each_class_where_it_is(cli, tmp_path):
-    """README's first command on the real SqueezeNet: the boxer map and the tiger-cat map differ; the
-    boxer map sits in the upper half (the dog's head), the tiger-cat map also covers the lower half,
-    where the cat lies, which the boxer map leaves cold."""
-    result = run(cli, tmp_path, *CAFFE, "-label", "243,283")
-    assert result.returncode == 0, result.stderr
+def test_the_readme_command_explains_each_class_where_it_is(tmp_path):
+    """README's first command, as a new user runs it (a new interpreter, relative paths from the
+    checkout), on the real SqueezeNet: the boxer map and the tiger-cat map differ; the boxer map sits
+    in the upper half (the dog's head), the tiger-cat map also covers the lower half, where the cat
+    lies, which the boxer map leaves cold."""
+    from conftest import run_script
+
+    result = run_script("classification.py", "-proto_file", "models/squeezenet1_1/deploy.prototxt",
+                        "-model_file", "models/squeezenet1_1/squeezenet1_1.caffemodel",
+                        "-input_image_path", "images/cat_dog.jpg", "-label", "243,283",
+                        "-out_path", f"{tmp_path}/", fresh=True)
+    assert result.returncode == 0 and result.stderr == "", result.stderr
     assert "Label 243: boxer" in result.stdout and "Label 283: tiger cat" in result.stdout
     boxer, cat = (pixels(tmp_path / f"classify_gcam_hm_{label}.png").astype(float) for label in (243, 283))
     heat = {k: (m[..., 0] - m[..., 2]) for k, m in (("boxer", boxer), ("cat", cat))}  # red - blue: hot - cold
