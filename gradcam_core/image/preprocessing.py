@@ -25,11 +25,10 @@ def preprocess(path: str | os.PathLike[str], width: int, height: int,
 
     load (in ``dtype``) -> RGB -> scale -> then, in float64 as the original's ``:double()``: channels
     reversed to BGR, x255, minus MEAN_BGR. Returned as ``dtype`` (the original's float32 scripts
-    converted back; VQA stayed float64).
+    converted back; VQA stayed float64). The same steps as :func:`load_input` with
+    :meth:`Preprocessing.caffe_vgg`, which computes it.
     """
-    img = scale(to_rgb(load_image(path, dtype)), width, height).double()
-    mean = torch.tensor(MEAN_BGR, dtype=torch.float64).view(3, 1, 1)
-    return (img.flip(0) * 255.0 - mean).to(dtype)
+    return load_input(path, width, height, None, dtype)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -100,11 +100,9 @@ def explain_images(
     """
     import torch
 
-    from ..image.preprocessing import load_input, preprocess
+    from ..image.preprocessing import load_input
 
     def load(path: Path) -> torch.Tensor:
-        if preprocessing is None:
-            return preprocess(path, input_sz, input_sz, dtype or torch.float32)
         return load_input(path, input_sz, input_sz, preprocessing, dtype or torch.float32)
 
     shard = shard or Shard.from_env()
