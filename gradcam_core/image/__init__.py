@@ -4,7 +4,8 @@
 * :mod:`.resize`     ``scale`` = ``image.scale(t, width, height)`` (box average when shrinking, align-corners
   linear when enlarging)
 * :mod:`.preprocessing` ``preprocess`` = ``utils.preprocess``: BGR, x255, minus the Caffe VGG means
-* :mod:`.render`     ``to_display`` = ``image.toDisplayTensor``; ``to_heatmap`` = ``utils.to_heatmap``
+* :mod:`.render`     ``to_display`` = ``image.toDisplayTensor``; ``to_heatmap`` = ``utils.to_heatmap``;
+  ``overlay`` the heatmap blended over the image (ours)
 * :mod:`.png`        ``png_bytes`` = ``image.save`` of an 8-bit PNG (bytes truncated); ``write_atomic``
 
 Tensors are (C, H, W) unless a function says otherwise; float32 or float64 (the original's default
@@ -20,7 +21,7 @@ _WHERE = {
     "MAX_PIXELS": "decode", "load_image": "decode", "to_rgb": "decode",
     "scale": "resize",
     "MEAN_BGR": "preprocessing", "preprocess": "preprocessing",
-    "to_display": "render", "to_heatmap": "render",
+    "to_display": "render", "to_heatmap": "render", "overlay": "render",
     "png_bytes": "png", "save_png": "png", "write_atomic": "png",
 }
 __all__ = sorted(_WHERE)

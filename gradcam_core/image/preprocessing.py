@@ -174,8 +174,15 @@ def load_input(path: str | os.PathLike[str], width: int, height: int,
     Geometry as :func:`preprocess` for every format: decoded in ``dtype``, made RGB (grey replicated,
     alpha dropped), ``image.scale``-d to width x height, no crop. With the default it returns
     :func:`preprocess`'s tensor bit for bit. Raises GradCamError for a file that is not an image."""
-    rgb = scale(to_rgb(load_image(path, dtype)), width, height)
-    return (preprocessing or Preprocessing.caffe_vgg()).apply(rgb, dtype)
+    return (preprocessing or Preprocessing.caffe_vgg()).apply(load_rgb(path, width, height, dtype), dtype)
+
+
+def load_rgb(path: str | os.PathLike[str], width: int, height: int,
+             dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """An image file as the net sees it before preprocessing: (3, height, width) RGB in [0, 1], decoded
+    in ``dtype``, grey replicated, alpha dropped, ``image.scale``-d (what :func:`load_input` preprocesses;
+    the overlay is drawn on it). Raises GradCamError for a file that is not an image."""
+    return scale(to_rgb(load_image(path, dtype)), width, height)
 
 
 def _finite_number(value: object) -> bool:

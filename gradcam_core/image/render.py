@@ -1,4 +1,5 @@
-"""Turning maps into pictures as the Lua scripts did: ``toDisplayTensor`` and the heatmap colours."""
+"""Turning maps into pictures: ``toDisplayTensor`` and the heatmap colours as the Lua scripts made them,
+and the heatmap blended over the image (``overlay``, ours: the original wrote no such file)."""
 from __future__ import annotations
 
 import torch
@@ -31,3 +32,24 @@ def to_heatmap(m: torch.Tensor) -> torch.Tensor:
     green = torch.minimum(v4, 4 - v4).clamp(0, 1)
     blue = (2 - v4).clamp(0, 1)
     return torch.stack([red, green, blue])
+
+
+OVERLAY_ALPHA = 0.5
+"""The heatmap's weight in :func:`overlay` (the image's is ``1 - OVERLAY_ALPHA``)."""
+
+
+def overlay(rgb: torch.Tensor, cam: torch.Tensor, alpha: float = OVERLAY_ALPHA) -> torch.Tensor:
+    """The Grad-CAM heatmap blended over the image: ``(1 - alpha) * rgb + alpha * to_heatmap(cam)``.
+
+    Args:
+        rgb: (3, H, W) the image as the net saw it before preprocessing (RGB in [0, 1], scaled to the
+            input size).
+        cam: (H, W) or (1, H, W) the scaled Grad-CAM map (unnormalised), the same H, W.
+    Returns:
+        (3, H, W) RGB in [0, 1], in rgb's dtype; no min-max: the image keeps its own brightness.
+    """
+    heat = to_heatmap(cam.to(rgb.dtype))
+    if rgb.dim() != 3 or rgb.shape[0] != 3 or heat.shape != rgb.shape:
+        raise ValueError(f"overlay: expected a (3, H, W) image and an (H, W) map of the same size, "
+                         f"got {tuple(rgb.shape)} and {tuple(cam.shape)}")
+    return rgb.clamp(0, 1) * (1 - alpha) + heat * alpha

@@ -41,7 +41,7 @@ import torch
 
 from ..errors import GradCamError
 from ..image.png import png_bytes
-from ..image.render import to_display, to_heatmap
+from ..image.render import overlay, to_display, to_heatmap
 
 NAME_MAX = 255  # bytes in one file name on Linux/macOS file systems
 # Separators, control characters, line/paragraph separators, and the surrogates that are NOT the
@@ -122,6 +122,13 @@ def render_triplet(
         # gb_viz:float():cmul(gcam): a float32 product in every script
         out.append(Rendered(safe_filename(f"{prefix}_gb_gcam_", name), png(gb_rgb.float() * cam)))
     return out
+
+
+def render_overlay(prefix: str, name: str, cam: torch.Tensor, rgb: torch.Tensor) -> Rendered:
+    """``<prefix>_overlay_<name>.png``: the heatmap of ``cam`` (H, W) blended over ``rgb`` (3, H, W), the
+    image as the net saw it before preprocessing (:func:`gradcam_core.image.render.overlay`)."""
+    cam = cam.detach().cpu().float().reshape(*cam.shape[-2:])
+    return Rendered(safe_filename(f"{prefix}_overlay_", name), png_bytes(overlay(rgb.detach().cpu(), cam)))
 
 
 def write_all(out_dir: Path, images: list[Rendered], root: Optional[Path] = None) -> list[Path]:
