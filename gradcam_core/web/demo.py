@@ -127,10 +127,7 @@ class DemoTask(abc.ABC):
         if not value:
             return self.default_layer
         if value not in self.layers:
-            try:
-                resolve_layer(self.net, value)
-            except GradCamError as err:
-                raise GradCamError(f"layer {value!r}: {err}") from None
+            resolve_layer(self.net, value)  # an unknown layer: one line listing the valid ones
         return value
 
     def config(self) -> dict[str, Any]:
