@@ -9,7 +9,7 @@ output names.
 """
 from gradcam_core.cli.app import run_cli, with_many_images_help
 from gradcam_core.cli.paths import check_out_dir, device_for, input_images, input_path
-from gradcam_core.cli.options import as_choice, as_input_size, as_int, as_positive_int, as_str
+from gradcam_core.cli.options import as_choice, as_input_size, as_int, as_positive_int, as_str, as_switch
 
 PROTO = "models/VGG_ILSVRC_19_layers_deploy.prototxt"
 MODEL = "models/VGG_ILSVRC_19_layers.caffemodel"
@@ -81,7 +81,6 @@ def main(
             the image as the net saw it (half), input_sz x input_sz; 0 = the original's three files.
     """
     from gradcam_core.cli import vqa as program
-    from gradcam_core.cli.program import as_save_overlay
 
     as_choice("backend", backend, ("nn", "cudnn"))
     out_dir = check_out_dir(as_str(out_path))  # created only when the images are written
@@ -103,7 +102,7 @@ def main(
             num_output=as_positive_int("num_output", num_output),
         ),
         save_as_heatmap=as_int("save_as_heatmap", save_as_heatmap) == 1,
-        save_overlay=as_save_overlay(save_overlay),
+        save_overlay=as_switch("save_overlay", save_overlay),
         device=device_for(as_int("gpuid", gpuid)),
         batch_size=as_positive_int("batch_size", batch_size),
     )

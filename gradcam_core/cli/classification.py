@@ -12,14 +12,21 @@ from typing import Optional, Union
 import torch
 from torch import nn
 
-from ..engine import Explanation, resolve_layer
+from ..engine import Explanation
 from ..errors import GradCamError
 from ..run.inputs import Inputs
-from ..tasks.classify import Classifier, InputOptions, explain_classes, load_model
+from ..tasks.classify import (
+    ORIGINAL_LAYER,
+    Classifier,
+    InputOptions,
+    default_classifier_layer,
+    explain_classes,
+    load_model,
+)
 from .program import Described, Log, Program, RunOptions, run_program
 
 PREDICTED = -1  # -label -1: explain the predicted class
-DEFAULT_LAYER = "relu5_3"  # the original's -layer_name (VGG-16's)
+DEFAULT_LAYER = ORIGINAL_LAYER  # the original's -layer_name (VGG-16's relu5_3)
 
 
 @dataclass
@@ -97,17 +104,11 @@ class ClassificationProgram(Program[list[int]]):
         layer whose output is a spatial map, printed."""
         if layer != DEFAULT_LAYER:
             return layer
-        try:
-            resolve_layer(net, layer)
-            return layer
-        except GradCamError:
-            pass
-        from ..engine.layers import default_layer
-
         probe = torch.zeros(1, 3, input_sz, input_sz, device=self.opts.device,
                             dtype=next(net.parameters()).dtype)
-        chosen = default_layer(net, probe)
-        log(f"Grad-CAM layer: {chosen} (the last layer with a spatial output; -layer_name chooses another)")
+        chosen = default_classifier_layer(net, probe, DEFAULT_LAYER)
+        if chosen != layer:
+            log(f"Grad-CAM layer: {chosen} (the last layer with a spatial output; -layer_name chooses another)")
         return chosen
 
     def explain(self, images: torch.Tensor, layer: str) -> tuple[Explanation, list[list[int]]]:

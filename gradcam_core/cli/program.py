@@ -16,11 +16,9 @@ from typing import Any, Callable, ClassVar, Generic, Optional, Sequence, TypeVar
 import torch
 
 from ..engine import Explanation, resolve_layer
-from ..errors import GradCamError
 from ..run import outputs
 from ..run.batches import ImageOutput, explain_images
 from ..run.inputs import Inputs
-from .options import as_int
 from .shapecheck import input_size_errors
 
 Log = Callable[[str], None]
@@ -47,15 +45,6 @@ class RunOptions:
     save_as_heatmap: bool
     save_overlay: bool = False
     """``-save_overlay 1``: one more file per target, ``<prefix>_overlay_<name>.png``."""
-
-
-def as_save_overlay(value: Any) -> bool:
-    """``-save_overlay`` as typed: 0 or 1 (any whole number :func:`as_int` reads as those), else a
-    GradCamError naming the option."""
-    number = as_int("save_overlay", value)
-    if number not in (0, 1):
-        raise GradCamError(f"-save_overlay {value}: expected 0 or 1")
-    return number == 1
 
 
 class Program(abc.ABC, Generic[R]):

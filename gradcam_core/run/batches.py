@@ -111,7 +111,7 @@ def explain_images(
     """
     import torch
 
-    from ..image.preprocessing import Preprocessing, load_input, load_rgb
+    from ..image.preprocessing import load_input, load_rgb, net_input
 
     dtype = dtype or torch.float32
 
@@ -120,7 +120,7 @@ def explain_images(
         if not keep_rgb:
             return load_input(path, input_sz, input_sz, preprocessing, dtype), None
         rgb = load_rgb(path, input_sz, input_sz, dtype)  # loaded once: load_input is apply(load_rgb(...))
-        return (preprocessing or Preprocessing.caffe_vgg()).apply(rgb, dtype), rgb
+        return net_input(rgb, preprocessing, dtype), rgb
 
     shard = shard or Shard.from_env()
     run = _Run(inputs.many, shard, log)

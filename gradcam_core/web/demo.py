@@ -29,7 +29,7 @@ from ..engine.layers import spatial_layers
 from ..errors import GradCamError
 from ..image.decode import image_size
 from ..image.png import png_bytes
-from ..image.preprocessing import Preprocessing, load_rgb
+from ..image.preprocessing import Preprocessing, load_rgb, net_input
 from ..run import outputs
 from ..tasks.classify import Classifier, default_classifier_layer, explain_classes
 
@@ -150,7 +150,7 @@ class DemoTask(abc.ABC):
         if width * height > max_pixels:
             raise GradCamError(f"the image is {width}x{height}: more than the server's limit of {max_pixels} pixels")
         rgb = load_rgb(image, self.input_sz, self.input_sz, self.dtype)
-        x = (self.preprocessing or Preprocessing.caffe_vgg()).apply(rgb, self.dtype)[None].to(self.device)
+        x = net_input(rgb, self.preprocessing, self.dtype)[None].to(self.device)
         with ENGINE_LOCK:
             start = time.perf_counter()
             try:
