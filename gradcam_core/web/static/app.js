@@ -274,7 +274,7 @@ function showPredictions(predictions) {
   );
   const rows = predictions.map((p) => {
     const row = document.createElement("tr");
-    const cells = isVqa ? [p.answer, percent(p.score)] : [p.label, p.name, percent(p.score)];
+    const cells = isVqa ? [p.answer, percent(p.score)] : [p.label, p.name ?? "", percent(p.score)];
     for (const value of cells) row.append(Object.assign(document.createElement("td"), { textContent: value }));
     return row;
   });
