@@ -299,6 +299,7 @@ function showResult(result, browserSeconds) {
   $("time").textContent = "explained in " + s.explain.toFixed(2) + " s (request " + s.total.toFixed(2) + " s)";
   $("time").title = browserSeconds.toFixed(2) + " s in the browser, upload and download included";
   $("result").hidden = false;
+  $("result").scrollIntoView({ block: "nearest" });
 }
 
 // ---- start -------------------------------------------------------------------------------------
