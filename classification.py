@@ -41,6 +41,7 @@ def main(
     mean_file="",
     input_scale="",
     channel_order="",
+    save_overlay=0,
 ):
     """Grad-CAM, Guided Backprop and Guided Grad-CAM for an image classifier: Caffe, ONNX or torchvision.
 
@@ -55,7 +56,8 @@ def main(
     synset_words.txt beside the model file, torchvision's names) a class can be named: ``-label 'tiger
     cat'`` (case-insensitive), and each explained class's name is printed.
     Writes ``classify_gcam_hm_<L>.png`` (``classify_gcam_<L>.png`` with ``-save_as_heatmap 0``),
-    ``classify_gb_<L>.png`` and ``classify_gb_gcam_<L>.png`` for each label ``<L>`` into ``-out_path``.
+    ``classify_gb_<L>.png`` and ``classify_gb_gcam_<L>.png`` for each label ``<L>`` into ``-out_path``;
+    with ``-save_overlay 1`` also ``classify_overlay_<L>.png``, the heatmap blended over the image.
 
     {many_images}
 
@@ -83,8 +85,11 @@ def main(
         mean_file: a Caffe mean image (mean.binaryproto), scaled to -input_sz as the image is.
         input_scale: Caffe's transform_param scale, applied after the mean (e.g. 0.017).
         channel_order: bgr or rgb: the order of the net's input channels.
+        save_overlay: 1 = also write classify_overlay_<L>.png: the colour heatmap (half) blended over
+            the image as the net saw it (half), input_sz x input_sz; 0 = the original's three files.
     """
     from gradcam_core.cli import classification as program
+    from gradcam_core.cli.program import as_save_overlay
     from gradcam_core.formats.caffe.wire import is_onnx_file
     from gradcam_core.tasks.classify import InputOptions
 
@@ -102,6 +107,7 @@ def main(
         input_sz=as_input_size("input_sz", input_sz),
         output_image_name=as_str(output_image_name),
         save_as_heatmap=as_int("save_as_heatmap", save_as_heatmap) == 1,
+        save_overlay=as_save_overlay(save_overlay),
         device=device_for(as_int("gpuid", gpuid)),
         batch_size=as_positive_int("batch_size", batch_size),
         arch=arch,

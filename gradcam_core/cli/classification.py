@@ -37,6 +37,7 @@ class ClassificationOptions:
     input_sz: int = 224
     output_image_name: str = ""
     save_as_heatmap: bool = True
+    save_overlay: bool = False  # -save_overlay 1: one more file per target, <prefix>_overlay_<name>.png
     device: torch.device = torch.device("cpu")
     batch_size: int = 8
     arch: str = ""
@@ -129,7 +130,8 @@ class ClassificationProgram(Program[list[int]]):
 
 def run(opts: ClassificationOptions, log: Log = print) -> list[Path]:
     """The whole of ``th classification.lua``, for one image or many: returns the written files."""
-    common = RunOptions(opts.layer_name, opts.inputs, opts.input_sz, opts.batch_size, opts.save_as_heatmap)
+    common = RunOptions(opts.layer_name, opts.inputs, opts.input_sz, opts.batch_size, opts.save_as_heatmap,
+                        opts.save_overlay)
     return run_program(ClassificationProgram(opts), common, log)
 
 

@@ -43,6 +43,17 @@ def load_image(path: str | os.PathLike[str], dtype: torch.dtype = torch.float32)
     return img.mul_(torch.tensor(1.0 / max_value, dtype=dtype))
 
 
+def image_size(path: str | os.PathLike[str]) -> tuple[int, int]:
+    """(width, height) of a JPEG or PNG file from its header alone (no pixel decoded, no size limit), so
+    a caller can apply a lower pixel limit than :data:`MAX_PIXELS` before :func:`load_image`. Raises
+    GradCamError as ``load_image`` does for a file that is not a JPEG or PNG image."""
+    fmt = _sniff_format(path)
+    try:
+        return _header_size(path, fmt)
+    except _DECODE_ERRORS as err:
+        raise GradCamError(f"cannot decode image {os.fspath(path)!r}: {err}") from err
+
+
 def _sniff_format(path: str | os.PathLike[str]) -> str:
     """'JPEG' or 'PNG' from the file's first bytes (never from its extension)."""
     try:

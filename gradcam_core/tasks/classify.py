@@ -58,6 +58,22 @@ def explain_classes(
     return expl, [[p if c is None else c for c in classes] for p in predicted]
 
 
+ORIGINAL_LAYER = "relu5_3"  # classification.lua's -layer_name (VGG-16's)
+
+
+def default_classifier_layer(net: nn.Module, example: torch.Tensor, preferred: str = ORIGINAL_LAYER) -> str:
+    """The layer explained when none is named: ``preferred`` (the original's default) where the net has
+    it, else the last layer whose output is a spatial map for ``example`` (1, 3, S, S)."""
+    from ..engine import resolve_layer
+    from ..engine.layers import default_layer
+
+    try:
+        resolve_layer(net, preferred)
+        return preferred
+    except GradCamError:
+        return default_layer(net, example)
+
+
 # --------------------------------------------------------------------------------------------------
 # Any classifier: Caffe, ONNX or torchvision, with its own preprocessing and class names
 
