@@ -13,7 +13,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from ..cli.app import run_cli
+from ..cli.app import Terminated, run_cli
 from ..cli.options import (
     as_input_options,
     as_input_size,
@@ -224,7 +224,10 @@ def serve(demo, host: str, port: int, allowed_hosts: list[str], max_queue: int) 
              "can use the demo")
     _say(f"Serving on http://{shown if host not in ('0.0.0.0', '::') else '127.0.0.1'}:{port}/ (Ctrl-C stops)")
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
-    uvicorn.Server(config).run(sockets=[sock])
+    try:
+        uvicorn.Server(config).run(sockets=[sock])
+    except (KeyboardInterrupt, Terminated):  # uvicorn has shut down, then passes the signal on
+        _say("stopped")
 
 
 def _say(line: str) -> None:
