@@ -28,17 +28,19 @@ SERVING = re.compile(r"Serving on (http://\S+?)/? ")
 
 
 class DemoServer:
-    """``python -m gradcam_core.web -port 0 *args`` in ``cwd`` with ``env``; ``url`` once it serves."""
+    """``python -m gradcam_core.web -port 0 *args`` in ``cwd`` with ``env``; ``url`` once it serves.
+    ``command`` replaces ``python -m gradcam_core.web`` (e.g. a script that starts the server another way)."""
 
     def __init__(self, args: tuple[str, ...] = (), env: Optional[dict[str, str]] = None,
-                 cwd: Optional[Path] = None, timeout: float = 180.0) -> None:
+                 cwd: Optional[Path] = None, timeout: float = 180.0, command: Optional[list[str]] = None) -> None:
         self.args, self.env, self.cwd, self.timeout = args, env, cwd, timeout
+        self.command = command or [sys.executable, "-m", "gradcam_core.web"]
         self.url = ""
         self.proc: Optional[subprocess.Popen] = None
         self.log = tempfile.TemporaryFile("w+")  # a file, not a pipe: the server never blocks on it
 
     def __enter__(self) -> "DemoServer":
-        cmd = [sys.executable, "-m", "gradcam_core.web", "-port", "0", *self.args]
+        cmd = [*self.command, "-port", "0", *self.args]
         self.proc = subprocess.Popen(cmd, cwd=self.cwd, env=self.env, stdout=self.log,
                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + self.timeout
