@@ -35,9 +35,12 @@ What it does:
    preprocessed image (``explain_classes``), interleaved so that the server is idle while this
    process computes; beside them, in the same rounds, the server's other steps as it runs them
    (decode + preprocess, the five PNGs, base64 + JSON, the client's parse), to say where the time
-   goes. Then 4 clients at once (threads, each on its own connection, M requests back to back)
-   against one client sending the same 4·M requests, the two bursts alternated: throughput,
-   latency percentiles, failed requests (anything but 200, a 503 included).
+   goes. On this shared machine another process's burst can make the in-process engine many times
+   slower for seconds (its OpenMP threads spin for each other): when its median is over 1.5× its
+   fastest run the rounds are done again (3 attempts at most, else the row is not judged). Then 4
+   clients at once (threads, each on its own connection, M requests back to back) against one
+   client sending the same 4·M requests, the two bursts alternated: throughput, latency
+   percentiles, failed requests (anything but 200, a 503 included).
 
 The floor is one forward plus one backward to the input, nothing else::
 
@@ -967,6 +970,10 @@ def formats_run(cache: Path, image: Path, repeats: int, cli_repeats: int, thread
 # The web demo: a warm request against the engine in this process, and 4 clients at once
 
 
+WEB_ATTEMPTS = 3  # the warm-request rounds are done again (at most this often) when the machine was busy:
+WEB_BUSY = 1.5  # when the in-process engine's median is more than this × its fastest run
+
+
 def web_rounds(repeats: int) -> int:
     """Interleaved rounds for the warm-request rows (SqueezeNet's calls are short, as for its format rows)."""
     return max(4 * repeats, 8)
@@ -1065,11 +1072,19 @@ def web_run(image: Path, repeats: int, threads: int, report: Report) -> bool:
             }
             v = {k: (lambda fn=fn: [fn() for _ in range(calls)]) for k, fn in v.items()}
             rounds = web_rounds(repeats)
-            print(f"timing a warm request against the engine in this process: {rounds} interleaved rounds of "
-                  f"{calls} calls of {len(v)} variants ...", flush=True)
-            times = {k: [t / calls for t in ts] for k, ts in interleaved(v, rounds).items()}
-            for key in served:  # the warm-up round's answers are not counted
-                served[key] = served[key][calls:]
+            for attempt in range(1, WEB_ATTEMPTS + 1):
+                print(f"timing a warm request against the engine in this process: {rounds} interleaved rounds of "
+                      f"{calls} calls of {len(v)} variants (attempt {attempt}) ...", flush=True)
+                served["explain"].clear()
+                served["total"].clear()
+                times = {k: [t / calls for t in ts] for k, ts in interleaved(v, rounds).items()}
+                for key in served:  # the warm-up round's answers are not counted
+                    served[key] = served[key][calls:]
+                busy = statistics.median(times["engine"]) > WEB_BUSY * min(times["engine"])
+                if not busy:
+                    break
+                print(f"  the machine was busy (engine median {fmt_s(statistics.median(times['engine']))}, fastest "
+                      f"{fmt_s(min(times['engine']))}): the rounds are done again", flush=True)
 
         med = {k: statistics.median(t) for k, t in times.items()}
         best = {k: min(t) for k, t in times.items()}
@@ -1088,10 +1103,16 @@ def web_run(image: Path, repeats: int, threads: int, report: Report) -> bool:
                    f"seconds.total {fmt_s(s_total)}; answer {len(text) / 1000:.0f} kB"
                    + (f"; {len(failures)} failed: {failures[0]}" if failures else ""))))
         r.ok = more <= 0.060 and not failures
-        if med["engine"] > 2 * best["engine"]:
-            report.notes.append(f"Web demo: the in-process engine's median ({fmt_s(med['engine'])}) is more than twice "
-                                f"its fastest run ({fmt_s(best['engine'])}): the machine was busy during the warm-request "
-                                "rounds and the engine + N ms figure is not reliable; run again.")
+        if busy:  # every attempt was: no verdict on figures the machine's load made
+            r.ok = None
+            r.extra += "; NOT JUDGED: the machine was busy"
+            report.notes.append(f"Web demo: in all {WEB_ATTEMPTS} attempts the in-process engine's median "
+                                f"({fmt_s(med['engine'])} in the last) was more than {WEB_BUSY}× its fastest run "
+                                f"({fmt_s(best['engine'])}): other processes had the CPUs, and the warm-request row is "
+                                "not judged; run again on a quieter machine.")
+        elif attempt > 1:
+            report.notes.append(f"Web demo: the warm-request rounds were done {attempt} times (the machine was busy "
+                                "in the earlier attempts); the table gives the last.")
         timed_here = med["decode"] + med["render"] + med["encode"]
         report.add(Row(
             "where the request's time goes: the server's figures against its steps timed in this process "
