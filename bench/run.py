@@ -1284,12 +1284,13 @@ def main(argv: Optional[list[str]] = None) -> int:
         f"- CPU: {cpu_model()}, {os.cpu_count()} logical CPUs; {args.threads} torch threads; "
         + ", ".join(versions) + f"; Python {platform.python_version()}",
         *model_lines,
-        "- Floor: `x = image.clone().requires_grad_(); out = net(x); torch.autograd.grad(out[0, c], x)` on the "
-        "same net, parameters frozen, PyTorch's default CPU kernels (oneDNN), NCHW",
-        f"- In-process: {args.repeats} interleaved rounds after a warm-up round, median (fastest); ratios "
-        "(× floor, × faster) are medians of the ratios within each round; "
-        f"subprocesses: {args.cli_repeats} runs each"
-        + (f" (folder: {args.folder_repeats}), interleaved" if args.only == "all" else "") + ", median",
+        *([] if args.only == "web" else [
+            "- Floor: `x = image.clone().requires_grad_(); out = net(x); torch.autograd.grad(out[0, c], x)` on the "
+            "same net, parameters frozen, PyTorch's default CPU kernels (oneDNN), NCHW",
+            f"- In-process: {args.repeats} interleaved rounds after a warm-up round, median (fastest); ratios "
+            "(× floor, × faster) are medians of the ratios within each round; "
+            f"subprocesses: {args.cli_repeats} runs each"
+            + (f" (folder: {args.folder_repeats}), interleaved" if args.only == "all" else "") + ", median"]),
         f"- Machine load average at start / end: {load_start} / {load_average()}; this process's niceness "
         f"{os.nice(0)}",
         f"- Maps agree: {'yes' if agree else 'NO'} (see below)",
