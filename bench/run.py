@@ -4,6 +4,7 @@
     python bench/run.py                       # full run (about 10 minutes on 2 cores)
     python bench/run.py --repeats 9 --markdown bench/RESULTS.md
     python bench/run.py --quick               # smoke test: 2 repeats, 1 CLI run
+    python bench/run.py --only web            # the web demo's rows alone (about a minute)
 
 What it does:
 
@@ -25,6 +26,21 @@ What it does:
    preprocessing: Grad-CAM + guided against each net's own floor, interleaved; the ONNX-loaded net
    against its torchvision twin (same weights, same layer, same rounds); and the ResNet-50
    caffemodel's load as for VGG-16. A net the Caffe loader cannot build yet gets a "skipped" row.
+5. The web demo (``--only web`` runs these alone, in about a minute): the real server started as a
+   user starts it (``python -m gradcam_core.web -port 0``: the bundled Caffe SqueezeNet 1.1, its
+   default layer) in a subprocess with ``--threads`` torch threads, and an httpx client here
+   (bench/web_client.py) on one persistent connection. A warm request (``images/cat_dog.jpg``
+   uploaded, label 243; from the upload to the JSON answer received and parsed) against the same
+   Caffe SqueezeNet loaded here (``tasks.classify.load_model``) explaining the preloaded,
+   preprocessed image (``explain_classes``), interleaved so that the server is idle while this
+   process computes; beside them, in the same rounds, the server's other steps as it runs them
+   (decode + preprocess, the five PNGs, base64 + JSON, the client's parse), to say where the time
+   goes. On this shared machine another process's burst can make the in-process engine many times
+   slower for seconds (its OpenMP threads spin for each other): when its median is over 1.5× its
+   fastest run the rounds are done again (3 attempts at most, else the row is not judged). Then 4
+   clients at once (threads, each on its own connection, M requests back to back) against one
+   client sending the same 4·M requests, the two bursts alternated: throughput, latency
+   percentiles, failed requests (anything but 200, a 503 included).
 
 The floor is one forward plus one backward to the input, nothing else::
 
@@ -73,6 +89,7 @@ RESNET50_PROTO = ROOT / "tests" / "data" / "prototxts" / "ResNet-50-deploy.proto
 SQUEEZENET = ROOT / "models" / "squeezenet1_1"
 SECTION_RESNET = "model formats: Caffe ResNet-50 (shared deploy prototxt, random weights)"
 SECTION_SQUEEZENET = "model formats: the real SqueezeNet 1.1 as Caffe, torchvision and ONNX"
+SECTION_WEB = "web demo: `python -m gradcam_core.web` (bundled SqueezeNet 1.1) over HTTP, against the engine here"
 GB = 1e9
 MB = 1e6
 
@@ -950,6 +967,213 @@ def formats_run(cache: Path, image: Path, repeats: int, cli_repeats: int, thread
 
 
 # --------------------------------------------------------------------------------------------------
+# The web demo: a warm request against the engine in this process, and 4 clients at once
+
+
+WEB_ATTEMPTS = 3  # the warm-request rounds are done again (at most this often) when the machine was busy:
+WEB_BUSY = 1.5  # when the in-process engine's median is more than this × its fastest run
+
+
+def web_rounds(repeats: int) -> int:
+    """Interleaved rounds for the warm-request rows (SqueezeNet's calls are short, as for its format rows)."""
+    return max(4 * repeats, 8)
+
+
+def web_run(image: Path, repeats: int, threads: int, report: Report) -> bool:
+    """The web demo rows (see the module docstring, item 5). Returns whether the server's PNGs are the
+    ones the engine and renderer give in this process for the same image, model and layer."""
+    import base64
+
+    from gradcam_core.image.png import png_bytes
+    from gradcam_core.image.preprocessing import load_rgb
+    from gradcam_core.run import outputs
+    from gradcam_core.tasks.classify import explain_classes, load_model
+
+    section = SECTION_WEB
+    try:
+        import httpx
+
+        sys.path.insert(0, str(ROOT / "bench"))
+        from web_client import DemoServer, ExplainForm, burst, explain, percentile
+    except ImportError as err:
+        report.add(Row("web demo", section=section, extra=f"skipped: {err} (pip install -e '.[test]')"))
+        return True
+    from gradcam_core.web.demo import Result
+
+    label = str(CLASS + 1)
+    form = ExplainForm.of(image, label)
+    clf = load_model(SQUEEZENET / "squeezenet1_1.caffemodel", proto_file=SQUEEZENET / "deploy.prototxt")
+    net, prep = clf.net, clf.preprocessing
+    rgb = load_rgb(image, 224, 224)
+    x = prep.apply(rgb)[None]
+
+    print("starting the web demo (python -m gradcam_core.web -port 0) ...", flush=True)
+    try:
+        server = DemoServer(env=child_env(threads), cwd=ROOT).__enter__()
+    except RuntimeError as err:
+        report.add(Row("web demo", section=section, extra=f"failed: {str(err)[:300]}"))
+        return False
+    try:
+        with httpx.Client(base_url=server.url, timeout=120) as http:
+            layer = http.get("/api/config").json()["tasks"]["classification"]["default_layer"]
+            for _ in range(3):  # warm: the first requests pay for lazy imports and first kernels
+                status, body = explain(http, form)
+            if status != 200 or body is None:
+                report.add(Row("web demo: warm request", section=section,
+                               extra=f"failed: HTTP {status} {(body or {}).get('error', '')}"))
+                return False
+
+            # The server's images are this process's engine and renderer on the same image and layer.
+            expl, _ = explain_classes(net, x, layer, [CLASS])
+            cam, guided = expl.cam[0, 0], expl.guided[0, 0]
+
+            def render() -> list[bytes]:  # the server's five PNGs, as gradcam_core.web.demo renders them
+                triplet = outputs.render_triplet("classify", label, cam, guided, heatmap=True)
+                overlay = outputs.render_overlay("classify", label, cam, rgb)
+                return [png_bytes(rgb), overlay.png, *(t.png for t in triplet)]
+
+            mine = dict(zip(("input", "overlay", "gcam", "gb", "gb_gcam"), render()))
+            theirs = {k: base64.b64decode(v.split(",", 1)[1]) for k, v in body["images"].items()}
+            same = [k for k in mine if theirs.get(k) == mine[k]]
+            agree = len(same) == len(mine) and body["layer"] == layer and body["target"]["label"] == CLASS + 1
+            line = (f"{'ok  ' if agree else 'BAD '} web demo's PNGs ({', '.join(mine)}) for {image.name}, label "
+                    f"{label}, layer {layer} vs this process's engine + renderer: "
+                    + ("byte for byte equal" if len(same) == len(mine) else
+                       f"differ: {', '.join(k for k in mine if k not in same)}"))
+            report.notes.append("Web demo (checked before timing):\n    " + line)
+            print(line, flush=True)
+
+            result = Result("classification", layer, body["target"], body["predicted"], body["predictions"],
+                            mine, body["files"], body["seconds"]["explain"])
+            text = http.post("/api/explain", files=form.files(), data=dict(form.fields)).content
+            served: dict[str, list[float]] = {"explain": [], "total": []}
+            failures: list[str] = []
+
+            def request() -> None:
+                status, body = explain(http, form)
+                if status != 200 or body is None:
+                    failures.append(f"{status}: {(body or {}).get('error', '')}")
+                    return
+                served["explain"].append(body["seconds"]["explain"])
+                served["total"].append(body["seconds"]["total"])
+
+            def encode() -> bytes:  # Result.to_json (base64) + json.dumps as Starlette's JSONResponse does
+                return json.dumps(result.to_json(), ensure_ascii=False, allow_nan=False, indent=None,
+                                  separators=(",", ":")).encode("utf-8")
+
+            calls = 3
+            v: dict[str, Callable[[], object]] = {
+                "request": request,
+                "engine": lambda: explain_classes(net, x, layer, [CLASS]),
+                "decode": lambda: prep.apply(load_rgb(image, 224, 224))[None],
+                "render": render,
+                "encode": encode,
+                "parse": lambda: json.loads(text),
+            }
+            v = {k: (lambda fn=fn: [fn() for _ in range(calls)]) for k, fn in v.items()}
+            rounds = web_rounds(repeats)
+            for attempt in range(1, WEB_ATTEMPTS + 1):
+                print(f"timing a warm request against the engine in this process: {rounds} interleaved rounds of "
+                      f"{calls} calls of {len(v)} variants (attempt {attempt}) ...", flush=True)
+                served["explain"].clear()
+                served["total"].clear()
+                times = {k: [t / calls for t in ts] for k, ts in interleaved(v, rounds).items()}
+                for key in served:  # the warm-up round's answers are not counted
+                    served[key] = served[key][calls:]
+                busy = statistics.median(times["engine"]) > WEB_BUSY * min(times["engine"])
+                if not busy:
+                    break
+                print(f"  the machine was busy (engine median {fmt_s(statistics.median(times['engine']))}, fastest "
+                      f"{fmt_s(min(times['engine']))}): the rounds are done again", flush=True)
+
+        med = {k: statistics.median(t) for k, t in times.items()}
+        best = {k: min(t) for k, t in times.items()}
+        ratio = statistics.median(a / b for a, b in zip(times["request"], times["engine"]))
+        report.add(Row(f"in-process engine: `explain_classes(net, x, '{layer}', [{CLASS}])` on the Caffe SqueezeNet "
+                       "(`load_model`; image preloaded, preprocessed)", med["engine"], best["engine"], 1.0,
+                       section=section))
+        more = med["request"] - med["engine"]
+        s_explain, s_total = statistics.median(served["explain"]), statistics.median(served["total"])
+        r = report.add(Row(
+            f"warm request: `POST /api/explain` ({image.name} uploaded, label {label}, default layer `{layer}`), "
+            "upload to JSON received and parsed, one connection", med["request"], best["request"], ratio,
+            section=section, target="≤ engine + 60 ms",
+            extra=(f"engine + {more * 1000:.0f} ms (fastest: + {(best['request'] - best['engine']) * 1000:.0f} ms); "
+                   f"the server's own seconds.explain {fmt_s(s_explain)}, "
+                   f"seconds.total {fmt_s(s_total)}; answer {len(text) / 1000:.0f} kB"
+                   + (f"; {len(failures)} failed: {failures[0]}" if failures else ""))))
+        r.ok = more <= 0.060 and not failures
+        if busy:  # every attempt was: no verdict on figures the machine's load made
+            r.ok = None
+            r.extra += "; NOT JUDGED: the machine was busy"
+            report.notes.append(f"Web demo: in all {WEB_ATTEMPTS} attempts the in-process engine's median "
+                                f"({fmt_s(med['engine'])} in the last) was more than {WEB_BUSY}× its fastest run "
+                                f"({fmt_s(best['engine'])}): other processes had the CPUs, and the warm-request row is "
+                                "not judged; run again on a quieter machine.")
+        elif attempt > 1:
+            report.notes.append(f"Web demo: the warm-request rounds were done {attempt} times (the machine was busy "
+                                "in the earlier attempts); the table gives the last.")
+        timed_here = med["decode"] + med["render"] + med["encode"]
+        report.add(Row(
+            "where the request's time goes: the server's figures against its steps timed in this process "
+            "(same rounds, medians)", section=section,
+            extra=(f"engine: {fmt_ms(med['engine'])} here, {fmt_ms(s_explain)} in the server (seconds.explain, "
+                   f"its worker thread: {fmt_ms(s_explain - med['engine'])} more); the server's other steps "
+                   f"(seconds.total − seconds.explain) {fmt_ms(s_total - s_explain)}, of which timed here "
+                   f"{fmt_ms(timed_here)}: decode + preprocess {fmt_ms(med['decode'])}, 5 PNGs (input, overlay, "
+                   f"gcam, gb, gb_gcam) {fmt_ms(med['render'])}, base64 + JSON {fmt_ms(med['encode'])} (the other "
+                   f"{fmt_ms(s_total - s_explain - timed_here)}: form parsing, temporary file, thread hop, those "
+                   f"steps in the worker thread); after seconds.total (the answer sent, HTTP, the client's "
+                   f"multipart and its JSON parse, {fmt_ms(med['parse'])}): {fmt_ms(med['request'] - s_total)}")))
+
+        # 4 clients at once against one client sending the same requests back to back
+        per_client, clients = 8, 4
+        pairs = max(repeats // 2, 2)
+        print(f"4 clients at once vs one client: {pairs} alternated pairs of bursts of {clients * per_client} "
+              "requests ...", flush=True)
+        burst(server.url, form, clients, 2)  # warm the server's worker threads
+        seq, conc = [], []
+        for i in range(pairs):
+            order = ("seq", "conc") if i % 2 == 0 else ("conc", "seq")
+            for which in order:
+                if which == "seq":
+                    seq.append(burst(server.url, form, 1, clients * per_client))
+                else:
+                    conc.append(burst(server.url, form, clients, per_client))
+            print(f"  pair {i + 1}/{pairs}: one client {seq[-1].throughput:.1f} requests/s, {clients} clients "
+                  f"{conc[-1].throughput:.1f} requests/s (load {load_average()})", flush=True)
+    finally:
+        server.__exit__(None, None, None)
+
+    def pooled(bursts: list) -> tuple[list[float], list[str], int]:
+        return ([t for b in bursts for t in b.latencies], [f for b in bursts for f in b.failures],
+                sum(b.requests for b in bursts))
+
+    ratio = statistics.median(c.throughput / s.throughput if s.throughput else 0.0 for s, c in zip(seq, conc))
+    for which, bursts in (("one", seq), ("four", conc)):
+        lat, failed, n = pooled(bursts)
+        tp = statistics.median(b.throughput for b in bursts)
+        figures = (f"{tp:.1f} requests/s; latency p50 {fmt_ms(percentile(lat, 50))}, p95 {fmt_ms(percentile(lat, 95))}; "
+                   f"{len(failed)} of {n} failed" + (f" ({failed[0]})" if failed else ""))
+        if which == "one":
+            report.add(Row(f"one client: {clients * per_client} requests back to back (the same requests as the "
+                           f"{clients} clients' burst, alternated with it)", statistics.median(lat) if lat else None,
+                           min(lat) if lat else None, section=section, extra=figures))
+        else:
+            r = report.add(Row(f"{clients} clients at once, each on its own connection sending {per_client} requests "
+                               "back to back (server's default -max_queue 8)", statistics.median(lat) if lat else None,
+                               min(lat) if lat else None, section=section,
+                               target="≥ 0.9× one client's throughput; no request failed",
+                               extra=f"throughput {ratio:.2f}× one client's; " + figures))
+            r.ok = ratio >= 0.9 and not failed and n == pairs * clients * per_client
+    return agree
+
+
+def fmt_ms(seconds: float) -> str:
+    return f"{seconds * 1000:.1f} ms"
+
+
+# --------------------------------------------------------------------------------------------------
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -964,9 +1188,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--image", type=Path, default=ROOT / "images" / "cat_dog.jpg")
     ap.add_argument("--markdown", type=Path, help="also write the report as Markdown to this file")
     ap.add_argument("--quick", action="store_true", help="smoke test: 2 rounds, 1 run of each subprocess")
-    ap.add_argument("--only", choices=("all", "formats"), default="all",
+    ap.add_argument("--only", choices=("all", "formats", "web"), default="all",
                     help="'formats': only the model-format rows (Caffe ResNet-50, SqueezeNet 1.1 as Caffe, "
-                         "torchvision and ONNX), a few minutes; default: everything")
+                         "torchvision and ONNX), a few minutes; 'web': only the web demo rows (a warm request "
+                         "against the engine, 4 clients at once), about a minute; default: everything")
     args = ap.parse_args(argv)
     if args.quick:
         args.repeats, args.cli_repeats, args.folder_repeats = 2, 1, 1
@@ -1027,33 +1252,45 @@ def main(argv: Optional[list[str]] = None) -> int:
         model_lines.append(
             f"- Model: full-size VGG-16, V1 caffemodel with random weights ({model.stat().st_size / MB:.0f} MB), "
             f"input 1×3×224×224 ({args.image.name}), layer {LAYER}, class {CLASS} (0-based)")
-    print("model formats ...", flush=True)
-    agree &= formats_run(args.cache, args.image, args.repeats, args.cli_repeats, args.threads, report)
-    model_lines.append(
-        f"- Model formats: Caffe ResNet-50 ({RESNET50_PROTO.name}, V2 caffemodel with random weights), layer "
-        "res5c_relu; the bundled SqueezeNet 1.1 (ImageNet-trained) as Caffe files (layer fire9/concat), "
-        "torchvision state_dict (layer features) and an ONNX export of that (the last fire module's Concat node); "
-        f"input 1×3×224×224 ({args.image.name}, each form's own preprocessing), class {CLASS} (0-based); "
-        f"SqueezeNet: {squeezenet_rounds(args.repeats)} rounds of 3 calls of each variant")
+    if args.only in ("all", "formats"):
+        print("model formats ...", flush=True)
+        agree &= formats_run(args.cache, args.image, args.repeats, args.cli_repeats, args.threads, report)
+        model_lines.append(
+            f"- Model formats: Caffe ResNet-50 ({RESNET50_PROTO.name}, V2 caffemodel with random weights), layer "
+            "res5c_relu; the bundled SqueezeNet 1.1 (ImageNet-trained) as Caffe files (layer fire9/concat), "
+            "torchvision state_dict (layer features) and an ONNX export of that (the last fire module's Concat "
+            f"node); input 1×3×224×224 ({args.image.name}, each form's own preprocessing), class {CLASS} (0-based); "
+            f"SqueezeNet: {squeezenet_rounds(args.repeats)} rounds of 3 calls of each variant")
+    if args.only in ("all", "web"):
+        print("web demo ...", flush=True)
+        agree &= web_run(args.image, args.repeats, args.threads, report)
+        model_lines.append(
+            "- Web demo: `python -m gradcam_core.web -port 0` (the bundled Caffe SqueezeNet 1.1, its default layer) "
+            f"in a subprocess with {args.threads} torch threads (OMP_NUM_THREADS), this process's httpx client "
+            f"uploading {args.image.name} (label {CLASS + 1}); against it the same Caffe SqueezeNet loaded here "
+            f"(`tasks.classify.load_model`): {web_rounds(args.repeats)} interleaved rounds of 3 calls of each "
+            f"variant (the server idle while this process computes); then {max(args.repeats // 2, 2)} alternated "
+            "pairs of bursts: one client, then 4 clients at once (or the other way round)")
     # keep the batch rows together
     order = ["one image, one target", "k = 4 targets, one image (ours: one call; peers: 4 runs)",
              "batches (per image, against the one-image floor)", "model load and whole command (subprocesses)",
-             SECTION_RESNET, SECTION_SQUEEZENET]
+             SECTION_RESNET, SECTION_SQUEEZENET, SECTION_WEB]
     report.rows.sort(key=lambda r: order.index(r.section) if r.section in order else len(order))
 
     report.header = [
         f"Grad-CAM speed benchmark, {started:%Y-%m-%d %H:%M} UTC "
-        f"(`python bench/run.py{' --only formats' if args.only == 'formats' else ''}`)",
+        f"(`python bench/run.py{'' if args.only == 'all' else ' --only ' + args.only}`)",
         "",
         f"- CPU: {cpu_model()}, {os.cpu_count()} logical CPUs; {args.threads} torch threads; "
         + ", ".join(versions) + f"; Python {platform.python_version()}",
         *model_lines,
-        "- Floor: `x = image.clone().requires_grad_(); out = net(x); torch.autograd.grad(out[0, c], x)` on the "
-        "same net, parameters frozen, PyTorch's default CPU kernels (oneDNN), NCHW",
-        f"- In-process: {args.repeats} interleaved rounds after a warm-up round, median (fastest); ratios "
-        "(× floor, × faster) are medians of the ratios within each round; "
-        f"subprocesses: {args.cli_repeats} runs each"
-        + (f" (folder: {args.folder_repeats}), interleaved" if args.only == "all" else "") + ", median",
+        *([] if args.only == "web" else [
+            "- Floor: `x = image.clone().requires_grad_(); out = net(x); torch.autograd.grad(out[0, c], x)` on the "
+            "same net, parameters frozen, PyTorch's default CPU kernels (oneDNN), NCHW",
+            f"- In-process: {args.repeats} interleaved rounds after a warm-up round, median (fastest); ratios "
+            "(× floor, × faster) are medians of the ratios within each round; "
+            f"subprocesses: {args.cli_repeats} runs each"
+            + (f" (folder: {args.folder_repeats}), interleaved" if args.only == "all" else "") + ", median"]),
         f"- Machine load average at start / end: {load_start} / {load_average()}; this process's niceness "
         f"{os.nice(0)}",
         f"- Maps agree: {'yes' if agree else 'NO'} (see below)",
