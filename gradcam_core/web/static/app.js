@@ -1,0 +1,311 @@
+// The Grad-CAM demo page. On load it reads GET /api/config (the tasks, their layers, class names, VQA
+// answers and the sample images) and fills the form; a task the server has no model for is greyed out
+// with the option that enables it. The image comes from a dropped or chosen file, or from a sample
+// (sent by name). "Explain" posts the form to POST /api/explain and shows the explained and predicted
+// targets, the top-5 table, the five images with download links and the timings; a failed request
+// shows the server's one-line {"error"} message in #error.
+"use strict";
+
+const TASKS = ["classification", "vqa", "captioning"];
+const IMAGE_KEYS = ["input", "overlay", "gcam", "gb", "gb_gcam"];
+
+const state = {
+  config: null,
+  file: null,      // a File chosen or dropped, or null
+  sample: null,    // a sample's name, or null
+  previewUrl: null,
+};
+
+const $ = (id) => document.getElementById(id);
+
+function option(value, text) {
+  const o = document.createElement("option");
+  o.value = value;
+  if (text !== undefined) o.textContent = text;
+  return o;
+}
+
+// ---- errors ------------------------------------------------------------------------------------
+
+function showError(message) {
+  const box = $("error");
+  box.textContent = message;
+  box.hidden = false;
+}
+
+function clearError() {
+  $("error").textContent = "";
+  $("error").hidden = true;
+}
+
+// ---- config ------------------------------------------------------------------------------------
+
+async function loadConfig() {
+  let response;
+  try {
+    response = await fetch("/api/config");
+  } catch (err) {
+    showError("Could not reach the server: " + err.message);
+    return;
+  }
+  if (!response.ok) {
+    showError(await errorMessage(response));
+    return;
+  }
+  state.config = await response.json();
+  setupTasks(state.config.tasks);
+  setupSamples(state.config.samples || []);
+}
+
+function setupTasks(tasks) {
+  let first = null;
+  for (const name of TASKS) {
+    const task = tasks[name] || { enabled: false, enable: "not offered by this server" };
+    const radio = $("task-" + name);
+    const note = $("task-" + name + "-note");
+    radio.disabled = !task.enabled;
+    $("task-" + name + "-label").classList.toggle("disabled", !task.enabled);
+    note.textContent = task.enabled ? task.model || "" : task.enable || "disabled";
+    if (task.enabled && first === null) first = name;
+  }
+  const classes = tasks.classification && tasks.classification.classes;
+  if (classes) {
+    // "243 boxer": completion by number or by name; labelValue() sends the number.
+    $("classes").replaceChildren(...classes.map((c, i) => option(i + 1 + " " + c)));
+  }
+  const vqa = tasks.vqa;
+  if (vqa && vqa.enabled) {
+    $("question").value = vqa.question || "";
+    $("answers").replaceChildren(...(vqa.answers || []).map((a) => option(a)));
+  }
+  for (const radio of document.querySelectorAll('input[name="task"]')) {
+    radio.addEventListener("change", () => selectTask(radio.value));
+  }
+  if (first === null) {
+    $("explain").disabled = true;
+    showError("The server has no task enabled.");
+    return;
+  }
+  $("task-" + first).checked = true;
+  selectTask(first);
+}
+
+function currentTask() {
+  const checked = document.querySelector('input[name="task"]:checked');
+  return checked ? checked.value : null;
+}
+
+function selectTask(name) {
+  const task = state.config.tasks[name];
+  for (const other of TASKS) $("fields-" + other).hidden = other !== name;
+  const layers = task.layers || [];
+  $("layer").replaceChildren(...layers.map((l) => option(l, l)));
+  if (task.default_layer) $("layer").value = task.default_layer;
+}
+
+// ---- image input -------------------------------------------------------------------------------
+
+function setupSamples(samples) {
+  const box = $("samples");
+  for (const sample of samples) {
+    const button = document.createElement("button");
+    button.type = "button";
+    button.className = "sample";
+    button.dataset.name = sample.name;
+    button.setAttribute("aria-pressed", "false");
+    button.title = sample.name;
+    const img = document.createElement("img");
+    img.src = sample.url;
+    img.alt = "Sample " + sample.name;
+    img.loading = "lazy";
+    button.append(img);
+    button.addEventListener("click", () => chooseSample(sample));
+    box.append(button);
+  }
+  $("samples-heading").hidden = samples.length === 0;
+}
+
+function markSample(name) {
+  for (const button of $("samples").querySelectorAll(".sample")) {
+    button.setAttribute("aria-pressed", String(button.dataset.name === name));
+  }
+}
+
+function showPreview(src, text) {
+  const preview = $("preview");
+  preview.hidden = false;
+  preview.src = src;
+  $("chosen").textContent = text;
+  $("dropzone").classList.add("has-image");
+}
+
+function chooseSample(sample) {
+  state.file = null;
+  state.sample = sample.name;
+  $("file").value = "";
+  markSample(sample.name);
+  showPreview(sample.url, "Sample: " + sample.name);
+}
+
+function chooseFile(file) {
+  if (!file) return;
+  state.file = file;
+  state.sample = null;
+  markSample(null);
+  if (state.previewUrl) URL.revokeObjectURL(state.previewUrl);
+  state.previewUrl = URL.createObjectURL(file);
+  showPreview(state.previewUrl, file.name);
+}
+
+function setupDropzone() {
+  const zone = $("dropzone");
+  const input = $("file");
+  zone.addEventListener("click", () => input.click());
+  zone.addEventListener("keydown", (event) => {
+    if (event.key === "Enter" || event.key === " ") {
+      event.preventDefault();
+      input.click();
+    }
+  });
+  input.addEventListener("change", () => chooseFile(input.files[0]));
+  zone.addEventListener("dragover", (event) => {
+    event.preventDefault();
+    zone.classList.add("dragging");
+  });
+  zone.addEventListener("dragleave", () => zone.classList.remove("dragging"));
+  zone.addEventListener("drop", (event) => {
+    event.preventDefault();
+    zone.classList.remove("dragging");
+    chooseFile(event.dataTransfer.files[0]);
+  });
+  // A file that is not an image (or is broken) cannot be previewed; the server says why on Explain.
+  $("preview").addEventListener("error", () => {
+    $("preview").hidden = true;
+  });
+}
+
+// ---- the request -------------------------------------------------------------------------------
+
+// The label field as the server takes it: "243 boxer" (a completion) -> "243"; anything else as typed.
+function labelValue() {
+  const text = $("label").value.trim();
+  const classes = state.config.tasks.classification.classes || [];
+  const match = /^(\d+)\s+(.+)$/.exec(text);
+  if (match && classes[Number(match[1]) - 1] === match[2]) return match[1];
+  return text;
+}
+
+function buildForm(task) {
+  const form = new FormData();
+  if (state.file) form.append("image", state.file, state.file.name);
+  else form.append("sample", state.sample);
+  form.append("task", task);
+  form.append("layer", $("layer").value);
+  if (task === "classification") form.append("label", labelValue());
+  if (task === "vqa") {
+    form.append("question", $("question").value);
+    form.append("answer", $("answer").value.trim());
+  }
+  if (task === "captioning") form.append("caption", $("caption").value.trim());
+  return form;
+}
+
+async function errorMessage(response) {
+  const text = await response.text();
+  try {
+    const body = JSON.parse(text);
+    if (body && typeof body.error === "string") return body.error;
+  } catch (err) {
+    // not JSON: fall through to the status line
+  }
+  return "The server answered " + response.status + " " + response.statusText;
+}
+
+async function explain(event) {
+  event.preventDefault();
+  clearError();
+  $("result").hidden = true;
+  const task = currentTask();
+  if (!state.config || !task) return;
+  if (!state.file && !state.sample) {
+    showError("Choose an image first: drop one on the box, click it, or pick a sample.");
+    return;
+  }
+  const button = $("explain");
+  button.disabled = true;
+  button.textContent = "Explaining...";
+  const started = performance.now();
+  try {
+    const response = await fetch("/api/explain", { method: "POST", body: buildForm(task) });
+    if (!response.ok) {
+      showError(await errorMessage(response));
+      return;
+    }
+    showResult(await response.json(), (performance.now() - started) / 1000);
+  } catch (err) {
+    showError("Could not reach the server: " + err.message);
+  } finally {
+    button.disabled = false;
+    button.textContent = "Explain";
+  }
+}
+
+// ---- the result --------------------------------------------------------------------------------
+
+function describe(target, predicted) {
+  if ("caption" in target) return ["Caption: " + target.caption, "Generated caption: " + predicted.caption];
+  if ("answer" in target) return ["Answer: " + target.answer, "Predicted answer: " + predicted.answer];
+  const name = (t, sep) => (t.name ? sep + t.name : "");
+  return ["Label " + target.label + name(target, ": "), "Predicted: " + predicted.label + name(predicted, " ")];
+}
+
+function percent(score) {
+  return (100 * score).toFixed(score >= 0.1 ? 1 : 2) + " %";
+}
+
+function showPredictions(predictions) {
+  const table = $("predictions");
+  table.hidden = !predictions || predictions.length === 0;
+  if (table.hidden) return;
+  const isVqa = "answer" in predictions[0];
+  const headings = isVqa ? ["Answer", "Score"] : ["Label", "Name", "Score"];
+  $("predictions-head").replaceChildren(
+    ...headings.map((h) => Object.assign(document.createElement("th"), { scope: "col", textContent: h })),
+  );
+  const rows = predictions.map((p) => {
+    const row = document.createElement("tr");
+    const cells = isVqa ? [p.answer, percent(p.score)] : [p.label, p.name ?? "", percent(p.score)];
+    for (const value of cells) row.append(Object.assign(document.createElement("td"), { textContent: value }));
+    return row;
+  });
+  table.tBodies[0].replaceChildren(...rows);
+}
+
+function showResult(result, browserSeconds) {
+  const [target, predicted] = describe(result.target, result.predicted);
+  $("target").textContent = target;
+  $("result-layer").textContent = "Layer: " + result.layer;
+  $("predicted").textContent = predicted;
+  showPredictions(result.predictions);
+  const files = result.files || {};
+  for (const key of IMAGE_KEYS) {
+    const url = result.images[key];
+    $("img-" + key).src = url;
+    const link = $("dl-" + key);
+    link.href = url;
+    link.download = files[key] || key + ".png";
+  }
+  const s = result.seconds;
+  $("time").textContent = "explained in " + s.explain.toFixed(2) + " s (request " + s.total.toFixed(2) + " s)";
+  $("time").title = browserSeconds.toFixed(2) + " s in the browser, upload and download included";
+  $("result").hidden = false;
+  $("result").scrollIntoView({ block: "nearest" });
+}
+
+// ---- start -------------------------------------------------------------------------------------
+
+document.addEventListener("DOMContentLoaded", () => {
+  setupDropzone();
+  $("form").addEventListener("submit", explain);
+  loadConfig();
+});
