@@ -134,9 +134,9 @@ def assert_images_are_the_clis(images: dict[str, str], files: dict[str, str], cl
 class Server:
     """``python -m gradcam_core.web -port 0 <args>`` in a subprocess (of this checkout), until stopped."""
 
-    def __init__(self, *args: str, timeout: float = 90) -> None:
+    def __init__(self, *args: str, timeout: float = 90, env: Optional[dict[str, str]] = None) -> None:
         self.stderr_file = tempfile.TemporaryFile(mode="w+")
-        env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
+        env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1", **(env or {}))
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gradcam_core.web", "-port", "0", *args], cwd=ROOT, env=env,
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self.stderr_file, text=True)
@@ -191,8 +191,8 @@ def plain_server() -> Iterator[Server]:
 
 @pytest.fixture(scope="session")
 def full_server() -> Iterator[Server]:
-    """The bundled SqueezeNet with the VQA and captioning test fixtures."""
-    server = Server(*SERVER_FIXTURE_ARGS)
+    """The bundled SqueezeNet with the VQA and captioning test fixtures; uploads up to 1 MB."""
+    server = Server(*SERVER_FIXTURE_ARGS, "-max_upload_mb", "1")
     try:
         yield server
     finally:
