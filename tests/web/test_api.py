@@ -290,6 +290,31 @@ def test_a_second_file_field_and_non_multipart_bodies_are_refused(client):
                  r"multipart form")
 
 
+def raw_form(client, *parts: tuple[bytes, bytes]):
+    """POST a multipart body made by hand: (the Content-Disposition's parameters, the part's bytes)."""
+    body = b"".join(b"--B\r\nContent-Disposition: form-data; " + head + b"\r\n\r\n" + data + b"\r\n"
+                    for head, data in parts) + b"--B--\r\n"
+    return client.http.post("/api/explain", content=body, headers={"content-type": "multipart/form-data; boundary=B"})
+
+
+def test_a_file_input_left_empty_is_no_image(client):
+    """What a browser's plain <form> sends for a file input with no file chosen: a part with an empty
+    file name and no bytes. It is no image: a sample chosen with it is explained."""
+    empty = (b'name="image"; filename=""', b"")
+    task = (b'name="task"', b"classification")
+    assert_error(raw_form(client, task, empty), 400, r"^no image: send a file in the field 'image'")
+    body = ok(raw_form(client, task, (b'name="sample"', b"cat_dog.jpg"), empty))
+    assert body["images"] == ok(client.explain(task="classification"))["images"]
+
+
+def test_an_image_sent_as_text_says_so(client):
+    """``curl -F image=cat.jpg`` (the @ forgotten) sends the field as text, not a file."""
+    for value in (b"cat.jpg", b""):
+        line = assert_error(raw_form(client, (b'name="task"', b"classification"), (b'name="image"', value)), 400,
+                            r"'image'.*file")
+        assert "unknown field" not in line, line
+
+
 def test_unknown_routes_and_methods_are_json_and_no_file_outside_is_served(client):
     assert_error(client.http.get("/api/explain"), 405, r"Method Not Allowed")
     assert_error(client.http.delete("/api/config"), 405, r"Method Not Allowed")
