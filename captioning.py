@@ -8,7 +8,7 @@ output names.
 """
 from gradcam_core.cli.app import run_cli, with_many_images_help
 from gradcam_core.cli.paths import check_out_dir, device_for, input_images, input_path
-from gradcam_core.cli.options import as_choice, as_input_size, as_int, as_positive_int, as_str, as_str_list
+from gradcam_core.cli.options import as_choice, as_input_size, as_int, as_positive_int, as_str, as_str_list, as_switch
 
 MODEL = "neuraltalk2/model_id1-501-1448236541.t7"
 IMAGE = "images/cat_dog.jpg"
@@ -29,6 +29,7 @@ def main(
     gpuid=-1,
     out_path="output/",
     batch_size=8,
+    save_overlay=0,
 ):
     """Grad-CAM, Guided Backprop and Guided Grad-CAM for a neuraltalk2 image captioning model.
 
@@ -43,7 +44,8 @@ def main(
     was never part of a word. ``-layer`` is a module number of the checkpoint's CNN (30 = relu5_3) or a
     layer name. Writes ``caption_gcam_hm_<caption>.png`` (``caption_gcam_<caption>.png`` with
     ``-save_as_heatmap 0``), ``caption_gb_<caption>.png`` and ``caption_gb_gcam_<caption>.png`` for each
-    caption into ``-out_path``.
+    caption into ``-out_path``; with ``-save_overlay 1`` also ``caption_overlay_<caption>.png``, the
+    heatmap blended over the image.
 
     {many_images}
 
@@ -59,6 +61,8 @@ def main(
         gpuid: -1 = CPU, N = CUDA device N.
         out_path: output folder (created if missing); per-image subfolders for a folder or glob.
         batch_size: images explained together (one forward) in folder or glob mode.
+        save_overlay: 1 = also write caption_overlay_<caption>.png: the colour heatmap (half) blended
+            over the image as the net saw it (half), input_sz x input_sz; 0 = the original's three files.
     """
     from gradcam_core.cli import captioning as program
 
@@ -71,6 +75,7 @@ def main(
         layer=as_str(layer),
         input_sz=as_input_size("input_sz", input_sz),
         save_as_heatmap=as_int("save_as_heatmap", save_as_heatmap) == 1,
+        save_overlay=as_switch("save_overlay", save_overlay),
         device=device_for(as_int("gpuid", gpuid)),
         batch_size=as_positive_int("batch_size", batch_size),
     )

@@ -11,7 +11,7 @@ output names.
 from gradcam_core.cli.app import run_cli, with_many_images_help
 from gradcam_core.cli.paths import MODELS_HINT, check_out_dir, device_for, input_images, input_path
 from gradcam_core.cli.options import (
-    as_choice, as_float, as_float_list, as_input_size, as_int, as_label_list, as_positive_int, as_str,
+    as_choice, as_input_options, as_input_size, as_int, as_label_list, as_positive_int, as_str, as_switch,
 )
 
 PROTO = "models/VGG_ILSVRC_16_layers_deploy.prototxt"
@@ -41,6 +41,7 @@ def main(
     mean_file="",
     input_scale="",
     channel_order="",
+    save_overlay=0,
 ):
     """Grad-CAM, Guided Backprop and Guided Grad-CAM for an image classifier: Caffe, ONNX or torchvision.
 
@@ -55,7 +56,8 @@ def main(
     synset_words.txt beside the model file, torchvision's names) a class can be named: ``-label 'tiger
     cat'`` (case-insensitive), and each explained class's name is printed.
     Writes ``classify_gcam_hm_<L>.png`` (``classify_gcam_<L>.png`` with ``-save_as_heatmap 0``),
-    ``classify_gb_<L>.png`` and ``classify_gb_gcam_<L>.png`` for each label ``<L>`` into ``-out_path``.
+    ``classify_gb_<L>.png`` and ``classify_gb_gcam_<L>.png`` for each label ``<L>`` into ``-out_path``;
+    with ``-save_overlay 1`` also ``classify_overlay_<L>.png``, the heatmap blended over the image.
 
     {many_images}
 
@@ -83,10 +85,11 @@ def main(
         mean_file: a Caffe mean image (mean.binaryproto), scaled to -input_sz as the image is.
         input_scale: Caffe's transform_param scale, applied after the mean (e.g. 0.017).
         channel_order: bgr or rgb: the order of the net's input channels.
+        save_overlay: 1 = also write classify_overlay_<L>.png: the colour heatmap (half) blended over
+            the image as the net saw it (half), input_sz x input_sz; 0 = the original's three files.
     """
     from gradcam_core.cli import classification as program
     from gradcam_core.formats.caffe.wire import is_onnx_file
-    from gradcam_core.tasks.classify import InputOptions
 
     as_choice("backend", backend, ("nn", "cudnn"))
     out_dir = check_out_dir(as_str(out_path))  # created only when the images are written
@@ -102,17 +105,12 @@ def main(
         input_sz=as_input_size("input_sz", input_sz),
         output_image_name=as_str(output_image_name),
         save_as_heatmap=as_int("save_as_heatmap", save_as_heatmap) == 1,
+        save_overlay=as_switch("save_overlay", save_overlay),
         device=device_for(as_int("gpuid", gpuid)),
         batch_size=as_positive_int("batch_size", batch_size),
         arch=arch,
         synset_file=input_path("synset_file", as_str(synset_file), "") if as_str(synset_file) else None,
-        input_options=InputOptions(
-            preprocess=as_choice("preprocess", preprocess, ("", "caffe", "torchvision")),
-            mean_value=as_float_list("mean_value", mean_value) if as_str(mean_value) else None,
-            mean_file=input_path("mean_file", as_str(mean_file), "") if as_str(mean_file) else None,
-            input_scale=as_float("input_scale", input_scale) if as_str(input_scale) else None,
-            channel_order=as_choice("channel_order", channel_order, ("", "bgr", "rgb")),
-        ),
+        input_options=as_input_options(preprocess, mean_value, mean_file, input_scale, channel_order),
     )
     import torch
 

@@ -9,7 +9,7 @@ output names.
 """
 from gradcam_core.cli.app import run_cli, with_many_images_help
 from gradcam_core.cli.paths import check_out_dir, device_for, input_images, input_path
-from gradcam_core.cli.options import as_choice, as_input_size, as_int, as_positive_int, as_str
+from gradcam_core.cli.options import as_choice, as_input_size, as_int, as_positive_int, as_str, as_switch
 
 PROTO = "models/VGG_ILSVRC_19_layers_deploy.prototxt"
 MODEL = "models/VGG_ILSVRC_19_layers.caffemodel"
@@ -41,6 +41,7 @@ def main(
     gpuid=-1,
     out_path="output/",
     batch_size=8,
+    save_overlay=0,
 ):
     """Grad-CAM, Guided Backprop and Guided Grad-CAM for an answer of the VQA_LSTM_CNN model.
 
@@ -50,7 +51,8 @@ def main(
     ``-answer dog,cat`` (comma-separated; a value that is itself one of the model's answers stays one
     answer, commas and all) or ``--answer='["dog", "cat"]'``. Writes ``vqa_gcam_hm_<answer>.png``
     (``vqa_gcam_<answer>.png`` with ``-save_as_heatmap 0``), ``vqa_gb_<answer>.png`` and
-    ``vqa_gb_gcam_<answer>.png`` for each answer into ``-out_path``.
+    ``vqa_gb_gcam_<answer>.png`` for each answer into ``-out_path``; with ``-save_overlay 1`` also
+    ``vqa_overlay_<answer>.png``, the heatmap blended over the image.
 
     {many_images}
 
@@ -75,6 +77,8 @@ def main(
         gpuid: -1 = CPU, N = CUDA device N.
         out_path: output folder (created if missing); per-image subfolders for a folder or glob.
         batch_size: images explained together (one forward) in folder or glob mode.
+        save_overlay: 1 = also write vqa_overlay_<answer>.png: the colour heatmap (half) blended over
+            the image as the net saw it (half), input_sz x input_sz; 0 = the original's three files.
     """
     from gradcam_core.cli import vqa as program
 
@@ -98,6 +102,7 @@ def main(
             num_output=as_positive_int("num_output", num_output),
         ),
         save_as_heatmap=as_int("save_as_heatmap", save_as_heatmap) == 1,
+        save_overlay=as_switch("save_overlay", save_overlay),
         device=device_for(as_int("gpuid", gpuid)),
         batch_size=as_positive_int("batch_size", batch_size),
     )

@@ -202,4 +202,5 @@ def test_defaults_are_the_original_ones():
         # ours: the model's format, class names and preprocessing ("" = the format's own)
         "arch": "", "synset_file": "", "preprocess": "", "mean_value": "", "mean_file": "",
         "input_scale": "", "channel_order": "",
+        "save_overlay": 0,  # ours: the original's three files by default
     }

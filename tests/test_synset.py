@@ -79,7 +79,7 @@ def test_an_unknown_name_suggests_close_matches(imagenet: ClassNames) -> None:
     assert "no class named 'tigr cat'" in str(err.value) and "'tiger cat' (label 283)" in str(err.value)
     with pytest.raises(GradCamError, match="'crane' \\(labels 135, 518\\)"):
         imagenet.lookup("cranes")
-    with pytest.raises(GradCamError, match="close matches: no close match"):
+    with pytest.raises(GradCamError, match=r"no class named 'q+' in [^;]*$"):
         imagenet.lookup("qqqqqqqqqqqqqqqqqqqqqqqqqqqqqq")
     with pytest.raises(GradCamError, match="empty class name"):
         imagenet.lookup("   ")

@@ -28,6 +28,7 @@ class CaptioningOptions:
     layer: str = "30"
     input_sz: int = 224
     save_as_heatmap: bool = True
+    save_overlay: bool = False  # -save_overlay 1: one more file per target, <prefix>_overlay_<name>.png
     device: torch.device = torch.device("cpu")
     batch_size: int = 8
 
@@ -66,5 +67,6 @@ class CaptioningProgram(Program[str]):
 
 def run(opts: CaptioningOptions, log: Log = print) -> list[Path]:
     """The whole of ``th captioning.lua``, for one image or many: returns the written files."""
-    common = RunOptions(opts.layer, opts.inputs, opts.input_sz, opts.batch_size, opts.save_as_heatmap)
+    common = RunOptions(opts.layer, opts.inputs, opts.input_sz, opts.batch_size, opts.save_as_heatmap,
+                        opts.save_overlay)
     return run_program(CaptioningProgram(opts), common, log)

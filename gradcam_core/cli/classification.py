@@ -12,14 +12,21 @@ from typing import Optional, Union
 import torch
 from torch import nn
 
-from ..engine import Explanation, resolve_layer
+from ..engine import Explanation
 from ..errors import GradCamError
 from ..run.inputs import Inputs
-from ..tasks.classify import Classifier, InputOptions, explain_classes, load_model
+from ..tasks.classify import (
+    ORIGINAL_LAYER,
+    Classifier,
+    InputOptions,
+    default_classifier_layer,
+    explain_classes,
+    load_model,
+)
 from .program import Described, Log, Program, RunOptions, run_program
 
 PREDICTED = -1  # -label -1: explain the predicted class
-DEFAULT_LAYER = "relu5_3"  # the original's -layer_name (VGG-16's)
+DEFAULT_LAYER = ORIGINAL_LAYER  # the original's -layer_name (VGG-16's relu5_3)
 
 
 @dataclass
@@ -37,6 +44,7 @@ class ClassificationOptions:
     input_sz: int = 224
     output_image_name: str = ""
     save_as_heatmap: bool = True
+    save_overlay: bool = False  # -save_overlay 1: one more file per target, <prefix>_overlay_<name>.png
     device: torch.device = torch.device("cpu")
     batch_size: int = 8
     arch: str = ""
@@ -96,17 +104,11 @@ class ClassificationProgram(Program[list[int]]):
         layer whose output is a spatial map, printed."""
         if layer != DEFAULT_LAYER:
             return layer
-        try:
-            resolve_layer(net, layer)
-            return layer
-        except GradCamError:
-            pass
-        from ..engine.layers import default_layer
-
         probe = torch.zeros(1, 3, input_sz, input_sz, device=self.opts.device,
                             dtype=next(net.parameters()).dtype)
-        chosen = default_layer(net, probe)
-        log(f"Grad-CAM layer: {chosen} (the last layer with a spatial output; -layer_name chooses another)")
+        chosen = default_classifier_layer(net, probe, DEFAULT_LAYER)
+        if chosen != layer:
+            log(f"Grad-CAM layer: {chosen} (the last layer with a spatial output; -layer_name chooses another)")
         return chosen
 
     def explain(self, images: torch.Tensor, layer: str) -> tuple[Explanation, list[list[int]]]:
@@ -129,7 +131,8 @@ class ClassificationProgram(Program[list[int]]):
 
 def run(opts: ClassificationOptions, log: Log = print) -> list[Path]:
     """The whole of ``th classification.lua``, for one image or many: returns the written files."""
-    common = RunOptions(opts.layer_name, opts.inputs, opts.input_sz, opts.batch_size, opts.save_as_heatmap)
+    common = RunOptions(opts.layer_name, opts.inputs, opts.input_sz, opts.batch_size, opts.save_as_heatmap,
+                        opts.save_overlay)
     return run_program(ClassificationProgram(opts), common, log)
 
 

@@ -48,6 +48,32 @@ def as_str(value: Any) -> str:
     return value if isinstance(value, str) else str(value)
 
 
+def as_switch(name: str, value: Any) -> bool:
+    """A 0/1 option (``-save_overlay``) as typed: 0 or 1 (any whole number :func:`as_int` reads as
+    those), else a GradCamError naming the option."""
+    number = as_int(name, value)
+    if number not in (0, 1):
+        raise GradCamError(f"-{name} {value}: expected 0 or 1")
+    return number == 1
+
+
+def as_input_options(preprocess: Any, mean_value: Any, mean_file: Any, input_scale: Any,
+                     channel_order: Any) -> Any:
+    """The preprocessing options of a classifier (``-preprocess``, ``-mean_value``, ``-mean_file``,
+    ``-input_scale``, ``-channel_order``; '' = the model format's) as
+    :class:`gradcam_core.tasks.classify.InputOptions`."""
+    from ..tasks.classify import InputOptions  # imported here: it brings torch in
+    from .paths import input_path
+
+    return InputOptions(
+        preprocess=as_choice("preprocess", preprocess, ("", "caffe", "torchvision")),
+        mean_value=as_float_list("mean_value", mean_value) if as_str(mean_value) else None,
+        mean_file=input_path("mean_file", as_str(mean_file), "") if as_str(mean_file) else None,
+        input_scale=as_float("input_scale", input_scale) if as_str(input_scale) else None,
+        channel_order=as_choice("channel_order", channel_order, ("", "bgr", "rgb")),
+    )
+
+
 def as_int_list(name: str, value: Any) -> list[int]:
     """``243``, ``"243"``, ``"243,283"`` or a list/tuple of those -> [243, 283]."""
     if isinstance(value, (list, tuple)):

@@ -1,5 +1,6 @@
 """What the three programs share: load, check the layer, explain the images a batch at a time, render
-each target's three PNGs, print each image's lines (:func:`run_program`).
+each target's three PNGs (and, with ``-save_overlay 1``, its overlay), print each image's lines
+(:func:`run_program`).
 
 A program (:class:`Program`) keeps only what is its own: what it loads and prints before the images,
 how it turns a batch into the task's 0-based results, and how it words an image's results (its lines
@@ -10,7 +11,7 @@ from __future__ import annotations
 import abc
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Generic, Sequence, TypeVar
+from typing import Any, Callable, ClassVar, Generic, Optional, Sequence, TypeVar
 
 import torch
 
@@ -42,6 +43,8 @@ class RunOptions:
     input_sz: int
     batch_size: int
     save_as_heatmap: bool
+    save_overlay: bool = False
+    """``-save_overlay 1``: one more file per target, ``<prefix>_overlay_<name>.png``."""
 
 
 class Program(abc.ABC, Generic[R]):
@@ -90,14 +93,15 @@ def run_program(program: Program[Any], opts: RunOptions, log: Log = print) -> li
     resolve_layer(net, layer)  # an unknown layer fails before any work, listing valid names
     program.start(log)
 
-    def explain_batch(images: torch.Tensor) -> list[ImageOutput]:
+    def explain_batch(images: torch.Tensor, rgbs: Optional[Sequence[torch.Tensor]]) -> list[ImageOutput]:
         with input_size_errors(opts.input_sz):
             expl, results = program.explain(images, layer)
-        return [_image_output(program, opts, expl, n, program.describe(r)) for n, r in enumerate(results)]
+        return [_image_output(program, opts, expl, n, program.describe(r), rgbs[n] if rgbs is not None else None)
+                for n, r in enumerate(results)]
 
     batch_size = program.fixed_batch or opts.batch_size
     return explain_images(opts.inputs, batch_size, opts.input_sz, explain_batch, dtype=program.dtype,
-                          preprocessing=program.preprocessing, log=log)
+                          preprocessing=program.preprocessing, log=log, keep_rgb=opts.save_overlay)
 
 
 def _check_input_size(net: torch.nn.Module, input_sz: int) -> None:
@@ -112,12 +116,15 @@ def _check_input_size(net: torch.nn.Module, input_sz: int) -> None:
 
 
 def _image_output(program: Program[Any], opts: RunOptions, expl: Explanation, n: int,
-                  described: Described) -> ImageOutput:
-    """Image ``n``'s lines and the three PNGs of each of its targets."""
+                  described: Described, rgb: Optional[torch.Tensor]) -> ImageOutput:
+    """Image ``n``'s lines and the three PNGs of each of its targets, then its overlay when ``rgb``
+    (3, S, S), the image before preprocessing, is given (``-save_overlay 1``)."""
     rendered: list[outputs.Rendered] = []
     for k, name in enumerate(described.names):
         rendered += outputs.render_triplet(
             program.prefix, name, expl.cam[n, k], expl.guided[n, k], heatmap=opts.save_as_heatmap,
             dtype=program.dtype,
         )
+        if rgb is not None:  # the same scaled map as the gcam file, always as the colour heatmap
+            rendered.append(outputs.render_overlay(program.prefix, name, expl.cam[n, k], rgb))
     return ImageOutput(described.lines, rendered)

@@ -42,6 +42,7 @@ class VQAOptions:
     input_sz: int = 224
     sizes: VQASizes = field(default_factory=VQASizes)
     save_as_heatmap: bool = True
+    save_overlay: bool = False  # -save_overlay 1: one more file per target, <prefix>_overlay_<name>.png
     device: torch.device = torch.device("cpu")
     batch_size: int = 8
 
@@ -123,5 +124,6 @@ class VQAProgram(Program[ImageAnswers]):
 
 def run(opts: VQAOptions, log: Log = print) -> list[Path]:
     """The whole of ``th visual_question_answering.lua``, for one image or many: returns the written files."""
-    common = RunOptions(opts.layer_name, opts.inputs, opts.input_sz, opts.batch_size, opts.save_as_heatmap)
+    common = RunOptions(opts.layer_name, opts.inputs, opts.input_sz, opts.batch_size, opts.save_as_heatmap,
+                        opts.save_overlay)
     return run_program(VQAProgram(opts), common, log)

@@ -112,8 +112,8 @@ class ClassNames:
         if not key:
             raise GradCamError(f"an empty class name cannot be looked up in {self.source}")
         close = difflib.get_close_matches(key, list(self._primary) + list(self._synonym), n=5, cutoff=0.6)
-        hint = ", ".join(f"'{k}' ({self._labels(k)})" for k in close) if close else "no close match"
-        raise GradCamError(f"no class named '{query}' in {self.source}; close matches: {hint}")
+        hint = "; close matches: " + ", ".join(f"'{k}' ({self._labels(k)})" for k in close) if close else ""
+        raise GradCamError(f"no class named '{query}' in {self.source}{hint}")
 
     def _full(self, index: int) -> str:
         wnid = self.wnids[index]

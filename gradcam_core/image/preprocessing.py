@@ -174,7 +174,14 @@ def load_input(path: str | os.PathLike[str], width: int, height: int,
     Geometry as :func:`preprocess` for every format: decoded in ``dtype``, made RGB (grey replicated,
     alpha dropped), ``image.scale``-d to width x height, no crop. With the default it returns
     :func:`preprocess`'s tensor bit for bit. Raises GradCamError for a file that is not an image."""
-    return (preprocessing or Preprocessing.caffe_vgg()).apply(load_rgb(path, width, height, dtype), dtype)
+    return net_input(load_rgb(path, width, height, dtype), preprocessing, dtype)
+
+
+def net_input(rgb: torch.Tensor, preprocessing: Preprocessing | None = None,
+              dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """The net input (3, H, W) of an image as :func:`load_rgb` gives it, under a model's
+    ``preprocessing`` (default :meth:`Preprocessing.caffe_vgg`), in ``dtype``."""
+    return (preprocessing or Preprocessing.caffe_vgg()).apply(rgb, dtype)
 
 
 def load_rgb(path: str | os.PathLike[str], width: int, height: int,

@@ -3,7 +3,8 @@ written, bad images skipped and counted.
 
 One mechanism for the three programs (classification, VQA, captioning). Each gives
 :func:`explain_images` its input size and a function that explains a batch; this module loads the
-images (``image.preprocess``, as every grad-cam script fed its CNN) and does the rest.
+images (``image.preprocess``, as every grad-cam script fed its CNN) and does the rest. With
+``keep_rgb`` each image is also handed over as the net saw it before preprocessing (for the overlay).
 
 Batches
     The sorted list is cut into consecutive chunks of ``-batch_size`` files; the images of a chunk that
@@ -39,6 +40,11 @@ if TYPE_CHECKING:  # torch is imported only where images are explained
     from .outputs import Rendered
 
 T = TypeVar("T")
+
+ExplainBatch = Callable[["torch.Tensor", Optional[Sequence["torch.Tensor"]]], Sequence["ImageOutput"]]
+"""``explain_batch(images, rgbs)`` of :func:`explain_images`: the batch (N, 3, S, S) of net inputs and, with
+``keep_rgb``, each image's (3, S, S) RGB in [0, 1] before preprocessing (else None) -> one
+:class:`ImageOutput` per image, in order."""
 
 
 def write_line(stream: Any, line: str) -> None:
@@ -78,10 +84,11 @@ def explain_images(
     inputs: Inputs,
     batch_size: int,
     input_sz: int,
-    explain_batch: Callable[["torch.Tensor"], Sequence[ImageOutput]],
+    explain_batch: ExplainBatch,
     *,
     dtype: Optional["torch.dtype"] = None,
     preprocessing: Optional["Preprocessing"] = None,
+    keep_rgb: bool = False,
     log: Callable[[str], None] = print,
     shard: Optional[Shard] = None,
 ) -> list[Path]:
@@ -91,7 +98,11 @@ def explain_images(
         input_sz: each image is preprocessed to (3, input_sz, input_sz) by the model's
             ``preprocessing`` (default: the original's ``image.preprocess``: BGR, mean-subtracted), in
             ``dtype`` (default float32); a bad image raises GradCamError.
-        explain_batch: (N, 3, input_sz, input_sz) -> one :class:`ImageOutput` per image, in order.
+        explain_batch: ``(images, rgbs)`` -> one :class:`ImageOutput` per image, in order (see
+            :data:`ExplainBatch`).
+        keep_rgb: also keep each image's RGB before preprocessing (``load_rgb``; its net input is
+            ``preprocessing.apply`` of it, the same bits as ``load_input``) and pass them as ``rgbs``;
+            without it ``rgbs`` is None and nothing more is kept.
         log: where stdout lines go; in multi-image mode each is prefixed with ``<image path>: ``.
         shard: this process's shard (default: from the torch.distributed environment variables).
     Returns:
@@ -100,10 +111,16 @@ def explain_images(
     """
     import torch
 
-    from ..image.preprocessing import load_input
+    from ..image.preprocessing import load_input, load_rgb, net_input
 
-    def load(path: Path) -> torch.Tensor:
-        return load_input(path, input_sz, input_sz, preprocessing, dtype or torch.float32)
+    dtype = dtype or torch.float32
+
+    def load(path: Path) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """The net input (3, S, S) and, with ``keep_rgb``, the RGB it was made from (else None)."""
+        if not keep_rgb:
+            return load_input(path, input_sz, input_sz, preprocessing, dtype), None
+        rgb = load_rgb(path, input_sz, input_sz, dtype)  # loaded once: load_input is apply(load_rgb(...))
+        return net_input(rgb, preprocessing, dtype), rgb
 
     shard = shard or Shard.from_env()
     run = _Run(inputs.many, shard, log)
@@ -113,7 +130,7 @@ def explain_images(
         for chunk in chunks:
             loaded = [(job, image) for job in chunk if (image := run.attempt(job, load, job.path)) is not None]
             if loaded:
-                run.explain(loaded, explain_batch)
+                run.explain(loaded, explain_batch, keep_rgb)
     run.finish(total)
     return run.written
 
@@ -156,14 +173,16 @@ class _Run:
             self.say(f"skipping {job.shown}: {err}", _stderr)
             return None
 
-    def explain(self, batch: list[tuple[ImageJob, "torch.Tensor"]],
-                explain_batch: Callable[["torch.Tensor"], Sequence[ImageOutput]]) -> None:
+    def explain(self, batch: list[tuple[ImageJob, tuple["torch.Tensor", Optional["torch.Tensor"]]]],
+                explain_batch: ExplainBatch, keep_rgb: bool) -> None:
         """One forward for the batch, then each image's lines and files."""
         import torch
 
         from . import outputs
 
-        results = explain_batch(torch.stack([image for _, image in batch]))
+        images = torch.stack([x for _, (x, _) in batch])
+        rgbs = [rgb for _, (_, rgb) in batch] if keep_rgb else None
+        results = explain_batch(images, rgbs)
         for (job, _), result in zip(batch, results):
             for line in result.lines:
                 self.say(f"{job.shown}: {line}" if self.many else line, self.log)

@@ -13,8 +13,14 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from ..cli.app import run_cli
-from ..cli.options import as_choice, as_float, as_float_list, as_input_size, as_int, as_positive_int, as_str
+from ..cli.app import Terminated, run_cli
+from ..cli.options import (
+    as_input_options,
+    as_input_size,
+    as_int,
+    as_positive_int,
+    as_str,
+)
 from ..cli.paths import PROJECT_DIR, device_for, input_path
 from ..errors import GradCamError
 
@@ -133,9 +139,29 @@ def main(
     torch.manual_seed(as_int("seed", seed))
 
     tasks: dict = {}
-    tasks["classification"] = _classification(locals(), input_sz, device)
+    tasks["classification"] = _classification(
+        as_str(model_file), as_str(proto_file), as_str(arch), as_str(synset_file), as_str(layer_name),
+        as_input_options(preprocess, mean_value, mean_file, input_scale, channel_order), input_sz, device)
     if as_str(vqa_model_path):
-        tasks["vqa"] = _vqa(locals(), input_sz, device)
+        from ..tasks.vqa.model import VQASizes
+        from .demo import load_vqa
+
+        if not as_str(vqa_vocab_file):
+            raise GradCamError("-vqa_model_path needs -vqa_vocab_file (data_prepro.json) too")
+        tasks["vqa"] = load_vqa(
+            input_path("vqa_model_path", as_str(vqa_model_path), ""),
+            input_path("vqa_vocab_file", as_str(vqa_vocab_file), ""),
+            input_path("vqa_proto_file", as_str(vqa_proto_file), VQA_PROTO),
+            input_path("vqa_model_file", as_str(vqa_model_file), VQA_MODEL),
+            sizes=VQASizes(
+                input_encoding_size=as_positive_int("vqa_input_encoding_size", vqa_input_encoding_size),
+                rnn_size=as_positive_int("vqa_rnn_size", vqa_rnn_size),
+                rnn_layers=as_positive_int("vqa_rnn_layers", vqa_rnn_layers),
+                common_embedding_size=as_positive_int("vqa_common_embedding_size", vqa_common_embedding_size),
+                num_output=as_positive_int("vqa_num_output", vqa_num_output),
+            ),
+            layer=as_str(vqa_layer_name), input_sz=input_sz, device=device, question=as_str(vqa_question),
+        )
     elif as_str(vqa_vocab_file):
         raise GradCamError("-vqa_vocab_file needs -vqa_model_path (the LSTM checkpoint) too")
     if as_str(caption_model_path):
@@ -150,52 +176,23 @@ def main(
     serve(demo, host, port, extra_hosts, queue)
 
 
-def _classification(opts: dict, input_sz: int, device: object):
+def _classification(given: str, proto_given: str, arch: str, synset: str, layer: str, inputs: object,
+                    input_sz: int, device: object):
     """The classifier of the options: the bundled SqueezeNet unless -model_file (or -arch) names another."""
     from ..formats.caffe.wire import is_onnx_file
-    from ..tasks.classify import InputOptions
     from .demo import load_classification
 
-    arch = as_str(opts["arch"])
-    given = as_str(opts["model_file"])
     if arch and not given:
         raise GradCamError(f"-arch {arch} needs -model_file: its state_dict (.pth); nothing is downloaded")
     model = input_path("model_file", given, MODEL) if given else Path(MODEL)
     proto = None
     if not arch and not is_onnx_file(model):
-        proto_given = as_str(opts["proto_file"])
         if given and not proto_given:
             raise GradCamError(f"-model_file {given} is a caffemodel: it needs its deploy prototxt (-proto_file)")
         proto = input_path("proto_file", proto_given, PROTO) if proto_given else Path(PROTO)
-    synset = as_str(opts["synset_file"])
-    inputs = InputOptions(
-        preprocess=as_choice("preprocess", opts["preprocess"], ("", "caffe", "torchvision")),
-        mean_value=as_float_list("mean_value", opts["mean_value"]) if as_str(opts["mean_value"]) else None,
-        mean_file=input_path("mean_file", as_str(opts["mean_file"]), "") if as_str(opts["mean_file"]) else None,
-        input_scale=as_float("input_scale", opts["input_scale"]) if as_str(opts["input_scale"]) else None,
-        channel_order=as_choice("channel_order", opts["channel_order"], ("", "bgr", "rgb")),
-    )
     return load_classification(model, proto_file=proto, arch=arch,
                                synset_file=input_path("synset_file", synset, "") if synset else None,
-                               inputs=inputs, layer=as_str(opts["layer_name"]), input_sz=input_sz, device=device)
-
-
-def _vqa(opts: dict, input_sz: int, device: object):
-    from ..tasks.vqa.model import VQASizes
-    from .demo import load_vqa
-
-    if not as_str(opts["vqa_vocab_file"]):
-        raise GradCamError("-vqa_model_path needs -vqa_vocab_file (data_prepro.json) too")
-    sizes = VQASizes(**{name: as_positive_int(f"vqa_{name}", opts[f"vqa_{name}"]) for name in (
-        "input_encoding_size", "rnn_size", "rnn_layers", "common_embedding_size", "num_output")})
-    return load_vqa(
-        input_path("vqa_model_path", as_str(opts["vqa_model_path"]), ""),
-        input_path("vqa_vocab_file", as_str(opts["vqa_vocab_file"]), ""),
-        input_path("vqa_proto_file", as_str(opts["vqa_proto_file"]), VQA_PROTO),
-        input_path("vqa_model_file", as_str(opts["vqa_model_file"]), VQA_MODEL),
-        sizes=sizes, layer=as_str(opts["vqa_layer_name"]), input_sz=input_sz, device=device,
-        question=as_str(opts["vqa_question"]),
-    )
+                               inputs=inputs, layer=layer, input_sz=input_sz, device=device)
 
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
@@ -227,7 +224,10 @@ def serve(demo, host: str, port: int, allowed_hosts: list[str], max_queue: int) 
              "can use the demo")
     _say(f"Serving on http://{shown if host not in ('0.0.0.0', '::') else '127.0.0.1'}:{port}/ (Ctrl-C stops)")
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
-    uvicorn.Server(config).run(sockets=[sock])
+    try:
+        uvicorn.Server(config).run(sockets=[sock])
+    except (KeyboardInterrupt, Terminated):  # uvicorn has shut down, then passes the signal on
+        _say("stopped")
 
 
 def _say(line: str) -> None:

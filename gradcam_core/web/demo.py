@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import abc
 import base64
+import dataclasses
 import os
 import threading
 import time
@@ -29,7 +30,7 @@ from ..engine.layers import spatial_layers
 from ..errors import GradCamError
 from ..image.decode import image_size
 from ..image.png import png_bytes
-from ..image.preprocessing import Preprocessing, load_rgb
+from ..image.preprocessing import Preprocessing, load_rgb, net_input
 from ..run import outputs
 from ..tasks.classify import Classifier, default_classifier_layer, explain_classes
 
@@ -127,10 +128,7 @@ class DemoTask(abc.ABC):
         if not value:
             return self.default_layer
         if value not in self.layers:
-            try:
-                resolve_layer(self.net, value)
-            except GradCamError as err:
-                raise GradCamError(f"layer {value!r}: {err}") from None
+            resolve_layer(self.net, value)  # an unknown layer: one line listing the valid ones
         return value
 
     def config(self) -> dict[str, Any]:
@@ -153,7 +151,7 @@ class DemoTask(abc.ABC):
         if width * height > max_pixels:
             raise GradCamError(f"the image is {width}x{height}: more than the server's limit of {max_pixels} pixels")
         rgb = load_rgb(image, self.input_sz, self.input_sz, self.dtype)
-        x = (self.preprocessing or Preprocessing.caffe_vgg()).apply(rgb, self.dtype)[None].to(self.device)
+        x = net_input(rgb, self.preprocessing, self.dtype)[None].to(self.device)
         with ENGINE_LOCK:
             start = time.perf_counter()
             try:
@@ -170,7 +168,8 @@ class DemoTask(abc.ABC):
         overlay = outputs.render_overlay(self.prefix, outcome.name, cam, rgb)
         rendered = dict(zip(("gcam", "gb", "gb_gcam"), triplet), overlay=overlay)
         images = {"input": png_bytes(rgb)} | {k: r.png for k, r in rendered.items()}
-        files = {k: r.filename for k, r in rendered.items()}
+        files = {"input": outputs.safe_filename(f"{self.prefix}_input_", outcome.name)}
+        files |= {k: r.filename for k, r in rendered.items()}
         return Result(self.name, layer, outcome.target, outcome.predicted, outcome.predictions,
                       images, files, seconds)
 
@@ -185,6 +184,8 @@ class ClassificationTask(DemoTask):
 
     def __init__(self, model: Classifier, model_name: str, layer: str, input_sz: int, device: torch.device) -> None:
         self.model, self.net, self.model_name = model, model.net, model_name
+        # messages name the class names as the page knows them, not by the server's file path
+        self.names = dataclasses.replace(model.names, source="the model's class names") if model.names else None
         self.preprocessing, self.input_sz, self.device = model.preprocessing, input_sz, device
         probe = torch.zeros(1, 3, input_sz, input_sz, device=device, dtype=self._net_dtype())
         self.default_layer = layer or default_classifier_layer(self.net, probe)
@@ -195,7 +196,7 @@ class ClassificationTask(DemoTask):
             model.names.check_count(self.classes)
 
     def config(self) -> dict[str, Any]:
-        names = self.model.names
+        names = self.names
         return super().config() | {"classes": [names.name(i) for i in range(len(names))] if names else None}
 
     def check(self, fields: Mapping[str, str]) -> Optional[int]:
@@ -206,12 +207,9 @@ class ClassificationTask(DemoTask):
         try:
             label = int(text)
         except ValueError:
-            if self.model.names is None:
+            if self.names is None:
                 raise GradCamError(f"label {text!r}: this model has no class names; give a 1-based label") from None
-            try:
-                return self.model.names.lookup(text)
-            except GradCamError as err:
-                raise GradCamError(f"label {text!r}: {err}") from None
+            return self.names.lookup(text)
         if not 1 <= label <= self.classes:
             raise GradCamError(f"label {label} is not one of this model's labels: 1 to {self.classes} (1-based)")
         return label - 1
@@ -226,7 +224,7 @@ class ClassificationTask(DemoTask):
         return Outcome(expl, str(label), self._named(label), predicted, predictions)
 
     def _named(self, label: int) -> dict[str, Any]:
-        names = self.model.names
+        names = self.names
         return {"label": label, "name": names.name(label - 1) if names else None}
 
 
@@ -246,6 +244,7 @@ class VQATask(DemoTask):
         self.answerer, self.image_net, self.net = answerer, image_net, image_net.cnn
         self.model_name, self.default_layer, self.input_sz, self.device = model_name, layer, input_sz, device
         self.question = question
+        answerer.encode(question)  # loads the tokenizer now, not in the first request
         self.finish_loading()
 
     def config(self) -> dict[str, Any]:

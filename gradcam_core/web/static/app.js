@@ -65,7 +65,8 @@ function setupTasks(tasks) {
     const note = $("task-" + name + "-note");
     radio.disabled = !task.enabled;
     $("task-" + name + "-label").classList.toggle("disabled", !task.enabled);
-    note.textContent = task.enabled ? task.model || "" : task.enable || "disabled";
+    if (task.enabled) note.textContent = task.model || "";
+    else showOptions(note, task.enable || "disabled");
     if (task.enabled && first === null) first = name;
   }
   const classes = tasks.classification && tasks.classification.classes;
@@ -88,6 +89,15 @@ function setupTasks(tasks) {
   }
   $("task-" + first).checked = true;
   selectTask(first);
+}
+
+// The "enable" text with its command-line options (-caption_model_path) in <code>, kept on one line.
+function showOptions(element, text) {
+  element.replaceChildren();
+  for (const part of text.split(/(\S+)/)) {
+    if (part.startsWith("-")) element.append(Object.assign(document.createElement("code"), { textContent: part }));
+    else element.append(part);
+  }
 }
 
 function currentTask() {
