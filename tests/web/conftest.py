@@ -112,7 +112,8 @@ def assert_images_are_the_clis(images: dict[str, str], files: dict[str, str], cl
     """The API's gcam, gb and gb_gcam (and overlay, where the CLI writes one) are the CLI's files pixel
     for pixel; without the CLI's overlay, the overlay is 0.5 * input + 0.5 * the CLI's heatmap."""
     assert set(images) == set(IMAGE_KEYS), f"{what}: images {sorted(images)}"
-    assert set(files) == {"overlay", "gcam", "gb", "gb_gcam"}, f"{what}: files {files}"
+    assert {"overlay", "gcam", "gb", "gb_gcam"} <= set(files) <= set(IMAGE_KEYS), f"{what}: files {files}"
+    assert files.get("input", "input.png").endswith(".png") and files.get("input") not in cli.files, files
     compared = ["gcam", "gb", "gb_gcam"] + (["overlay"] if any("_overlay_" in n for n in cli.files) else [])
     assert {files[k] for k in compared} == set(cli.files), f"{what}: the API names {files}, the CLI wrote {sorted(cli.files)}"
     for key in compared:
@@ -150,7 +151,8 @@ class Server:
                     found.put(line)
             found.put(None)
 
-        threading.Thread(target=read, daemon=True).start()
+        self.reader = threading.Thread(target=read, daemon=True)
+        self.reader.start()
         try:
             line = found.get(timeout=timeout)
         except queue.Empty:
@@ -175,6 +177,7 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        self.reader.join(10)  # the last lines read
         if self.proc.stdout:
             self.proc.stdout.close()
 
