@@ -15,10 +15,15 @@ import tempfile
 import threading
 from pathlib import Path
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
-from starlette.testclient import TestClient
+
+with warnings.catch_warnings():  # starlette's note that its TestClient will move to httpx2: not ours to act on
+    warnings.simplefilter("ignore")
+    from starlette.testclient import TestClient
 
 from gradcam_core.tasks.vqa.model import VQASizes
 from gradcam_core.web import app as web_app
@@ -319,7 +324,9 @@ def test_an_image_sent_as_text_says_so(client):
 
 
 def test_unknown_routes_and_methods_are_json_and_no_file_outside_is_served(client):
-    assert_error(client.http.get("/api/explain"), 405, r"Method Not Allowed")
+    not_allowed = client.http.get("/api/explain")
+    assert_error(not_allowed, 405, r"Method Not Allowed")
+    assert not_allowed.headers["allow"] == "POST"
     assert_error(client.http.delete("/api/config"), 405, r"Method Not Allowed")
     assert_error(client.http.get("/api/nothing"), 404, r"Not Found")
     assert_error(client.http.get("/samples/nope.jpg"), 404, r"no sample named 'nope\.jpg'")
