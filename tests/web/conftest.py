@@ -135,11 +135,15 @@ def assert_images_are_the_clis(images: dict[str, str], files: dict[str, str], cl
 class Server:
     """``python -m gradcam_core.web -port 0 <args>`` in a subprocess (of this checkout), until stopped."""
 
-    def __init__(self, *args: str, timeout: float = 90, env: Optional[dict[str, str]] = None) -> None:
+    def __init__(self, *args: str, timeout: float = 90, env: Optional[dict[str, str]] = None,
+                 prelude: str = "") -> None:
         self.stderr_file = tempfile.TemporaryFile(mode="w+")
         env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1", **(env or {}))
+        # prelude: Python run first, then the command as ``-m`` runs it (for tests that patch something)
+        command = ["-c", prelude + "\nimport runpy\nrunpy.run_module('gradcam_core.web', run_name='__main__', "
+                   "alter_sys=True)"] if prelude else ["-m", "gradcam_core.web"]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gradcam_core.web", "-port", "0", *args], cwd=ROOT, env=env,
+            [sys.executable, *command, "-port", "0", *args], cwd=ROOT, env=env,
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self.stderr_file, text=True)
         self.lines: list[str] = []
         found: queue.Queue[Optional[str]] = queue.Queue()

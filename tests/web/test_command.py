@@ -161,6 +161,31 @@ def test_another_address_is_said_and_the_upload_folder_goes_when_the_server_stop
     assert server.lines[-1] == "stopped" and server.stderr().strip() == "", (server.lines, server.stderr())
 
 
+SLOW_START = """
+import time, uvicorn
+run = uvicorn.Server.run
+def slow_run(self, *args, **kwargs):  # a loaded machine: uvicorn takes a while to start
+    time.sleep(3)
+    return run(self, *args, **kwargs)
+uvicorn.Server.run = slow_run
+"""
+
+
+def test_the_address_is_printed_only_once_connections_are_taken():
+    """A script waits for "Serving on ..." and connects at once: however long uvicorn then takes to
+    start, the connection is taken (not refused) and answered."""
+    server = Server(prelude=SLOW_START)
+    try:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=60) as conn:
+            conn.sendall(b"GET /api/config HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+            reply = b""
+            while chunk := conn.recv(1 << 16):
+                reply += chunk
+        assert reply.startswith(b"HTTP/1.1 200 "), reply[:200]
+    finally:
+        server.stop()
+
+
 def test_the_console_script_gradcam_web():
     script = Path(sys.executable).with_name("gradcam-web")
     assert script.is_file(), f"{script} is missing: install the project with pip install -e . (as .ci/run does)"
