@@ -76,3 +76,31 @@ def test_clis_import_no_heavy_unused_modules(tmp_path):
         assert loaded == [], f"after {script} {first_arg}: {', '.join(loaded)} imported"
     for sub in ("cls", "vqa", "cap"):
         assert len(list((tmp_path / sub).glob("*.png"))) == 3, f"the {sub} run wrote no images"
+
+
+WEB_DRIVER = r"""
+import json, sys
+from pathlib import Path
+from gradcam_core.web.app import create_app
+from gradcam_core.web.demo import Demo, load_captioning, load_classification
+root, data = Path(sys.argv[1]), Path(sys.argv[2])
+bundled = root / "models" / "squeezenet1_1"
+tasks = {"classification": load_classification(bundled / "squeezenet1_1.caffemodel", proto_file=bundled / "deploy.prototxt"),
+         "captioning": load_captioning(data / "neuraltalk2" / "mini_caption_model.t7")}
+create_app(Demo(tasks))
+print("REPORT " + json.dumps(sorted(sys.modules)))
+"""
+
+
+def test_the_web_app_imports_neither_the_cli_nor_heavy_unused_modules():
+    """web/ and cli/ are sibling front ends: the web app and its models (web.app, web.demo) import
+    nothing of cli/ (only the command, web/__main__, borrows the CLI's option plumbing), and serving
+    classification and captioning imports none of the modules the CLIs may not import either."""
+    proc = subprocess.run([sys.executable, "-c", WEB_DRIVER, str(ROOT), str(DATA)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("REPORT ")]
+    assert proc.returncode == 0 and lines, proc.stderr[-2000:]
+    modules = json.loads(lines[-1][len("REPORT "):])
+    assert "gradcam_core.web.app" in modules and "starlette" in modules
+    assert [m for m in modules if m == "gradcam_core.cli" or m.startswith("gradcam_core.cli.")] == []
+    assert sorted({m.split(".")[0] for m in modules} & set(FORBIDDEN)) == []

@@ -212,6 +212,9 @@ def serve(demo, host: str, port: int, allowed_hosts: list[str], max_queue: int) 
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((bind, port))
+        # listening before "Serving on" is printed: a connection made as soon as the line appears waits in
+        # the backlog until uvicorn has started, instead of being refused
+        sock.listen(2048)
     except OSError as err:
         sock.close()
         raise GradCamError(f"cannot listen on {host}:{port}: {err.strerror or err}") from None

@@ -165,7 +165,11 @@ async def _read_form(request: Request) -> tuple[dict[str, str], Optional[UploadF
         if isinstance(value, UploadFile):
             if key != "image":
                 raise GradCamError(f"unexpected file field {key!r}: the image goes in the field 'image'")
+            if not value.filename and not value.size:  # a form's file input left empty: no image
+                continue
             upload = value
+        elif key == "image":
+            raise GradCamError("the field 'image' came as text: send the image as a file (curl: -F image=@photo.jpg)")
         elif key in FORM_FIELDS:
             fields[key] = value
         else:
