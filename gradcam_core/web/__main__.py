@@ -118,7 +118,7 @@ def main(
         gpuid: -1 = CPU, N = CUDA device N.
         seed: random seed.
     """
-    from .demo import Demo, find_samples
+    from .demo import ENGINE, Demo, find_samples
 
     port = as_int("port", port)
     if not 0 <= port <= 65535:
@@ -138,37 +138,42 @@ def main(
 
     torch.manual_seed(as_int("seed", seed))
 
-    tasks: dict = {}
-    tasks["classification"] = _classification(
-        as_str(model_file), as_str(proto_file), as_str(arch), as_str(synset_file), as_str(layer_name),
-        as_input_options(preprocess, mean_value, mean_file, input_scale, channel_order), input_sz, device)
-    if as_str(vqa_model_path):
-        from ..tasks.vqa.model import VQASizes
-        from .demo import load_vqa
+    def load_tasks() -> dict:
+        """The models, loaded on the engine thread (see demo.EngineThread)."""
+        tasks: dict = {}
+        tasks["classification"] = _classification(
+            as_str(model_file), as_str(proto_file), as_str(arch), as_str(synset_file), as_str(layer_name),
+            as_input_options(preprocess, mean_value, mean_file, input_scale, channel_order), input_sz, device)
+        if as_str(vqa_model_path):
+            from ..tasks.vqa.model import VQASizes
+            from .demo import load_vqa
 
-        if not as_str(vqa_vocab_file):
-            raise GradCamError("-vqa_model_path needs -vqa_vocab_file (data_prepro.json) too")
-        tasks["vqa"] = load_vqa(
-            input_path("vqa_model_path", as_str(vqa_model_path), ""),
-            input_path("vqa_vocab_file", as_str(vqa_vocab_file), ""),
-            input_path("vqa_proto_file", as_str(vqa_proto_file), VQA_PROTO),
-            input_path("vqa_model_file", as_str(vqa_model_file), VQA_MODEL),
-            sizes=VQASizes(
-                input_encoding_size=as_positive_int("vqa_input_encoding_size", vqa_input_encoding_size),
-                rnn_size=as_positive_int("vqa_rnn_size", vqa_rnn_size),
-                rnn_layers=as_positive_int("vqa_rnn_layers", vqa_rnn_layers),
-                common_embedding_size=as_positive_int("vqa_common_embedding_size", vqa_common_embedding_size),
-                num_output=as_positive_int("vqa_num_output", vqa_num_output),
-            ),
-            layer=as_str(vqa_layer_name), input_sz=input_sz, device=device, question=as_str(vqa_question),
-        )
-    elif as_str(vqa_vocab_file):
-        raise GradCamError("-vqa_vocab_file needs -vqa_model_path (the LSTM checkpoint) too")
-    if as_str(caption_model_path):
-        from .demo import load_captioning
+            if not as_str(vqa_vocab_file):
+                raise GradCamError("-vqa_model_path needs -vqa_vocab_file (data_prepro.json) too")
+            tasks["vqa"] = load_vqa(
+                input_path("vqa_model_path", as_str(vqa_model_path), ""),
+                input_path("vqa_vocab_file", as_str(vqa_vocab_file), ""),
+                input_path("vqa_proto_file", as_str(vqa_proto_file), VQA_PROTO),
+                input_path("vqa_model_file", as_str(vqa_model_file), VQA_MODEL),
+                sizes=VQASizes(
+                    input_encoding_size=as_positive_int("vqa_input_encoding_size", vqa_input_encoding_size),
+                    rnn_size=as_positive_int("vqa_rnn_size", vqa_rnn_size),
+                    rnn_layers=as_positive_int("vqa_rnn_layers", vqa_rnn_layers),
+                    common_embedding_size=as_positive_int("vqa_common_embedding_size", vqa_common_embedding_size),
+                    num_output=as_positive_int("vqa_num_output", vqa_num_output),
+                ),
+                layer=as_str(vqa_layer_name), input_sz=input_sz, device=device, question=as_str(vqa_question),
+            )
+        elif as_str(vqa_vocab_file):
+            raise GradCamError("-vqa_vocab_file needs -vqa_model_path (the LSTM checkpoint) too")
+        if as_str(caption_model_path):
+            from .demo import load_captioning
 
-        tasks["captioning"] = load_captioning(input_path("caption_model_path", as_str(caption_model_path), ""),
-                                              layer=as_str(caption_layer), input_sz=input_sz, device=device)
+            tasks["captioning"] = load_captioning(input_path("caption_model_path", as_str(caption_model_path), ""),
+                                                  layer=as_str(caption_layer), input_sz=input_sz, device=device)
+        return tasks
+
+    tasks = ENGINE.call(load_tasks)
     demo = Demo(tasks, {k: v for k, v in ENABLE.items() if k not in tasks}, samples_found, upload, pixels)
     for name in ("classification", "vqa", "captioning"):
         task = tasks.get(name)

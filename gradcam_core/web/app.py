@@ -12,8 +12,11 @@ Guards, outermost first:
   rebinding).
 * :class:`BodyLimit`: a request body past the upload limit is refused with 413, from its
   Content-Length before anything is read, or as soon as the bytes read pass the limit.
-* a bounded queue: explanations run one at a time (:data:`.demo.ENGINE_LOCK`), in a worker thread;
-  at most ``max_queue`` requests wait or run, the next gets 503 with ``Retry-After``.
+* a bounded queue: explanations run one at a time on the engine thread (:data:`.demo.ENGINE`); at
+  most ``max_queue`` requests wait or run, the next gets 503 with ``Retry-After``; a request whose
+  form has not arrived within ``FORM_SECONDS`` gets 408, so slow uploads cannot hold the queue.
+* cross-site POSTs: a browser's request from a page of another origin (its ``Origin`` header names a
+  host the server does not answer for) is refused with 403 before anything runs.
 
 A request never names a path on the server: an upload goes to a private temporary file, a sample is
 looked up by name among the files listed at start.
@@ -26,6 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Iterable, Optional
+from urllib.parse import urlsplit
 
 import anyio
 from starlette.applications import Starlette
@@ -37,11 +41,12 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from ..errors import GradCamError
-from .demo import Demo
+from .demo import ENGINE, Demo
 
 STATIC = Path(__file__).with_name("static")
 FORM_FIELDS = ("task", "label", "question", "answer", "caption", "layer", "sample")
 MAX_FIELD_BYTES = 64 << 10  # a text field (a question, a caption) far past any real one
+FORM_SECONDS = 60  # a 20 MB upload at 3 Mbit/s
 
 Scope = dict[str, Any]
 ASGIApp = Callable[[Scope, Callable[..., Awaitable[Any]], Callable[..., Awaitable[Any]]], Awaitable[None]]
@@ -95,11 +100,12 @@ def create_app(demo: Demo, *, allowed_hosts: Iterable[str] = (), max_queue: int 
         started = time.perf_counter()
         try:
             with queue.slot():
-                fields, upload = await _read_form(request)
+                with anyio.fail_after(FORM_SECONDS):
+                    fields, upload = await _read_form(request)
                 task = demo.task(fields.get("task", "").strip())
                 image = await _image_file(demo, fields, upload, workdir.name)
                 try:
-                    result = await anyio.to_thread.run_sync(task.explain, image.path, fields, demo.max_pixels)
+                    result = await ENGINE.run(task.explain, image.path, fields, demo.max_pixels)
                 except GradCamError as err:  # name the upload as the client named it, not our copy
                     raise GradCamError(str(err).replace(repr(image.path), repr(image.shown))) from None
                 finally:
@@ -107,6 +113,8 @@ def create_app(demo: Demo, *, allowed_hosts: Iterable[str] = (), max_queue: int 
         except Busy:
             return error(503, f"the server is busy ({queue.size} requests in progress); try again shortly",
                          {"Retry-After": "1"})
+        except TimeoutError:
+            return error(408, f"the form did not arrive within {FORM_SECONDS} s")
         except BodyTooLarge:
             return error(413, f"the upload is larger than the server's limit of {demo.max_upload_bytes >> 20} MB")
         except GradCamError as err:
@@ -249,7 +257,8 @@ LOCAL_HOSTS = ("localhost", "127.0.0.1", "[::1]")
 
 
 class HostGuard:
-    """Answer only requests whose Host header names this server (see the module doc)."""
+    """Answer only requests whose Host header names this server, and no POST a browser sends from a
+    page of another origin (see the module doc). Scripts send no ``Origin`` and are not concerned."""
 
     def __init__(self, app: ASGIApp, allowed: Iterable[str] = ()) -> None:
         self.app = app
@@ -261,6 +270,12 @@ class HostGuard:
             if host_name(host) not in self.allowed:
                 response = error(403, f"this server does not answer for the host {host!r} (it answers for "
                                       f"{', '.join(sorted(self.allowed))}; -allowed_hosts adds names)")
+                return await response(scope, receive, send)
+            origin = dict(scope["headers"]).get(b"origin")
+            if origin is not None and scope.get("method", "GET") not in ("GET", "HEAD") \
+                    and urlsplit(origin.decode("latin-1")).netloc.lower() != host.strip().lower():
+                response = error(403, f"a page of another origin ({origin.decode('latin-1')!r}) cannot use "
+                                      "this server; open the demo's own page")
                 return await response(scope, receive, send)
         await self.app(scope, receive, send)
 

@@ -13,14 +13,16 @@ answers with a 400.
 from __future__ import annotations
 
 import abc
+import asyncio
 import base64
+import concurrent.futures
 import dataclasses
 import os
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Mapping, Optional
+from typing import Any, Callable, ClassVar, Mapping, Optional, TypeVar
 
 import torch
 from torch import nn
@@ -39,7 +41,32 @@ ENGINE_LOCK = threading.Lock()
 activations for guided backprop during a call, and its Torch7 numerics turn oneDNN off process-wide
 (``torch.backends.mkldnn.enabled``), which would change another model's numbers mid-call."""
 
+
+class EngineThread:
+    """The one thread on which the server makes every torch call: loading the models and each
+    request's :meth:`DemoTask.explain`.
+
+    torch's OpenMP runtime (libgomp) gives each thread that runs a parallel region its own pool of
+    worker threads; once a process has more of those than CPUs, the workers sleep between regions
+    instead of spinning, and a net of many small operations (SqueezeNet) pays a wake-up for each. On
+    one thread the server's engine runs as the command line's does."""
+
+    def __init__(self) -> None:
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="gradcam-engine")
+
+    def call(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` on the engine thread, waiting for it (errors are raised here)."""
+        return self._pool.submit(fn, *args).result()
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` on the engine thread, awaited without blocking the event loop."""
+        return await asyncio.wrap_future(self._pool.submit(fn, *args))
+
+
+ENGINE = EngineThread()
+
 IMAGE_KEYS = ("input", "overlay", "gcam", "gb", "gb_gcam")
+T = TypeVar("T")
 
 
 @dataclass
@@ -338,6 +365,8 @@ class Demo:
         """The loaded task ``name``, or one line saying why there is none."""
         if name in self.tasks:
             return self.tasks[name]
+        if not name:
+            raise GradCamError(f"the request names no task: send task = {', '.join(TASKS)}")
         if name in TASKS:
             raise GradCamError(f"the {name} task is not enabled on this server: {self.disabled.get(name, '')}".rstrip(": "))
         raise GradCamError(f"unknown task {name!r}: expected one of {', '.join(TASKS)}")

@@ -266,7 +266,7 @@ TEXT = b"Shopping list:\n- eggs\n- milk\n"
     (dict(image=None, sample="nope.jpg", task="classification"), r"no sample named 'nope\.jpg'"),
     (dict(image=None, sample="../README.md", task="classification"), r"no sample named"),
     (dict(task="detection"), r"unknown task 'detection'.*classification, vqa, captioning"),
-    (dict(task=""), r"unknown task ''"),
+    (dict(task=""), r"names no task: send task = classification, vqa, captioning"),
     (dict(task="classification", layer="fire99/concat"), r"layer 'fire99/concat'.*fire9/concat"),
     (dict(task="classification", label="0"), r"label 0 .*1 to 1000"),
     (dict(task="classification", label="1001"), r"label 1001 .*1 to 1000"),
@@ -405,6 +405,56 @@ def test_a_host_given_at_start_is_answered(demo, tmp_path):
     with Client(demo, tmp_path, allowed_hosts=["gradcam.lan"]) as c:
         assert c.http.get("/api/config", headers={"host": "gradcam.lan:8000"}).status_code == 200
         assert c.http.get("/api/config", headers={"host": "evil.lan:8000"}).status_code == 403
+
+
+def test_a_post_from_a_page_of_another_origin_is_refused(client):
+    """A browser on another site may send a form to 127.0.0.1 (it cannot read the answer, but the
+    server would compute): its Origin header gives it away. The demo's own page and scripts pass."""
+    sample = {"task": "classification", "sample": "cat_dog.jpg"}
+    for origin in ("http://evil.com", "http://localhost:9999", "null", "http://localhost.evil.com"):
+        response = client.http.post("/api/explain", data=sample, headers={"origin": origin})
+        assert_error(response, 403, r"another origin")
+    ok(client.http.post("/api/explain", data=sample, headers={"origin": "http://localhost"}))  # its own page
+    ok(client.http.post("/api/explain", data=sample))  # a script sends no Origin
+    assert client.http.get("/api/config", headers={"origin": "http://evil.com"}).status_code == 200  # reads: CORS
+
+
+def test_a_form_that_does_not_arrive_in_time_is_408_and_frees_its_slot(demo, tmp_path, monkeypatch):
+    """A slow (or stalled) upload cannot hold a queue slot for ever. Driven at the ASGI level: the
+    TestClient would read the whole body before handing it to the app."""
+    import asyncio
+
+    monkeypatch.setattr(web_app, "FORM_SECONDS", 0.5)
+    body = b"".join(multipart(JPEG))
+    with Client(demo, tmp_path, max_queue=1) as c:
+        app = c.http.app
+
+        async def stalled_post() -> tuple[int, bytes]:
+            chunks = [body[:100], None, body[100:]]  # None: the client stalls for 1.5 s
+            sent: list[dict] = []
+
+            async def receive() -> dict:
+                chunk = chunks.pop(0)
+                if chunk is None:
+                    await asyncio.sleep(1.5)
+                    chunk = chunks.pop(0)
+                return {"type": "http.request", "body": chunk, "more_body": bool(chunks)}
+
+            async def send(message: dict) -> None:
+                sent.append(message)
+
+            scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+                     "scheme": "http", "path": "/api/explain", "raw_path": b"/api/explain", "query_string": b"",
+                     "root_path": "", "client": ("127.0.0.1", 5000), "server": ("localhost", 80),
+                     "headers": [(b"host", b"localhost"), (b"content-type", b"multipart/form-data; boundary=XyZ")]}
+            await app(scope, receive, send)
+            status = next(m["status"] for m in sent if m["type"] == "http.response.start")
+            return status, b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+
+        status, answer = asyncio.run(stalled_post())
+        assert status == 408 and re.search(r"did not arrive within 0\.5 s", json.loads(answer)["error"]), answer
+        ok(c.explain(task="classification"))  # the one slot was given back
+        assert c.leftovers() == []
 
 
 # ------------------------------------------------------------------------------- queue and lock
