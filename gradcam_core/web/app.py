@@ -212,8 +212,13 @@ async def _image_file(demo: Demo, fields: dict[str, str], upload: Optional[Uploa
     if not data:
         raise GradCamError("the uploaded image is empty")
     fd, path = tempfile.mkstemp(dir=workdir, suffix=".img")
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+    except BaseException:  # a full disk: no partial copy left behind (the fault handler answers 500)
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        raise
     shown = os.path.basename(upload.filename or "") or "the upload"
     return _Image(path, shown, temporary=True)
 
