@@ -65,7 +65,6 @@ class EngineThread:
 
 ENGINE = EngineThread()
 
-IMAGE_KEYS = ("input", "overlay", "gcam", "gb", "gb_gcam")
 T = TypeVar("T")
 
 
@@ -184,6 +183,8 @@ class DemoTask(abc.ABC):
             try:
                 outcome = self.run(x, checked, layer)
             except RuntimeError as err:  # e.g. an input size the net cannot take
+                if "can't allocate memory" in str(err):  # torch's CPU allocator: the server's 503, not a 400
+                    raise MemoryError(str(err)) from None
                 raise GradCamError(f"the {self.name} model failed on this input: {str(err).splitlines()[0]}") from None
             seconds = time.perf_counter() - start
         return self._result(outcome, layer, rgb, seconds)

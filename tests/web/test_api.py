@@ -505,6 +505,9 @@ def test_faults_are_one_line_json_and_free_the_lock_and_the_slot(demo, tmp_path,
         response = c.explain(task="classification")
         assert_error(response, 503, r"out of memory")
         assert response.headers["retry-after"].isdigit()
+        fault["exc"] = RuntimeError("[enforce fail at alloc_cpu.cpp:121] DefaultCPUAllocator: can't allocate memory: "
+                                    "you tried to allocate 9999999999 bytes")
+        assert_error(c.explain(task="classification"), 503, r"out of memory")  # torch's CPU allocator's way
         fault["exc"] = RuntimeError("Given input size: (512x1x1). Calculated output size: (512x0x0)\nmore")
         assert_error(c.explain(task="classification"), 400, r"classification model failed on this input: Given input")
         assert not ENGINE_LOCK.locked()
