@@ -190,11 +190,12 @@ def _classification(given: str, proto_given: str, arch: str, synset: str, layer:
     if arch and not given:
         raise GradCamError(f"-arch {arch} needs -model_file: its state_dict (.pth); nothing is downloaded")
     model = input_path("model_file", given, MODEL) if given else Path(MODEL)
+    # the bundled prototxt goes with the bundled weights only; a caffemodel without one is load_model's error
     proto = None
-    if not arch and not is_onnx_file(model):
-        if given and not proto_given:
-            raise GradCamError(f"-model_file {given} is a caffemodel: it needs its deploy prototxt (-proto_file)")
-        proto = input_path("proto_file", proto_given, PROTO) if proto_given else Path(PROTO)
+    if proto_given and not arch and not is_onnx_file(model):
+        proto = input_path("proto_file", proto_given, PROTO)
+    elif not given:
+        proto = Path(PROTO)
     return load_classification(model, proto_file=proto, arch=arch,
                                synset_file=input_path("synset_file", synset, "") if synset else None,
                                inputs=inputs, layer=layer, input_sz=input_sz, device=device)
