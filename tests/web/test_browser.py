@@ -5,7 +5,12 @@ captioning test fixtures.
 A user's steps: choose a file, pick the task and its fields, press Explain, see the result images;
 each image on the page (its data URL, and what the browser actually paints) is the CLI's file for the
 same options. Also a sample, a text file's one-line message, a disabled task, and nothing fetched from
-another origin. Skipped only with GRADCAM_NO_BROWSER=1; a missing Chromium is a failure.
+another origin.
+
+Without Chromium (``apt-get install chromium``) the tests are skipped with a one-line reason, unless
+``GRADCAM_REQUIRE_BROWSER=1`` (CI sets it): then a missing Chromium is an error. ``GRADCAM_NO_BROWSER=1``
+skips them even where Chromium is installed; ``GRADCAM_CHROMIUM`` names the browser's executable
+(default: ``chromium`` on PATH, else /usr/bin/chromium).
 """
 from __future__ import annotations
 
@@ -13,6 +18,7 @@ import io
 import os
 import shutil
 from pathlib import Path
+from typing import Optional
 
 import httpx
 import numpy as np
@@ -30,12 +36,29 @@ SCREENSHOTS = Path("/tmp")
 TABBY = ROOT / "images" / "tabbycat_dog.jpg"
 
 
+def find_chromium() -> Optional[str]:
+    """The Chromium executable the tests drive, or None when there is none."""
+    named = os.environ.get("GRADCAM_CHROMIUM", "")
+    path = named or shutil.which("chromium") or "/usr/bin/chromium"
+    return path if os.path.isfile(path) and os.access(path, os.X_OK) else None
+
+
+@pytest.fixture(scope="session", autouse=True)
+def chromium() -> str:
+    """The browser's path; without one, every test here is skipped (or, with GRADCAM_REQUIRE_BROWSER=1,
+    an error). Session-scoped and autouse, so it runs before the servers the tests also ask for."""
+    path = find_chromium()
+    if path is None:
+        where = os.environ.get("GRADCAM_CHROMIUM") or "chromium on PATH or /usr/bin/chromium"
+        reason = f"no Chromium ({where}): the browser tests need it: apt-get install chromium"
+        if os.environ.get("GRADCAM_REQUIRE_BROWSER") == "1":
+            pytest.fail(reason + " (GRADCAM_REQUIRE_BROWSER=1 makes this an error)", pytrace=False)
+        pytest.skip(reason)
+    return path
+
+
 @pytest.fixture(scope="module")
-def browser():
-    chromium = shutil.which("chromium") or "/usr/bin/chromium"
-    if not Path(chromium).is_file():
-        pytest.fail("the browser tests need Debian's Chromium: apt-get install chromium "
-                    "(or set GRADCAM_NO_BROWSER=1 to skip them)")
+def browser(chromium: str):
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
