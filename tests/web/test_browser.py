@@ -4,8 +4,9 @@ captioning test fixtures.
 
 A user's steps: choose a file, pick the task and its fields, press Explain, see the result images;
 each image on the page (its data URL, and what the browser actually paints) is the CLI's file for the
-same options. Also a sample, a text file's one-line message, a disabled task, and nothing fetched from
-another origin.
+same options. Also a sample, a text file's one-line message, a disabled task, nothing fetched from
+another origin, no console error (a use of what the page's Content-Security-Policy forbids would be
+one), and the page cannot be framed by another.
 
 Without Chromium (``apt-get install chromium``) the tests are skipped with a one-line reason, unless
 ``GRADCAM_REQUIRE_BROWSER=1`` (CI sets it): then a missing Chromium is an error. ``GRADCAM_NO_BROWSER=1``
@@ -80,13 +81,14 @@ class Page:
         self.page.on("console", lambda m: self.errors.append(m.text) if m.type == "error" else None)
         self.page.on("pageerror", lambda e: self.errors.append(str(e)))
         self.page.goto(url)
-        self.page.wait_for_function("document.querySelectorAll('#layer option').length > 0", timeout=30_000)
+        # predicates as functions: an expression would be eval'ed in the page, which its CSP forbids
+        self.page.wait_for_function("() => document.querySelectorAll('#layer option').length > 0", timeout=30_000)
 
     def explain(self) -> None:
         """Press Explain and wait until the result or an error shows."""
         self.page.click("#explain")
         self.page.wait_for_function(
-            "!document.getElementById('explain').disabled && "
+            "() => !document.getElementById('explain').disabled && "
             "(!document.getElementById('result').hidden || !document.getElementById('error').hidden)",
             timeout=60_000)
 
@@ -276,3 +278,26 @@ def test_a_task_without_a_model_is_shown_disabled_with_its_option(browser, plain
         assert all(full.page.is_enabled(f"#task-{t}") for t in ("classification", "vqa", "captioning"))
     finally:
         full.close()
+
+
+def test_the_page_cannot_be_framed_by_another(browser, plain_server):
+    """A page of another site (here about:blank) embedding the demo in an iframe gets an error page in
+    the frame, not the demo (its Content-Security-Policy's frame-ancestors, and X-Frame-Options)."""
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        messages: list[str] = []
+        page.on("console", lambda m: messages.append(m.text))
+        page.set_content(f'<iframe id="demo" src="{plain_server.url}"></iframe>')
+        page.wait_for_function("() => window.frames.length === 1", timeout=30_000)
+        # the frame's navigation ends on the server's page or on Chromium's error page (up to 30 s;
+        # Playwright's events arrive while it waits)
+        for _ in range(300):
+            if page.frames[1].url not in ("", "about:blank") and messages:
+                break
+            page.wait_for_timeout(100)
+        assert page.frames[1].url.startswith("chrome-error://"), [f.url for f in page.frames]
+        assert page.frame_locator("#demo").locator("#layer").count() == 0
+        assert any("frame-ancestors" in m for m in messages), messages
+    finally:
+        context.close()
