@@ -152,14 +152,17 @@ class DemoTask(abc.ABC):
     def layer(self, value: str) -> str:
         """The form's ``layer`` ('' = the default), checked against the net, as the layer list names
         it: a layer given by another of its names (a loadcaffe module number, an alias) is the listed
-        name of the same layer; one not in the list stays as given."""
+        name of the same layer; one not in the list (no spatial output) is named as the net names it."""
         value = value.strip()
         if not value:
             return self.default_layer
         if value in self.layers:
             return value
         wanted = resolve_layer(self.net, value)  # an unknown layer: one line listing the valid ones
-        return next((name for name in self.layers if resolve_layer(self.net, name) == wanted), value)
+        listed = next((name for name in self.layers if resolve_layer(self.net, name) == wanted), None)
+        if listed is None and hasattr(self.net, "index_of") and getattr(self.net, "names", None):
+            listed = self.net.names[self.net.index_of(value) - 1]  # a GraphNet's own name of the module
+        return listed or value
 
     def config(self) -> dict[str, Any]:
         """This task's part of ``GET /api/config``."""

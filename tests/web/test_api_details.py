@@ -170,10 +170,12 @@ def test_hosts_given_at_start_are_parsed_the_same_way(demo, tmp_path):
 # ------------------------------------------------------------------------------------- layer
 
 
-@pytest.mark.parametrize("given, listed", [("1", "conv1"), ("2", "relu_conv1"), ("conv1", "conv1")])
+@pytest.mark.parametrize("given, listed", [("1", "conv1"), ("2", "relu_conv1"), ("conv1", "conv1"),
+                                           ("64", "relu_conv10"), ("65", "pool10")])
 def test_the_result_names_the_layer_as_the_page_lists_it(client, given, listed):
+    """loadcaffe's module numbers: the listed name of the layer; pool10 (1 x 1, not listed): the net's name."""
     layers = ok(client.http.get("/api/config"))["tasks"]["classification"]["layers"]
-    assert listed in layers and given != listed or given in layers
+    assert given not in layers and (listed in layers) == (listed != "pool10") or given == listed
     body = ok(client.explain(task="classification", label="243", layer=given))
     assert body["layer"] == listed
     assert body["images"] == ok(client.explain(task="classification", label="243", layer=listed))["images"]
