@@ -97,7 +97,7 @@ def assert_security_headers(response, what: str) -> None:
     assert len(headers.get_list("x-frame-options")) == 1, what
 
 
-def test_every_response_says_not_to_be_framed_sniffed_or_referred(client, demo, tmp_path):
+def test_every_response_says_not_to_be_framed_sniffed_or_referred(client, demo, tmp_path, monkeypatch):
     http = client.http
     responses = {
         "page": http.get("/"), "script": http.get("/static/app.js"), "style": http.get("/static/style.css"),
@@ -115,6 +115,9 @@ def test_every_response_says_not_to_be_framed_sniffed_or_referred(client, demo, 
     with Client(small, tmp_path) as c:
         responses["413"] = c.explain(task="classification")
         assert responses["413"].status_code == 413
+    monkeypatch.setattr(demo.tasks["classification"], "run", lambda *args: 1 / 0)  # a fault of ours
+    responses["500"] = client.explain(task="classification")
+    assert responses["500"].status_code == 500
     for what, response in responses.items():
         assert_security_headers(response, what)
 
