@@ -7,9 +7,13 @@ status (503 when busy, 500 for a fault of ours), never a traceback.
 
 Guards, outermost first:
 
+* :class:`SecurityHeaders`: every response, errors included, says not to be framed, not to be
+  content-sniffed, to send no Referer, and which sources the page may use (its own files; images
+  also from ``data:`` and ``blob:`` URLs): :data:`SECURITY_HEADERS`.
 * :class:`HostGuard`: only the Host names the server was started for are answered (403 otherwise),
   so a page of another site cannot reach the server by pointing its own name at 127.0.0.1 (DNS
-  rebinding).
+  rebinding). The header is parsed strictly (:func:`host_name`): anything but a name or address and
+  an optional ``:port`` of digits is refused.
 * :class:`BodyLimit`: a request body past the upload limit is refused with 413, from its
   Content-Length before anything is read, or as soon as the bytes read pass the limit.
 * a bounded queue: explanations run one at a time on the engine thread (:data:`.demo.ENGINE`); at
@@ -24,7 +28,9 @@ looked up by name among the files listed at start.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import os
+import re
 import tempfile
 import time
 from pathlib import Path
@@ -91,7 +97,7 @@ def create_app(demo: Demo, *, allowed_hosts: Iterable[str] = (), max_queue: int 
         return JSONResponse(demo.config())
 
     async def sample(request: Request) -> Response:
-        path = demo.samples.get(request.path_params["name"])
+        path = demo.sample(request.path_params["name"])
         if path is None:
             return error(404, f"no sample named {request.path_params['name']!r}")
         return FileResponse(path)
@@ -143,7 +149,7 @@ def create_app(demo: Demo, *, allowed_hosts: Iterable[str] = (), max_queue: int 
         exception_handlers={HTTPException: http_error, Exception: fault},
         lifespan=_cleanup(workdir),
     )
-    return HostGuard(BodyLimit(app, demo.max_upload_bytes), allowed_hosts)
+    return SecurityHeaders(HostGuard(BodyLimit(app, demo.max_upload_bytes), allowed_hosts))
 
 
 def _cleanup(workdir: tempfile.TemporaryDirectory) -> Callable[[Any], Any]:
@@ -205,9 +211,10 @@ async def _image_file(demo: Demo, fields: dict[str, str], upload: Optional[Uploa
     if upload is None:
         if not name:
             raise GradCamError("no image: send a file in the field 'image' (or a sample's name in 'sample')")
-        if name not in demo.samples:
+        path = demo.sample(name)
+        if path is None:
             raise GradCamError(f"no sample named {name!r}")
-        return _Image(str(demo.samples[name]), name, temporary=False)
+        return _Image(str(path), name, temporary=False)
     data = await upload.read()
     if not data:
         raise GradCamError("the uploaded image is empty")
@@ -263,11 +270,14 @@ LOCAL_HOSTS = ("localhost", "127.0.0.1", "[::1]")
 
 class HostGuard:
     """Answer only requests whose Host header names this server, and no POST a browser sends from a
-    page of another origin (see the module doc). Scripts send no ``Origin`` and are not concerned."""
+    page of another origin (see the module doc). Scripts send no ``Origin`` and are not concerned.
+
+    ``allowed``: further names (``-host``, ``-allowed_hosts``), an IPv6 address with or without its
+    brackets; one that is not a host name is a :class:`GradCamError`."""
 
     def __init__(self, app: ASGIApp, allowed: Iterable[str] = ()) -> None:
         self.app = app
-        self.allowed = {h.lower() for h in (*LOCAL_HOSTS, *allowed) if h}
+        self.allowed = {allowed_name(h) for h in (*LOCAL_HOSTS, *allowed) if h.strip()}
 
     async def __call__(self, scope: Scope, receive: Callable[..., Awaitable[Any]], send: Callable[..., Awaitable[Any]]) -> None:
         if scope["type"] in ("http", "websocket"):
@@ -285,11 +295,83 @@ class HostGuard:
         await self.app(scope, receive, send)
 
 
-def host_name(host: str) -> str:
-    """The name of a Host header without its port, lower-case: ``Example.org:8000`` -> ``example.org``,
-    ``[::1]:8000`` -> ``[::1]``."""
-    host = host.strip().lower()
-    if host.startswith("["):
-        return host[: host.find("]") + 1] if "]" in host else host
-    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+# a DNS name (or a dotted IPv4 address): labels of letters, digits, '-' and '_', not starting or
+# ending with '-', separated by single dots
+_HOST_NAME = re.compile(r"(?!-)[a-z0-9_-]{1,63}(?<!-)(?:\.(?!-)[a-z0-9_-]{1,63}(?<!-))*")
+_PORT = re.compile(r"[0-9]{1,5}")
 
+
+def host_name(host: str) -> Optional[str]:
+    """The name of a Host header without its port, lower-case, IPv6 addresses in their short form:
+    ``Example.org:8000`` -> ``example.org``, ``[0:0::1]:8000`` -> ``[::1]``; None when the header is
+    not exactly a name, an IPv4 address or a bracketed IPv6 address, then optionally ``:`` and a port
+    of digits (``[::1]evil.com``, ``localhost:evil``, ``a@b``, ``localhost.``, ...)."""
+    host = host.strip(" \t")
+    if not host.isascii():
+        return None
+    host = host.lower()
+    if host.startswith("["):
+        end = host.find("]")
+        address, rest = host[1:end], host[end + 1:]
+        if end < 0 or "%" in address:  # no closing bracket; a zone id
+            return None
+        try:
+            name = f"[{ipaddress.IPv6Address(address).compressed}]"
+        except ValueError:
+            return None
+    else:
+        name, colon, port = host.partition(":")
+        rest = colon + port
+        if not _HOST_NAME.fullmatch(name):
+            return None
+    if rest and not (rest[0] == ":" and _PORT.fullmatch(rest[1:])):
+        return None
+    return name
+
+
+def allowed_name(host: str) -> str:
+    """A name given at start (``-host``, ``-allowed_hosts``) as :func:`host_name` gives it; an IPv6
+    address may come without brackets."""
+    text = host.strip()
+    with contextlib.suppress(ValueError):
+        if ":" in text and not text.startswith("["):
+            text = f"[{ipaddress.IPv6Address(text).compressed}]"
+    name = host_name(text)
+    if name is None:
+        raise GradCamError(f"-allowed_hosts: {host!r} is not a host name (a name, an IPv4 address or an "
+                           "IPv6 address, optionally with :port)")
+    return name
+
+
+#: Sent with every response. The page loads only its own script and style sheet (no inline code);
+#: its images are data: URLs (the results) and a blob: URL (the chosen file's preview).
+SECURITY_HEADERS = {
+    "content-security-policy": "default-src 'self'; img-src 'self' data: blob:; object-src 'none'; "
+                               "base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
+    "x-frame-options": "DENY",
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "no-referrer",
+}
+_SECURITY_HEADERS = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in SECURITY_HEADERS.items()]
+
+
+class SecurityHeaders:
+    """Add :data:`SECURITY_HEADERS` to every HTTP response of ``app`` (replacing any of the same name)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Callable[..., Awaitable[Any]], send: Callable[..., Awaitable[Any]]) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def send_with_headers(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                headers = [(k, v) for k, v in message.get("headers", ()) if k.lower() not in _SECURITY_NAMES]
+                message = {**message, "headers": headers + _SECURITY_HEADERS}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+_SECURITY_NAMES = {k for k, _ in _SECURITY_HEADERS}

@@ -23,6 +23,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Mapping, Optional, TypeVar
+from urllib.parse import quote
 
 import torch
 from torch import nn
@@ -149,13 +150,19 @@ class DemoTask(abc.ABC):
         return layer
 
     def layer(self, value: str) -> str:
-        """The form's ``layer`` ('' = the default), checked against the net."""
+        """The form's ``layer`` ('' = the default), checked against the net, as the layer list names
+        it: a layer given by another of its names (a loadcaffe module number, an alias) is the listed
+        name of the same layer; one not in the list (no spatial output) is named as the net names it."""
         value = value.strip()
         if not value:
             return self.default_layer
-        if value not in self.layers:
-            resolve_layer(self.net, value)  # an unknown layer: one line listing the valid ones
-        return value
+        if value in self.layers:
+            return value
+        wanted = resolve_layer(self.net, value)  # an unknown layer: one line listing the valid ones
+        listed = next((name for name in self.layers if resolve_layer(self.net, name) == wanted), None)
+        if listed is None and hasattr(self.net, "index_of") and getattr(self.net, "names", None):
+            listed = self.net.names[self.net.index_of(value) - 1]  # a GraphNet's own name of the module
+        return listed or value
 
     def config(self) -> dict[str, Any]:
         """This task's part of ``GET /api/config``."""
@@ -358,9 +365,17 @@ class Demo:
                 tasks[name] = {"enabled": False, "enable": self.disabled.get(name, "")}
         return {
             "tasks": tasks,
-            "samples": [{"name": n, "url": f"/samples/{n}"} for n in self.samples],
+            "samples": [{"name": n, "url": "/samples/" + quote(n, safe="")} for n in self.samples],
             "limits": {"max_upload_bytes": self.max_upload_bytes, "max_pixels": self.max_pixels},
         }
+
+    def sample(self, name: str) -> Optional[Path]:
+        """The file of the sample ``name``, or None: not one of the samples, or no longer a regular
+        file of its own (replaced by a symbolic link since the start, or gone)."""
+        path = self.samples.get(name)
+        if path is None or path.is_symlink() or not path.is_file():
+            return None
+        return path
 
     def task(self, name: str) -> DemoTask:
         """The loaded task ``name``, or one line saying why there is none."""
@@ -378,11 +393,13 @@ SAMPLE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 
 def find_samples(folder: Optional[Path]) -> dict[str, Path]:
-    """The sample images: the JPEG and PNG files directly in ``folder`` (hidden ones left out), by name."""
+    """The sample images: the JPEG and PNG files directly in ``folder`` (hidden ones and symbolic links
+    left out: a link may point anywhere on the machine), by name."""
     if folder is None or not folder.is_dir():
         return {}
     return {p.name: p for p in sorted(folder.iterdir())
-            if p.suffix.lower() in SAMPLE_SUFFIXES and not p.name.startswith(".") and p.is_file()}
+            if p.suffix.lower() in SAMPLE_SUFFIXES and not p.name.startswith(".") and not p.is_symlink()
+            and p.is_file()}
 
 
 def model_label(path: Optional[Path], fmt: str) -> str:
