@@ -9,7 +9,7 @@ Run with ``--help`` for the options, several targets in one run, folder and glob
 output names.
 """
 from gradcam_core.cli.app import run_cli, with_many_images_help
-from gradcam_core.cli.paths import MODELS_HINT, check_out_dir, device_for, input_images, input_path
+from gradcam_core.cli.paths import MODELS_HINT, arch_weights_missing, check_out_dir, device_for, input_images, input_path
 from gradcam_core.cli.options import (
     as_choice, as_input_options, as_input_size, as_int, as_label_list, as_positive_int, as_str, as_switch,
 )
@@ -94,6 +94,8 @@ def main(
     as_choice("backend", backend, ("nn", "cudnn"))
     out_dir = check_out_dir(as_str(out_path))  # created only when the images are written
     arch = as_str(arch)
+    if arch and as_str(model_file) == MODEL:  # the default is VGG-16's caffemodel, no state_dict
+        raise arch_weights_missing(arch)
     model = input_path("model_file", as_str(model_file), MODEL, hint=MODELS_HINT)
     caffe = not arch and not is_onnx_file(model)  # ONNX and torchvision models need no prototxt
     opts = program.ClassificationOptions(
