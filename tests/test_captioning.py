@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from conftest import (
-    CASES, DATA, ROOT, assert_png_close, assert_refused, assert_rel_close, case_ids, oracle_args, oracle_tensor, overriding,
-    run_script,
+    CASES, DATA, ROOT, assert_png_close, assert_refused, assert_rel_close, case_ids, oracle_args, oracle_tensor,
+    overriding, run_script,
 )
 from gradcam_core import GradCamError
 from gradcam_core import image as imageops

@@ -265,7 +265,7 @@ def test_a_folder_skips_the_images_whose_scores_are_not_finite(cli, tmp_path, na
                      "-input_sz", "64", "-input_image_path", str(folder), "-out_path", str(out), timeout=60)
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
-    assert [line.split(":")[0] for line in lines[:2]] == [f"skipping {folder / 'a.jpg'}", f"skipping {folder / 'b.jpg'}"]
+    assert [line.split(":")[0] for line in lines[:2]] == [f"skipping {folder / n}" for n in ("a.jpg", "b.jpg")]
     assert all(f"non-finite scores (NaN/inf) from {nan_squeezenet}" in line for line in lines[:2])
     assert lines[2].endswith("skipped 2 of 2 images (see the 'skipping' lines above)") and len(lines) == 3
     assert not out.exists() and "Label" not in result.stdout
@@ -294,7 +294,8 @@ def test_an_option_given_twice_is_refused(cli, tmp_path, script, args, message):
 def test_labels_are_ascii_digits_anything_else_is_a_class_name(cli, tmp_path, label):
     """Python's int() reads these as 3, 5 and 1000; the label is looked up as a name instead."""
     out = tmp_path / "out"
-    result = run(cli, "classification.py", out, "-label", label, "-synset_file", str(ROOT / "tests/data/synset_words.txt"))
+    synset = str(ROOT / "tests" / "data" / "synset_words.txt")
+    result = run(cli, "classification.py", out, "-label", label, "-synset_file", synset)
     assert_refused(result, out, rf"-label '{label}': no class named '{label}'")
 
 
