@@ -71,8 +71,8 @@ def main(
         layer_name: layer to explain, by Caffe name or loadcaffe's 1-based module index (30 = relu5_3).
         input_image_path: the image, or a folder or glob of images (see above).
         output_image_name: name used in the output files instead of the label.
-        label: 1-based class label(s) (ASCII digits), comma-separated, or class names; -1 = the predicted
-            class. Each option is given once: several labels are -label 3,5.
+        label: 1-based class label(s) (ASCII digits) or class names, comma-separated (-label 3,5; a
+            repeated -label is an error); -1 = the predicted class.
         save_as_heatmap: 1 = colour heatmap, otherwise the grey Grad-CAM map.
         seed: random seed.
         gpuid: -1 = CPU, N = CUDA device N.
