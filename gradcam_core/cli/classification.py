@@ -82,6 +82,7 @@ class ClassificationProgram(Program[list[int]]):
     """classification.lua's loading, lines and file names; a result is an image's 1-based labels."""
 
     prefix = "classify"
+    nonfinite_hint = "check the weights and the preprocessing options (-mean_value, -mean_file, -input_scale)"
 
     def __init__(self, opts: ClassificationOptions) -> None:
         self.opts = opts
@@ -92,6 +93,7 @@ class ClassificationProgram(Program[list[int]]):
         self.model = load_model(opts.model_file, proto_file=opts.proto_file, arch=opts.arch, device=opts.device,
                                 synset_file=opts.synset_file, inputs=opts.input_options)
         log(f"Successfully loaded {opts.model_file}")
+        self.model_name = str(opts.model_file)
         self.net, self.preprocessing = self.model.net, self.model.preprocessing
         self.fixed_batch = getattr(self.net, "batch_size", None) if self.model.fmt == "onnx" else None
         self.labels = named_labels(opts.labels, self.model)

@@ -17,7 +17,7 @@ import torch
 
 from ..engine import Explanation, resolve_layer
 from ..run import outputs
-from ..run.batches import ImageOutput, explain_images
+from ..run.batches import ImageOutput, explain_images, nonfinite_message
 from ..run.inputs import Inputs
 from .shapecheck import input_size_errors
 
@@ -63,6 +63,12 @@ class Program(abc.ABC, Generic[R]):
     fixed_batch: Any = None
     """A batch size the loaded model fixes (an ONNX export with its batch axis baked in), or None."""
 
+    model_name: str = "the model"
+    """How messages name the loaded model (its file), set by ``load``."""
+
+    nonfinite_hint: ClassVar[str] = "check the model's weights"
+    """What the line for an image with NaN or infinite scores or maps tells the user to check."""
+
     @abc.abstractmethod
     def load(self, log: Log) -> torch.nn.Module:
         """Load the models (printing what the original printed while loading); return the net whose
@@ -96,7 +102,9 @@ def run_program(program: Program[Any], opts: RunOptions, log: Log = print) -> li
     def explain_batch(images: torch.Tensor, rgbs: Optional[Sequence[torch.Tensor]]) -> list[ImageOutput]:
         with input_size_errors(opts.input_sz):
             expl, results = program.explain(images, layer)
-        return [_image_output(program, opts, expl, n, program.describe(r), rgbs[n] if rgbs is not None else None)
+        return [ImageOutput([], [], error=nonfinite_message(bad, program.model_name, program.nonfinite_hint))
+                if (bad := expl.nonfinite(n)) else
+                _image_output(program, opts, expl, n, program.describe(r), rgbs[n] if rgbs is not None else None)
                 for n, r in enumerate(results)]
 
     batch_size = program.fixed_batch or opts.batch_size

@@ -35,6 +35,7 @@ from ..image.decode import image_size
 from ..image.png import png_bytes
 from ..image.preprocessing import Preprocessing, load_rgb, net_input
 from ..run import outputs
+from ..run.batches import nonfinite_message
 from ..tasks.classify import Classifier, default_classifier_layer, explain_classes
 
 ENGINE_LOCK = threading.Lock()
@@ -194,6 +195,9 @@ class DemoTask(abc.ABC):
                     raise MemoryError(str(err)) from None
                 raise GradCamError(f"the {self.name} model failed on this input: {str(err).splitlines()[0]}") from None
             seconds = time.perf_counter() - start
+        if bad := outcome.expl.nonfinite(0):  # black maps and an arbitrary class otherwise
+            raise GradCamError(nonfinite_message(bad, f"the {self.name} model ({self.model_name})",
+                                                 "check its weights and preprocessing", "this image"))
         return self._result(outcome, layer, rgb, seconds)
 
     def _result(self, outcome: Outcome, layer: str, rgb: torch.Tensor, seconds: float) -> Result:

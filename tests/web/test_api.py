@@ -360,6 +360,17 @@ def test_an_image_over_the_pixel_limit_is_refused(demo, tmp_path):
         assert c.leftovers() == []
 
 
+def test_non_finite_scores_are_a_one_line_400_not_black_images(tmp_path):
+    """-input_scale 1e38 overflows the input: the answer was 200 with black maps and an arbitrary class."""
+    from gradcam_core.tasks.classify import InputOptions
+
+    task = load_classification(MODEL, proto_file=PROTO, inputs=InputOptions(input_scale=1e38), input_sz=64)
+    with Client(Demo({"classification": task}), tmp_path) as c:
+        assert_error(c.explain(task="classification"), 400, r"^non-finite scores \(NaN/inf\) from the classification "
+                                                             r"model \(.*\) on this image: check its weights")
+        assert c.leftovers() == []
+
+
 def multipart(chunks_of: bytes, chunk: int = 1 << 16):
     """A multipart form (task + image) as a generator: httpx sends it chunked, with no Content-Length."""
     head = (b'--XyZ\r\nContent-Disposition: form-data; name="task"\r\n\r\nclassification\r\n'
