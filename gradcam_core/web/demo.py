@@ -18,6 +18,7 @@ import base64
 import concurrent.futures
 import dataclasses
 import os
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -243,11 +244,11 @@ class ClassificationTask(DemoTask):
         text = fields.get("label", "").strip()
         if not text or text == "-1":
             return None
-        try:
+        if re.fullmatch(r"[+-]?[0-9]+", text):  # ASCII digits only, as the CLI's -label: "٣" is a name
             label = int(text)
-        except ValueError:
+        else:
             if self.names is None:
-                raise GradCamError(f"label {text!r}: this model has no class names; give a 1-based label") from None
+                raise GradCamError(f"label {text!r}: this model has no class names; give a 1-based label")
             return self.names.lookup(text)
         if not 1 <= label <= self.classes:
             raise GradCamError(f"label {label} is not one of this model's labels: 1 to {self.classes} (1-based)")

@@ -271,6 +271,10 @@ TEXT = b"Shopping list:\n- eggs\n- milk\n"
     (dict(task="classification", label="0"), r"label 0 .*1 to 1000"),
     (dict(task="classification", label="1001"), r"label 1001 .*1 to 1000"),
     (dict(task="classification", label="spaceship"), r"no class named 'spaceship'.*close matches: .*'space shuttle'"),
+    # Labels are ASCII digits, as the CLI's -label: other digits and underscores are class names.
+    (dict(task="classification", label="\u0663"), r"no class named '\u0663'"),
+    (dict(task="classification", label="\uff15"), r"no class named '\uff15'"),
+    (dict(task="classification", label="1_000"), r"no class named '1_000'"),
     (dict(task="classification", label="crane"), r"'crane' is ambiguous.*label 135 .*label 518 "),
     (dict(task="vqa"), r"needs a question"),
     (dict(task="vqa", question="   "), r"needs a question"),
