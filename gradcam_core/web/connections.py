@@ -59,8 +59,8 @@ class GuardedH11Protocol(H11Protocol):
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
-        if self._draining():
-            self._arm()
+        if self._draining() or (self.conn.their_state is h11.IDLE and self.conn.trailing_data[0]):
+            self._arm()  # the rest of a body, or part of a next request already here
         else:
             self._disarm()  # waiting for the next request: uvicorn's keep-alive timer bounds the silence
 
