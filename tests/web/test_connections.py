@@ -210,10 +210,9 @@ def test_eight_stalled_uploads_cannot_keep_a_ninth_client_from_its_answer(server
             (error, held)
 
 
-def test_uploads_past_max_uploads_are_503_and_stalled_ones_do_not_take_queue_slots(server):
-    """-max_uploads 10: ten uploads in progress, the eleventh is refused at once (503, Retry-After);
-    none of the ten holds one of the 8 queue slots (a sample request, with no upload, is answered
-    while they stall)."""
+def test_uploads_past_max_uploads_are_503(server):
+    """-max_uploads 10: with ten uploads in progress, the eleventh is refused at once (503,
+    Retry-After); once they are gone, uploads pass again."""
     socks = [stalled_upload(server.port) for _ in range(10)]
     try:
         time.sleep(0.3)  # all ten read by the server
@@ -383,3 +382,19 @@ def test_sigterm_stops_promptly_with_stalled_uploads_and_headers(tmp_path):
     assert server.stderr().strip() == "", server.stderr()
     assert not uploads.exists(), "the upload folder outlived the server"
     assert status == 503 and "stopping" in json_body(reply)["error"], reply[:300]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["-body_timeout", "0"], "-body_timeout must be a number of seconds above 0"),
+    (["-header_timeout", "soon"], "-header_timeout must be a number, got 'soon'"),
+    (["-header_timeout", "inf"], "-header_timeout must be a finite number"),
+    (["-max_uploads", "0"], "-max_uploads must be at least 1"),
+    (["-max_connections", "-3"], "-max_connections must be at least 1"),
+])
+def test_bad_limits_exit_2_with_one_line(tmp_path, args, message):
+    from .test_command import run_command
+
+    result = run_command(*args, cwd=tmp_path)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1, (args, result.returncode, result.stderr)
+    assert lines[0].startswith("python -m gradcam_core.web: error: ") and message in lines[0], (args, lines[0])
