@@ -230,8 +230,8 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
 SHUTDOWN_SECONDS = 5  # what the server waits for at shutdown, past the requests it ends itself
 
 
-def serve(demo, host: str, port: int, allowed_hosts: list[str], *, max_queue: int = 8, max_uploads: int = 16,
-          max_connections: int = 64, body_seconds: float = 60, header_seconds: float = 10) -> None:
+def serve(demo, host: str, port: int, allowed_hosts: list[str], *, max_queue: int, max_uploads: int,
+          max_connections: int, body_seconds: float, header_seconds: float) -> None:
     """Run the app under uvicorn until Ctrl-C or SIGTERM; print the address (and a warning off loopback).
     The limits: see :func:`main`'s options and :mod:`.connections`."""
     import socket

@@ -98,7 +98,7 @@ class InFlight:
 
     @contextlib.contextmanager
     def request(self) -> Any:
-        """A cancel scope around one request; ``cancelled_caught`` says that :meth:`stop` ended it."""
+        """A cancel scope around one request, cancelled by :meth:`stop` (at once if it has been called)."""
         scope = anyio.CancelScope()
         if self.stopping:
             scope.cancel()
