@@ -15,6 +15,7 @@ from pathlib import Path
 
 from ..cli.app import Terminated, run_cli
 from ..cli.options import (
+    as_float,
     as_input_options,
     as_input_size,
     as_int,
@@ -69,6 +70,10 @@ def main(
     max_upload_mb=20,
     max_pixels=40_000_000,
     max_queue=8,
+    max_uploads=16,
+    max_connections=64,
+    body_timeout=60,
+    header_timeout=10,
     gpuid=-1,
     seed=123,
 ):
@@ -115,6 +120,12 @@ def main(
         max_upload_mb: the largest upload accepted, in MB (larger: 413).
         max_pixels: the largest image accepted, width x height (larger: 400).
         max_queue: requests in the server at once (waiting or running); past it 503 with Retry-After.
+            A request joins it once its whole form has arrived.
+        max_uploads: forms being received at once; past it 503 with Retry-After.
+        max_connections: open connections; past it a request is answered 503 and its connection closed.
+        body_timeout: seconds a form may take to arrive, in all (past it 408).
+        header_timeout: seconds a request's line and headers may take to arrive, and the longest pause
+            within a form (past it the connection is closed, within a form 408).
         gpuid: -1 = CPU, N = CUDA device N.
         seed: random seed.
     """
@@ -130,7 +141,13 @@ def main(
     input_sz = as_input_size("input_sz", input_sz)
     upload = as_positive_int("max_upload_mb", max_upload_mb) << 20
     pixels = as_positive_int("max_pixels", max_pixels)
-    queue = as_positive_int("max_queue", max_queue)
+    limits = {
+        "max_queue": as_positive_int("max_queue", max_queue),
+        "max_uploads": as_positive_int("max_uploads", max_uploads),
+        "max_connections": as_positive_int("max_connections", max_connections),
+        "body_seconds": _seconds("body_timeout", body_timeout),
+        "header_seconds": _seconds("header_timeout", header_timeout),
+    }
     sample_dir = as_str(samples)
     samples_found = find_samples(Path(sample_dir)) if sample_dir else {}
     device = device_for(as_int("gpuid", gpuid))
@@ -178,7 +195,7 @@ def main(
     for name in ("classification", "vqa", "captioning"):
         task = tasks.get(name)
         _say(f"{name}: {task.model_name}, layer {task.default_layer}" if task else f"{name}: off ({ENABLE[name]})")
-    serve(demo, host, port, extra_hosts, queue)
+    serve(demo, host, port, extra_hosts, **limits)
 
 
 def _classification(given: str, proto_given: str, arch: str, synset: str, layer: str, inputs: object,
@@ -201,16 +218,28 @@ def _classification(given: str, proto_given: str, arch: str, synset: str, layer:
                                inputs=inputs, layer=layer, input_sz=input_sz, device=device)
 
 
+def _seconds(name: str, value: object) -> float:
+    """A time limit: a positive number of seconds (at most a day)."""
+    seconds = as_float(name, value)
+    if not 0 < seconds <= 86400:
+        raise GradCamError(f"-{name} must be a number of seconds above 0 (at most 86400), got {value!r}")
+    return seconds
+
+
 LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
+SHUTDOWN_SECONDS = 5  # what the server waits for at shutdown, past the requests it ends itself
 
 
-def serve(demo, host: str, port: int, allowed_hosts: list[str], max_queue: int) -> None:
-    """Run the app under uvicorn until Ctrl-C; print the address (and a warning off loopback)."""
+def serve(demo, host: str, port: int, allowed_hosts: list[str], *, max_queue: int, max_uploads: int,
+          max_connections: int, body_seconds: float, header_seconds: float) -> None:
+    """Run the app under uvicorn until Ctrl-C or SIGTERM; print the address (and a warning off loopback).
+    The limits: see :func:`main`'s options and :mod:`.connections`."""
     import socket
 
     import uvicorn
 
-    from .app import create_app
+    from .app import InFlight, create_app
+    from .connections import Server, protocol
 
     bind = host.strip("[]")
     family = socket.AF_INET6 if ":" in bind else socket.AF_INET
@@ -226,15 +255,20 @@ def serve(demo, host: str, port: int, allowed_hosts: list[str], max_queue: int) 
         raise GradCamError(f"cannot listen on {host}:{port}: {err.strerror or err}") from None
     port = sock.getsockname()[1]
     names = [host] if host not in ("0.0.0.0", "::") else []
-    app = create_app(demo, allowed_hosts=[*names, *allowed_hosts], max_queue=max_queue)
+    in_flight = InFlight()
+    app = create_app(demo, allowed_hosts=[*names, *allowed_hosts], max_queue=max_queue, max_uploads=max_uploads,
+                     body_seconds=body_seconds, idle_seconds=header_seconds, in_flight=in_flight)
     shown = f"[{bind}]" if family == socket.AF_INET6 else bind
     if host not in LOOPBACK:
         _say(f"warning: listening on {host}, not only on this machine: anyone who can reach {shown}:{port} "
              "can use the demo")
     _say(f"Serving on http://{shown if host not in ('0.0.0.0', '::') else '127.0.0.1'}:{port}/ (Ctrl-C stops)")
-    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
+    # h11 explicitly (not httptools when installed): the stall timer is a subclass of its protocol
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on",
+                            http=protocol(header_seconds, max_connections),
+                            timeout_graceful_shutdown=SHUTDOWN_SECONDS)
     try:
-        uvicorn.Server(config).run(sockets=[sock])
+        Server(config, on_stop=in_flight.stop).run(sockets=[sock])
     except (KeyboardInterrupt, Terminated):  # uvicorn has shut down, then passes the signal on
         _say("stopped")
 

@@ -68,6 +68,10 @@ class EngineThread:
 
 ENGINE = EngineThread()
 
+
+class Abandoned(Exception):
+    """Nobody waits for this explanation any more (its client disconnected, or the server stops)."""
+
 T = TypeVar("T")
 
 
@@ -179,13 +183,21 @@ class DemoTask(abc.ABC):
     def run(self, x: torch.Tensor, checked: Any, layer: str) -> Outcome:
         """Explain one preprocessed image ``x`` (1, 3, S, S) for the checked fields."""
 
-    def explain(self, image: Path, fields: Mapping[str, str], max_pixels: int) -> Result:
-        """The whole explanation of the image file ``image`` for the form ``fields``."""
+    def explain(self, image: Path, fields: Mapping[str, str], max_pixels: int,
+                gone: Optional[threading.Event] = None) -> Result:
+        """The whole explanation of the image file ``image`` for the form ``fields``. Once ``gone`` is
+        set (the client left), the next stage is not started: :class:`Abandoned` is raised instead."""
+        def keep_going() -> None:
+            if gone is not None and gone.is_set():
+                raise Abandoned()
+
+        keep_going()
         checked, layer = self.check(fields), self.layer(fields.get("layer", ""))
         width, height = image_size(image)
         if width * height > max_pixels:
             raise GradCamError(f"the image is {width}x{height}: more than the server's limit of {max_pixels} pixels")
         rgb = load_rgb(image, self.input_sz, self.input_sz, self.dtype)
+        keep_going()  # the decode and resize of a large image done: the engine's forward and backward next
         x = net_input(rgb, self.preprocessing, self.dtype)[None].to(self.device)
         with ENGINE_LOCK:
             start = time.perf_counter()

@@ -434,14 +434,13 @@ def test_a_post_from_a_page_of_another_origin_is_refused(client):
     assert client.http.get("/api/config", headers={"origin": "http://evil.com"}).status_code == 200  # reads: CORS
 
 
-def test_a_form_that_does_not_arrive_in_time_is_408_and_frees_its_slot(demo, tmp_path, monkeypatch):
-    """A slow (or stalled) upload cannot hold a queue slot for ever. Driven at the ASGI level: the
+def test_a_form_that_does_not_arrive_in_time_is_408_and_frees_its_slot(demo, tmp_path):
+    """A slow (or stalled) upload cannot hold an upload slot for ever. Driven at the ASGI level: the
     TestClient would read the whole body before handing it to the app."""
     import asyncio
 
-    monkeypatch.setattr(web_app, "FORM_SECONDS", 0.5)
     body = b"".join(multipart(JPEG))
-    with Client(demo, tmp_path, max_queue=1) as c:
+    with Client(demo, tmp_path, max_queue=1, max_uploads=1, body_seconds=0.5) as c:
         app = c.http.app
 
         async def stalled_post() -> tuple[int, bytes]:
