@@ -22,7 +22,7 @@ from ..cli.options import (
     as_positive_int,
     as_str,
 )
-from ..cli.paths import PROJECT_DIR, device_for, input_path
+from ..cli.paths import PROJECT_DIR, arch_weights_missing, device_for, input_path
 from ..errors import GradCamError
 
 BUNDLED = PROJECT_DIR / "models" / "squeezenet1_1"
@@ -205,7 +205,7 @@ def _classification(given: str, proto_given: str, arch: str, synset: str, layer:
     from .demo import load_classification
 
     if arch and not given:
-        raise GradCamError(f"-arch {arch} needs -model_file: its state_dict (.pth); nothing is downloaded")
+        raise arch_weights_missing(arch)
     model = input_path("model_file", given, MODEL) if given else Path(MODEL)
     # the bundled prototxt goes with the bundled weights only; a caffemodel without one is load_model's error
     proto = None
