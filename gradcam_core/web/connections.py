@@ -28,7 +28,7 @@ import h11
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from .app import error
+from .app import SECURITY_HEADERS, error
 
 
 def protocol(header_seconds: float, max_connections: int) -> type[asyncio.Protocol]:
@@ -96,7 +96,7 @@ class GuardedH11Protocol(H11Protocol):
 def _too_many(limit: int) -> Callable[..., Any]:
     """The ASGI app a connection past the limit is answered by."""
     response = error(503, f"the server has too many open connections ({limit}); try again shortly",
-                     {"Retry-After": "1", "Connection": "close"})
+                     {"Retry-After": "1", "Connection": "close", **SECURITY_HEADERS})
 
     async def refuse(scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]) -> None:
         await response(scope, receive, send)

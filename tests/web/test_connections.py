@@ -279,6 +279,7 @@ def test_connections_past_max_connections_are_503_json_and_closed(server):
             status, reply, closed = read_reply(extra, 5)
         assert status == 503 and closed, reply[:300]
         assert "too many open connections (24)" in json_body(reply)["error"], reply
+        assert b"x-frame-options: deny" in reply.lower(), reply[:400]  # the app's security headers too
     finally:
         for sock in idle:
             sock.close()
