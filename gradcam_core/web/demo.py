@@ -173,10 +173,11 @@ class DemoTask(abc.ABC):
     def explain(self, image: Path, fields: Mapping[str, str], max_pixels: int) -> Result:
         """The whole explanation of the image file ``image`` for the form ``fields``."""
         checked, layer = self.check(fields), self.layer(fields.get("layer", ""))
-        width, height = image_size(image)
+        width, height = image_size(image, exif_orientation=True)
         if width * height > max_pixels:
             raise GradCamError(f"the image is {width}x{height}: more than the server's limit of {max_pixels} pixels")
-        rgb = load_rgb(image, self.input_sz, self.input_sz, self.dtype)
+        # turned as its EXIF orientation says, as the browser shows it (the scripts ignore it)
+        rgb = load_rgb(image, self.input_sz, self.input_sz, self.dtype, exif_orientation=True)
         x = net_input(rgb, self.preprocessing, self.dtype)[None].to(self.device)
         with ENGINE_LOCK:
             start = time.perf_counter()
