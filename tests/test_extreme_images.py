@@ -204,3 +204,24 @@ def test_a_jpeg_whose_header_lies_about_its_size_is_refused_fast(cli, tmp_path):
     out = tmp_path / "out"
     assert_refused(classify(cli, image, out, mem_limit_mb=1024, timeout=30), out,
                    r"cannot decode image '.*lie\.jpg': truncated JPEG")
+
+
+# ------------------------------------------------------------------------------------ EXIF orientation
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_turns_the_image_as_pillow_and_browsers_do(tmp_path, orientation):
+    from PIL import ImageOps
+
+    from gradcam_core.image.decode import image_size
+
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    pixels = np.random.default_rng(orientation).integers(0, 256, (5, 7, 3), dtype=np.uint8)
+    path = tmp_path / "tagged.png"
+    Image.fromarray(pixels).save(path, exif=exif)
+    with Image.open(path) as im:
+        expected = np.asarray(ImageOps.exif_transpose(im)).transpose(2, 0, 1)
+    got = load_image(path, exif_orientation=True)
+    np.testing.assert_array_equal(got.numpy(), expected.astype(np.float32) * np.float32(1 / 255))
+    assert image_size(path, exif_orientation=True) == (got.shape[2], got.shape[1])
+    assert load_image(path).shape == (3, 5, 7) and image_size(path) == (7, 5)  # the scripts: as stored

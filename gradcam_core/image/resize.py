@@ -59,8 +59,8 @@ def row_pass_size(w: int, h: int, width: int, height: int) -> int:
 def check_scalable(w: int, h: int, width: int, height: int) -> str | None:
     """Why a w x h image cannot be scaled to width x height in bounded time (None when it can)."""
     if row_pass_size(w, h, width, height) > MAX_ROW_PASS:
-        return (f"{w}x{h} is too tall for its width to scale to {width}x{height} (height x {width} "
-                f"exceeds {MAX_ROW_PASS} samples; aspect ratio over {MAX_ROW_PASS // (width * width)}:1)")
+        return (f"{w}x{h} is too tall for its width to scale to {width}x{height}: an image narrower than "
+                f"{width} pixels (and wider than 1) may be {MAX_ROW_PASS // width} pixels tall at most")
     return None
 
 

@@ -177,7 +177,12 @@ class DemoTask(abc.ABC):
         if width * height > max_pixels:
             raise GradCamError(f"the image is {width}x{height}: more than the server's limit of {max_pixels} pixels")
         # turned as its EXIF orientation says, as the browser shows it (the scripts ignore it)
-        rgb = load_rgb(image, self.input_sz, self.input_sz, self.dtype, exif_orientation=True)
+        try:
+            rgb = load_rgb(image, self.input_sz, self.input_sz, self.dtype, exif_orientation=True)
+        except RuntimeError as err:  # torch's CPU allocator: the server's 503, as below
+            if "can't allocate memory" in str(err):
+                raise MemoryError(str(err)) from None
+            raise
         x = net_input(rgb, self.preprocessing, self.dtype)[None].to(self.device)
         with ENGINE_LOCK:
             start = time.perf_counter()
