@@ -185,6 +185,25 @@ def test_a_jpeg_cut_short_with_an_end_marker_is_truncated(cli, tmp_path, fractio
                    r"cannot decode image '.*cut\.jpg': truncated JPEG")
 
 
+@pytest.mark.parametrize("options", [{"progressive": True}, {"progressive": True, "optimize": True}])
+def test_a_progressive_jpeg_cut_between_scans_is_truncated(tmp_path, options):
+    """libjpeg decodes a progressive file whose last scans are missing without a warning (before: a
+    blurred image, exit 0); every scan boundary of the file is tried."""
+    buf = io.BytesIO()
+    with Image.open(CAT_DOG) as im:
+        im.save(buf, "JPEG", **options)
+    data = buf.getvalue()
+    (tmp_path / "whole.jpg").write_bytes(data)
+    assert load_image(tmp_path / "whole.jpg").shape == (3, 480, 640)
+    scans = [i for i in range(len(data) - 1) if data[i: i + 2] == b"\xff\xda"]
+    assert len(scans) > 5
+    for cut in scans[1:]:
+        (tmp_path / "cut.jpg").write_bytes(data[:cut] + b"\xff\xd9")
+        with pytest.raises(GradCamError, match=r"truncated JPEG \(its scans end before coefficient \d+ of "
+                                               r"component \d is complete\)"):
+            load_image(tmp_path / "cut.jpg")
+
+
 def test_the_intact_jpeg_and_its_pixels_are_unchanged(cli, tmp_path):
     out = tmp_path / "out"
     result = classify(cli, CAT_DOG, out)

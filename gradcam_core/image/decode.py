@@ -94,6 +94,7 @@ def _check_jpeg_complete(path: str | os.PathLike[str]) -> None:
     """Refuse a JPEG whose entropy-coded data ends before its last block (cut short, even when an
     end-of-image marker follows, or a header claiming more blocks than the data holds).
 
+    A file cut between two scans is found from its markers (:func:`_missing_scans`). Within a scan,
     Pillow's libjpeg pads missing data with zero bits (a grey image) and drops the warning; libjpeg-turbo
     as simplejpeg builds it reports it ("premature end of data segment"), which is all it is used for:
     it decodes at 1/8 scale (the entropy decoding is the whole cost), stops at the first warning, and
@@ -102,6 +103,9 @@ def _check_jpeg_complete(path: str | os.PathLike[str]) -> None:
 
     with open_regular(path) as f:
         data = f.read()
+    missing = _missing_scans(data)
+    if missing:
+        raise GradCamError(f"cannot decode image {os.fspath(path)!r}: truncated JPEG ({missing})")
     try:
         _, _, colorspace, _ = simplejpeg.decode_jpeg_header(data)
         simplejpeg.decode_jpeg(data, colorspace="CMYK" if colorspace in ("CMYK", "YCCK") else "GRAY",
@@ -110,6 +114,82 @@ def _check_jpeg_complete(path: str | os.PathLike[str]) -> None:
         if "premature end of data segment" in str(err):  # (a file without its marker: Pillow says so)
             raise GradCamError(f"cannot decode image {os.fspath(path)!r}: truncated JPEG (its data ends before "
                                "its last block)") from None
+
+
+def _missing_scans(data: bytes) -> str | None:
+    """What a baseline or progressive Huffman JPEG's scans leave out before its end-of-image marker
+    (a file cut at a scan boundary, which libjpeg decodes without a warning), as words, or None.
+
+    Sequential frames need every component in a scan; progressive ones every coefficient (0..63) of
+    every component down to bit 0, as every encoder writes them. Anything unusual (other frame types,
+    markers we cannot walk) is None: left to the decoders."""
+    frame, comps, coverage, pos = None, [], {}, 2
+    while pos + 2 <= len(data):
+        if data[pos] != 0xFF:
+            return None
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte before a marker
+            pos += 1
+            continue
+        if marker == 0xD9:  # end of image
+            break
+        if pos + 4 > len(data):
+            return None
+        length = int.from_bytes(data[pos + 2:pos + 4], "big")
+        body = data[pos + 4:pos + 2 + length]
+        if length < 2 or len(body) != length - 2:
+            return None
+        if marker in (0xC0, 0xC1, 0xC2):
+            if frame is not None or len(body) < 6:
+                return None
+            frame = marker
+            comps = [body[6 + 3 * i] for i in range(body[5]) if 6 + 3 * i < len(body)]
+            coverage = {c: [64] * 64 for c in comps}  # the lowest successive-approximation bit reached
+        elif 0xC3 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            return None  # lossless, hierarchical or arithmetic-coded: not checked here
+        elif marker == 0xDA:
+            if frame is None or not body or len(body) < 1 + 2 * body[0] + 3:
+                return None
+            n = body[0]
+            ids = [body[1 + 2 * i] for i in range(n)]
+            ss, se, al = body[1 + 2 * n], body[2 + 2 * n], body[3 + 2 * n] & 0x0F
+            if frame != 0xC2:
+                ss, se, al = 0, 63, 0
+            for c in ids:
+                if c not in coverage or not 0 <= ss <= se <= 63:
+                    return None
+                for k in range(ss, se + 1):
+                    coverage[c][k] = min(coverage[c][k], al)
+            pos = _end_of_entropy_data(data, pos + 2 + length)
+            continue
+        pos += 2 + length
+    else:
+        return None  # no end-of-image marker: Pillow reports the file truncated itself
+    if frame is None:
+        return None
+    for number, c in enumerate(comps, 1):
+        if frame != 0xC2 and coverage[c][0] > 0:
+            return f"no scan holds component {number}"
+        if frame == 0xC2 and max(coverage[c]) > 0:
+            k = max(range(64), key=lambda k: coverage[c][k])
+            return f"its scans end before coefficient {k} of component {number} is complete"
+    return None
+
+
+def _end_of_entropy_data(data: bytes, pos: int) -> int:
+    """The position of the marker that ends the entropy-coded data starting at pos (len(data) if none):
+    0xFF 0x00 is a stuffed byte, 0xFF 0xD0..0xD7 a restart marker, 0xFF 0xFF fill."""
+    while True:
+        pos = data.find(b"\xff", pos)
+        if pos < 0 or pos + 1 >= len(data):
+            return len(data)
+        nxt = data[pos + 1]
+        if nxt == 0x00 or 0xD0 <= nxt <= 0xD7:
+            pos += 2
+        elif nxt == 0xFF:
+            pos += 1
+        else:
+            return pos
 
 
 _QUARTER_TURNS = (5, 6, 7, 8)  # EXIF orientations that swap width and height
