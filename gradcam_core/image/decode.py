@@ -53,10 +53,7 @@ def image_size(path: str | os.PathLike[str], *, exif_orientation: bool = False) 
     ``load_image`` does for a file that is not a JPEG or PNG image."""
     fmt = _sniff_format(path)
     try:
-        width, height = _header_size(path, fmt)
-        if exif_orientation and _orientation(path, fmt) in _QUARTER_TURNS:
-            return height, width
-        return width, height
+        return _header_size(path, fmt, exif_orientation)
     except _DECODE_ERRORS as err:
         raise GradCamError(f"cannot decode image {os.fspath(path)!r}: {err}") from err
 
@@ -204,11 +201,6 @@ def _exif_orientation(im: Image.Image) -> int:
     return value if isinstance(value, int) and 1 <= value <= 8 else 1
 
 
-def _orientation(path: str | os.PathLike[str], fmt: str) -> int:
-    with _open(path, fmt) as im:
-        return _exif_orientation(im)
-
-
 def _oriented(samples: np.ndarray, orientation: int) -> np.ndarray:
     """(H, W, C) samples turned for display as EXIF orientation 1..8 says (PIL.ImageOps.exif_transpose)."""
     if orientation in (2, 3):  # 2: mirrored left-right; 3: half turn
@@ -258,14 +250,18 @@ def _too_large(path: str | os.PathLike[str], width: int, height: int) -> GradCam
     )
 
 
-def _header_size(path: str | os.PathLike[str], fmt: str) -> tuple[int, int]:
+def _header_size(path: str | os.PathLike[str], fmt: str, exif_orientation: bool = False) -> tuple[int, int]:
     """(width, height) from the header, read by Pillow's format class itself: it applies no limit
-    (``Image.open`` does), and decodes no pixel."""
+    (``Image.open`` does), and decodes no pixel; swapped when ``exif_orientation`` and the EXIF tag
+    asks for a quarter turn."""
     from PIL import JpegImagePlugin, PngImagePlugin
 
     cls = {"JPEG": JpegImagePlugin.JpegImageFile, "PNG": PngImagePlugin.PngImageFile}[fmt]
     with cls(os.fspath(path)) as im:
-        return im.size
+        width, height = im.size
+        if exif_orientation and _exif_orientation(im) in _QUARTER_TURNS:
+            return height, width
+        return width, height
 
 
 # Pillow decodes 16-bit colour PNGs to 8 bits, keeping each sample's high byte. The PNG unfilter step works
