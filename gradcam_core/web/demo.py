@@ -193,10 +193,16 @@ class DemoTask(abc.ABC):
 
         keep_going()
         checked, layer = self.check(fields), self.layer(fields.get("layer", ""))
-        width, height = image_size(image)
+        width, height = image_size(image, exif_orientation=True)
         if width * height > max_pixels:
             raise GradCamError(f"the image is {width}x{height}: more than the server's limit of {max_pixels} pixels")
-        rgb = load_rgb(image, self.input_sz, self.input_sz, self.dtype)
+        # turned as its EXIF orientation says, as the browser shows it (the scripts ignore it)
+        try:
+            rgb = load_rgb(image, self.input_sz, self.input_sz, self.dtype, exif_orientation=True)
+        except RuntimeError as err:  # torch's CPU allocator: the server's 503, as below
+            if "can't allocate memory" in str(err):
+                raise MemoryError(str(err)) from None
+            raise
         keep_going()  # the decode and resize of a large image done: the engine's forward and backward next
         x = net_input(rgb, self.preprocessing, self.dtype)[None].to(self.device)
         with ENGINE_LOCK:
