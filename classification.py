@@ -11,7 +11,7 @@ output names.
 from gradcam_core.cli.app import run_cli, with_many_images_help
 from gradcam_core.cli.paths import MODELS_HINT, check_out_dir, device_for, input_images, input_path
 from gradcam_core.cli.options import (
-    as_choice, as_input_options, as_input_size, as_int, as_label_list, as_positive_int, as_str, as_switch,
+    as_choice, as_input_options, as_input_size, as_int, as_label_list, as_positive_int, as_str, as_switch, given,
 )
 
 PROTO = "models/VGG_ILSVRC_16_layers_deploy.prototxt"
@@ -64,7 +64,7 @@ def main(
     Args:
         proto_file: Caffe deploy prototxt.
         model_file: Caffe weights (.caffemodel).
-        input_sz: side of the square network input.
+        input_sz: side of the square network input (default: an ONNX model's own size, else 224).
         backend: accepted for compatibility (nn|cudnn); PyTorch chooses its own kernels.
         layer_name: layer to explain, by Caffe name or loadcaffe's 1-based module index (30 = relu5_3).
         input_image_path: the image, or a folder or glob of images (see above).
@@ -89,20 +89,20 @@ def main(
             the image as the net saw it (half), input_sz x input_sz; 0 = the original's three files.
     """
     from gradcam_core.cli import classification as program
-    from gradcam_core.formats.caffe.wire import is_onnx_file
+    from gradcam_core.tasks.classify import is_onnx_model
 
     as_choice("backend", backend, ("nn", "cudnn"))
     out_dir = check_out_dir(as_str(out_path))  # created only when the images are written
     arch = as_str(arch)
     model = input_path("model_file", as_str(model_file), MODEL, hint=MODELS_HINT)
-    caffe = not arch and not is_onnx_file(model)  # ONNX and torchvision models need no prototxt
+    caffe = not arch and not is_onnx_model(model)  # ONNX and torchvision models need no prototxt
     opts = program.ClassificationOptions(
         proto_file=input_path("proto_file", as_str(proto_file), PROTO, hint=MODELS_HINT) if caffe else None,
         model_file=model,
         inputs=input_images("input_image_path", as_str(input_image_path), IMAGE, out_dir),
         labels=as_label_list("label", label),
         layer_name=as_str(layer_name),
-        input_sz=as_input_size("input_sz", input_sz),
+        input_sz=as_input_size("input_sz", input_sz) if given(input_sz) else None,  # None: the model's
         output_image_name=as_str(output_image_name),
         save_as_heatmap=as_int("save_as_heatmap", save_as_heatmap) == 1,
         save_overlay=as_switch("save_overlay", save_overlay),

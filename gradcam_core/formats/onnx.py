@@ -47,6 +47,7 @@ from torch import nn
 
 from ..errors import GradCamError
 from ..fileio import open_regular
+from .synset import MAX_SYNSET_BYTES, parse_synset
 
 if TYPE_CHECKING:
     import onnx
@@ -65,6 +66,20 @@ _OPSET9_TYPES = {1, 2, 3, 4, 5, 6, 7, 9, 10, 11, 12, 13}
 _HIDDEN_DOMAIN = "gradcam_core.kept"  # nodes the opset downgrade must leave alone (see _downgrade)
 _SHOWN_HEAD, _SHOWN_TAIL = 5, 15  # names listed for an unknown layer: the first and the last ones
 
+# The model's own explaining settings, in the ONNX file's ``metadata_props`` (written by
+# ``gradcam_core.convert``; see :func:`read_gradcam_metadata`).
+METADATA_PREPROCESSING = "gradcam_core.preprocessing"
+"""JSON object: the fields of :class:`gradcam_core.image.preprocessing.Preprocessing` but the mean
+image, ``{"channel_order": "bgr"|"rgb", "value_scale": float, "mean": [floats] or null,
+"input_scale": float, "std": [floats] or null}``."""
+METADATA_INPUT_SIZE = "gradcam_core.input_size"
+"""``"HxW"`` (e.g. ``"224x224"``): the input size to explain at when none is asked for."""
+METADATA_CLASS_NAMES = "gradcam_core.class_names"
+"""The class names file's text (``synset_words.txt`` format, one line per output)."""
+PREPROCESSING_FIELDS = ("channel_order", "value_scale", "mean", "input_scale", "std")
+_MAX_METADATA_CHARS = {METADATA_PREPROCESSING: 4096, METADATA_INPUT_SIZE: 32,
+                       METADATA_CLASS_NAMES: MAX_SYNSET_BYTES}
+
 
 class OnnxNet(nn.Module):
     """An ONNX model converted to torch: ``forward(x)`` maps the model's single input, (N, C, H, W)
@@ -80,17 +95,19 @@ class OnnxNet(nn.Module):
             time), None when dynamic.
         nodes: ONNX node name -> module path in :attr:`net`, in graph order.
         tensors: ONNX output tensor name -> (node name, output index, number of node outputs).
+        metadata: the file's own explaining settings (:func:`read_gradcam_metadata`), checked.
     """
 
     def __init__(self, net: nn.Module, input_name: str, output_name: str,
                  input_shape: tuple[Optional[int], Optional[int], Optional[int]], batch_size: Optional[int],
                  nodes: dict[str, str], tensors: dict[str, tuple[str, int, int]],
-                 op_types: dict[str, str], source: str) -> None:
+                 op_types: dict[str, str], source: str, metadata: Optional[dict[str, object]] = None) -> None:
         super().__init__()
         self.net = net
         self.input_name, self.output_name, self.input_shape = input_name, output_name, input_shape
         self.batch_size = batch_size
         self.nodes, self.tensors, self._op_types, self._source = nodes, tensors, op_types, source
+        self.metadata = metadata or {}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The model's input -> its output."""
@@ -100,6 +117,18 @@ class OnnxNet(nn.Module):
     def layer_names(self) -> list[str]:
         """The ONNX node names, in graph order."""
         return list(self.nodes)
+
+    def named_layers(self) -> list[tuple[str, nn.Module]]:
+        """(ONNX node name, its torch module) of every node, in graph order: the names a layer
+        list shows (:func:`gradcam_core.engine.layers.spatial_layers`) and :meth:`resolve_layer`
+        takes back. Nodes onnx2torch made no submodule for are left out."""
+        out = []
+        for node, path in self.nodes.items():
+            try:
+                out.append((node, self.net.get_submodule(path)))
+            except AttributeError:
+                continue
+        return out
 
     def module_of(self, layer: str) -> nn.Module:
         """The torch module computing the ONNX node, or the node whose output tensor, ``layer`` names."""
@@ -148,6 +177,7 @@ def load_onnx(path: Union[str, os.PathLike[str]], device: Union[str, torch.devic
     """
     source = str(path)
     model = _read_model(path)
+    metadata = read_gradcam_metadata(model, source)
     model = _prepare(model, source)
     graph = model.graph
     if strip_softmax:
@@ -171,7 +201,8 @@ def load_onnx(path: Union[str, os.PathLike[str]], device: Union[str, torch.devic
                 tensors[out] = (original, i, len(node.output))
     _check_converters(model, originals, source)
     net = _convert(model, originals, source)
-    onnx_net = OnnxNet(net, input_name, output_name, input_shape, batch_size, nodes, tensors, op_types, source)
+    onnx_net = OnnxNet(net, input_name, output_name, input_shape, batch_size, nodes, tensors, op_types, source,
+                       metadata)
     return onnx_net.to(device=torch.device(device), dtype=dtype).eval()
 
 
@@ -244,6 +275,87 @@ def _load_external_data(model, folder: Path, source: str) -> bool:
         tensor.data_location = TensorProto.DEFAULT
         del tensor.external_data[:]
     return external
+
+
+# --- the file's own settings --------------------------------------------------------------------
+
+
+def read_gradcam_metadata(model: "onnx.ModelProto", source: str) -> dict[str, object]:
+    """The explaining settings a model file carries in its ``metadata_props``, checked: for each of
+    the keys present,
+
+    * ``"preprocessing"``: dict of the :data:`PREPROCESSING_FIELDS` in :data:`METADATA_PREPROCESSING`
+      (``channel_order`` str; ``value_scale``, ``input_scale`` finite floats, 1.0 when left out;
+      ``mean``, ``std`` lists of finite floats or None);
+    * ``"input_size"``: (H, W) from :data:`METADATA_INPUT_SIZE`;
+    * ``"class_names"``: :class:`~gradcam_core.formats.synset.ClassNames` of :data:`METADATA_CLASS_NAMES`.
+
+    Other keys are ignored. A value that is too long, not JSON, of the wrong type or not finite raises
+    :class:`GradCamError` naming ``source`` and the key."""
+    props = {p.key: p.value for p in model.metadata_props if p.key in _MAX_METADATA_CHARS}
+    out: dict[str, object] = {}
+    for key, value in props.items():
+        if len(value) > _MAX_METADATA_CHARS[key]:
+            raise GradCamError(f"{source}: metadata '{key}' is longer than {_MAX_METADATA_CHARS[key]} characters")
+    if METADATA_PREPROCESSING in props:
+        out["preprocessing"] = _metadata_preprocessing(props[METADATA_PREPROCESSING], source)
+    if METADATA_INPUT_SIZE in props:
+        out["input_size"] = _metadata_input_size(props[METADATA_INPUT_SIZE], source)
+    if METADATA_CLASS_NAMES in props:
+        out["class_names"] = parse_synset(props[METADATA_CLASS_NAMES],
+                                          f"{source} metadata '{METADATA_CLASS_NAMES}'")
+    return out
+
+
+def _metadata_preprocessing(text: str, source: str) -> dict[str, object]:
+    import json
+    import math
+
+    where = f"{source}: metadata '{METADATA_PREPROCESSING}'"
+
+    def refuse_constant(name: str) -> None:
+        raise ValueError(f"{name} is not a finite number")
+
+    try:
+        value = json.loads(text, parse_constant=refuse_constant)
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError; so are huge ints
+        raise GradCamError(f"{where} is not valid JSON ({_first_line(exc)})") from None
+    if not isinstance(value, dict):
+        raise GradCamError(f"{where} must be a JSON object with {', '.join(PREPROCESSING_FIELDS)}")
+    unknown = sorted(set(value) - set(PREPROCESSING_FIELDS))
+    if unknown:
+        raise GradCamError(f"{where}: unknown field {unknown[0]!r} (the fields: {', '.join(PREPROCESSING_FIELDS)})")
+
+    def number(x: object) -> bool:
+        return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+    fields: dict[str, object] = {}
+    order = value.get("channel_order")
+    if order not in ("bgr", "rgb"):
+        raise GradCamError(f"{where}: channel_order must be \"bgr\" or \"rgb\", not {json.dumps(order)[:40]}")
+    fields["channel_order"] = order
+    for name in ("value_scale", "input_scale"):
+        x = value.get(name, 1.0)
+        if not number(x) or x <= 0:
+            raise GradCamError(f"{where}: {name} must be a positive finite number, not {json.dumps(x)[:40]}")
+        fields[name] = float(x)
+    for name in ("mean", "std"):
+        x = value.get(name)
+        if x is not None and (not isinstance(x, list) or len(x) not in (1, 3) or not all(map(number, x))):
+            raise GradCamError(f"{where}: {name} must be null or a list of 1 or 3 finite numbers, "
+                               f"not {json.dumps(x)[:60]}")
+        fields[name] = None if x is None else [float(v) for v in x]
+    return fields
+
+
+def _metadata_input_size(text: str, source: str) -> tuple[int, int]:
+    import re
+
+    match = re.fullmatch(r"([1-9][0-9]{0,4})x([1-9][0-9]{0,4})", text.strip())
+    if match is None:
+        raise GradCamError(f"{source}: metadata '{METADATA_INPUT_SIZE}' must be HxW (e.g. 224x224), "
+                           f"not {text[:40]!r}")
+    return int(match.group(1)), int(match.group(2))
 
 
 # --- preparing -----------------------------------------------------------------------------------
