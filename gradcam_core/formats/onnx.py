@@ -63,6 +63,10 @@ _NOT_FOLDED = {
 # TensorProto data types of opset 9 (float, uint8, int8, uint16, int16, int32, int64, bool, float16,
 # double, uint32, uint64): ConstantOfShape-9 takes a value of any of them.
 _OPSET9_TYPES = {1, 2, 3, 4, 5, 6, 7, 9, 10, 11, 12, 13}
+FOLD_LIMIT_BYTES = 256 << 20
+"""Constant folding computes at most this many bytes (all folded values together), or
+:data:`FOLD_LIMIT_FACTOR` times the model's size if that is more (see :func:`fold_limit`)."""
+FOLD_LIMIT_FACTOR = 4
 _HIDDEN_DOMAIN = "gradcam_core.kept"  # nodes the opset downgrade must leave alone (see _downgrade)
 _SHOWN_HEAD, _SHOWN_TAIL = 5, 15  # names listed for an unknown layer: the first and the last ones
 
@@ -222,9 +226,9 @@ def _read_model(path: Union[str, os.PathLike[str]]):
     try:
         model = onnx.ModelProto.FromString(data)
     except (DecodeError, RuntimeError, ValueError) as exc:
-        raise GradCamError(f"'{path}' is not an ONNX model (protobuf: {exc})") from None
+        raise GradCamError(f"{path}: not a valid ONNX model (protobuf: {_first_line(exc)})") from None
     if not model.HasField("graph") or not model.ir_version or not model.opset_import:
-        raise GradCamError(f"'{path}' is not an ONNX model (no graph, IR version or opset)")
+        raise GradCamError(f"{path}: not a valid ONNX model (no graph, IR version or opset)")
     external = _load_external_data(model, Path(path).parent, str(path))
     try:
         # The file's bytes (no re-serialisation), or, with external data (which the checker would
@@ -235,13 +239,15 @@ def _read_model(path: Union[str, os.PathLike[str]]):
         elif model.ByteSize() < 2**31:
             onnx.checker.check_model(model)
     except (onnx.checker.ValidationError, ValueError) as exc:
-        raise GradCamError(f"'{path}' is not a valid ONNX model: {_first_line(exc)}") from None
+        raise GradCamError(f"{path}: not a valid ONNX model ({_first_line(exc)})") from None
     return model
 
 
 def _load_external_data(model, folder: Path, source: str) -> bool:
     """Read tensors stored beside the model (``data_location: EXTERNAL``) through ``open_regular``:
-    relative paths inside the model's folder only, a pipe or device refused. Whether there were any."""
+    relative paths inside the model's folder only (symbolic links resolved: one leading out is
+    refused), a pipe or device refused, offsets and lengths checked against the file. Whether there
+    were any."""
     from onnx import TensorProto
     from onnx.external_data_helper import ExternalDataInfo, uses_external_data
 
@@ -252,15 +258,29 @@ def _load_external_data(model, folder: Path, source: str) -> bool:
         if not uses_external_data(tensor):
             continue
         external = True
-        info = ExternalDataInfo(tensor)
+        try:
+            info = ExternalDataInfo(tensor)
+        except ValueError as exc:  # a negative or non-numeric offset or length
+            raise GradCamError(f"{source}: tensor '{tensor.name}' has bad external data: {_first_line(exc)}") from None
         location = PurePath(info.location)
         if not info.location or location.is_absolute() or ".." in location.parts:
             raise GradCamError(f"{source}: tensor '{tensor.name}' names external data '{info.location}' "
                                "outside the model's folder")
         file = folder / location
+        real, inside = os.path.realpath(file), os.path.realpath(folder)
+        if os.path.commonpath([real, inside]) != inside:  # a symbolic link on the way leads out
+            raise GradCamError(f"{source}: tensor '{tensor.name}': external data '{info.location}' is a "
+                               "symbolic link leading outside the model's folder")
         try:
             with open_regular(file) as f:
                 size = os.fstat(f.fileno()).st_size
+                try:
+                    same = os.path.samestat(os.fstat(f.fileno()), os.stat(real))
+                except OSError:
+                    same = False
+                if not same:  # the link was changed after the check
+                    raise GradCamError(f"{source}: tensor '{tensor.name}': external data '{info.location}' "
+                                       "changed while it was opened")
                 offset = int(info.offset or 0)
                 length = size - offset if info.length is None else int(info.length)
                 if offset < 0 or length < 0 or offset + length > size:
@@ -379,11 +399,12 @@ def _prepare(model, source: str):
         raise GradCamError(f"{source}: the model has {len(graph.output)} outputs ({names}); "
                            "only models with one output are supported")
     _expand_gelu(model)
-    fold_constants(model)
+    limit = fold_limit(model)
+    fold_constants(model, source, limit)
     opset = _default_opset(model)
     if opset > ONNX2TORCH_MAX_OPSET and _unconvertible(model):
         model = _downgrade(model, source, opset)
-        fold_constants(model)  # the converter may have turned attributes into Constant nodes
+        fold_constants(model, source, limit)  # the converter may have turned attributes into Constant nodes
     return model
 
 
@@ -503,13 +524,27 @@ def _op_name(node) -> str:
     return node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}.{node.op_type}"
 
 
-def fold_constants(model: "onnx.ModelProto") -> None:
+def fold_limit(model: "onnx.ModelProto") -> int:
+    """The most bytes :func:`fold_constants` may compute for a model: the larger of
+    :data:`FOLD_LIMIT_BYTES` and :data:`FOLD_LIMIT_FACTOR` times the model's size."""
+    return max(FOLD_LIMIT_BYTES, FOLD_LIMIT_FACTOR * model.ByteSize())
+
+
+def fold_constants(model: "onnx.ModelProto", source: str = "the ONNX model", limit: Optional[int] = None) -> None:
     """Replace, in place, Constant nodes and nodes whose inputs are all constant by initializers of
     their values (computed by ``onnx.reference``; nodes it cannot evaluate, random ones and nodes
-    with subgraphs stay). Initializers nothing reads any more are dropped."""
+    with subgraphs stay). Initializers nothing reads any more are dropped.
+
+    A node's output shape is inferred (``onnx.shape_inference.infer_node_outputs``, from its
+    constant inputs) before it is computed: a node whose output shape cannot be inferred is left to
+    onnx2torch, and one whose outputs, or all folded values together, would take more than
+    ``limit`` bytes (default :func:`fold_limit`; a tiny file can ask ConstantOfShape, Expand, Tile or
+    Range for gigabytes) raises :class:`GradCamError` naming ``source`` and the node."""
     from onnx import numpy_helper
     from onnx.reference import ReferenceEvaluator
 
+    limit = fold_limit(model) if limit is None else limit
+    total = 0
     graph = model.graph
     values = {t.name: None for t in graph.initializer}  # name -> numpy value once computed
     initializers = {t.name: t for t in graph.initializer}
@@ -533,6 +568,17 @@ def fold_constants(model: "onnx.ModelProto") -> None:
                 if values[name] is None:
                     values[name] = numpy_helper.to_array(initializers[name])
                 feeds[name] = values[name]
+        size = _folded_size(node, feeds, initializers, opsets)
+        if size is None:  # its output shape is unknown: not computed here
+            kept.append(node)
+            continue
+        total += size
+        if size > limit or total > limit:
+            what = "its outputs" if size > limit else "the constants folded up to it"
+            raise GradCamError(
+                f"{source}: node {node.name or node.op_type!r} ({node.op_type}): {what} would take "
+                f"{_megabytes(size if size > limit else total)}, more than the {_megabytes(limit)} allowed for "
+                f"constants (the larger of {_megabytes(FOLD_LIMIT_BYTES)} and {FOLD_LIMIT_FACTOR}x the model's size)")
         try:
             results = ReferenceEvaluator(node, opsets=opsets).run(None, feeds)
         except Exception:  # noqa: BLE001 - an op the evaluator lacks: leave it to onnx2torch
@@ -555,6 +601,52 @@ def fold_constants(model: "onnx.ModelProto") -> None:
         info = [v for v in graph.value_info if v.name not in folded_names]
         del graph.value_info[:]
         graph.value_info.extend(info)
+
+
+_SHAPE_DATA_ELEMENTS = 4096  # constant inputs up to this size are given to shape inference as data
+
+
+def _folded_size(node, feeds: dict, initializers: dict, opsets: dict[str, int]) -> Optional[int]:
+    """The bytes of ``node``'s outputs for the constant inputs ``feeds`` (name -> numpy array), from
+    onnx's shape inference (given the small inputs' values: shapes, repeats, limits), without
+    computing them; None when a shape or type is not known."""
+    import numpy as np
+    from onnx import defs, helper, shape_inference
+
+    try:
+        schema = defs.get_schema(node.op_type, opsets.get(node.domain, opsets.get("", 1)), node.domain)
+        types, data = {}, {}
+        for name, value in feeds.items():
+            elem = helper.np_dtype_to_tensor_dtype(value.dtype)
+            types[name] = helper.make_tensor_type_proto(elem, list(value.shape))
+            if value.size <= _SHAPE_DATA_ELEMENTS:
+                data[name] = initializers[name] if name in initializers else helper.make_tensor(
+                    name, elem, list(value.shape), value.flatten().tolist())
+        outputs = shape_inference.infer_node_outputs(
+            schema, node, types, data, opset_imports=[helper.make_opsetid(d, v) for d, v in opsets.items()])
+    except Exception:  # noqa: BLE001 - no schema, an inference error: the shape is not known
+        return None
+    total = 0
+    for name in node.output:
+        if not name:
+            continue
+        tensor_type = outputs.get(name)
+        if tensor_type is None or not tensor_type.HasField("tensor_type") \
+                or not tensor_type.tensor_type.HasField("shape"):
+            return None
+        dims = tensor_type.tensor_type.shape.dim
+        if not all(d.HasField("dim_value") and d.dim_value >= 0 for d in dims):
+            return None
+        try:
+            itemsize = helper.tensor_dtype_to_np_dtype(tensor_type.tensor_type.elem_type).itemsize
+        except Exception:  # noqa: BLE001 - strings and types numpy lacks: the widest numbers'
+            itemsize = 8
+        total += int(np.prod([d.dim_value for d in dims], dtype=object)) * max(itemsize, 1)
+    return total
+
+
+def _megabytes(size: int) -> str:
+    return f"{size / (1 << 20):,.0f} MB" if size >= 1 << 20 else f"{size:,} bytes"
 
 
 def _strip_softmax(graph) -> None:
