@@ -78,9 +78,10 @@ def main(
         arch: a torchvision classification architecture (resnet50, squeezenet1_1, ...); -model_file is
             then its state_dict (.pth, loaded with weights_only=True; nothing is downloaded).
         synset_file: class names, one per line in output order (Caffe's synset_words.txt format);
-            default: synset_words.txt beside -model_file, or torchvision's ImageNet names.
+            default: an ONNX file's own, synset_words.txt beside -model_file, or torchvision's ImageNet names.
         preprocess: caffe (BGR, 0..255, minus the VGG means: the default for Caffe nets) or torchvision
-            (RGB, 0..1, ImageNet mean and std: the default for ONNX and torchvision models).
+            (RGB, 0..1, ImageNet mean and std: the default for torchvision models and for ONNX files
+            that do not carry their own, as the converter's output does).
         mean_value: per-channel means in the net's channel order, e.g. 104,117,123 (Caffe's mean_value).
         mean_file: a Caffe mean image (mean.binaryproto), scaled to -input_sz as the image is.
         input_scale: Caffe's transform_param scale, applied after the mean (e.g. 0.017).

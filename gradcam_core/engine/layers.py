@@ -18,8 +18,9 @@ def spatial_layers(model: nn.Module, example_input: torch.Tensor) -> list[tuple[
     ``layer4.2`` then ``layer4``. A module called more than once is listed at its last call. Names
     are what ``explain(layer=...)`` takes: ``named_modules()`` names, or for a net with a Caffe layer
     list (``names`` beside a ``layers`` ModuleList) the layer name, or its 1-based module number where
-    an earlier layer has the same name; for a net with ``named_layers()`` (an ONNX net) those names. The model is run in whatever mode it is in (put it in
-    ``eval()``: in training mode the forward would update batch-norm statistics).
+    an earlier layer has the same name; for a net with ``named_layers()`` (an ONNX net) those names.
+    The model is run in whatever mode it is in (put it in ``eval()``: in training mode the forward
+    would update batch-norm statistics).
     """
     names = _layer_names(model)
     finished: dict[str, tuple[int, ...]] = {}

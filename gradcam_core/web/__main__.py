@@ -166,7 +166,8 @@ def main(
                     common_embedding_size=as_positive_int("vqa_common_embedding_size", vqa_common_embedding_size),
                     num_output=as_positive_int("vqa_num_output", vqa_num_output),
                 ),
-                layer=as_str(vqa_layer_name), input_sz=input_sz or DEFAULT_INPUT_SIZE, device=device, question=as_str(vqa_question),
+                layer=as_str(vqa_layer_name), input_sz=input_sz or DEFAULT_INPUT_SIZE, device=device,
+                question=as_str(vqa_question),
             )
         elif as_str(vqa_vocab_file):
             raise GradCamError("-vqa_vocab_file needs -vqa_model_path (the LSTM checkpoint) too")
@@ -174,7 +175,8 @@ def main(
             from .demo import load_captioning
 
             tasks["captioning"] = load_captioning(input_path("caption_model_path", as_str(caption_model_path), ""),
-                                                  layer=as_str(caption_layer), input_sz=input_sz or DEFAULT_INPUT_SIZE, device=device)
+                                                  layer=as_str(caption_layer), input_sz=input_sz or DEFAULT_INPUT_SIZE,
+                                                  device=device)
         return tasks
 
     tasks = ENGINE.call(load_tasks)
