@@ -52,3 +52,16 @@ def test_an_onnx_model_lists_onnx_layers_and_explains_on_each(onnx_server):
                                  files={"image": ("cat_dog.jpg", Path(IMAGE).read_bytes(), "image/jpeg")})
             assert response.status_code == 200, (layer, response.text)
             assert response.json()["layer"] == (layer or config["default_layer"])
+
+
+def test_the_demo_explains_a_fixed_size_onnx_model_at_its_size(tmp_path):
+    from gradcam_core.errors import GradCamError
+    from gradcam_core.web.demo import load_classification
+
+    path = tmp_path / "fixed.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(TinyNet().eval(), torch.zeros(1, 3, 48, 48), str(path), dynamo=False)
+    assert load_classification(path, input_sz=None).input_sz == 48  # -input_sz not given
+    with pytest.raises(GradCamError, match=rf"^-input_sz 224: {path} takes only 48x48 inputs$"):
+        load_classification(path, input_sz=224)
