@@ -44,6 +44,12 @@ def as_choice(name: str, value: Any, choices: Sequence[str]) -> str:
     return text
 
 
+def given(value: Any) -> bool:
+    """Whether the user gave the option: a typed value reaches the command as a string (see
+    ``app._normalize_argv``), a default as the default's own type (``-input_sz``'s int 224)."""
+    return isinstance(value, str)
+
+
 def as_str(value: Any) -> str:
     """``value`` as the string the user typed (defaults may be other types)."""
     return value if isinstance(value, str) else str(value)

@@ -50,8 +50,15 @@ ExplainBatch = Callable[["torch.Tensor", Optional[Sequence["torch.Tensor"]]], Se
 
 def write_line(stream: Any, line: str) -> None:
     """One write call for the line and its newline: with unbuffered streams (torchrun sets
-    PYTHONUNBUFFERED) ``print`` writes them separately and lines of several ranks get interleaved."""
+    PYTHONUNBUFFERED) ``print`` writes them separately and lines of several ranks get interleaved.
+    A line for stderr comes after what stdout holds (stdout is flushed first): into one file or
+    terminal, stdout's buffered lines would otherwise land after it, or around it."""
     if stream is not None:
+        if stream is sys.stderr and sys.stdout is not None:
+            try:
+                sys.stdout.flush()
+            except (OSError, ValueError):  # a closed or broken stdout: the stderr line still goes out
+                pass
         stream.write(line + "\n")
         stream.flush()
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Optional
 
 from ..cli.app import Terminated, run_cli
 from ..cli.options import (
@@ -21,9 +22,12 @@ from ..cli.options import (
     as_int,
     as_positive_int,
     as_str,
+    given,
 )
 from ..cli.paths import PROJECT_DIR, arch_weights_missing, device_for, input_path
 from ..errors import GradCamError
+
+DEFAULT_INPUT_SIZE = 224  # -input_sz when not given (an ONNX classifier: its own size)
 
 BUNDLED = PROJECT_DIR / "models" / "squeezenet1_1"
 PROTO = str(BUNDLED / "deploy.prototxt")
@@ -96,7 +100,7 @@ def main(
         arch: classification: a torchvision architecture (-model_file is its state_dict).
         layer_name: classification: the default layer ('' = relu5_3 if the net has it, else the last
             layer with a spatial output); the page lists the others.
-        input_sz: side of the square network input (every task).
+        input_sz: side of the square network input (every task; default: an ONNX model's own size, else 224).
         synset_file: classification: class names (synset_words.txt format).
         preprocess: classification: caffe or torchvision (default: the model format's).
         mean_value: classification: per-channel means in the net's channel order.
@@ -138,7 +142,7 @@ def main(
     if not host:
         raise GradCamError("-host needs an address, e.g. 127.0.0.1")
     extra_hosts = [h.strip() for h in as_str(allowed_hosts).split(",") if h.strip()]
-    input_sz = as_input_size("input_sz", input_sz)
+    input_sz = as_input_size("input_sz", input_sz) if given(input_sz) else None  # None: the model's own
     upload = as_positive_int("max_upload_mb", max_upload_mb) << 20
     pixels = as_positive_int("max_pixels", max_pixels)
     limits = {
@@ -179,7 +183,8 @@ def main(
                     common_embedding_size=as_positive_int("vqa_common_embedding_size", vqa_common_embedding_size),
                     num_output=as_positive_int("vqa_num_output", vqa_num_output),
                 ),
-                layer=as_str(vqa_layer_name), input_sz=input_sz, device=device, question=as_str(vqa_question),
+                layer=as_str(vqa_layer_name), input_sz=input_sz or DEFAULT_INPUT_SIZE, device=device,
+                question=as_str(vqa_question),
             )
         elif as_str(vqa_vocab_file):
             raise GradCamError("-vqa_vocab_file needs -vqa_model_path (the LSTM checkpoint) too")
@@ -187,7 +192,8 @@ def main(
             from .demo import load_captioning
 
             tasks["captioning"] = load_captioning(input_path("caption_model_path", as_str(caption_model_path), ""),
-                                                  layer=as_str(caption_layer), input_sz=input_sz, device=device)
+                                                  layer=as_str(caption_layer), input_sz=input_sz or DEFAULT_INPUT_SIZE,
+                                                  device=device)
         return tasks
 
     tasks = ENGINE.call(load_tasks)
@@ -199,9 +205,9 @@ def main(
 
 
 def _classification(given: str, proto_given: str, arch: str, synset: str, layer: str, inputs: object,
-                    input_sz: int, device: object):
+                    input_sz: Optional[int], device: object):
     """The classifier of the options: the bundled SqueezeNet unless -model_file (or -arch) names another."""
-    from ..formats.caffe.wire import is_onnx_file
+    from ..tasks.classify import is_onnx_model
     from .demo import load_classification
 
     if arch and not given:
@@ -209,7 +215,7 @@ def _classification(given: str, proto_given: str, arch: str, synset: str, layer:
     model = input_path("model_file", given, MODEL) if given else Path(MODEL)
     # the bundled prototxt goes with the bundled weights only; a caffemodel without one is load_model's error
     proto = None
-    if proto_given and not arch and not is_onnx_file(model):
+    if proto_given and not arch and not is_onnx_model(model):
         proto = input_path("proto_file", proto_given, PROTO)
     elif not given:
         proto = Path(PROTO)

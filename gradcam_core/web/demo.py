@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from ..engine import Explanation, resolve_layer
-from ..engine.layers import spatial_layers
+from ..engine.layers import parameter_dtype, spatial_layers
 from ..errors import GradCamError
 from ..image.decode import image_size
 from ..image.png import png_bytes
@@ -142,7 +142,7 @@ class DemoTask(abc.ABC):
         self.default_layer = self._listed(self.default_layer)
 
     def _net_dtype(self) -> torch.dtype:
-        return next(self.net.parameters()).dtype
+        return parameter_dtype(self.net)
 
     def _listed(self, layer: str) -> str:
         """``layer`` as the layer list names it (a module number -> its name); unlisted names stay."""
@@ -435,13 +435,16 @@ def model_label(path: Optional[Path], fmt: str) -> str:
 
 def load_classification(model_file: Path, *, proto_file: Optional[Path] = None, arch: str = "",
                         synset_file: Optional[Path] = None, inputs: Any = None, layer: str = "",
-                        input_sz: int = 224, device: torch.device = torch.device("cpu")) -> ClassificationTask:
-    """A classifier as ``classification.py`` loads it (``layer`` '' = its default layer)."""
+                        input_sz: Optional[int] = 224,
+                        device: torch.device = torch.device("cpu")) -> ClassificationTask:
+    """A classifier as ``classification.py`` loads it (``layer`` '' = its default layer; ``input_sz``
+    None = the model's own size, as :meth:`Classifier.square_input_size` gives it)."""
     from ..tasks.classify import InputOptions, load_model
 
     model = load_model(model_file, proto_file=proto_file, arch=arch, device=device, synset_file=synset_file,
                        inputs=inputs or InputOptions())
-    return ClassificationTask(model, model_label(model_file, model.fmt), layer, input_sz, device)
+    return ClassificationTask(model, model_label(model_file, model.fmt), layer, model.square_input_size(input_sz),
+                              device)
 
 
 def load_vqa(model_path: Path, vocab_file: Path, proto_file: Path, model_file: Path, *, sizes: Any = None,
