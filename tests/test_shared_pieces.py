@@ -139,7 +139,7 @@ class _Program(Program[str]):
         self.calls.append(f"explain {tuple(images.shape)} {layer}")
         n, size = images.shape[0], images.shape[-1]
         cam = torch.rand(n, 2, size, size)
-        expl = SimpleNamespace(cam=cam, guided=torch.randn(n, 2, 3, size, size))
+        expl = SimpleNamespace(cam=cam, guided=torch.randn(n, 2, 3, size, size), nonfinite=lambda n: "")
         return expl, [f"image {k}" for k in range(n)]
 
     def describe(self, result):
