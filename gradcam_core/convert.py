@@ -25,13 +25,13 @@ import json
 import math
 import os
 import re
+import secrets
 import signal
 import stat
 import sys
-import tempfile
 import warnings
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Iterator, NoReturn, Optional, Sequence, Union
+from typing import IO, TYPE_CHECKING, NoReturn, Optional, Sequence, Union
 
 import torch
 
@@ -41,9 +41,9 @@ if TYPE_CHECKING:
     from .image.preprocessing import Preprocessing
 
 OPSET = 17
-#: The opsets written: torch's exporter writes Caffe's ceil-mode pooling from 10 on, onnx2torch
+#: The opsets written: torch's exporter writes ceil-mode pooling from opset 10 on, onnx2torch
 #: (:func:`gradcam_core.formats.onnx.load_onnx`) reads up to 17.
-MIN_OPSET, MAX_OPSET = 11, 17
+MIN_OPSET, MAX_OPSET = 10, 17
 #: The largest blob (float32, batch 1) of the net at the exported input size: a larger size is
 #: refused before anything runs (the export runs the net).
 MAX_BLOB_BYTES = 2 << 30
@@ -99,7 +99,9 @@ def caffe_to_onnx(proto_file: PathLike, model_file: PathLike, out_file: PathLike
     if prep.mean_image is not None:
         raise GradCamError("a mean image cannot be written into the ONNX metadata (give per-channel means)")
 
-    with _temporary_beside(out) as (f, tmp):
+    temporary = _Temporary(out)
+    try:  # the temporary file is made inside: any exception, a signal's included, removes it
+        temporary.create()
         net = load_caffe(str(proto_file), str(model_file))
         spec = net.input_spec
         height, width = input_size or (spec.height or 224, spec.width or 224)
@@ -124,7 +126,7 @@ def caffe_to_onnx(proto_file: PathLike, model_file: PathLike, out_file: PathLike
                 model = _export(net, x, opset, proto_file, dynamic=True)
             finally:
                 _use_caffe_pooling(net)  # the check compares with Caffe's own pooling
-            if not _runs_as_caffe(model.SerializeToString(), tmp, f, net, channels, checks):
+            if not _runs_as_caffe(model.SerializeToString(), temporary, net, channels, checks):
                 model = None
         generic = model is not None
         if model is None:
@@ -136,8 +138,10 @@ def caffe_to_onnx(proto_file: PathLike, model_file: PathLike, out_file: PathLike
         onnx.helper.set_model_props(model, meta)
         model.producer_name, model.doc_string = "gradcam_core.convert", f"from {Path(proto_file).name}"
         onnx.checker.check_model(model)
-        _rewrite(f, model.SerializeToString(), tmp)
-        _replace(tmp, out, force, keep_mode)
+        temporary.write(model.SerializeToString())
+        temporary.replace(force, keep_mode)
+    finally:
+        temporary.discard()
     return out
 
 
@@ -193,15 +197,15 @@ def _generic_check_sizes(net, channels: int, traced: tuple[int, int],
     return checks  # type: ignore[return-value]
 
 
-def _runs_as_caffe(data: bytes, tmp: Path, f: IO[bytes], net, channels: int,
+def _runs_as_caffe(data: bytes, temporary: _Temporary, net, channels: int,
                    sizes: list[tuple[int, int]]) -> bool:
     """Whether the ONNX model ``data``, read back by load_onnx (from the temporary file), gives the
     Caffe net's output at each of ``sizes``."""
     from .formats.onnx import load_onnx
 
-    _rewrite(f, data, tmp)
+    temporary.write(data)
     try:
-        back = load_onnx(tmp)
+        back = load_onnx(temporary.path)
         for k, (h, w) in enumerate(sizes):
             x = 50 * torch.randn(1, channels, h, w, generator=torch.Generator().manual_seed(k))
             with torch.no_grad():
@@ -220,21 +224,23 @@ def _check_blobs(net, channels: int, height: int, width: int) -> None:
     """Refuse an input size whose largest blob exceeds :data:`MAX_BLOB_BYTES`, from the net's shape
     plan (arithmetic only), before the export runs the net."""
     plan: dict = {}
-    net.check_input_size(channels, height, width, plan=plan)
-    for blob, shape in plan.items():
-        size = 4 * math.prod(shape)
-        if size > MAX_BLOB_BYTES:
-            raise GradCamError(f"--input-size {height}x{width} is too large: blob '{blob}' of the net would be "
-                               f"{_gib(size)} (the limit is {_gib(MAX_BLOB_BYTES)})")
+    try:
+        net.check_input_size(channels, height, width, plan=plan)
+    finally:  # the size limit first, then a layer that cannot take the size
+        for blob, shape in plan.items():
+            size = 4 * math.prod(shape)
+            if size > MAX_BLOB_BYTES:
+                raise GradCamError(f"input size {height}x{width} is too large: blob '{blob}' of the net would be "
+                                   f"{_gib(size)} (the limit is {_gib(MAX_BLOB_BYTES)})")
 
 
 def check_size_bound(height: int, width: int) -> None:
     """Refuse an input size below 1x1 or whose one-channel float32 input alone exceeds
     :data:`MAX_BLOB_BYTES` (before any file is read)."""
     if height < 1 or width < 1:
-        raise GradCamError(f"--input-size {height}x{width}: must be at least 1x1")
+        raise GradCamError(f"input size {height}x{width}: must be at least 1x1")
     if 4 * height * width > MAX_BLOB_BYTES:
-        raise GradCamError(f"--input-size {height}x{width} is too large: its input alone would be "
+        raise GradCamError(f"input size {height}x{width} is too large: its input alone would be "
                            f"{_gib(4 * height * width)} per channel (the limit is {_gib(MAX_BLOB_BYTES)})")
 
 
@@ -435,40 +441,64 @@ def _name_after_layers(model, layer_names: Sequence[str], output_name: str) -> N
         value.name = renamed.get(value.name, value.name)
 
 
-@contextlib.contextmanager
-def _temporary_beside(path: Path) -> Iterator[tuple[IO[bytes], Path]]:
-    """A temporary file (hidden, ``.<name>.XXXXXXXX.tmp``) in ``path``'s folder, open for writing;
-    removed when the block ends by any exception (a signal made one by :func:`main` included),
-    or left for :func:`_replace` to move into place."""
-    prefix = f".{path.name[:200]}."  # the temporary name stays within the name limit
-    try:
-        fd, name = tempfile.mkstemp(dir=path.parent, prefix=prefix, suffix=".tmp")
-    except OSError as exc:
-        raise GradCamError(f"output '{path}': cannot write in '{path.parent}' ({exc.strerror})") from None
-    tmp = Path(name)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            yield f, tmp
-    except OSError as exc:
-        raise GradCamError(f"output '{path}': {exc.strerror or exc}") from None
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+class _Temporary:
+    """The file being written: a hidden ``.<name>.<random>.tmp`` in ``out``'s folder, moved into
+    place by :meth:`replace`, else removed by :meth:`discard`. Its name is known before the file is
+    made, so that an exception at any point (a signal made one by :func:`main`) leaves no file."""
 
+    def __init__(self, out: Path) -> None:
+        self.out = out
+        self.path: Optional[Path] = None
+        self.file: Optional[IO[bytes]] = None
 
-def _rewrite(f: IO[bytes], data: bytes, tmp: Path) -> None:
-    """Make the open temporary file hold exactly ``data``."""
-    f.seek(0)
-    f.truncate()
-    f.write(data)
-    f.flush()
+    def create(self) -> None:
+        prefix = f".{self.out.name[:200]}."  # the temporary name stays within the name limit
+        for _ in range(100):
+            self.path = self.out.parent / f"{prefix}{secrets.token_hex(6)}.tmp"
+            try:
+                fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o600)
+            except FileExistsError:
+                self.path = None
+                continue
+            except OSError as exc:
+                self.path = None
+                raise GradCamError(f"output '{self.out}': cannot write in '{self.out.parent}' "
+                                   f"({exc.strerror})") from None
+            self.file = os.fdopen(fd, "wb")
+            return
+        raise GradCamError(f"output '{self.out}': cannot make a temporary file in '{self.out.parent}'")
 
+    def write(self, data: bytes) -> None:
+        """Make the temporary file hold exactly ``data``."""
+        assert self.file is not None
+        try:
+            self.file.seek(0)
+            self.file.truncate()
+            self.file.write(data)
+            self.file.flush()
+        except OSError as exc:
+            raise GradCamError(f"output '{self.out}': {exc.strerror or exc}") from None
 
-def _replace(tmp: Path, out: Path, force: bool, keep_mode: Optional[int]) -> None:
-    """Move the written temporary file to ``out``, checking again what is there now."""
-    check_output(out, force)
-    os.chmod(tmp, 0o644 if keep_mode is None else keep_mode)
-    os.replace(tmp, out)
+    def replace(self, force: bool, keep_mode: Optional[int]) -> None:
+        """Move the written file to ``out``, checking again what is there now; mode 0644 for a new
+        file, the replaced file's permission bits otherwise."""
+        assert self.file is not None and self.path is not None
+        check_output(self.out, force)
+        try:
+            self.file.close()
+            os.chmod(self.path, 0o644 if keep_mode is None else keep_mode)
+            os.replace(self.path, self.out)
+        except OSError as exc:
+            raise GradCamError(f"output '{self.out}': {exc.strerror or exc}") from None
+        self.path = None
+
+    def discard(self) -> None:
+        if self.file is not None:
+            self.file.close()
+        if self.path is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path)
+            self.path = None
 
 
 def _first_line(exc: BaseException) -> str:
@@ -526,7 +556,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         for sig in (signal.SIGTERM, signal.SIGHUP):
             handlers[sig] = signal.signal(sig, _raise_interrupted)
-        args = parser.parse_args(argv)
+        try:
+            args = parser.parse_args(argv)
+        except SystemExit as done:  # --help, or a usage error already printed as one line
+            return int(done.code or 0)
         warnings.simplefilter("ignore")  # library warnings would break the one-line promise
         from .cli.options import as_input_options
         from .tasks.classify import preprocessing_for
