@@ -1,20 +1,37 @@
 """Caffe -> ONNX: ``python -m gradcam_core.convert deploy.prototxt weights.caffemodel out.onnx``.
 
 The net is loaded as for Grad-CAM (:func:`gradcam_core.caffe.load_caffe`) and written with torch's
-TorchScript exporter (``torch.onnx.export(..., dynamo=False)``) at opset 17 (the newest onnx2torch
-1.5.15 reads, so :func:`gradcam_core.formats.onnx.load_onnx` takes the file back without conversion):
-input ``"data"`` of shape (N, C, H, W) with a dynamic batch axis N and a fixed H x W (the prototxt's,
-else 224 x 224, or ``--input-size``), one output named after the last Caffe layer (``"prob"`` for a
-deploy file ending in Softmax). The exported graph is tidied: constant subgraphs (the pads of Caffe's
-pooling) are folded into initializers, and each layer's node and output tensor take the Caffe layer's
-name (``"conv5"``, ``"relu5"``; the helper nodes of a layer that needs several are ``"<layer>/<op>"``),
-so Grad-CAM on the ONNX file is asked for by the same layer names as on the Caffe net. A Caffe layer
-and its ONNX twin compute the same values; note that Caffe nets' in-place ReLUs make ``conv5`` mean
-the rectified blob in a Caffe net's Grad-CAM, while in ONNX ``conv5`` is the convolution's own output
-(ask for ``relu5`` in both).
+TorchScript exporter (``torch.onnx.export(..., dynamo=False)``) at opset 17 (10 to 17: the exporter
+writes ceil-mode pooling from 10, onnx2torch 1.5.15 reads up to 17, so
+:func:`gradcam_core.formats.onnx.load_onnx` takes the file back without conversion): input ``"data"``
+of shape (N, C, H, W), one output named after the last Caffe layer (``"prob"`` for a deploy file
+ending in Softmax). The batch axis N is dynamic.
 
-Bad input (files, layers the loader does not support, a size too small for the net) gives one line
-on stderr and exit code 2; the output file is written whole or not at all.
+H and W: a net that can take any input size is written with dynamic H and W. Its poolings become
+ONNX's own size-generic nodes (global pooling as ``GlobalAveragePool`` / ``GlobalMaxPool``, a kernel
+as ``MaxPool`` / ``AveragePool`` with Caffe's pads, ``ceil_mode`` and divisor); the rule is then
+checked, not assumed: the written file, read back by ``load_onnx``, must give the Caffe net's output
+(within 1e-4 of its scale) at the size to explain at and at an odd non-square size off the traced
+one. A net that fails that, or cannot take those sizes (an InnerProduct fixes the size), or has a
+pooling ONNX cannot express (pad over half the kernel) is written, as before, at one fixed H x W.
+
+Metadata (``metadata_props``): :data:`META_PREPROCESSING` (JSON of
+:class:`~gradcam_core.image.preprocessing.Preprocessing`'s fields: Caffe's by default),
+:data:`META_INPUT_SIZE` (``"HxW"``, the size to explain at: ``--input-size``, else 224x224 for a
+size-generic file, else its fixed size), :data:`META_CLASS_NAMES` (the text of the class-names file,
+if there is one).
+
+The exported graph is tidied: constant subgraphs are folded into initializers, and each layer's node
+and output tensor take the Caffe layer's name (``"conv5"``, ``"relu5"``; the helper nodes of a layer
+that needs several are ``"<layer>/<op>"``), so Grad-CAM on the ONNX file is asked for by the same
+layer names as on the Caffe net. A Caffe layer and its ONNX twin compute the same values; note that
+Caffe nets' in-place ReLUs make ``conv5`` mean the rectified blob in a Caffe net's Grad-CAM, while in
+ONNX ``conv5`` is the convolution's own output (ask for ``relu5`` in both).
+
+Bad input (files, layers the loader does not support, a size too small or too large for the net, an
+opset out of range, an output path that is not a new file or - without ``--force`` - an existing
+regular one) gives one line on stderr and exit code 2. The output is written to a temporary file
+beside it and moved into place whole; any error or signal removes the temporary file.
 """
 from __future__ import annotations
 
@@ -547,7 +564,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help="per-channel means in the net's channel order (as classification.py -mean_value); "
                              "default Caffe's ImageNet means")
     parser.add_argument("--input-scale", default="", help="Caffe's transform_param.scale, after the mean")
-    parser.add_argument("--channel-order", default="", choices=["", "bgr", "rgb"], help="default bgr")
+    parser.add_argument("--channel-order", default="", choices=["bgr", "rgb"],
+                        help="the net's channel order (default bgr)")
     parser.add_argument("--synset-file", default=None, metavar="FILE",
                         help="the class names to write (default synset_words.txt beside the caffemodel)")
     parser.add_argument("-f", "--force", action="store_true",
