@@ -469,7 +469,10 @@ class _Temporary:
         self.file: Optional[IO[bytes]] = None
 
     def create(self) -> None:
-        prefix = f".{self.out.name[:200]}."  # the temporary name stays within the name limit
+        name = self.out.name
+        while len(os.fsencode(name)) > 200:  # the temporary name stays within the name limit
+            name = name[:-1]
+        prefix = f".{name}."
         for _ in range(100):
             self.path = self.out.parent / f"{prefix}{secrets.token_hex(6)}.tmp"
             try:

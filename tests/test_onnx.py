@@ -724,6 +724,22 @@ def test_a_size_generic_export_runs_at_other_sizes_as_caffe(tmp_path):
         assert rel_err(onnxruntime_output(out, x), want) <= 1e-5
 
 
+def test_a_pooling_onnx_cannot_express_keeps_the_size_fixed(tmp_path):
+    """A pad over half the kernel (Caffe allows it, ONNX pooling does not): written at the traced size."""
+    from gradcam_core.convert import caffe_to_onnx
+    from gradcam_core.formats.caffe import write
+
+    layers = [{"name": "conv", "type": "Convolution", "bottom": ["data"], "top": ["conv"],
+               "convolution_param": {"num_output": 2, "kernel_size": 1},
+               "blobs": [np.ones((2, 3, 1, 1), np.float32), np.zeros(2, np.float32)]},
+              {"name": "pool", "type": "Pooling", "bottom": ["conv"], "top": ["pool"],
+               "pooling_param": {"pool": "AVE", "kernel_size": 3, "stride": 2, "pad": 2}}]
+    proto = write.write_prototxt(tmp_path / "p.prototxt", layers, input_shape=(1, 3, 21, 19))
+    weights = write.write_caffemodel(tmp_path / "p.caffemodel", layers)
+    out = caffe_to_onnx(proto, weights, tmp_path / "p.onnx")
+    assert declared(out) == ["N", 3, 21, 19] and metadata(out)["gradcam_core.input_size"] == "21x19"
+
+
 def test_metadata_preprocessing_and_class_names(tmp_path):
     """The default metadata is Caffe's preprocessing and the synset_words.txt beside the weights;
     --mean-value, --input-scale, --channel-order, --synset-file and --input-size change it."""
@@ -918,8 +934,8 @@ def test_a_name_too_long_is_one_line(tmp_path, capsys):
     for target in (tmp_path / ("a" * 300 + ".onnx"), tmp_path / ("b" * 256) / "out.onnx"):
         code, lines = convert_main(capsys, str(target))
         assert_one_line(code, lines, "255")
-    target = tmp_path / ("c" * 250 + ".onnx")  # 255 bytes: written (its temporary name is shorter)
-    assert convert_main(capsys, str(target))[0] == 0 and target.is_file()
+    for target in (tmp_path / ("c" * 250 + ".onnx"), tmp_path / ("é" * 125 + ".onnx")):  # 255 bytes: written
+        assert convert_main(capsys, str(target))[0] == 0 and target.is_file()  # (its temporary name is shorter)
 
 
 def test_sigterm_during_the_conversion_removes_the_temporary_file(tmp_path):
