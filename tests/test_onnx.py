@@ -740,10 +740,17 @@ def test_a_pooling_onnx_cannot_express_keeps_the_size_fixed(tmp_path):
     assert declared(out) == ["N", 3, 21, 19] and metadata(out)["gradcam_core.input_size"] == "21x19"
 
 
-def test_metadata_preprocessing_and_class_names(tmp_path):
+def test_metadata_preprocessing_and_class_names(tmp_path, capsys):
     """The default metadata is Caffe's preprocessing and the synset_words.txt beside the weights;
     --mean-value, --input-scale, --channel-order, --synset-file and --input-size change it."""
     import json
+
+    from gradcam_core.convert import main
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        code = main([str(proto), str(weights), *args])
+        captured = capsys.readouterr()
+        return subprocess.CompletedProcess(args, code, captured.out, captured.err)
 
     src = MODELS / "mini_vgg16_v1"
     proto, weights = tmp_path / "n.prototxt", tmp_path / "n.caffemodel"
@@ -751,7 +758,7 @@ def test_metadata_preprocessing_and_class_names(tmp_path):
     weights.write_bytes(src.with_suffix(".caffemodel").read_bytes())
     names = "".join(f"n{k:08d} class {k}\n" for k in range(1000))
     (tmp_path / "synset_words.txt").write_text(names)
-    result = run_convert(str(proto), str(weights), str(tmp_path / "a.onnx"))
+    result = run(str(tmp_path / "a.onnx"))
     assert result.returncode == 0, result.stderr
     meta = metadata(tmp_path / "a.onnx")
     assert meta["gradcam_core.preprocessing"] == ('{"channel_order": "bgr", "value_scale": 255.0, '
@@ -759,7 +766,7 @@ def test_metadata_preprocessing_and_class_names(tmp_path):
     assert meta["gradcam_core.class_names"] == names and meta["gradcam_core.input_size"] == "224x224"
     other = tmp_path / "mine.txt"
     other.write_text("".join(f"thing {k}\n" for k in range(1000)))
-    result = run_convert(str(proto), str(weights), str(tmp_path / "b.onnx"), "--mean-value", "1,2,3",
+    result = run(str(tmp_path / "b.onnx"), "--mean-value", "1,2,3",
                          "--input-scale", "0.5", "--channel-order", "rgb", "--synset-file", str(other))
     assert result.returncode == 0, result.stderr
     meta = metadata(tmp_path / "b.onnx")
@@ -767,10 +774,10 @@ def test_metadata_preprocessing_and_class_names(tmp_path):
                                                              "mean": [1.0, 2.0, 3.0], "input_scale": 0.5, "std": None}
     assert meta["gradcam_core.class_names"] == other.read_text()
     (tmp_path / "synset_words.txt").unlink()
-    result = run_convert(str(proto), str(weights), str(tmp_path / "c.onnx"))
+    result = run(str(tmp_path / "c.onnx"))
     assert result.returncode == 0 and "gradcam_core.class_names" not in metadata(tmp_path / "c.onnx")
     other.write_text("a\n\nb\n")  # an empty line between names: not a class-names file
-    result = run_convert(str(proto), str(weights), str(tmp_path / "d.onnx"), "--synset-file", str(other))
+    result = run(str(tmp_path / "d.onnx"), "--synset-file", str(other))
     assert result.returncode == 2 and len(result.stderr.splitlines()) == 1 and "mine.txt" in result.stderr
     assert not (tmp_path / "d.onnx").exists() and not list(tmp_path.glob(".*.tmp"))
 
