@@ -154,8 +154,12 @@ def caffe_to_onnx(proto_file: PathLike, model_file: PathLike, out_file: PathLike
             meta[META_CLASS_NAMES] = class_names
         onnx.helper.set_model_props(model, meta)
         model.producer_name, model.doc_string = "gradcam_core.convert", f"from {Path(proto_file).name}"
-        onnx.checker.check_model(model)
-        temporary.write(model.SerializeToString())
+        try:
+            data = model.SerializeToString()
+        except ValueError:  # protobuf's own limit
+            raise GradCamError(f"{proto_file}: the net is too large for one ONNX file (2 GiB)") from None
+        onnx.checker.check_model(data)
+        temporary.write(data)
         temporary.replace(force, keep_mode)
     finally:
         temporary.discard()
@@ -594,6 +598,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                      .replace("-input_scale", "--input-scale"), 2)
     except KeyboardInterrupt:
         return _fail(parser.prog, "interrupted", 130)
+    except MemoryError:
+        return _fail(parser.prog, "out of memory", 2)
+    except Exception as err:  # noqa: BLE001 - a bug: still one line
+        if isinstance(err, RuntimeError) and "can't allocate memory" in str(err):
+            return _fail(parser.prog, "out of memory", 2)
+        return _fail(parser.prog, f"internal error: {type(err).__name__}: {_first_line(err)}", 1)
     except Interrupted as sig:
         return _fail(parser.prog, f"interrupted ({signal.Signals(sig.signum).name})", 128 + sig.signum)
     finally:
