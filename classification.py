@@ -9,9 +9,11 @@ Run with ``--help`` for the options, several targets in one run, folder and glob
 output names.
 """
 from gradcam_core.cli.app import run_cli, with_many_images_help
-from gradcam_core.cli.paths import MODELS_HINT, check_out_dir, device_for, input_images, input_path
+from gradcam_core.cli.paths import (
+    MODELS_HINT, arch_weights_missing, check_out_dir, device_for, input_images, input_path,
+)
 from gradcam_core.cli.options import (
-    as_choice, as_input_options, as_input_size, as_int, as_label_list, as_positive_int, as_str, as_switch,
+    as_choice, as_input_options, as_input_size, as_int, as_label_list, as_positive_int, as_str, as_switch, given,
 )
 
 PROTO = "models/VGG_ILSVRC_16_layers_deploy.prototxt"
@@ -64,45 +66,50 @@ def main(
     Args:
         proto_file: Caffe deploy prototxt.
         model_file: Caffe weights (.caffemodel).
-        input_sz: side of the square network input.
+        input_sz: side of the square network input (default: an ONNX model's own size, else 224).
         backend: accepted for compatibility (nn|cudnn); PyTorch chooses its own kernels.
         layer_name: layer to explain, by Caffe name or loadcaffe's 1-based module index (30 = relu5_3).
         input_image_path: the image, or a folder or glob of images (see above).
         output_image_name: name used in the output files instead of the label.
-        label: 1-based class label(s), comma-separated; -1 = the predicted class.
+        label: 1-based class label(s) (ASCII digits) or class names, comma-separated (-label 3,5; a
+            repeated -label is an error); -1 = the predicted class.
         save_as_heatmap: 1 = colour heatmap, otherwise the grey Grad-CAM map.
         seed: random seed.
         gpuid: -1 = CPU, N = CUDA device N.
         out_path: output folder (created if missing); per-image subfolders for a folder or glob.
         batch_size: images explained together (one forward) in folder or glob mode.
         arch: a torchvision classification architecture (resnet50, squeezenet1_1, ...); -model_file is
-            then its state_dict (.pth, loaded with weights_only=True; nothing is downloaded).
+            then its state_dict (.pth, loaded with weights_only=True; nothing is downloaded), and must be given.
         synset_file: class names, one per line in output order (Caffe's synset_words.txt format);
-            default: synset_words.txt beside -model_file, or torchvision's ImageNet names.
+            default: an ONNX file's own, synset_words.txt beside -model_file, or torchvision's ImageNet names.
         preprocess: caffe (BGR, 0..255, minus the VGG means: the default for Caffe nets) or torchvision
-            (RGB, 0..1, ImageNet mean and std: the default for ONNX and torchvision models).
+            (RGB, 0..1, ImageNet mean and std: the default for torchvision models and for ONNX files
+            that do not carry their own, as the converter's output does).
         mean_value: per-channel means in the net's channel order, e.g. 104,117,123 (Caffe's mean_value).
-        mean_file: a Caffe mean image (mean.binaryproto), scaled to -input_sz as the image is.
+        mean_file: a Caffe mean image (mean.binaryproto), scaled to -input_sz as the image is (not with
+            -mean_value).
         input_scale: Caffe's transform_param scale, applied after the mean (e.g. 0.017).
         channel_order: bgr or rgb: the order of the net's input channels.
         save_overlay: 1 = also write classify_overlay_<L>.png: the colour heatmap (half) blended over
             the image as the net saw it (half), input_sz x input_sz; 0 = the original's three files.
     """
     from gradcam_core.cli import classification as program
-    from gradcam_core.formats.caffe.wire import is_onnx_file
+    from gradcam_core.tasks.classify import is_onnx_model
 
     as_choice("backend", backend, ("nn", "cudnn"))
     out_dir = check_out_dir(as_str(out_path))  # created only when the images are written
     arch = as_str(arch)
+    if arch and as_str(model_file) == MODEL:  # the default is VGG-16's caffemodel, no state_dict
+        raise arch_weights_missing(arch)
     model = input_path("model_file", as_str(model_file), MODEL, hint=MODELS_HINT)
-    caffe = not arch and not is_onnx_file(model)  # ONNX and torchvision models need no prototxt
+    caffe = not arch and not is_onnx_model(model)  # ONNX and torchvision models need no prototxt
     opts = program.ClassificationOptions(
         proto_file=input_path("proto_file", as_str(proto_file), PROTO, hint=MODELS_HINT) if caffe else None,
         model_file=model,
         inputs=input_images("input_image_path", as_str(input_image_path), IMAGE, out_dir),
         labels=as_label_list("label", label),
         layer_name=as_str(layer_name),
-        input_sz=as_input_size("input_sz", input_sz),
+        input_sz=as_input_size("input_sz", input_sz) if given(input_sz) else None,  # None: the model's
         output_image_name=as_str(output_image_name),
         save_as_heatmap=as_int("save_as_heatmap", save_as_heatmap) == 1,
         save_overlay=as_switch("save_overlay", save_overlay),

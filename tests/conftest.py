@@ -72,6 +72,21 @@ def oracle_args(case_id: str, out_dir: Path) -> tuple[str, list[str]]:
     return script, args
 
 
+def overriding(*args: str) -> list[str]:
+    """Options ``-name value`` with later ones replacing earlier ones of the same name, in first-seen
+    order (the scripts refuse an option given twice): ``overriding(*BASE, "-label", "3")``."""
+    values: dict[str, list[str]] = {}
+    words, i = list(args), 0
+    while i < len(words):
+        if words[i] in ("--debug", "-debug", "--help", "-h", "--") or "=" in words[i] or i + 1 == len(words):
+            values[f"#{i}"] = [words[i]]  # a flag, or -name=value: kept as it is
+            i += 1
+        else:
+            values[words[i].lstrip("-")] = [words[i], words[i + 1]]
+            i += 2
+    return [w for pair in values.values() for w in pair]
+
+
 def run_script(script: str, *args: str, cwd: Optional[Path] = None, timeout: float = 300,
                fresh: bool = False) -> subprocess.CompletedProcess:
     """Run one of the entry scripts as its own process, as a user would: forked from a helper that has

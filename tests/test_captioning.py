@@ -13,7 +13,7 @@ import torch
 
 from conftest import (
     CASES, DATA, ROOT, assert_png_close, assert_refused, assert_rel_close, case_ids, oracle_args, oracle_tensor,
-    run_script,
+    overriding, run_script,
 )
 from gradcam_core import GradCamError
 from gradcam_core import image as imageops
@@ -305,7 +305,7 @@ def _bad_run(tmp_path: Path, *args: str) -> str:
     """Run with the fixture checkpoint and image plus ``args``; check the failure; return stderr."""
     out = tmp_path / "out"
     defaults = ["-model_path", str(CHECKPOINT), "-input_image_path", str(ROOT / "images" / "cat_dog.jpg")]
-    proc = run_script("captioning.py", *defaults, *args, "-out_path", f"{out}/", cwd=tmp_path)
+    proc = run_script("captioning.py", *overriding(*defaults, *args, "-out_path", f"{out}/"), cwd=tmp_path)
     return assert_refused(proc, out, "")
 
 

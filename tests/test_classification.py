@@ -8,7 +8,7 @@ import torch
 
 from conftest import (
     CASES, DATA, ROOT, assert_png_close, assert_refused, assert_rel_close, case_ids, load_case, oracle_args,
-    oracle_tensor, run_script,
+    oracle_tensor, overriding, run_script,
 )
 
 V1_CASES = [c for c in case_ids("cls_") if not c.startswith("cls_v2_")]
@@ -172,7 +172,7 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(case, tmp_path):
     args = make_args(_bad_files(tmp_path))
     base = [] if case == "missing default model" else MINI
     out = tmp_path / "out"
-    result = run_script("classification.py", *base, *args, "-out_path", str(out), cwd=tmp_path)
+    result = run_script("classification.py", *overriding(*base, *args, "-out_path", str(out)), cwd=tmp_path)
     assert_refused(result, out, pattern)
 
 

@@ -6,7 +6,7 @@ import pytest
 from gradcam_core import GradCamError
 from gradcam_core.cli.app import _normalize_argv
 from gradcam_core.cli.paths import device_for
-from gradcam_core.cli.options import as_int, as_int_list
+from gradcam_core.cli.options import as_float, as_float_list, as_int, as_int_list, as_label_list
 
 PARAMS = ["label", "layer_name", "answer", "gpuid", "question"]
 
@@ -34,6 +34,9 @@ def test_th_style_and_fire_style_options(argv, expected):
         (["-l", "3"], "unknown option -l"),  # ambiguous: label / layer_name
         (["cat.jpg"], "unexpected argument 'cat.jpg'"),
         (["-label"], "option -label needs a value"),
+        (["-label", "3", "-label", "5"], r"option -label is given twice \(-label 3 and -label 5\): give several "
+                                         r"in one value, as -label 3,5"),
+        (["-g", "0", "--gpuid=1"], r"option -gpuid is given twice \(-gpuid 0 and -gpuid 1\): give it once"),
     ],
 )
 def test_bad_command_lines_are_refused_before_anything_runs(argv, message):
@@ -70,3 +73,21 @@ def test_out_path_is_checked_early_and_created_only_when_writing(tmp_path):
         check_out_dir(str(a_file / "sub"))
     with pytest.raises(GradCamError, match="is not a folder"):
         check_out_dir(str(a_file))
+
+
+@pytest.mark.parametrize("value, expected", [
+    ("243", [243]), ("+3,-1", [3, -1]), ("243 283", [243, 283]), ("tiger cat, 283", ["tiger cat", 283]),
+    ("٣", ["٣"]), ("５", ["５"]), ("1_000", ["1_000"]), ("1e3", ["1e3"]), ("٣,5", ["٣", 5]),
+])
+def test_labels_are_ascii_digits_with_a_sign_and_anything_else_a_class_name(value, expected):
+    """Python's int() and float() read Arabic-Indic and full-width digits and 1_000 as numbers."""
+    assert as_label_list("label", value) == expected
+
+
+@pytest.mark.parametrize("convert", [lambda v: as_int("gpuid", v), lambda v: as_float("input_scale", v),
+                                     lambda v: as_float_list("mean_value", v)], ids=["int", "float", "float list"])
+@pytest.mark.parametrize("value", ["٣", "５", "1_000"])
+def test_numbers_are_ascii_as_lua_read_them(convert, value):
+    with pytest.raises(GradCamError, match="must be"):
+        convert(value)
+

@@ -214,3 +214,22 @@ def test_batched_targets_give_the_single_run_maps_on_a_caffe_net():
                 got = imageops.to_display(getattr(batch, field)[n, k])
                 want = imageops.to_display(getattr(one, field)[0, 0])
                 assert float((got - want).abs().max()) <= 1e-5, (photos[n].name, label, field)
+
+
+def test_nonfinite_names_what_of_which_image_is_not_finite():
+    import dataclasses
+
+    from gradcam_core.engine import Explanation
+
+    n, k = 3, 2
+    e = Explanation(scores=torch.zeros(n, 5), target_scores=torch.zeros(n, k), activations=torch.zeros(n, 4, 2, 2),
+                    weights=torch.zeros(n, k, 4), cam_raw=torch.zeros(n, k, 2, 2), cam=torch.zeros(n, k, 8, 8),
+                    guided=torch.zeros(n, k, 3, 8, 8), guided_cam=torch.zeros(n, k, 3, 8, 8))
+    assert [e.nonfinite(i) for i in range(n)] == ["", "", ""]
+    e.scores[1, 4] = float("nan")
+    e.cam_raw[2, 1, 0, 0] = float("inf")
+    e.cam[2, 1, 0, 0] = float("inf")
+    assert [e.nonfinite(i) for i in range(n)] == ["", "scores", "Grad-CAM map"]
+    g = dataclasses.replace(e, scores=torch.zeros(n, 5), cam_raw=torch.zeros(n, k, 2, 2), cam=torch.zeros(n, k, 8, 8))
+    g.guided[0, 0, 0, 0, 0] = float("-inf")
+    assert [g.nonfinite(i) for i in range(n)] == ["guided backprop", "", ""]

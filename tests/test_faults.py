@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 import cli_runner
-from conftest import DATA, FIXTURE_ARGS, MINI_MODEL, ROOT, assert_refused
+from conftest import DATA, FIXTURE_ARGS, MINI_MODEL, ROOT, assert_refused, overriding
 from gradcam_core import GradCamError
 from gradcam_core.cli import paths
 from gradcam_core.cli.app import _normalize_argv
@@ -46,7 +46,7 @@ def cli() -> cli_runner.PrewarmedCLI:
 def run(cli: cli_runner.PrewarmedCLI, script: str, out: Path, *args: str, timeout: float = 120
         ) -> subprocess.CompletedProcess:
     """``script`` on the fixtures with ``args`` overriding them (later options win)."""
-    return cli.run(script, *BASE[script], *args, "-out_path", str(out), timeout=timeout)
+    return cli.run(script, *overriding(*BASE[script], *args, "-out_path", str(out)), timeout=timeout)
 
 
 def one_line(result: subprocess.CompletedProcess, pattern: str, code: int = 2) -> str:
@@ -76,8 +76,8 @@ def test_a_name_too_long_is_one_line_naming_the_option(cli, tmp_path, script, op
     value = shape.format(tmp=tmp_path, long=LONG)
     out = tmp_path / "out"
     args = [option, value] if option != "-out_path" else []
-    result = cli.run(script, *BASE[script], *args, "-out_path", value if option == "-out_path" else str(out),
-                     timeout=60)
+    out_value = value if option == "-out_path" else str(out)
+    result = cli.run(script, *overriding(*BASE[script], *args, "-out_path", out_value), timeout=60)
     line = one_line(result, rf"error: {option} .*: (file )?name too long")
     assert "internal error" not in line
     assert not out.exists() and result.stdout == ""
@@ -113,8 +113,8 @@ def test_a_path_under_a_folder_that_cannot_be_searched_is_one_line(tmp_path, loc
     probe = subprocess.run(without_dac([sys.executable, "-c", f"import os; os.stat({value!r})"]), capture_output=True)
     if probe.returncode == 0 or b"PermissionError" not in probe.stderr:
         pytest.skip(f"cannot drop root's capabilities here: {probe.stderr.decode()[-200:]}")
-    result = subprocess.run(without_dac([sys.executable, str(ROOT / "classification.py"), *CLASSIFY, *args]),
-                            cwd=ROOT, capture_output=True, text=True, timeout=120)
+    command = [sys.executable, str(ROOT / "classification.py"), *overriding(*CLASSIFY, *args)]
+    result = subprocess.run(without_dac(command), cwd=ROOT, capture_output=True, text=True, timeout=120)
     one_line(result, rf"error: {option} .*: permission denied")
     assert not out.exists()
 
@@ -244,7 +244,8 @@ def test_an_empty_file_option_is_one_line(cli, tmp_path, script, option):
     (tmp_path / "cwd").mkdir()
     shutil.copy(CAT_DOG, tmp_path / "cwd" / "would_be_explained.jpg")
     out = tmp_path / "out"
-    result = cli.run(script, *BASE[script], option, "", "-out_path", str(out), cwd=tmp_path / "cwd", timeout=60)
+    result = cli.run(script, *overriding(*BASE[script], option, "", "-out_path", str(out)), cwd=tmp_path / "cwd",
+                     timeout=60)
     assert_refused(result, out, rf"error: {option} is empty")
     assert result.stdout == ""
 

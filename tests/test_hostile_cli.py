@@ -6,6 +6,7 @@ interruptions: a run stopped while writing leaves no partial PNG and no temporar
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 
 import cli_runner
-from conftest import FIXTURE_ARGS, MINI_MODEL, ROOT, assert_refused
+from conftest import FIXTURE_ARGS, MINI_MODEL, ROOT, assert_refused, overriding
 from gradcam_core.image.png import _unnamed_file
 
 MODEL = MINI_MODEL
@@ -31,7 +32,7 @@ def cli() -> cli_runner.PrewarmedCLI:
 
 def run(cli: cli_runner.PrewarmedCLI, script: str, out: Path, *args: str, **kw) -> subprocess.CompletedProcess:
     """``script`` on the fixtures with ``args`` overriding them (later options win)."""
-    return cli.run(script, *BASE[script], *args, "-out_path", str(out), timeout=60, **kw)
+    return cli.run(script, *overriding(*BASE[script], *args, "-out_path", str(out)), timeout=60, **kw)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -217,3 +218,101 @@ def test_a_reader_that_goes_away_does_not_stop_the_run(cli, tmp_path):
     result = run(cli, "classification.py", out, reader_gone=True)
     assert result.returncode == 0 and result.stderr == ""
     assert sorted(os.listdir(out)) == TRIPLET
+
+
+# --------------------------------------------------------------------------------------------------
+# Non-finite scores and maps: one line naming the model and the image, no files (a folder skips it)
+
+
+@pytest.fixture(scope="module")
+def nan_squeezenet(tmp_path_factory) -> Path:
+    """A squeezenet1_1 state_dict whose final convolution is all NaN (built, not downloaded)."""
+    import torch
+    import torchvision
+
+    torch.manual_seed(0)
+    state = torchvision.models.squeezenet1_1(weights=None).state_dict()
+    state["classifier.1.weight"] = torch.full_like(state["classifier.1.weight"], float("nan"))
+    path = tmp_path_factory.mktemp("nan") / "nan.pth"
+    torch.save(state, path)
+    return path
+
+
+NONFINITE = r"error: {image}: non-finite scores \(NaN/inf\) from {model}: check the weights and the preprocessing"
+
+
+@pytest.mark.parametrize("case", ["nan weights", "-input_scale 1e38", "-mean_value 1e308"])
+def test_non_finite_scores_are_one_line_naming_model_and_image(cli, tmp_path, nan_squeezenet, case):
+    """Each of these printed "Label 1: tench", exit 0, and wrote black PNGs."""
+    out, image = tmp_path / "out", ROOT / "images" / "cat_dog.jpg"
+    if case == "nan weights":
+        model = nan_squeezenet
+        args = ["-arch", "squeezenet1_1", "-model_file", str(model), "-input_sz", "64"]
+        result = cli.run("classification.py", *args, "-input_image_path", str(image), "-out_path", str(out), timeout=60)
+    else:
+        model = Path(f"{MODEL}.caffemodel")
+        result = run(cli, "classification.py", out, *case.split(), "-input_image_path", str(image))
+    assert_refused(result, out, NONFINITE.format(image=re.escape(str(image)), model=re.escape(str(model))))
+    assert "Label" not in result.stdout
+
+
+def test_a_folder_skips_the_images_whose_scores_are_not_finite(cli, tmp_path, nan_squeezenet):
+    folder, out = tmp_path / "photos", tmp_path / "out"
+    folder.mkdir()
+    for name in ("a.jpg", "b.jpg"):
+        (folder / name).write_bytes((ROOT / "images" / "cat_dog.jpg").read_bytes())
+    result = cli.run("classification.py", "-arch", "squeezenet1_1", "-model_file", str(nan_squeezenet),
+                     "-input_sz", "64", "-input_image_path", str(folder), "-out_path", str(out), timeout=60)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert [line.split(":")[0] for line in lines[:2]] == [f"skipping {folder / n}" for n in ("a.jpg", "b.jpg")]
+    assert all(f"non-finite scores (NaN/inf) from {nan_squeezenet}" in line for line in lines[:2])
+    assert lines[2].endswith("skipped 2 of 2 images (see the 'skipping' lines above)") and len(lines) == 3
+    assert not out.exists() and "Label" not in result.stdout
+
+
+# --------------------------------------------------------------------------------------------------
+# Options given twice, labels that only look like numbers, means given twice, -arch without weights
+
+
+@pytest.mark.parametrize("script, args, message", [
+    ("classification.py", ["-label", "3", "-label", "5"],
+     r"option -label is given twice \(-label 3 and -label 5\): give several in one value, as -label 3,5"),
+    ("classification.py", ["--label=3", "-label", "3"], r"option -label is given twice"),
+    ("classification.py", ["-gpuid", "-1", "--gpuid", "-1"], r"option -gpuid is given twice .*: give it once"),
+    ("visual_question_answering.py", ["-answer", "dog", "-answer", "cat"], r"as -answer dog,cat"),
+    ("captioning.py", ["-caption", "a dog", "-caption", "a cat"], r"as -caption 'a dog\|a cat'"),
+])
+def test_an_option_given_twice_is_refused(cli, tmp_path, script, args, message):
+    out = tmp_path / "out"
+    result = cli.run(script, *BASE[script], *args, "-out_path", str(out), timeout=60)
+    assert_refused(result, out, message)
+    assert result.stdout == ""  # before anything is loaded
+
+
+@pytest.mark.parametrize("label", ["٣", "５", "1_000"])
+def test_labels_are_ascii_digits_anything_else_is_a_class_name(cli, tmp_path, label):
+    """Python's int() reads these as 3, 5 and 1000; the label is looked up as a name instead."""
+    out = tmp_path / "out"
+    synset = str(ROOT / "tests" / "data" / "synset_words.txt")
+    result = run(cli, "classification.py", out, "-label", label, "-synset_file", synset)
+    assert_refused(result, out, rf"-label '{label}': no class named '{label}'")
+
+
+def test_mean_file_with_mean_value_is_refused(cli, tmp_path):
+    mean = tmp_path / "mean.binaryproto"
+    mean.write_bytes(b"")
+    out = tmp_path / "out"
+    result = run(cli, "classification.py", out, "-mean_file", str(mean), "-mean_value", "104,117,123")
+    assert_refused(result, out, r"-mean_value and -mean_file are both given: give one of them")
+
+
+@pytest.mark.parametrize("arch, bundled", [("squeezenet1_1", True), ("resnet18", False)])
+def test_arch_without_model_file_names_the_state_dict_it_needs(cli, tmp_path, arch, bundled):
+    """It said the VGG-16 caffemodel was missing and to run download_models.sh."""
+    out = tmp_path / "out"
+    result = cli.run("classification.py", "-arch", arch, "-out_path", str(out), timeout=60)
+    line = assert_refused(result, out, rf"-arch {arch} needs its weights: give its torchvision state_dict .* "
+                                       r"with -model_file.*; nothing is downloaded$")
+    assert "VGG" not in line and "download_models" not in line
+    assert ("-model_file models/squeezenet1_1/squeezenet1_1.pth" in line) == bundled

@@ -88,7 +88,11 @@ def test_a_file_that_would_run_code_does_not(tmp_path, monkeypatch):
     (lambda s: s.__setitem__("head.weight", torch.zeros(1)), "the model has no 'head.weight'"),
     (lambda s: s.__setitem__("layer1.0.conv1.weight", torch.zeros(32, 64, 3, 3)),
      "'layer1.0.conv1.weight' is (32, 64, 3, 3) in the file, (64, 64, 3, 3) in the model"),
-], ids=["missing", "unexpected", "shape"])
+    (lambda s: s.__setitem__("fc.bias", s["fc.bias"].to_sparse()),
+     "'fc.bias' is a sparse (sparse_coo) tensor in the file; the model takes dense tensors"),
+    (lambda s: s.__setitem__("fc.weight", s["fc.weight"].to_sparse_csr()),
+     "'fc.weight' is a sparse (sparse_csr) tensor in the file"),
+], ids=["missing", "unexpected", "shape", "sparse", "sparse_csr"])
 def test_a_state_dict_that_does_not_fit_names_the_first_difference(tmp_path, resnet18_file, change, expected):
     state = dict(resnet18_file[0])
     change(state)

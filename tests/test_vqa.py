@@ -376,3 +376,32 @@ def test_fixture_without_size_options_names_the_option(tmp_path):
 def test_missing_default_models_give_the_download_hint(tmp_path):
     proc = run_script("visual_question_answering.py", "-out_path", str(tmp_path / "out"), cwd=tmp_path)
     assert_refused(proc, tmp_path / "out", "scripts/download_models.sh vqa")
+
+
+# --------------------------------------------------------------------------------------------------
+# data_prepro.json: hostile JSON is one line, a byte-order mark is fine
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[" * 200_000 + "]" * 200_000, r"nested too deeply"),
+    ('{"ix_to_word": {"1": "UNK"}, "ix_to_ans": {"1": "dog"}, "n": ' + "9" * 100_000 + "}",
+     r"not a valid JSON file \(a number of 100000 digits"),
+    ('{"ix_to_word": {"1": "UNK"}, "ix_to_ans": {"1": "dog"}, "n": ' + "9" * 100_000 + ".5}",
+     r"not a valid JSON file \(the number 9+\.\.\. is too large for a float"),
+    ('{"ix_to_word": {"1": "UNK"}, "ix_to_ans": {"1": "dog"}, "n": NaN}', r"NaN is not a JSON number"),
+], ids=["deep", "long int", "long float", "NaN"])
+def test_hostile_vocabulary_json_is_one_line(tmp_path, text, message):
+    """RecursionError and ValueError ended as 'internal error', exit 1; a huge float became infinity."""
+    path = tmp_path / "data_prepro.json"
+    path.write_text(text)
+    with pytest.raises(GradCamError) as err:
+        vqa.load_vocabulary(path)
+    assert re.search(message, str(err.value)) and str(path) in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_vocabulary_with_a_byte_order_mark_reads_as_without(tmp_path):
+    path = tmp_path / "data_prepro.json"
+    path.write_bytes(b"\xef\xbb\xbf" + VOCAB.read_bytes())
+    with_bom, without = vqa.load_vocabulary(path), vqa.load_vocabulary(VOCAB)
+    assert with_bom.answers == without.answers and with_bom.word_to_ix == without.word_to_ix
+

@@ -156,9 +156,11 @@ def _normalize_argv(args: list[str], params: list[str]) -> list[str]:
     Unknown options and positional words are refused, naming them and the valid options. Each value
     is handed to fire as a Python string literal, so fire passes on exactly what was typed (its own
     guessing would make ``-answer 2`` an int and ``-output_image_name 1e3`` the float 1000.0), and
-    a value such as ``-1`` or ``-what?`` is never read as a flag.
+    a value such as ``-1`` or ``-what?`` is never read as a flag. An option given twice is refused
+    (fire would keep the last one silently); several targets go in one value (``-label 3,5``).
     """
     out: list[str] = []
+    seen: dict[str, str] = {}
     i = 0
     while i < len(args):
         arg = args[i]
@@ -183,12 +185,18 @@ def _normalize_argv(args: list[str], params: list[str]) -> list[str]:
                 raise GradCamError(f"option -{name} needs a value")
             i += 1
             value = args[i]
+        if name in seen:
+            several = f"give several in one value, as {_SEVERAL[name]}" if name in _SEVERAL else "give it once"
+            raise GradCamError(f"option -{name} is given twice (-{name} {seen[name]} and -{name} {value}): {several}")
+        seen[name] = value
         out.append(f"--{name}={value!r}")
         i += 1
     return out
 
 
 _HELP = ("-h", "--help", "-help")
+_SEVERAL = {"label": "-label 3,5", "answer": "-answer dog,cat", "caption": "-caption 'a dog|a cat'"}
+"""The options that take several targets, and how."""
 
 
 def _names_an_option(word: str, params: list[str]) -> bool:

@@ -45,6 +45,7 @@ class CaptioningProgram(Program[str]):
 
     def load(self, log: Log) -> GraphNet:
         self.model = load_checkpoint(self.opts.model_path, self.opts.device)
+        self.model_name = str(self.opts.model_path)
         return self.model.cnn
 
     def start(self, log: Log) -> None:

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from ..engine import Explanation
+from ..engine.layers import parameter_dtype
 from ..errors import GradCamError
 from ..run.inputs import Inputs
 from ..tasks.classify import (
@@ -41,7 +42,7 @@ class ClassificationOptions:
     inputs: Inputs
     labels: list[Union[int, str]] = field(default_factory=lambda: [PREDICTED])  # 1-based, or class names; -1 = predicted
     layer_name: str = DEFAULT_LAYER
-    input_sz: int = 224
+    input_sz: Optional[int] = None  # None (-input_sz not given): the model's own size, else 224
     output_image_name: str = ""
     save_as_heatmap: bool = True
     save_overlay: bool = False  # -save_overlay 1: one more file per target, <prefix>_overlay_<name>.png
@@ -82,6 +83,7 @@ class ClassificationProgram(Program[list[int]]):
     """classification.lua's loading, lines and file names; a result is an image's 1-based labels."""
 
     prefix = "classify"
+    nonfinite_hint = "check the weights and the preprocessing options (-mean_value, -mean_file, -input_scale)"
 
     def __init__(self, opts: ClassificationOptions) -> None:
         self.opts = opts
@@ -92,6 +94,7 @@ class ClassificationProgram(Program[list[int]]):
         self.model = load_model(opts.model_file, proto_file=opts.proto_file, arch=opts.arch, device=opts.device,
                                 synset_file=opts.synset_file, inputs=opts.input_options)
         log(f"Successfully loaded {opts.model_file}")
+        self.model_name = str(opts.model_file)
         self.net, self.preprocessing = self.model.net, self.model.preprocessing
         self.fixed_batch = getattr(self.net, "batch_size", None) if self.model.fmt == "onnx" else None
         self.labels = named_labels(opts.labels, self.model)
@@ -99,13 +102,17 @@ class ClassificationProgram(Program[list[int]]):
         self.label_names = [f"-label {lab} (labels are 1-based)" for lab in self.labels]
         return self.net
 
+    def input_size(self, requested: Optional[int]) -> int:
+        """``-input_sz``, or the model's own size (an ONNX file's metadata or fixed input), else 224;
+        a size a fixed-size model does not take is one line naming both."""
+        return self.model.square_input_size(requested)
+
     def choose_layer(self, layer: str, net: nn.Module, input_sz: int, log: Log) -> str:
         """``-layer_name`` left at the original's default on a net that has no such layer: the last
         layer whose output is a spatial map, printed."""
         if layer != DEFAULT_LAYER:
             return layer
-        probe = torch.zeros(1, 3, input_sz, input_sz, device=self.opts.device,
-                            dtype=next(net.parameters()).dtype)
+        probe = torch.zeros(1, 3, input_sz, input_sz, device=self.opts.device, dtype=parameter_dtype(net))
         chosen = default_classifier_layer(net, probe, DEFAULT_LAYER)
         if chosen != layer:
             log(f"Grad-CAM layer: {chosen} (the last layer with a spatial output; -layer_name chooses another)")

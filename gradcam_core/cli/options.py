@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import math
+import re
 from typing import Any, Optional, Sequence
 
 from ..errors import GradCamError
@@ -17,7 +18,7 @@ def as_int(name: str, value: Any) -> int:
     if isinstance(value, int):
         return value
     try:
-        f = float(str(value).strip())
+        f = to_float(value)
     except ValueError:
         raise GradCamError(f"-{name} must be a number, got {value!r}") from None
     if not f.is_integer():
@@ -43,6 +44,12 @@ def as_choice(name: str, value: Any, choices: Sequence[str]) -> str:
     return text
 
 
+def given(value: Any) -> bool:
+    """Whether the user gave the option: a typed value reaches the command as a string (see
+    ``app._normalize_argv``), a default as the default's own type (``-input_sz``'s int 224)."""
+    return isinstance(value, str)
+
+
 def as_str(value: Any) -> str:
     """``value`` as the string the user typed (defaults may be other types)."""
     return value if isinstance(value, str) else str(value)
@@ -65,6 +72,9 @@ def as_input_options(preprocess: Any, mean_value: Any, mean_file: Any, input_sca
     from ..tasks.classify import InputOptions  # imported here: it brings torch in
     from .paths import input_path
 
+    if as_str(mean_value) and as_str(mean_file):  # Caffe's transform_param refuses both as well
+        raise GradCamError("-mean_value and -mean_file are both given: give one of them (the mean is "
+                           "either per channel or a whole mean image)")
     return InputOptions(
         preprocess=as_choice("preprocess", preprocess, ("", "caffe", "torchvision")),
         mean_value=as_float_list("mean_value", mean_value) if as_str(mean_value) else None,
@@ -99,8 +109,9 @@ def as_int_list(name: str, value: Any) -> list[int]:
 def as_label_list(name: str, value: Any) -> list[int | str]:
     """``-label``: 1-based labels and class names, separated by commas: ``243``, ``"243,283"``,
     ``"243 283"``, ``"tiger cat"``, ``"boxer, 283"`` or a list/tuple of those -> [243, 283],
-    ["tiger cat"], ["boxer", 283]. A part made of numbers only is labels; any other part is one class
-    name (looked up once the model's names are known)."""
+    ["tiger cat"], ["boxer", 283]. A part made of whole numbers only (ASCII digits with an optional
+    sign) is labels; any other part is one class name (looked up once the model's names are known), so
+    ``٣``, ``５``, ``1_000`` and ``1e3`` are names, not labels."""
     parts: list[Any] = list(value) if isinstance(value, (list, tuple)) else str(value).strip().strip("[]()").split(",")
     labels: list[int | str] = []
     for part in parts:
@@ -108,7 +119,7 @@ def as_label_list(name: str, value: Any) -> list[int | str]:
             labels.append(as_int(name, part))
             continue
         tokens = str(part).split()
-        if tokens and all(is_number(t) for t in tokens):
+        if tokens and all(_LABEL.match(t) for t in tokens):
             labels += [as_int(name, t) for t in tokens]
         elif tokens:
             labels.append(" ".join(tokens))
@@ -117,10 +128,22 @@ def as_label_list(name: str, value: Any) -> list[int | str]:
     return labels
 
 
+_LABEL = re.compile(r"[+-]?[0-9]+\Z")
+
+
+def to_float(value: Any) -> float:
+    """``value`` (surrounding spaces stripped) as a float, as Lua's ``tonumber`` read numbers: ASCII
+    only, so the other digits Python's ``float`` takes (``٣``, ``５``) and its ``1_000`` raise ValueError."""
+    text = str(value).strip()
+    if not text.isascii() or "_" in text:
+        raise ValueError(f"not a number: {text!r}")
+    return float(text)
+
+
 def is_number(text: str) -> bool:
     """Whether ``text`` reads as a number (``-1``, ``1e3``; option values that look like flags)."""
     try:
-        float(text)
+        to_float(text)
     except ValueError:
         return False
     return True
@@ -130,7 +153,7 @@ def as_float_list(name: str, value: Any) -> tuple[float, ...]:
     """``104,117,123`` (or a list) -> (104.0, 117.0, 123.0); each a finite number."""
     items = list(value) if isinstance(value, (list, tuple)) else [t for t in str(value).replace(" ", ",").split(",") if t]
     try:
-        numbers = tuple(float(v) for v in items)
+        numbers = tuple(to_float(v) for v in items)
     except ValueError:
         raise GradCamError(f"-{name} {value!r} must be numbers separated by commas") from None
     if not numbers or not all(abs(v) < float("inf") for v in numbers):
@@ -141,7 +164,7 @@ def as_float_list(name: str, value: Any) -> tuple[float, ...]:
 def as_float(name: str, value: Any) -> float:
     """``value`` as a finite float, or a GradCamError naming the option."""
     try:
-        number = float(str(value).strip())
+        number = to_float(value)
     except ValueError:
         raise GradCamError(f"-{name} must be a number, got {value!r}") from None
     if not abs(number) < float("inf"):

@@ -146,3 +146,20 @@ def _cannot_create_in(folder: Path) -> Optional[str]:
 
 
 MODELS_HINT = "run scripts/download_models.sh to fetch the original models, or pass the file explicitly"
+
+BUNDLED_STATE_DICTS = {"squeezenet1_1": Path("models/squeezenet1_1/squeezenet1_1.pth")}
+"""The torchvision state_dicts shipped in the project folder, by architecture."""
+
+
+def arch_weights_missing(arch: str) -> GradCamError:
+    """The one line for ``-arch`` with ``-model_file`` left at its default (a Caffe file, which no
+    torchvision architecture can load): the architecture's weights are a state_dict the user names;
+    nothing is downloaded. Where the project ships that architecture's weights, the line says where."""
+    bundled = BUNDLED_STATE_DICTS.get(arch.lower())
+    where = ""
+    if bundled is not None and (PROJECT_DIR / bundled).is_file():
+        # relative where the project folder is the current one, else the path that works from here
+        shown = bundled if bundled.resolve() == (PROJECT_DIR / bundled).resolve() else PROJECT_DIR / bundled
+        where = f" (the project ships one: -model_file {shown})"
+    return GradCamError(f"-arch {arch} needs its weights: give its torchvision state_dict (a .pth file of "
+                        f"model.state_dict()) with -model_file{where}; nothing is downloaded")

@@ -17,7 +17,7 @@ import torch
 
 from ..engine import Explanation, resolve_layer
 from ..run import outputs
-from ..run.batches import ImageOutput, explain_images
+from ..run.batches import ImageOutput, explain_images, nonfinite_message
 from ..run.inputs import Inputs
 from .shapecheck import input_size_errors
 
@@ -40,7 +40,8 @@ class RunOptions:
 
     layer: str
     inputs: Inputs
-    input_sz: int
+    input_sz: Optional[int]
+    """``-input_sz``; None = not given: the loaded model's own size (:meth:`Program.input_size`)."""
     batch_size: int
     save_as_heatmap: bool
     save_overlay: bool = False
@@ -63,10 +64,21 @@ class Program(abc.ABC, Generic[R]):
     fixed_batch: Any = None
     """A batch size the loaded model fixes (an ONNX export with its batch axis baked in), or None."""
 
+    model_name: str = "the model"
+    """How messages name the loaded model (its file), set by ``load``."""
+
+    nonfinite_hint: ClassVar[str] = "check the model's weights"
+    """What the line for an image with NaN or infinite scores or maps tells the user to check."""
+
     @abc.abstractmethod
     def load(self, log: Log) -> torch.nn.Module:
         """Load the models (printing what the original printed while loading); return the net whose
         layer is explained, so that an unknown layer fails before any work."""
+
+    def input_size(self, requested: Optional[int]) -> int:
+        """The side of the square input, once the model is loaded: ``requested`` (``-input_sz``), or
+        for None the model's own size (the original's 224 here)."""
+        return 224 if requested is None else requested
 
     def choose_layer(self, layer: str, net: Any, input_sz: int, log: Log) -> str:
         """The layer to explain: ``layer`` as given, unless the program picks another (it may print
@@ -88,19 +100,22 @@ class Program(abc.ABC, Generic[R]):
 def run_program(program: Program[Any], opts: RunOptions, log: Log = print) -> list[Path]:
     """The whole run of a program, for one image or many: returns the written files."""
     net = program.load(log)
-    _check_input_size(net, opts.input_sz)
-    layer = program.choose_layer(opts.layer, net, opts.input_sz, log)
+    input_sz = program.input_size(opts.input_sz)
+    _check_input_size(net, input_sz)
+    layer = program.choose_layer(opts.layer, net, input_sz, log)
     resolve_layer(net, layer)  # an unknown layer fails before any work, listing valid names
     program.start(log)
 
     def explain_batch(images: torch.Tensor, rgbs: Optional[Sequence[torch.Tensor]]) -> list[ImageOutput]:
-        with input_size_errors(opts.input_sz):
+        with input_size_errors(input_sz):
             expl, results = program.explain(images, layer)
-        return [_image_output(program, opts, expl, n, program.describe(r), rgbs[n] if rgbs is not None else None)
+        return [ImageOutput([], [], error=nonfinite_message(bad, program.model_name, program.nonfinite_hint))
+                if (bad := expl.nonfinite(n)) else
+                _image_output(program, opts, expl, n, program.describe(r), rgbs[n] if rgbs is not None else None)
                 for n, r in enumerate(results)]
 
     batch_size = program.fixed_batch or opts.batch_size
-    return explain_images(opts.inputs, batch_size, opts.input_sz, explain_batch, dtype=program.dtype,
+    return explain_images(opts.inputs, batch_size, input_sz, explain_batch, dtype=program.dtype,
                           preprocessing=program.preprocessing, log=log, keep_rgb=opts.save_overlay)
 
 

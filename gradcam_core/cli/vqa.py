@@ -86,6 +86,7 @@ class VQAProgram(Program[ImageAnswers]):
         self.encoded = self.answerer.encode(opts.question)
         self.image_net = load_image_net(opts.proto_file, opts.model_file, opts.device)
         log(f"Successfully loaded {opts.model_file}")
+        self.model_name = f"{opts.model_path} with {opts.model_file}"
         return self.image_net.cnn
 
     def start(self, log: Log) -> None:

@@ -67,6 +67,17 @@ class Explanation:
     guided: Optional[torch.Tensor] = None
     guided_cam: Optional[torch.Tensor] = None
 
+    def nonfinite(self, n: int) -> str:
+        """What of image ``n``'s results holds a NaN or an infinity ("scores", "Grad-CAM map",
+        "guided backprop"), or "" where all is finite. Such maps render as black images and such
+        scores pick an arbitrary class, so a front end reports them instead of writing files."""
+        parts = (("scores", self.scores), ("scores", self.target_scores), ("Grad-CAM map", self.cam_raw),
+                 ("Grad-CAM map", self.cam), ("guided backprop", self.guided))
+        for what, tensor in parts:
+            if tensor is not None and tensor.is_floating_point() and not bool(torch.isfinite(tensor[n]).all()):
+                return what
+        return ""
+
 
 def explain(
     model: nn.Module,

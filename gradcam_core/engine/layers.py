@@ -18,8 +18,9 @@ def spatial_layers(model: nn.Module, example_input: torch.Tensor) -> list[tuple[
     ``layer4.2`` then ``layer4``. A module called more than once is listed at its last call. Names
     are what ``explain(layer=...)`` takes: ``named_modules()`` names, or for a net with a Caffe layer
     list (``names`` beside a ``layers`` ModuleList) the layer name, or its 1-based module number where
-    an earlier layer has the same name. The model is run in whatever mode it is in (put it in
-    ``eval()``: in training mode the forward would update batch-norm statistics).
+    an earlier layer has the same name; for a net with ``named_layers()`` (an ONNX net) those names.
+    The model is run in whatever mode it is in (put it in ``eval()``: in training mode the forward
+    would update batch-norm statistics).
     """
     names = _layer_names(model)
     finished: dict[str, tuple[int, ...]] = {}
@@ -44,6 +45,13 @@ def spatial_layers(model: nn.Module, example_input: torch.Tensor) -> list[tuple[
     return list(finished.items())
 
 
+def parameter_dtype(model: nn.Module, default: torch.dtype = torch.float32) -> torch.dtype:
+    """The dtype of the model's first parameter (what an example input should be), ``default`` for a
+    model without parameters."""
+    first = next(model.parameters(), None)
+    return first.dtype if first is not None and first.is_floating_point() else default
+
+
 def default_layer(model: nn.Module, example_input: torch.Tensor) -> str:
     """The name of the LAST layer whose output is a spatial map for ``example_input`` (see
     :func:`spatial_layers`), e.g. ``"layer4"`` for a torchvision ResNet, ``"features"`` for VGG's
@@ -61,11 +69,15 @@ def default_layer(model: nn.Module, example_input: torch.Tensor) -> str:
 
 
 def _layer_names(model: nn.Module) -> list[tuple[nn.Module, str]]:
-    """(module, name) of every layer that can be named: a Caffe net's layers by their Caffe names, else
-    every submodule (not the model itself) by its ``named_modules()`` name."""
+    """(module, name) of every layer that can be named: a Caffe net's layers by their Caffe names, a net
+    with a ``named_layers()`` method ((name, module) pairs) by those names, else every submodule (not
+    the model itself) by its ``named_modules()`` name."""
     caffe = _caffe_layer_names(model)
     if caffe is not None:
         return caffe
+    named_layers = getattr(model, "named_layers", None)
+    if callable(named_layers):  # a net with its own layer names (an ONNX net: its node names)
+        return [(m, name) for name, m in named_layers()]
     return [(m, name) for name, m in model.named_modules() if name]
 
 

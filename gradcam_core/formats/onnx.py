@@ -47,6 +47,7 @@ from torch import nn
 
 from ..errors import GradCamError
 from ..fileio import open_regular
+from .synset import MAX_SYNSET_BYTES, parse_synset
 
 if TYPE_CHECKING:
     import onnx
@@ -62,8 +63,26 @@ _NOT_FOLDED = {
 # TensorProto data types of opset 9 (float, uint8, int8, uint16, int16, int32, int64, bool, float16,
 # double, uint32, uint64): ConstantOfShape-9 takes a value of any of them.
 _OPSET9_TYPES = {1, 2, 3, 4, 5, 6, 7, 9, 10, 11, 12, 13}
+FOLD_LIMIT_BYTES = 256 << 20
+"""Constant folding computes at most this many bytes (all folded values together), or
+:data:`FOLD_LIMIT_FACTOR` times the model's size if that is more (see :func:`fold_limit`)."""
+FOLD_LIMIT_FACTOR = 4
 _HIDDEN_DOMAIN = "gradcam_core.kept"  # nodes the opset downgrade must leave alone (see _downgrade)
 _SHOWN_HEAD, _SHOWN_TAIL = 5, 15  # names listed for an unknown layer: the first and the last ones
+
+# The model's own explaining settings, in the ONNX file's ``metadata_props`` (written by
+# ``gradcam_core.convert``; see :func:`read_gradcam_metadata`).
+METADATA_PREPROCESSING = "gradcam_core.preprocessing"
+"""JSON object: the fields of :class:`gradcam_core.image.preprocessing.Preprocessing` but the mean
+image, ``{"channel_order": "bgr"|"rgb", "value_scale": float, "mean": [floats] or null,
+"input_scale": float, "std": [floats] or null}``."""
+METADATA_INPUT_SIZE = "gradcam_core.input_size"
+"""``"HxW"`` (e.g. ``"224x224"``): the input size to explain at when none is asked for."""
+METADATA_CLASS_NAMES = "gradcam_core.class_names"
+"""The class names file's text (``synset_words.txt`` format, one line per output)."""
+PREPROCESSING_FIELDS = ("channel_order", "value_scale", "mean", "input_scale", "std")
+_MAX_METADATA_CHARS = {METADATA_PREPROCESSING: 4096, METADATA_INPUT_SIZE: 32,
+                       METADATA_CLASS_NAMES: MAX_SYNSET_BYTES}
 
 
 class OnnxNet(nn.Module):
@@ -80,17 +99,19 @@ class OnnxNet(nn.Module):
             time), None when dynamic.
         nodes: ONNX node name -> module path in :attr:`net`, in graph order.
         tensors: ONNX output tensor name -> (node name, output index, number of node outputs).
+        metadata: the file's own explaining settings (:func:`read_gradcam_metadata`), checked.
     """
 
     def __init__(self, net: nn.Module, input_name: str, output_name: str,
                  input_shape: tuple[Optional[int], Optional[int], Optional[int]], batch_size: Optional[int],
                  nodes: dict[str, str], tensors: dict[str, tuple[str, int, int]],
-                 op_types: dict[str, str], source: str) -> None:
+                 op_types: dict[str, str], source: str, metadata: Optional[dict[str, object]] = None) -> None:
         super().__init__()
         self.net = net
         self.input_name, self.output_name, self.input_shape = input_name, output_name, input_shape
         self.batch_size = batch_size
         self.nodes, self.tensors, self._op_types, self._source = nodes, tensors, op_types, source
+        self.metadata = metadata or {}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The model's input -> its output."""
@@ -100,6 +121,18 @@ class OnnxNet(nn.Module):
     def layer_names(self) -> list[str]:
         """The ONNX node names, in graph order."""
         return list(self.nodes)
+
+    def named_layers(self) -> list[tuple[str, nn.Module]]:
+        """(ONNX node name, its torch module) of every node, in graph order: the names a layer
+        list shows (:func:`gradcam_core.engine.layers.spatial_layers`) and :meth:`resolve_layer`
+        takes back. Nodes onnx2torch made no submodule for are left out."""
+        out = []
+        for node, path in self.nodes.items():
+            try:
+                out.append((node, self.net.get_submodule(path)))
+            except AttributeError:
+                continue
+        return out
 
     def module_of(self, layer: str) -> nn.Module:
         """The torch module computing the ONNX node, or the node whose output tensor, ``layer`` names."""
@@ -148,6 +181,7 @@ def load_onnx(path: Union[str, os.PathLike[str]], device: Union[str, torch.devic
     """
     source = str(path)
     model = _read_model(path)
+    metadata = read_gradcam_metadata(model, source)
     model = _prepare(model, source)
     graph = model.graph
     if strip_softmax:
@@ -171,7 +205,8 @@ def load_onnx(path: Union[str, os.PathLike[str]], device: Union[str, torch.devic
                 tensors[out] = (original, i, len(node.output))
     _check_converters(model, originals, source)
     net = _convert(model, originals, source)
-    onnx_net = OnnxNet(net, input_name, output_name, input_shape, batch_size, nodes, tensors, op_types, source)
+    onnx_net = OnnxNet(net, input_name, output_name, input_shape, batch_size, nodes, tensors, op_types, source,
+                       metadata)
     return onnx_net.to(device=torch.device(device), dtype=dtype).eval()
 
 
@@ -191,9 +226,9 @@ def _read_model(path: Union[str, os.PathLike[str]]):
     try:
         model = onnx.ModelProto.FromString(data)
     except (DecodeError, RuntimeError, ValueError) as exc:
-        raise GradCamError(f"'{path}' is not an ONNX model (protobuf: {exc})") from None
+        raise GradCamError(f"{path}: not a valid ONNX model (protobuf: {_first_line(exc)})") from None
     if not model.HasField("graph") or not model.ir_version or not model.opset_import:
-        raise GradCamError(f"'{path}' is not an ONNX model (no graph, IR version or opset)")
+        raise GradCamError(f"{path}: not a valid ONNX model (no graph, IR version or opset)")
     external = _load_external_data(model, Path(path).parent, str(path))
     try:
         # The file's bytes (no re-serialisation), or, with external data (which the checker would
@@ -204,13 +239,15 @@ def _read_model(path: Union[str, os.PathLike[str]]):
         elif model.ByteSize() < 2**31:
             onnx.checker.check_model(model)
     except (onnx.checker.ValidationError, ValueError) as exc:
-        raise GradCamError(f"'{path}' is not a valid ONNX model: {_first_line(exc)}") from None
+        raise GradCamError(f"{path}: not a valid ONNX model ({_first_line(exc)})") from None
     return model
 
 
 def _load_external_data(model, folder: Path, source: str) -> bool:
     """Read tensors stored beside the model (``data_location: EXTERNAL``) through ``open_regular``:
-    relative paths inside the model's folder only, a pipe or device refused. Whether there were any."""
+    relative paths inside the model's folder only (symbolic links resolved: one leading out is
+    refused), a pipe or device refused, offsets and lengths checked against the file. Whether there
+    were any."""
     from onnx import TensorProto
     from onnx.external_data_helper import ExternalDataInfo, uses_external_data
 
@@ -221,15 +258,29 @@ def _load_external_data(model, folder: Path, source: str) -> bool:
         if not uses_external_data(tensor):
             continue
         external = True
-        info = ExternalDataInfo(tensor)
+        try:
+            info = ExternalDataInfo(tensor)
+        except ValueError as exc:  # a negative or non-numeric offset or length
+            raise GradCamError(f"{source}: tensor '{tensor.name}' has bad external data: {_first_line(exc)}") from None
         location = PurePath(info.location)
         if not info.location or location.is_absolute() or ".." in location.parts:
             raise GradCamError(f"{source}: tensor '{tensor.name}' names external data '{info.location}' "
                                "outside the model's folder")
         file = folder / location
+        real, inside = os.path.realpath(file), os.path.realpath(folder)
+        if os.path.commonpath([real, inside]) != inside:  # a symbolic link on the way leads out
+            raise GradCamError(f"{source}: tensor '{tensor.name}': external data '{info.location}' is a "
+                               "symbolic link leading outside the model's folder")
         try:
             with open_regular(file) as f:
                 size = os.fstat(f.fileno()).st_size
+                try:
+                    same = os.path.samestat(os.fstat(f.fileno()), os.stat(real))
+                except OSError:
+                    same = False
+                if not same:  # the link was changed after the check
+                    raise GradCamError(f"{source}: tensor '{tensor.name}': external data '{info.location}' "
+                                       "changed while it was opened")
                 offset = int(info.offset or 0)
                 length = size - offset if info.length is None else int(info.length)
                 if offset < 0 or length < 0 or offset + length > size:
@@ -244,6 +295,87 @@ def _load_external_data(model, folder: Path, source: str) -> bool:
         tensor.data_location = TensorProto.DEFAULT
         del tensor.external_data[:]
     return external
+
+
+# --- the file's own settings --------------------------------------------------------------------
+
+
+def read_gradcam_metadata(model: "onnx.ModelProto", source: str) -> dict[str, object]:
+    """The explaining settings a model file carries in its ``metadata_props``, checked: for each of
+    the keys present,
+
+    * ``"preprocessing"``: dict of the :data:`PREPROCESSING_FIELDS` in :data:`METADATA_PREPROCESSING`
+      (``channel_order`` str; ``value_scale``, ``input_scale`` finite floats, 1.0 when left out;
+      ``mean``, ``std`` lists of finite floats or None);
+    * ``"input_size"``: (H, W) from :data:`METADATA_INPUT_SIZE`;
+    * ``"class_names"``: :class:`~gradcam_core.formats.synset.ClassNames` of :data:`METADATA_CLASS_NAMES`.
+
+    Other keys are ignored. A value that is too long, not JSON, of the wrong type or not finite raises
+    :class:`GradCamError` naming ``source`` and the key."""
+    props = {p.key: p.value for p in model.metadata_props if p.key in _MAX_METADATA_CHARS}
+    out: dict[str, object] = {}
+    for key, value in props.items():
+        if len(value) > _MAX_METADATA_CHARS[key]:
+            raise GradCamError(f"{source}: metadata '{key}' is longer than {_MAX_METADATA_CHARS[key]} characters")
+    if METADATA_PREPROCESSING in props:
+        out["preprocessing"] = _metadata_preprocessing(props[METADATA_PREPROCESSING], source)
+    if METADATA_INPUT_SIZE in props:
+        out["input_size"] = _metadata_input_size(props[METADATA_INPUT_SIZE], source)
+    if METADATA_CLASS_NAMES in props:
+        out["class_names"] = parse_synset(props[METADATA_CLASS_NAMES],
+                                          f"{source} metadata '{METADATA_CLASS_NAMES}'")
+    return out
+
+
+def _metadata_preprocessing(text: str, source: str) -> dict[str, object]:
+    import json
+    import math
+
+    where = f"{source}: metadata '{METADATA_PREPROCESSING}'"
+
+    def refuse_constant(name: str) -> None:
+        raise ValueError(f"{name} is not a finite number")
+
+    try:
+        value = json.loads(text, parse_constant=refuse_constant)
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError; so are huge ints
+        raise GradCamError(f"{where} is not valid JSON ({_first_line(exc)})") from None
+    if not isinstance(value, dict):
+        raise GradCamError(f"{where} must be a JSON object with {', '.join(PREPROCESSING_FIELDS)}")
+    unknown = sorted(set(value) - set(PREPROCESSING_FIELDS))
+    if unknown:
+        raise GradCamError(f"{where}: unknown field {unknown[0]!r} (the fields: {', '.join(PREPROCESSING_FIELDS)})")
+
+    def number(x: object) -> bool:
+        return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+    fields: dict[str, object] = {}
+    order = value.get("channel_order")
+    if order not in ("bgr", "rgb"):
+        raise GradCamError(f"{where}: channel_order must be \"bgr\" or \"rgb\", not {json.dumps(order)[:40]}")
+    fields["channel_order"] = order
+    for name in ("value_scale", "input_scale"):
+        x = value.get(name, 1.0)
+        if not number(x) or x <= 0:
+            raise GradCamError(f"{where}: {name} must be a positive finite number, not {json.dumps(x)[:40]}")
+        fields[name] = float(x)
+    for name in ("mean", "std"):
+        x = value.get(name)
+        if x is not None and (not isinstance(x, list) or len(x) not in (1, 3) or not all(map(number, x))):
+            raise GradCamError(f"{where}: {name} must be null or a list of 1 or 3 finite numbers, "
+                               f"not {json.dumps(x)[:60]}")
+        fields[name] = None if x is None else [float(v) for v in x]
+    return fields
+
+
+def _metadata_input_size(text: str, source: str) -> tuple[int, int]:
+    import re
+
+    match = re.fullmatch(r"([1-9][0-9]{0,4})x([1-9][0-9]{0,4})", text.strip())
+    if match is None:
+        raise GradCamError(f"{source}: metadata '{METADATA_INPUT_SIZE}' must be HxW (e.g. 224x224), "
+                           f"not {text[:40]!r}")
+    return int(match.group(1)), int(match.group(2))
 
 
 # --- preparing -----------------------------------------------------------------------------------
@@ -267,11 +399,12 @@ def _prepare(model, source: str):
         raise GradCamError(f"{source}: the model has {len(graph.output)} outputs ({names}); "
                            "only models with one output are supported")
     _expand_gelu(model)
-    fold_constants(model)
+    limit = fold_limit(model)
+    fold_constants(model, source, limit)
     opset = _default_opset(model)
     if opset > ONNX2TORCH_MAX_OPSET and _unconvertible(model):
         model = _downgrade(model, source, opset)
-        fold_constants(model)  # the converter may have turned attributes into Constant nodes
+        fold_constants(model, source, limit)  # the converter may have turned attributes into Constant nodes
     return model
 
 
@@ -391,13 +524,27 @@ def _op_name(node) -> str:
     return node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}.{node.op_type}"
 
 
-def fold_constants(model: "onnx.ModelProto") -> None:
+def fold_limit(model: "onnx.ModelProto") -> int:
+    """The most bytes :func:`fold_constants` may compute for a model: the larger of
+    :data:`FOLD_LIMIT_BYTES` and :data:`FOLD_LIMIT_FACTOR` times the model's size."""
+    return max(FOLD_LIMIT_BYTES, FOLD_LIMIT_FACTOR * model.ByteSize())
+
+
+def fold_constants(model: "onnx.ModelProto", source: str = "the ONNX model", limit: Optional[int] = None) -> None:
     """Replace, in place, Constant nodes and nodes whose inputs are all constant by initializers of
     their values (computed by ``onnx.reference``; nodes it cannot evaluate, random ones and nodes
-    with subgraphs stay). Initializers nothing reads any more are dropped."""
+    with subgraphs stay). Initializers nothing reads any more are dropped.
+
+    A node's output shape is inferred (``onnx.shape_inference.infer_node_outputs``, from its
+    constant inputs) before it is computed: a node whose output shape cannot be inferred is left to
+    onnx2torch, and one whose outputs, or all folded values together, would take more than
+    ``limit`` bytes (default :func:`fold_limit`; a tiny file can ask ConstantOfShape, Expand, Tile or
+    Range for gigabytes) raises :class:`GradCamError` naming ``source`` and the node."""
     from onnx import numpy_helper
     from onnx.reference import ReferenceEvaluator
 
+    limit = fold_limit(model) if limit is None else limit
+    total = 0
     graph = model.graph
     values = {t.name: None for t in graph.initializer}  # name -> numpy value once computed
     initializers = {t.name: t for t in graph.initializer}
@@ -421,6 +568,17 @@ def fold_constants(model: "onnx.ModelProto") -> None:
                 if values[name] is None:
                     values[name] = numpy_helper.to_array(initializers[name])
                 feeds[name] = values[name]
+        size = _folded_size(node, feeds, initializers, opsets)
+        if size is None:  # its output shape is unknown: not computed here
+            kept.append(node)
+            continue
+        total += size
+        if size > limit or total > limit:
+            what = "its outputs" if size > limit else "the constants folded up to it"
+            raise GradCamError(
+                f"{source}: node {node.name or node.op_type!r} ({node.op_type}): {what} would take "
+                f"{_megabytes(size if size > limit else total)}, more than the {_megabytes(limit)} allowed for "
+                f"constants (the larger of {_megabytes(FOLD_LIMIT_BYTES)} and {FOLD_LIMIT_FACTOR}x the model's size)")
         try:
             results = ReferenceEvaluator(node, opsets=opsets).run(None, feeds)
         except Exception:  # noqa: BLE001 - an op the evaluator lacks: leave it to onnx2torch
@@ -443,6 +601,52 @@ def fold_constants(model: "onnx.ModelProto") -> None:
         info = [v for v in graph.value_info if v.name not in folded_names]
         del graph.value_info[:]
         graph.value_info.extend(info)
+
+
+_SHAPE_DATA_ELEMENTS = 4096  # constant inputs up to this size are given to shape inference as data
+
+
+def _folded_size(node, feeds: dict, initializers: dict, opsets: dict[str, int]) -> Optional[int]:
+    """The bytes of ``node``'s outputs for the constant inputs ``feeds`` (name -> numpy array), from
+    onnx's shape inference (given the small inputs' values: shapes, repeats, limits), without
+    computing them; None when a shape or type is not known."""
+    import numpy as np
+    from onnx import defs, helper, shape_inference
+
+    try:
+        schema = defs.get_schema(node.op_type, opsets.get(node.domain, opsets.get("", 1)), node.domain)
+        types, data = {}, {}
+        for name, value in feeds.items():
+            elem = helper.np_dtype_to_tensor_dtype(value.dtype)
+            types[name] = helper.make_tensor_type_proto(elem, list(value.shape))
+            if value.size <= _SHAPE_DATA_ELEMENTS:
+                data[name] = initializers[name] if name in initializers else helper.make_tensor(
+                    name, elem, list(value.shape), value.flatten().tolist())
+        outputs = shape_inference.infer_node_outputs(
+            schema, node, types, data, opset_imports=[helper.make_opsetid(d, v) for d, v in opsets.items()])
+    except Exception:  # noqa: BLE001 - no schema, an inference error: the shape is not known
+        return None
+    total = 0
+    for name in node.output:
+        if not name:
+            continue
+        tensor_type = outputs.get(name)
+        if tensor_type is None or not tensor_type.HasField("tensor_type") \
+                or not tensor_type.tensor_type.HasField("shape"):
+            return None
+        dims = tensor_type.tensor_type.shape.dim
+        if not all(d.HasField("dim_value") and d.dim_value >= 0 for d in dims):
+            return None
+        try:
+            itemsize = helper.tensor_dtype_to_np_dtype(tensor_type.tensor_type.elem_type).itemsize
+        except Exception:  # noqa: BLE001 - strings and types numpy lacks: the widest numbers'
+            itemsize = 8
+        total += int(np.prod([d.dim_value for d in dims], dtype=object)) * max(itemsize, 1)
+    return total
+
+
+def _megabytes(size: int) -> str:
+    return f"{size / (1 << 20):,.0f} MB" if size >= 1 << 20 else f"{size:,} bytes"
 
 
 def _strip_softmax(graph) -> None:

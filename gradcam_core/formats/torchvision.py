@@ -105,7 +105,11 @@ def load_torchvision(
         if width is not None:
             model = build(num_classes=width)
         _check_fits(model, state, weights, arch)
-        model.load_state_dict(state)
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as err:  # a tensor kind the checks above do not know: still one line
+            detail = " ".join(str(err).split())[:200]
+            raise GradCamError(f"torchvision weights {os.fspath(weights)!r} do not fit {arch}: {detail}") from None
     return model.to(device).eval()
 
 
@@ -228,7 +232,8 @@ def _file_classes(model: nn.Module, state: dict[str, torch.Tensor]) -> Optional[
 def _check_fits(model: nn.Module, state: dict[str, torch.Tensor], path: Union[str, os.PathLike[str]],
                 arch: str) -> None:
     """One line for the first difference between ``state`` and ``model.state_dict()``: a key the file
-    lacks, a key the model lacks, or a tensor of another shape (both shapes given)."""
+    lacks, a key the model lacks, a tensor of another shape (both shapes given), a sparse, quantized or
+    meta tensor where the model has a dense one, or a float where the model has an integer."""
     expected = model.state_dict()
     where = f"torchvision weights {os.fspath(path)!r} do not fit {arch}"
     missing = [k for k in expected if k not in state]
@@ -244,6 +249,10 @@ def _check_fits(model: nn.Module, state: dict[str, torch.Tensor], path: Union[st
             raise GradCamError(
                 f"{where}: {key!r} is {_shape(state[key])} in the file, {_shape(tensor)} in the model"
             )
+        if state[key].layout != torch.strided or state[key].is_quantized or state[key].is_meta:
+            kind = "a quantized" if state[key].is_quantized else "a meta" if state[key].is_meta else (
+                f"a sparse ({state[key].layout})".replace("torch.", ""))
+            raise GradCamError(f"{where}: {key!r} is {kind} tensor in the file; the model takes dense tensors")
         if state[key].is_floating_point() != tensor.is_floating_point():
             raise GradCamError(f"{where}: {key!r} is {state[key].dtype} in the file, {tensor.dtype} in the model")
 

@@ -12,8 +12,8 @@ from typing import Sequence
 import torch
 
 from ..errors import GradCamError
-from .decode import load_image, to_rgb
-from .resize import scale
+from .decode import MAX_PIXELS, image_size, load_image, to_rgb
+from .resize import check_scalable, scale
 
 MEAN_BGR: tuple[float, float, float] = (103.939, 116.779, 123.68)
 """Per-channel means (B, G, R) that ``utils.preprocess`` subtracts on the 0..255 scale."""
@@ -185,11 +185,21 @@ def net_input(rgb: torch.Tensor, preprocessing: Preprocessing | None = None,
 
 
 def load_rgb(path: str | os.PathLike[str], width: int, height: int,
-             dtype: torch.dtype = torch.float32) -> torch.Tensor:
+             dtype: torch.dtype = torch.float32, *, exif_orientation: bool = False) -> torch.Tensor:
     """An image file as the net sees it before preprocessing: (3, height, width) RGB in [0, 1], decoded
     in ``dtype``, grey replicated, alpha dropped, ``image.scale``-d (what :func:`load_input` preprocesses;
-    the overlay is drawn on it). Raises GradCamError for a file that is not an image."""
-    return scale(to_rgb(load_image(path, dtype)), width, height)
+    the overlay is drawn on it); turned as its EXIF orientation says with ``exif_orientation`` (the
+    web demo; the scripts ignore it, as the original did). Raises GradCamError for a file that is not
+    an image, and for one too narrow for its height to scale in bounded time
+    (:func:`~.resize.check_scalable`), before decoding it."""
+    w, h = image_size(path, exif_orientation=exif_orientation)
+    if w * h <= MAX_PIXELS and (why := check_scalable(w, h, width, height)):  # (larger: load_image says so)
+        raise GradCamError(f"cannot scale image {os.fspath(path)!r}: {why}")
+    img = load_image(path, dtype, exif_orientation=exif_orientation)
+    # The planes to_rgb keeps, scaled before they are replicated: the same bits (each plane is scaled on
+    # its own), a third of the work and memory for a grey image, none spent on alpha.
+    planes = img[:1] if img.shape[0] in (1, 2) else img[:3]
+    return to_rgb(scale(planes, width, height))
 
 
 def _finite_number(value: object) -> bool:

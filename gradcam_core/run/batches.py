@@ -18,7 +18,8 @@ Bad images
     In folder and glob mode an image that cannot be read (not an image, truncated, unreadable) or
     whose output folder cannot be made is reported on stderr as ``skipping <path>: <reason>`` and
     skipped; the rest completes, then :class:`ImagesSkipped` (exit code 2; 0 under torchrun, whose
-    launcher cannot pass on a rank's exit code) says how many of how many were skipped. In
+    launcher cannot pass on a rank's exit code) says how many of how many were skipped. An image
+    whose explanation is not finite (NaN or infinite scores or maps) is skipped the same way. In
     single-image mode the error is raised as before.
 """
 from __future__ import annotations
@@ -49,8 +50,15 @@ ExplainBatch = Callable[["torch.Tensor", Optional[Sequence["torch.Tensor"]]], Se
 
 def write_line(stream: Any, line: str) -> None:
     """One write call for the line and its newline: with unbuffered streams (torchrun sets
-    PYTHONUNBUFFERED) ``print`` writes them separately and lines of several ranks get interleaved."""
+    PYTHONUNBUFFERED) ``print`` writes them separately and lines of several ranks get interleaved.
+    A line for stderr comes after what stdout holds (stdout is flushed first): into one file or
+    terminal, stdout's buffered lines would otherwise land after it, or around it."""
     if stream is not None:
+        if stream is sys.stderr and sys.stdout is not None:
+            try:
+                sys.stdout.flush()
+            except (OSError, ValueError):  # a closed or broken stdout: the stderr line still goes out
+                pass
         stream.write(line + "\n")
         stream.flush()
 
@@ -65,6 +73,10 @@ class ImageOutput:
 
     lines: list[str]
     images: list["Rendered"]
+    error: str = ""
+    """Why the image has no results (one line naming what failed, e.g. non-finite scores), or "": in
+    folder and glob mode the image is skipped with it, in single-image mode the run stops with it
+    (prefixed with the image's path); nothing is printed or written for it either way."""
 
 
 class ImagesSkipped(GradCamError):
@@ -184,6 +196,9 @@ class _Run:
         rgbs = [rgb for _, (_, rgb) in batch] if keep_rgb else None
         results = explain_batch(images, rgbs)
         for (job, _), result in zip(batch, results):
+            if result.error:
+                self.attempt(job, _fail, f"{job.path}: {result.error}" if not self.many else result.error)
+                continue
             for line in result.lines:
                 self.say(f"{job.shown}: {line}" if self.many else line, self.log)
             files = self.attempt(job, outputs.write_all, job.out_dir, result.images, job.out_root)
@@ -213,6 +228,18 @@ class _Run:
             message = (f"{self.shard.describe()}: skipped {self.skipped} of {total} images (see the 'skipping' "
                        "lines above); exit code 0, as torchrun cannot pass on exit code 2")
         raise ImagesSkipped(message, self.skipped, total, self.written, exit_code=0)
+
+
+def nonfinite_message(what: str, model: str, hint: str, image: str = "") -> str:
+    """The line for an image whose ``what`` (``Explanation.nonfinite``: "scores", ...) holds NaN or
+    infinity, naming the model and, where given, the image (the batch loop adds the image's path
+    itself, as it does to every line of an image)."""
+    on = f" on {image}" if image else ""
+    return f"non-finite {what} (NaN/inf) from {model}{on}: {hint}"
+
+
+def _fail(message: str) -> None:
+    raise GradCamError(message)
 
 
 def _stderr(line: str) -> None:

@@ -78,6 +78,7 @@ def default_classifier_layer(net: nn.Module, example: torch.Tensor, preferred: s
 # Any classifier: Caffe, ONNX or torchvision, with its own preprocessing and class names
 
 FORMATS = ("caffe", "onnx", "torchvision")
+DEFAULT_INPUT_SIZE = 224  # the original's -input_sz
 #: Each format's preprocessing when no option says otherwise: Caffe nets take the original's VGG
 #: input (so every existing command keeps its meaning), torchvision's and ONNX exports theirs.
 DEFAULT_PREPROCESSING = {"caffe": "caffe", "onnx": "torchvision", "torchvision": "torchvision"}
@@ -98,11 +99,16 @@ class InputOptions:
     channel_order: str = ""
 
 
-def preprocessing_for(fmt: str, options: InputOptions = InputOptions()) -> Preprocessing:
-    """Where a model's preprocessing is chosen: the format's default (:data:`DEFAULT_PREPROCESSING`)
-    or ``options.preprocess``, then each option given replaces its part."""
-    base = options.preprocess or DEFAULT_PREPROCESSING[fmt]
-    prep = Preprocessing.torchvision_imagenet() if base == "torchvision" else Preprocessing.caffe_vgg()
+def preprocessing_for(fmt: str, options: InputOptions = InputOptions(),
+                      own: Optional[Preprocessing] = None) -> Preprocessing:
+    """Where a model's preprocessing is chosen: ``options.preprocess``, else the model file's ``own``
+    (an ONNX file's metadata), else the format's default (:data:`DEFAULT_PREPROCESSING`); then each
+    option given replaces its part."""
+    base = options.preprocess or ("" if own is not None else DEFAULT_PREPROCESSING[fmt])
+    if not base:
+        prep = own
+    else:
+        prep = Preprocessing.torchvision_imagenet() if base == "torchvision" else Preprocessing.caffe_vgg()
     changes: dict[str, object] = {}
     if options.channel_order:
         changes["channel_order"] = options.channel_order
@@ -126,12 +132,39 @@ class Classifier:
         fmt: "caffe", "onnx" or "torchvision".
         preprocessing: how an image becomes its input.
         names: its K class names, or None where they are unknown.
+        source: the model file, as messages name it.
+        input_size: the (H, W) to explain at when none is asked for (an ONNX file's metadata), or None.
+        fixed_size: the (H, W) the model takes only (an ONNX graph input with fixed H and W), or None.
     """
 
     net: nn.Module
     fmt: str
     preprocessing: Preprocessing
     names: Optional[ClassNames]
+    source: str = ""
+    input_size: Optional[tuple[int, int]] = None
+    fixed_size: Optional[tuple[int, int]] = None
+
+    def square_input_size(self, requested: Optional[int], option: str = "-input_sz") -> int:
+        """The side S of the square (S x S) input to explain at: ``requested`` (the ``option``'s value,
+        None = not given), else the model's own size (:attr:`input_size`, else :attr:`fixed_size`),
+        else :data:`DEFAULT_INPUT_SIZE`. A size the model does not take, or a non-square own size, is a
+        GradCamError naming the option and both sizes."""
+        fixed = self.fixed_size
+        if requested is not None:
+            if fixed is not None and fixed != (requested, requested):
+                raise GradCamError(f"{option} {requested}: {self.source} takes only {fixed[0]}x{fixed[1]} inputs")
+            return requested
+        own = self.input_size or fixed
+        if own is None:
+            return DEFAULT_INPUT_SIZE
+        if fixed is not None and own != fixed:
+            raise GradCamError(f"{self.source}: its metadata asks for {own[0]}x{own[1]} inputs, "
+                               f"but the graph takes only {fixed[0]}x{fixed[1]}")
+        if own[0] != own[1]:
+            raise GradCamError(f"{self.source} takes {own[0]}x{own[1]} inputs, but {option} explains square "
+                               f"images only")
+        return own[0]
 
 
 def load_model(model_file: Path, *, proto_file: Optional[Path] = None, arch: str = "",
@@ -139,26 +172,52 @@ def load_model(model_file: Path, *, proto_file: Optional[Path] = None, arch: str
                inputs: InputOptions = InputOptions()) -> Classifier:
     """A classifier from its files: torchvision when ``arch`` names an architecture (``model_file`` a
     state_dict), ONNX when ``model_file`` is an ONNX model, else Caffe (``proto_file`` + ``model_file``).
-    Class names: ``synset_file``, else a ``synset_words.txt`` beside the model file, else torchvision's
-    ImageNet names for a torchvision model with 1000 outputs."""
+    Class names: ``synset_file``, else an ONNX file's own (its metadata), else a ``synset_words.txt``
+    beside the model file, else torchvision's ImageNet names for a torchvision model with 1000 outputs.
+    An ONNX file's metadata also gives the preprocessing (when ``inputs.preprocess`` is not given; the
+    other options still replace their parts) and :attr:`Classifier.input_size`."""
     names = read_synset(synset_file) if synset_file is not None else None
-    if names is None and (found := find_synset(model_file)) is not None:
-        names = read_synset(found)
+    own, input_size, fixed_size = None, None, None
     if arch:
         from ..formats import torchvision as tv
 
         fmt, net = "torchvision", tv.load_torchvision(arch, model_file, device)
-        if names is None and _outputs(net) == 1000:
-            names = parse_synset("\n".join(tv.categories(arch)), "torchvision's ImageNet class names")
-    elif is_onnx_file(model_file):
+    elif is_onnx_model(model_file):
         from ..formats.onnx import load_onnx
 
         fmt, net = "onnx", load_onnx(model_file, device, strip_softmax=True)
+        own, names = _own_preprocessing(net, str(model_file)), names or net.metadata.get("class_names")
+        input_size = net.metadata.get("input_size")
+        _, height, width = net.input_shape
+        fixed_size = (height, width) if height is not None and width is not None else None
     else:
         if proto_file is None:
             raise GradCamError(f"{model_file} is a caffemodel: it needs its deploy prototxt (-proto_file)")
         fmt, net = "caffe", load_classifier(proto_file, model_file, device)
-    return Classifier(net, fmt, preprocessing_for(fmt, inputs), names)
+    if names is None and (found := find_synset(model_file)) is not None:
+        names = read_synset(found)
+    if names is None and arch and _outputs(net) == 1000:
+        names = parse_synset("\n".join(tv.categories(arch)), "torchvision's ImageNet class names")
+    return Classifier(net, fmt, preprocessing_for(fmt, inputs, own), names, str(model_file), input_size, fixed_size)
+
+
+def is_onnx_model(path: Path) -> bool:
+    """Whether ``path`` is to be read as an ONNX model: a ``.onnx`` name (so that a corrupt one is
+    reported as an ONNX problem) or ONNX content (whatever its name)."""
+    return Path(path).suffix.lower() == ".onnx" or is_onnx_file(path)
+
+
+def _own_preprocessing(net: nn.Module, source: str) -> Optional[Preprocessing]:
+    """An ONNX file's preprocessing from its metadata, or None."""
+    from ..formats.onnx import METADATA_PREPROCESSING
+
+    fields = getattr(net, "metadata", {}).get("preprocessing")
+    if fields is None:
+        return None
+    try:
+        return Preprocessing(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
+    except GradCamError as err:
+        raise GradCamError(f"{source}: metadata '{METADATA_PREPROCESSING}': {err}") from None
 
 
 def _outputs(net: nn.Module) -> Optional[int]:

@@ -12,17 +12,22 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Optional
 
 from ..cli.app import Terminated, run_cli
 from ..cli.options import (
+    as_float,
     as_input_options,
     as_input_size,
     as_int,
     as_positive_int,
     as_str,
+    given,
 )
-from ..cli.paths import PROJECT_DIR, device_for, input_path
+from ..cli.paths import PROJECT_DIR, arch_weights_missing, device_for, input_path
 from ..errors import GradCamError
+
+DEFAULT_INPUT_SIZE = 224  # -input_sz when not given (an ONNX classifier: its own size)
 
 BUNDLED = PROJECT_DIR / "models" / "squeezenet1_1"
 PROTO = str(BUNDLED / "deploy.prototxt")
@@ -69,6 +74,10 @@ def main(
     max_upload_mb=20,
     max_pixels=40_000_000,
     max_queue=8,
+    max_uploads=16,
+    max_connections=64,
+    body_timeout=60,
+    header_timeout=10,
     gpuid=-1,
     seed=123,
 ):
@@ -91,7 +100,7 @@ def main(
         arch: classification: a torchvision architecture (-model_file is its state_dict).
         layer_name: classification: the default layer ('' = relu5_3 if the net has it, else the last
             layer with a spatial output); the page lists the others.
-        input_sz: side of the square network input (every task).
+        input_sz: side of the square network input (every task; default: an ONNX model's own size, else 224).
         synset_file: classification: class names (synset_words.txt format).
         preprocess: classification: caffe or torchvision (default: the model format's).
         mean_value: classification: per-channel means in the net's channel order.
@@ -115,6 +124,12 @@ def main(
         max_upload_mb: the largest upload accepted, in MB (larger: 413).
         max_pixels: the largest image accepted, width x height (larger: 400).
         max_queue: requests in the server at once (waiting or running); past it 503 with Retry-After.
+            A request joins it once its whole form has arrived.
+        max_uploads: forms being received at once; past it 503 with Retry-After.
+        max_connections: open connections; past it a request is answered 503 and its connection closed.
+        body_timeout: seconds a form may take to arrive, in all (past it 408).
+        header_timeout: seconds a request's line and headers may take to arrive, and the longest pause
+            within a form (past it the connection is closed, within a form 408).
         gpuid: -1 = CPU, N = CUDA device N.
         seed: random seed.
     """
@@ -127,10 +142,16 @@ def main(
     if not host:
         raise GradCamError("-host needs an address, e.g. 127.0.0.1")
     extra_hosts = [h.strip() for h in as_str(allowed_hosts).split(",") if h.strip()]
-    input_sz = as_input_size("input_sz", input_sz)
+    input_sz = as_input_size("input_sz", input_sz) if given(input_sz) else None  # None: the model's own
     upload = as_positive_int("max_upload_mb", max_upload_mb) << 20
     pixels = as_positive_int("max_pixels", max_pixels)
-    queue = as_positive_int("max_queue", max_queue)
+    limits = {
+        "max_queue": as_positive_int("max_queue", max_queue),
+        "max_uploads": as_positive_int("max_uploads", max_uploads),
+        "max_connections": as_positive_int("max_connections", max_connections),
+        "body_seconds": _seconds("body_timeout", body_timeout),
+        "header_seconds": _seconds("header_timeout", header_timeout),
+    }
     sample_dir = as_str(samples)
     samples_found = find_samples(Path(sample_dir)) if sample_dir else {}
     device = device_for(as_int("gpuid", gpuid))
@@ -162,7 +183,8 @@ def main(
                     common_embedding_size=as_positive_int("vqa_common_embedding_size", vqa_common_embedding_size),
                     num_output=as_positive_int("vqa_num_output", vqa_num_output),
                 ),
-                layer=as_str(vqa_layer_name), input_sz=input_sz, device=device, question=as_str(vqa_question),
+                layer=as_str(vqa_layer_name), input_sz=input_sz or DEFAULT_INPUT_SIZE, device=device,
+                question=as_str(vqa_question),
             )
         elif as_str(vqa_vocab_file):
             raise GradCamError("-vqa_vocab_file needs -vqa_model_path (the LSTM checkpoint) too")
@@ -170,7 +192,8 @@ def main(
             from .demo import load_captioning
 
             tasks["captioning"] = load_captioning(input_path("caption_model_path", as_str(caption_model_path), ""),
-                                                  layer=as_str(caption_layer), input_sz=input_sz, device=device)
+                                                  layer=as_str(caption_layer), input_sz=input_sz or DEFAULT_INPUT_SIZE,
+                                                  device=device)
         return tasks
 
     tasks = ENGINE.call(load_tasks)
@@ -178,21 +201,21 @@ def main(
     for name in ("classification", "vqa", "captioning"):
         task = tasks.get(name)
         _say(f"{name}: {task.model_name}, layer {task.default_layer}" if task else f"{name}: off ({ENABLE[name]})")
-    serve(demo, host, port, extra_hosts, queue)
+    serve(demo, host, port, extra_hosts, **limits)
 
 
 def _classification(given: str, proto_given: str, arch: str, synset: str, layer: str, inputs: object,
-                    input_sz: int, device: object):
+                    input_sz: Optional[int], device: object):
     """The classifier of the options: the bundled SqueezeNet unless -model_file (or -arch) names another."""
-    from ..formats.caffe.wire import is_onnx_file
+    from ..tasks.classify import is_onnx_model
     from .demo import load_classification
 
     if arch and not given:
-        raise GradCamError(f"-arch {arch} needs -model_file: its state_dict (.pth); nothing is downloaded")
+        raise arch_weights_missing(arch)
     model = input_path("model_file", given, MODEL) if given else Path(MODEL)
     # the bundled prototxt goes with the bundled weights only; a caffemodel without one is load_model's error
     proto = None
-    if proto_given and not arch and not is_onnx_file(model):
+    if proto_given and not arch and not is_onnx_model(model):
         proto = input_path("proto_file", proto_given, PROTO)
     elif not given:
         proto = Path(PROTO)
@@ -201,16 +224,28 @@ def _classification(given: str, proto_given: str, arch: str, synset: str, layer:
                                inputs=inputs, layer=layer, input_sz=input_sz, device=device)
 
 
+def _seconds(name: str, value: object) -> float:
+    """A time limit: a positive number of seconds (at most a day)."""
+    seconds = as_float(name, value)
+    if not 0 < seconds <= 86400:
+        raise GradCamError(f"-{name} must be a number of seconds above 0 (at most 86400), got {value!r}")
+    return seconds
+
+
 LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
+SHUTDOWN_SECONDS = 5  # what the server waits for at shutdown, past the requests it ends itself
 
 
-def serve(demo, host: str, port: int, allowed_hosts: list[str], max_queue: int) -> None:
-    """Run the app under uvicorn until Ctrl-C; print the address (and a warning off loopback)."""
+def serve(demo, host: str, port: int, allowed_hosts: list[str], *, max_queue: int, max_uploads: int,
+          max_connections: int, body_seconds: float, header_seconds: float) -> None:
+    """Run the app under uvicorn until Ctrl-C or SIGTERM; print the address (and a warning off loopback).
+    The limits: see :func:`main`'s options and :mod:`.connections`."""
     import socket
 
     import uvicorn
 
-    from .app import create_app
+    from .app import InFlight, create_app
+    from .connections import Server, protocol
 
     bind = host.strip("[]")
     family = socket.AF_INET6 if ":" in bind else socket.AF_INET
@@ -226,15 +261,20 @@ def serve(demo, host: str, port: int, allowed_hosts: list[str], max_queue: int) 
         raise GradCamError(f"cannot listen on {host}:{port}: {err.strerror or err}") from None
     port = sock.getsockname()[1]
     names = [host] if host not in ("0.0.0.0", "::") else []
-    app = create_app(demo, allowed_hosts=[*names, *allowed_hosts], max_queue=max_queue)
+    in_flight = InFlight()
+    app = create_app(demo, allowed_hosts=[*names, *allowed_hosts], max_queue=max_queue, max_uploads=max_uploads,
+                     body_seconds=body_seconds, idle_seconds=header_seconds, in_flight=in_flight)
     shown = f"[{bind}]" if family == socket.AF_INET6 else bind
     if host not in LOOPBACK:
         _say(f"warning: listening on {host}, not only on this machine: anyone who can reach {shown}:{port} "
              "can use the demo")
     _say(f"Serving on http://{shown if host not in ('0.0.0.0', '::') else '127.0.0.1'}:{port}/ (Ctrl-C stops)")
-    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
+    # h11 explicitly (not httptools when installed): the stall timer is a subclass of its protocol
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on",
+                            http=protocol(header_seconds, max_connections),
+                            timeout_graceful_shutdown=SHUTDOWN_SECONDS)
     try:
-        uvicorn.Server(config).run(sockets=[sock])
+        Server(config, on_stop=in_flight.stop).run(sockets=[sock])
     except (KeyboardInterrupt, Terminated):  # uvicorn has shut down, then passes the signal on
         _say("stopped")
 

@@ -18,22 +18,25 @@ import base64
 import concurrent.futures
 import dataclasses
 import os
+import re
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Mapping, Optional, TypeVar
+from urllib.parse import quote
 
 import torch
 from torch import nn
 
 from ..engine import Explanation, resolve_layer
-from ..engine.layers import spatial_layers
+from ..engine.layers import parameter_dtype, spatial_layers
 from ..errors import GradCamError
 from ..image.decode import image_size
 from ..image.png import png_bytes
 from ..image.preprocessing import Preprocessing, load_rgb, net_input
 from ..run import outputs
+from ..run.batches import nonfinite_message
 from ..tasks.classify import Classifier, default_classifier_layer, explain_classes
 
 ENGINE_LOCK = threading.Lock()
@@ -64,6 +67,10 @@ class EngineThread:
 
 
 ENGINE = EngineThread()
+
+
+class Abandoned(Exception):
+    """Nobody waits for this explanation any more (its client disconnected, or the server stops)."""
 
 T = TypeVar("T")
 
@@ -135,7 +142,7 @@ class DemoTask(abc.ABC):
         self.default_layer = self._listed(self.default_layer)
 
     def _net_dtype(self) -> torch.dtype:
-        return next(self.net.parameters()).dtype
+        return parameter_dtype(self.net)
 
     def _listed(self, layer: str) -> str:
         """``layer`` as the layer list names it (a module number -> its name); unlisted names stay."""
@@ -149,13 +156,19 @@ class DemoTask(abc.ABC):
         return layer
 
     def layer(self, value: str) -> str:
-        """The form's ``layer`` ('' = the default), checked against the net."""
+        """The form's ``layer`` ('' = the default), checked against the net, as the layer list names
+        it: a layer given by another of its names (a loadcaffe module number, an alias) is the listed
+        name of the same layer; one not in the list (no spatial output) is named as the net names it."""
         value = value.strip()
         if not value:
             return self.default_layer
-        if value not in self.layers:
-            resolve_layer(self.net, value)  # an unknown layer: one line listing the valid ones
-        return value
+        if value in self.layers:
+            return value
+        wanted = resolve_layer(self.net, value)  # an unknown layer: one line listing the valid ones
+        listed = next((name for name in self.layers if resolve_layer(self.net, name) == wanted), None)
+        if listed is None and hasattr(self.net, "index_of") and getattr(self.net, "names", None):
+            listed = self.net.names[self.net.index_of(value) - 1]  # a GraphNet's own name of the module
+        return listed or value
 
     def config(self) -> dict[str, Any]:
         """This task's part of ``GET /api/config``."""
@@ -170,13 +183,27 @@ class DemoTask(abc.ABC):
     def run(self, x: torch.Tensor, checked: Any, layer: str) -> Outcome:
         """Explain one preprocessed image ``x`` (1, 3, S, S) for the checked fields."""
 
-    def explain(self, image: Path, fields: Mapping[str, str], max_pixels: int) -> Result:
-        """The whole explanation of the image file ``image`` for the form ``fields``."""
+    def explain(self, image: Path, fields: Mapping[str, str], max_pixels: int,
+                gone: Optional[threading.Event] = None) -> Result:
+        """The whole explanation of the image file ``image`` for the form ``fields``. Once ``gone`` is
+        set (the client left), the next stage is not started: :class:`Abandoned` is raised instead."""
+        def keep_going() -> None:
+            if gone is not None and gone.is_set():
+                raise Abandoned()
+
+        keep_going()
         checked, layer = self.check(fields), self.layer(fields.get("layer", ""))
-        width, height = image_size(image)
+        width, height = image_size(image, exif_orientation=True)
         if width * height > max_pixels:
             raise GradCamError(f"the image is {width}x{height}: more than the server's limit of {max_pixels} pixels")
-        rgb = load_rgb(image, self.input_sz, self.input_sz, self.dtype)
+        # turned as its EXIF orientation says, as the browser shows it (the scripts ignore it)
+        try:
+            rgb = load_rgb(image, self.input_sz, self.input_sz, self.dtype, exif_orientation=True)
+        except RuntimeError as err:  # torch's CPU allocator: the server's 503, as below
+            if "can't allocate memory" in str(err):
+                raise MemoryError(str(err)) from None
+            raise
+        keep_going()  # the decode and resize of a large image done: the engine's forward and backward next
         x = net_input(rgb, self.preprocessing, self.dtype)[None].to(self.device)
         with ENGINE_LOCK:
             start = time.perf_counter()
@@ -187,6 +214,9 @@ class DemoTask(abc.ABC):
                     raise MemoryError(str(err)) from None
                 raise GradCamError(f"the {self.name} model failed on this input: {str(err).splitlines()[0]}") from None
             seconds = time.perf_counter() - start
+        if bad := outcome.expl.nonfinite(0):  # black maps and an arbitrary class otherwise
+            raise GradCamError(nonfinite_message(bad, f"the {self.name} model ({self.model_name})",
+                                                 "check its weights and preprocessing", "this image"))
         return self._result(outcome, layer, rgb, seconds)
 
     def _result(self, outcome: Outcome, layer: str, rgb: torch.Tensor, seconds: float) -> Result:
@@ -232,11 +262,11 @@ class ClassificationTask(DemoTask):
         text = fields.get("label", "").strip()
         if not text or text == "-1":
             return None
-        try:
+        if re.fullmatch(r"[+-]?[0-9]+", text):  # ASCII digits only, as the CLI's -label: "٣" is a name
             label = int(text)
-        except ValueError:
+        else:
             if self.names is None:
-                raise GradCamError(f"label {text!r}: this model has no class names; give a 1-based label") from None
+                raise GradCamError(f"label {text!r}: this model has no class names; give a 1-based label")
             return self.names.lookup(text)
         if not 1 <= label <= self.classes:
             raise GradCamError(f"label {label} is not one of this model's labels: 1 to {self.classes} (1-based)")
@@ -358,9 +388,17 @@ class Demo:
                 tasks[name] = {"enabled": False, "enable": self.disabled.get(name, "")}
         return {
             "tasks": tasks,
-            "samples": [{"name": n, "url": f"/samples/{n}"} for n in self.samples],
+            "samples": [{"name": n, "url": "/samples/" + quote(n, safe="")} for n in self.samples],
             "limits": {"max_upload_bytes": self.max_upload_bytes, "max_pixels": self.max_pixels},
         }
+
+    def sample(self, name: str) -> Optional[Path]:
+        """The file of the sample ``name``, or None: not one of the samples, or no longer a regular
+        file of its own (replaced by a symbolic link since the start, or gone)."""
+        path = self.samples.get(name)
+        if path is None or path.is_symlink() or not path.is_file():
+            return None
+        return path
 
     def task(self, name: str) -> DemoTask:
         """The loaded task ``name``, or one line saying why there is none."""
@@ -378,11 +416,13 @@ SAMPLE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 
 def find_samples(folder: Optional[Path]) -> dict[str, Path]:
-    """The sample images: the JPEG and PNG files directly in ``folder`` (hidden ones left out), by name."""
+    """The sample images: the JPEG and PNG files directly in ``folder`` (hidden ones and symbolic links
+    left out: a link may point anywhere on the machine), by name."""
     if folder is None or not folder.is_dir():
         return {}
     return {p.name: p for p in sorted(folder.iterdir())
-            if p.suffix.lower() in SAMPLE_SUFFIXES and not p.name.startswith(".") and p.is_file()}
+            if p.suffix.lower() in SAMPLE_SUFFIXES and not p.name.startswith(".") and not p.is_symlink()
+            and p.is_file()}
 
 
 def model_label(path: Optional[Path], fmt: str) -> str:
@@ -395,13 +435,16 @@ def model_label(path: Optional[Path], fmt: str) -> str:
 
 def load_classification(model_file: Path, *, proto_file: Optional[Path] = None, arch: str = "",
                         synset_file: Optional[Path] = None, inputs: Any = None, layer: str = "",
-                        input_sz: int = 224, device: torch.device = torch.device("cpu")) -> ClassificationTask:
-    """A classifier as ``classification.py`` loads it (``layer`` '' = its default layer)."""
+                        input_sz: Optional[int] = 224,
+                        device: torch.device = torch.device("cpu")) -> ClassificationTask:
+    """A classifier as ``classification.py`` loads it (``layer`` '' = its default layer; ``input_sz``
+    None = the model's own size, as :meth:`Classifier.square_input_size` gives it)."""
     from ..tasks.classify import InputOptions, load_model
 
     model = load_model(model_file, proto_file=proto_file, arch=arch, device=device, synset_file=synset_file,
                        inputs=inputs or InputOptions())
-    return ClassificationTask(model, model_label(model_file, model.fmt), layer, input_sz, device)
+    return ClassificationTask(model, model_label(model_file, model.fmt), layer, model.square_input_size(input_sz),
+                              device)
 
 
 def load_vqa(model_path: Path, vocab_file: Path, proto_file: Path, model_file: Path, *, sizes: Any = None,

@@ -271,6 +271,10 @@ TEXT = b"Shopping list:\n- eggs\n- milk\n"
     (dict(task="classification", label="0"), r"label 0 .*1 to 1000"),
     (dict(task="classification", label="1001"), r"label 1001 .*1 to 1000"),
     (dict(task="classification", label="spaceship"), r"no class named 'spaceship'.*close matches: .*'space shuttle'"),
+    # Labels are ASCII digits, as the CLI's -label: other digits and underscores are class names.
+    (dict(task="classification", label="\u0663"), r"no class named '\u0663'"),
+    (dict(task="classification", label="\uff15"), r"no class named '\uff15'"),
+    (dict(task="classification", label="1_000"), r"no class named '1_000'"),
     (dict(task="classification", label="crane"), r"'crane' is ambiguous.*label 135 .*label 518 "),
     (dict(task="vqa"), r"needs a question"),
     (dict(task="vqa", question="   "), r"needs a question"),
@@ -360,6 +364,17 @@ def test_an_image_over_the_pixel_limit_is_refused(demo, tmp_path):
         assert c.leftovers() == []
 
 
+def test_non_finite_scores_are_a_one_line_400_not_black_images(tmp_path):
+    """-input_scale 1e38 overflows the input: the answer was 200 with black maps and an arbitrary class."""
+    from gradcam_core.tasks.classify import InputOptions
+
+    task = load_classification(MODEL, proto_file=PROTO, inputs=InputOptions(input_scale=1e38), input_sz=64)
+    with Client(Demo({"classification": task}), tmp_path) as c:
+        assert_error(c.explain(task="classification"), 400, r"^non-finite scores \(NaN/inf\) from the classification "
+                                                             r"model \(.*\) on this image: check its weights")
+        assert c.leftovers() == []
+
+
 def multipart(chunks_of: bytes, chunk: int = 1 << 16):
     """A multipart form (task + image) as a generator: httpx sends it chunked, with no Content-Length."""
     head = (b'--XyZ\r\nContent-Disposition: form-data; name="task"\r\n\r\nclassification\r\n'
@@ -419,14 +434,13 @@ def test_a_post_from_a_page_of_another_origin_is_refused(client):
     assert client.http.get("/api/config", headers={"origin": "http://evil.com"}).status_code == 200  # reads: CORS
 
 
-def test_a_form_that_does_not_arrive_in_time_is_408_and_frees_its_slot(demo, tmp_path, monkeypatch):
-    """A slow (or stalled) upload cannot hold a queue slot for ever. Driven at the ASGI level: the
+def test_a_form_that_does_not_arrive_in_time_is_408_and_frees_its_slot(demo, tmp_path):
+    """A slow (or stalled) upload cannot hold an upload slot for ever. Driven at the ASGI level: the
     TestClient would read the whole body before handing it to the app."""
     import asyncio
 
-    monkeypatch.setattr(web_app, "FORM_SECONDS", 0.5)
     body = b"".join(multipart(JPEG))
-    with Client(demo, tmp_path, max_queue=1) as c:
+    with Client(demo, tmp_path, max_queue=1, max_uploads=1, body_seconds=0.5) as c:
         app = c.http.app
 
         async def stalled_post() -> tuple[int, bytes]:

@@ -4,8 +4,14 @@ captioning test fixtures.
 
 A user's steps: choose a file, pick the task and its fields, press Explain, see the result images;
 each image on the page (its data URL, and what the browser actually paints) is the CLI's file for the
-same options. Also a sample, a text file's one-line message, a disabled task, and nothing fetched from
-another origin. Skipped only with GRADCAM_NO_BROWSER=1; a missing Chromium is a failure.
+same options. Also a sample, a text file's one-line message, a disabled task, nothing fetched from
+another origin, no console error (a use of what the page's Content-Security-Policy forbids would be
+one), and the page cannot be framed by another.
+
+Without Chromium (``apt-get install chromium``) the tests are skipped with a one-line reason, unless
+``GRADCAM_REQUIRE_BROWSER=1`` (CI sets it): then a missing Chromium is an error. ``GRADCAM_NO_BROWSER=1``
+skips them even where Chromium is installed; ``GRADCAM_CHROMIUM`` names the browser's executable
+(default: ``chromium`` on PATH, else /usr/bin/chromium).
 """
 from __future__ import annotations
 
@@ -13,6 +19,7 @@ import io
 import os
 import shutil
 from pathlib import Path
+from typing import Optional
 
 import httpx
 import numpy as np
@@ -30,12 +37,29 @@ SCREENSHOTS = Path("/tmp")
 TABBY = ROOT / "images" / "tabbycat_dog.jpg"
 
 
+def find_chromium() -> Optional[str]:
+    """The Chromium executable the tests drive, or None when there is none."""
+    named = os.environ.get("GRADCAM_CHROMIUM", "")
+    path = named or shutil.which("chromium") or "/usr/bin/chromium"
+    return path if os.path.isfile(path) and os.access(path, os.X_OK) else None
+
+
+@pytest.fixture(scope="session", autouse=True)
+def chromium() -> str:
+    """The browser's path; without one, every test here is skipped (or, with GRADCAM_REQUIRE_BROWSER=1,
+    an error). Session-scoped and autouse, so it runs before the servers the tests also ask for."""
+    path = find_chromium()
+    if path is None:
+        where = os.environ.get("GRADCAM_CHROMIUM") or "chromium on PATH or /usr/bin/chromium"
+        reason = f"no Chromium ({where}): the browser tests need it: apt-get install chromium"
+        if os.environ.get("GRADCAM_REQUIRE_BROWSER") == "1":
+            pytest.fail(reason + " (GRADCAM_REQUIRE_BROWSER=1 makes this an error)", pytrace=False)
+        pytest.skip(reason)
+    return path
+
+
 @pytest.fixture(scope="module")
-def browser():
-    chromium = shutil.which("chromium") or "/usr/bin/chromium"
-    if not Path(chromium).is_file():
-        pytest.fail("the browser tests need Debian's Chromium: apt-get install chromium "
-                    "(or set GRADCAM_NO_BROWSER=1 to skip them)")
+def browser(chromium: str):
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
@@ -57,13 +81,14 @@ class Page:
         self.page.on("console", lambda m: self.errors.append(m.text) if m.type == "error" else None)
         self.page.on("pageerror", lambda e: self.errors.append(str(e)))
         self.page.goto(url)
-        self.page.wait_for_function("document.querySelectorAll('#layer option').length > 0", timeout=30_000)
+        # predicates as functions: an expression would be eval'ed in the page, which its CSP forbids
+        self.page.wait_for_function("() => document.querySelectorAll('#layer option').length > 0", timeout=30_000)
 
     def explain(self) -> None:
         """Press Explain and wait until the result or an error shows."""
         self.page.click("#explain")
         self.page.wait_for_function(
-            "!document.getElementById('explain').disabled && "
+            "() => !document.getElementById('explain').disabled && "
             "(!document.getElementById('result').hidden || !document.getElementById('error').hidden)",
             timeout=60_000)
 
@@ -253,3 +278,26 @@ def test_a_task_without_a_model_is_shown_disabled_with_its_option(browser, plain
         assert all(full.page.is_enabled(f"#task-{t}") for t in ("classification", "vqa", "captioning"))
     finally:
         full.close()
+
+
+def test_the_page_cannot_be_framed_by_another(browser, plain_server):
+    """A page of another site (here about:blank) embedding the demo in an iframe gets an error page in
+    the frame, not the demo (its Content-Security-Policy's frame-ancestors, and X-Frame-Options)."""
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        messages: list[str] = []
+        page.on("console", lambda m: messages.append(m.text))
+        page.set_content(f'<iframe id="demo" src="{plain_server.url}"></iframe>')
+        page.wait_for_function("() => window.frames.length === 1", timeout=30_000)
+        # the frame's navigation ends on the server's page or on Chromium's error page (up to 30 s;
+        # Playwright's events arrive while it waits)
+        for _ in range(300):
+            if page.frames[1].url not in ("", "about:blank") and messages:
+                break
+            page.wait_for_timeout(100)
+        assert page.frames[1].url.startswith("chrome-error://"), [f.url for f in page.frames]
+        assert page.frame_locator("#demo").locator("#layer").count() == 0
+        assert any("frame-ancestors" in m for m in messages), messages
+    finally:
+        context.close()

@@ -127,6 +127,7 @@ def run_command(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     (["-vqa_vocab_file", "x.json"], "-vqa_vocab_file needs -vqa_model_path"),
     (["-caption_model_path", "nowhere.t7"], "-caption_model_path: nowhere.t7 not found"),
     (["-colour", "red"], "unknown option -colour"),
+    (["-arch", "squeezenet1_1"], "-arch squeezenet1_1 needs its weights: give its torchvision state_dict"),
 ])
 def test_bad_options_exit_2_with_one_line(tmp_path, args, message):
     with socket.socket() as busy:  # a port another program listens on
