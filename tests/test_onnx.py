@@ -649,26 +649,137 @@ def test_real_squeezenet_converts_exactly(tmp_path):
     check_conversion(proto, weights, tmp_path / "squeezenet.onnx", "fire9/concat", targets=(242, 281))
 
 
-def test_input_size_option_and_default(tmp_path):
-    from gradcam_core.convert import caffe_to_onnx
+def metadata(path: Path) -> dict:
+    return {p.key: p.value for p in onnx.load(str(path)).metadata_props}
 
-    proto = tmp_path / "conv.prototxt"
-    proto.write_text('input: "data" input_shape { dim: 1 dim: 3 dim: 20 dim: 16 }\n'
-                     'layer { name: "conv" type: "Convolution" bottom: "data" top: "conv" '
-                     'convolution_param { num_output: 2 kernel_size: 3 } }\n')
+
+def declared(path: Path) -> list:
+    dims = onnx.load(str(path)).graph.input[0].type.tensor_type.shape.dim
+    return [d.dim_param or d.dim_value for d in dims]
+
+
+def test_input_size_option_and_default(tmp_path):
+    """A net that takes any size is written with dynamic H, W (explained at 224x224 or --input-size);
+    one with an InnerProduct at the prototxt's size (else 224x224, or --input-size)."""
+    from gradcam_core.convert import caffe_to_onnx
     from gradcam_core.formats.caffe import write
 
-    weights = write.write_caffemodel(tmp_path / "conv.caffemodel", [
-        {"name": "conv", "type": "Convolution", "blobs": [np.ones((2, 3, 3, 3), np.float32), np.zeros(2, np.float32)]}])
+    conv = 'layer { name: "conv" type: "Convolution" bottom: "data" top: "conv" convolution_param { num_output: 2 kernel_size: 3 } }\n'
+    fc = 'layer { name: "fc" type: "InnerProduct" bottom: "conv" top: "fc" inner_product_param { num_output: 4 } }\n'
+    conv_blob = {"name": "conv", "type": "Convolution", "blobs": [np.ones((2, 3, 3, 3), np.float32), np.zeros(2, np.float32)]}
+    shape = 'input: "data" input_shape { dim: 1 dim: 3 dim: 20 dim: 16 }\n'
+    proto, weights = tmp_path / "conv.prototxt", write.write_caffemodel(tmp_path / "conv.caffemodel", [conv_blob])
+    proto.write_text(shape + conv)
+    a = caffe_to_onnx(proto, weights, tmp_path / "a.onnx")
+    assert declared(a) == ["N", 3, "H", "W"] and metadata(a)["gradcam_core.input_size"] == "224x224"
+    b = caffe_to_onnx(proto, weights, tmp_path / "b.onnx", input_size=(40, 30))
+    assert declared(b) == ["N", 3, "H", "W"] and metadata(b)["gradcam_core.input_size"] == "40x30"
 
-    def declared(path: Path) -> list:
-        dims = onnx.load(str(path)).graph.input[0].type.tensor_type.shape.dim
-        return [d.dim_param or d.dim_value for d in dims]
+    fc_blob = {"name": "fc", "type": "InnerProduct", "blobs": [np.ones((4, 2 * 18 * 14), np.float32), np.zeros(4, np.float32)]}
+    proto.write_text(shape + conv + fc)
+    weights = write.write_caffemodel(tmp_path / "fc.caffemodel", [conv_blob, fc_blob])
+    c = caffe_to_onnx(proto, weights, tmp_path / "c.onnx")
+    assert declared(c) == ["N", 3, 20, 16] and metadata(c)["gradcam_core.input_size"] == "20x16"
+    proto.write_text('input: "data"\n' + conv + fc)  # no declared shape
+    fc_blob["blobs"][0] = np.ones((4, 2 * 222 * 222), np.float32)
+    weights = write.write_caffemodel(tmp_path / "fc224.caffemodel", [conv_blob, fc_blob])
+    d = caffe_to_onnx(proto, weights, tmp_path / "d.onnx")
+    assert declared(d) == ["N", 3, 224, 224] and metadata(d)["gradcam_core.input_size"] == "224x224"
 
-    assert declared(caffe_to_onnx(proto, weights, tmp_path / "a.onnx")) == ["N", 3, 20, 16]
-    assert declared(caffe_to_onnx(proto, weights, tmp_path / "b.onnx", input_size=(40, 30))) == ["N", 3, 40, 30]
-    proto.write_text('input: "data"\n' + proto.read_text().split("\n", 1)[1])  # no declared shape
-    assert declared(caffe_to_onnx(proto, weights, tmp_path / "c.onnx")) == ["N", 3, 224, 224]
+
+def test_a_size_generic_export_runs_at_other_sizes_as_caffe(tmp_path):
+    """Ceil-mode MAX and AVE pooling with padding and a global pooling: the file written once gives
+    the Caffe net's output at sizes it was not traced at (onnxruntime and load_onnx)."""
+    from gradcam_core.caffe import load_caffe
+    from gradcam_core.convert import caffe_to_onnx
+    from gradcam_core.formats.caffe import write
+
+    rng = np.random.default_rng(1)
+
+    def conv(name, bottom, cin, cout):
+        return {"name": name, "type": "Convolution", "bottom": [bottom], "top": [name],
+                "convolution_param": {"num_output": cout, "kernel_size": 3, "pad": 1},
+                "blobs": [rng.standard_normal((cout, cin, 3, 3)).astype(np.float32) / 3, np.zeros(cout, np.float32)]}
+
+    layers = [conv("conv1", "data", 3, 4),
+              {"name": "pool1", "type": "Pooling", "bottom": ["conv1"], "top": ["pool1"],
+               "pooling_param": {"pool": "MAX", "kernel_size": 3, "stride": 2, "pad": 1}},
+              conv("conv2", "pool1", 4, 4),
+              {"name": "pool2", "type": "Pooling", "bottom": ["conv2"], "top": ["pool2"],
+               "pooling_param": {"pool": "AVE", "kernel_size": 3, "stride": 2, "pad": 1}},
+              {"name": "pool3", "type": "Pooling", "bottom": ["pool2"], "top": ["pool3"],
+               "pooling_param": {"pool": "AVE", "global_pooling": True}}]
+    proto = write.write_prototxt(tmp_path / "p.prototxt", layers, input_shape=(1, 3, 23, 18))
+    weights = write.write_caffemodel(tmp_path / "p.caffemodel", layers)
+    out = caffe_to_onnx(proto, weights, tmp_path / "p.onnx")
+    assert declared(out) == ["N", 3, "H", "W"]
+    ops = {n.name: n.op_type for n in onnx.load(str(out)).graph.node}
+    assert ops["pool1"] == "MaxPool" and ops["pool2"] == "AveragePool" and ops["pool3"] == "GlobalAveragePool"
+    net, back = load_caffe(proto, weights), load_onnx(out)
+    for height, width in [(23, 18), (30, 41), (17, 17)]:
+        x = 50 * torch.randn(2, 3, height, width, generator=torch.Generator().manual_seed(height))
+        with torch.no_grad():
+            want = net(x)
+            assert rel_err(back(x), want) <= 1e-5
+        assert rel_err(onnxruntime_output(out, x), want) <= 1e-5
+
+
+def test_a_pooling_onnx_cannot_express_keeps_the_size_fixed(tmp_path):
+    """A pad over half the kernel (Caffe allows it, ONNX pooling does not): written at the traced size."""
+    from gradcam_core.convert import caffe_to_onnx
+    from gradcam_core.formats.caffe import write
+
+    layers = [{"name": "conv", "type": "Convolution", "bottom": ["data"], "top": ["conv"],
+               "convolution_param": {"num_output": 2, "kernel_size": 1},
+               "blobs": [np.ones((2, 3, 1, 1), np.float32), np.zeros(2, np.float32)]},
+              {"name": "pool", "type": "Pooling", "bottom": ["conv"], "top": ["pool"],
+               "pooling_param": {"pool": "AVE", "kernel_size": 3, "stride": 2, "pad": 2}}]
+    proto = write.write_prototxt(tmp_path / "p.prototxt", layers, input_shape=(1, 3, 21, 19))
+    weights = write.write_caffemodel(tmp_path / "p.caffemodel", layers)
+    out = caffe_to_onnx(proto, weights, tmp_path / "p.onnx")
+    assert declared(out) == ["N", 3, 21, 19] and metadata(out)["gradcam_core.input_size"] == "21x19"
+
+
+def test_metadata_preprocessing_and_class_names(tmp_path, capsys):
+    """The default metadata is Caffe's preprocessing and the synset_words.txt beside the weights;
+    --mean-value, --input-scale, --channel-order, --synset-file and --input-size change it."""
+    import json
+
+    from gradcam_core.convert import main
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        code = main([str(proto), str(weights), *args])
+        captured = capsys.readouterr()
+        return subprocess.CompletedProcess(args, code, captured.out, captured.err)
+
+    src = MODELS / "mini_vgg16_v1"
+    proto, weights = tmp_path / "n.prototxt", tmp_path / "n.caffemodel"
+    proto.write_bytes(src.with_suffix(".prototxt").read_bytes())
+    weights.write_bytes(src.with_suffix(".caffemodel").read_bytes())
+    names = "".join(f"n{k:08d} class {k}\n" for k in range(1000))
+    (tmp_path / "synset_words.txt").write_text(names)
+    result = run(str(tmp_path / "a.onnx"))
+    assert result.returncode == 0, result.stderr
+    meta = metadata(tmp_path / "a.onnx")
+    assert meta["gradcam_core.preprocessing"] == ('{"channel_order": "bgr", "value_scale": 255.0, '
+                                                  '"mean": [103.939, 116.779, 123.68], "input_scale": 1.0, "std": null}')
+    assert meta["gradcam_core.class_names"] == names and meta["gradcam_core.input_size"] == "224x224"
+    other = tmp_path / "mine.txt"
+    other.write_text("".join(f"thing {k}\n" for k in range(1000)))
+    result = run(str(tmp_path / "b.onnx"), "--mean-value", "1,2,3",
+                         "--input-scale", "0.5", "--channel-order", "rgb", "--synset-file", str(other))
+    assert result.returncode == 0, result.stderr
+    meta = metadata(tmp_path / "b.onnx")
+    assert json.loads(meta["gradcam_core.preprocessing"]) == {"channel_order": "rgb", "value_scale": 255.0,
+                                                             "mean": [1.0, 2.0, 3.0], "input_scale": 0.5, "std": None}
+    assert meta["gradcam_core.class_names"] == other.read_text()
+    (tmp_path / "synset_words.txt").unlink()
+    result = run(str(tmp_path / "c.onnx"))
+    assert result.returncode == 0 and "gradcam_core.class_names" not in metadata(tmp_path / "c.onnx")
+    other.write_text("a\n\nb\n")  # an empty line between names: not a class-names file
+    result = run(str(tmp_path / "d.onnx"), "--synset-file", str(other))
+    assert result.returncode == 2 and len(result.stderr.splitlines()) == 1 and "mine.txt" in result.stderr
+    assert not (tmp_path / "d.onnx").exists() and not list(tmp_path.glob(".*.tmp"))
 
 
 def run_convert(*args: str) -> subprocess.CompletedProcess:
@@ -704,3 +815,168 @@ def test_command_line_errors_are_one_line_and_write_nothing(tmp_path, case):
     assert result.returncode == 2 and len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
     assert lines[0].startswith("python -m gradcam_core.convert: error: ")
     assert not out.exists() and not list(tmp_path.glob("**/*.tmp"))
+
+
+def test_convert_then_explain_gives_the_caffe_runs_files(tmp_path):
+    """The bundled SqueezeNet converted with no option, then explained with only -model_file and
+    -label: the ONNX file carries the preprocessing, the size and the class names, so the three PNGs
+    are the Caffe run's (both run PyTorch's kernels: SqueezeNet is a DAG)."""
+    from conftest import read_png, run_script
+
+    proto, weights = SQUEEZENET / "deploy.prototxt", SQUEEZENET / "squeezenet1_1.caffemodel"
+    if not weights.exists():
+        pytest.skip(f"the bundled SqueezeNet is not in {SQUEEZENET}")
+    out = tmp_path / "sq.onnx"
+    result = run_convert(str(proto), str(weights), str(out))
+    assert result.returncode == 0, result.stderr
+    meta = metadata(out)  # the writing side: checked without the reader
+    assert meta["gradcam_core.preprocessing"] == ('{"channel_order": "bgr", "value_scale": 255.0, '
+                                                  '"mean": [103.939, 116.779, 123.68], "input_scale": 1.0, "std": null}')
+    assert meta["gradcam_core.input_size"] == "224x224"
+    assert meta["gradcam_core.class_names"] == (SQUEEZENET / "synset_words.txt").read_text()
+    assert declared(out) == ["N", 3, "H", "W"]
+
+    caffe = run_script("classification.py", "-proto_file", str(proto), "-model_file", str(weights),
+                       "-label", "243", "-out_path", str(tmp_path / "caffe"))
+    assert caffe.returncode == 0, caffe.stderr
+    # The reading side (formats/onnx.py + tasks/classify.py read the metadata, the default layer of
+    # an ONNX model): these assertions fail until that lands with this branch.
+    converted = run_script("classification.py", "-model_file", str(out), "-label", "243",
+                           "-out_path", str(tmp_path / "onnx"))
+    assert converted.returncode == 0, converted.stderr
+    assert "Label 243: boxer" in caffe.stdout and "Label 243: boxer" in converted.stdout
+    names = sorted(p.name for p in (tmp_path / "caffe").iterdir())
+    assert len(names) == 3 and names == sorted(p.name for p in (tmp_path / "onnx").iterdir())
+    for name in names:
+        assert np.array_equal(read_png(tmp_path / "onnx" / name), read_png(tmp_path / "caffe" / name)), name
+
+
+# The converter's output path, sizes and opsets: checked before anything is written.
+
+def convert_main(capsys, *args: str) -> tuple[int, list[str]]:
+    from gradcam_core.convert import main
+
+    code = main([str(MODELS / "mini_vgg16_v1.prototxt"), str(MODELS / "mini_vgg16_v1.caffemodel"), *args])
+    captured = capsys.readouterr()
+    return code, captured.err.strip().splitlines()
+
+
+def assert_one_line(code: int, lines: list[str], *words: str) -> None:
+    assert code == 2 and len(lines) == 1, lines
+    assert lines[0].startswith("python -m gradcam_core.convert: error: ") and "Traceback" not in lines[0], lines
+    for word in words:
+        assert word in lines[0], lines
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device", "directory", "socket", "symlink"])
+def test_a_non_regular_target_is_refused_and_left_alone(tmp_path, capsys, kind):
+    import socket
+    import stat
+
+    target = tmp_path / "out.onnx"
+    if kind == "fifo":
+        os.mkfifo(target)
+    elif kind == "device":
+        try:
+            os.mknod(target, stat.S_IFCHR | 0o600, os.makedev(1, 3))
+        except PermissionError:
+            pytest.skip("mknod of a character device needs privileges")
+    elif kind == "directory":
+        target.mkdir()
+    elif kind == "socket":
+        sock = socket.socket(socket.AF_UNIX)
+        try:
+            sock.bind(str(target))
+        except OSError:
+            pytest.skip("the temporary folder's path is too long for a socket")
+        sock.close()
+    else:
+        (tmp_path / "real.onnx").write_bytes(b"keep")
+        target.symlink_to(tmp_path / "real.onnx")
+    before = os.lstat(target)
+    for force in ([], ["--force"]):
+        code, lines = convert_main(capsys, str(target), *force)
+        assert_one_line(code, lines, str(target))
+        after = os.lstat(target)
+        assert (after.st_mode, after.st_ino, after.st_rdev) == (before.st_mode, before.st_ino, before.st_rdev)
+    assert not list(tmp_path.glob(".*.tmp"))
+    if kind == "symlink":
+        assert (tmp_path / "real.onnx").read_bytes() == b"keep"
+
+
+def test_an_existing_file_needs_force_which_keeps_its_mode(tmp_path, capsys):
+    target = tmp_path / "out.onnx"
+    target.write_bytes(b"old")
+    target.chmod(0o600)
+    code, lines = convert_main(capsys, str(target))
+    assert_one_line(code, lines, str(target), "--force")
+    assert target.read_bytes() == b"old"
+    code, lines = convert_main(capsys, str(target), "-f")
+    assert code == 0 and lines == []
+    assert onnx.load(str(target)).graph.output[0].name == "prob"
+    assert target.stat().st_mode & 0o777 == 0o600 and not list(tmp_path.glob(".*.tmp"))
+    target.unlink()
+    assert convert_main(capsys, str(target))[0] == 0 and target.stat().st_mode & 0o777 == 0o644
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--opset", "1"], ["10 to 17"]), (["--opset", "6"], ["10 to 17"]), (["--opset", "9"], ["10 to 17"]),
+    (["--opset", "99"], ["10 to 17"]), (["--opset", "x"], ["10 to 17"]),
+    (["--input-size", "0"], ["0x0", "at least 1x1"]),
+    (["--input-size", "100000"], ["100000x100000", "2 GiB"]),
+    (["--input-size", "20000"], ["20000x20000", "'data'", "2 GiB"]),  # 4.5 GiB input: the shape plan
+    (["--input-size", "12500"], ["'conv1_1'", "2 GiB"]),  # a 1.7 GiB input, 4 channels after conv1_1
+    (["--mean-value", "1,x,3"], ["--mean-value"]), (["--input-scale", "inf"], ["--input-scale"]),
+    (["--channel-order", "gbr"], ["--channel-order"]),
+    (["--synset-file", "absent.txt"], ["absent.txt"]),
+])
+def test_bad_sizes_opsets_and_options_are_one_line(tmp_path, capsys, args, words):
+    target = tmp_path / "out.onnx"
+    code, lines = convert_main(capsys, str(target), *args)
+    assert_one_line(code, lines, *words)
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_name_too_long_is_one_line(tmp_path, capsys):
+    for target in (tmp_path / ("a" * 300 + ".onnx"), tmp_path / ("b" * 256) / "out.onnx"):
+        code, lines = convert_main(capsys, str(target))
+        assert_one_line(code, lines, "255")
+    for target in (tmp_path / ("c" * 250 + ".onnx"), tmp_path / ("é" * 125 + ".onnx")):  # 255 bytes: written
+        assert convert_main(capsys, str(target))[0] == 0 and target.is_file()  # (its temporary name is shorter)
+
+
+def test_sigterm_during_the_conversion_removes_the_temporary_file(tmp_path):
+    """SIGTERM once the temporary file exists: exit 143, one line, no temporary file left."""
+    import signal
+    import time
+
+    from gradcam_core.formats.caffe import write
+
+    rng = np.random.default_rng(0)
+    layers = [{"name": "conv", "type": "Convolution", "bottom": ["data"], "top": ["conv"],
+               "convolution_param": {"num_output": 4, "kernel_size": 3, "pad": 1},
+               "blobs": [rng.standard_normal((4, 3, 3, 3), dtype=np.float32), np.zeros(4, np.float32)]},
+              {"name": "fc", "type": "InnerProduct", "bottom": ["conv"], "top": ["fc"],
+               "inner_product_param": {"num_output": 4096},
+               "blobs": [rng.standard_normal((4096, 4096), dtype=np.float32), np.zeros(4096, np.float32)]}]
+    proto = write.write_prototxt(tmp_path / "big.prototxt", layers, input_shape=(1, 3, 32, 32))
+    weights = write.write_caffemodel(tmp_path / "big.caffemodel", layers)
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    process = subprocess.Popen([sys.executable, "-m", "gradcam_core.convert", str(proto), str(weights),
+                                str(out_dir / "big.onnx")], cwd=ROOT, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not list(out_dir.glob(".*.tmp")) and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert list(out_dir.glob(".*.tmp")), "the converter ended before its temporary file was seen"
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 143, err
+    assert err.strip().splitlines() == ["python -m gradcam_core.convert: error: interrupted (SIGTERM)"]
+    assert list(out_dir.iterdir()) == []

@@ -142,16 +142,20 @@ class GraphNet(nn.Module):
     # ----------------------------------------------------------------------------------------------
     # The shape plan
 
-    def check_input_size(self, channels: int, height: int, width: int) -> Optional[Shape]:
+    def check_input_size(self, channels: int, height: int, width: int, *,
+                         plan: Optional[dict[str, Shape]] = None) -> Optional[Shape]:
         """Refuse an input size before running anything: the shape of every blob for a
         (N, ``channels``, ``height``, ``width``) input, by arithmetic on the modules' geometry (no
         tensors), as far as the modules' shape rules (:func:`~gradcam_core.nets.registry.shape_rule`)
         know it. Raises :class:`InputSizeError` naming the first layer that cannot take its input,
         e.g. ``"fc6 needs 25088 inputs, a 300x300 image gives 512x10x10"``. Returns the last module's
         output shape (batch axis excluded), or None where a module without a rule (e.g. some Torch7
-        modules) leaves it unknown - then the layers after it are not checked."""
+        modules) leaves it unknown - then the layers after it are not checked. ``plan``, if given,
+        receives the shape of every blob whose shape is known."""
         image = f"{height}x{width}"
         shapes: dict[str, Shape] = {self.input_spec.name: (channels, height, width)}
+        if plan is not None:
+            plan.update(shapes)
         # per blob, the last image-shaped (or count-changing) shape on its way: what a layer after a
         # flatten "gets" in the message
         shown: dict[str, Shape] = dict(shapes)
@@ -175,6 +179,8 @@ class GraphNet(nn.Module):
                     shapes.pop(top, None)
                     continue
                 shapes[top] = outs[k]
+                if plan is not None:
+                    plan[top] = outs[k]
                 source = shown[node.bottoms[0]] if len(node.bottoms) == 1 else None
                 # a reshape (same number of values, not an image) keeps showing what it reshaped
                 keep = source is not None and len(outs[k]) != 3 and count(outs[k]) == count(in_shapes[0])
