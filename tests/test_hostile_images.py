@@ -3,7 +3,7 @@
 Where the original worked, the run succeeds with the three images, and the image is read as the
 original read it: grey becomes three equal channels, alpha is dropped, a palette is expanded - so
 each such image gives exactly the files of its plain-RGB equivalent. Where it cannot work, ONE line
-on stderr, exit code 2, and nothing written (see README "Where we differ" for the deliberate
+on stderr, exit code 2, and nothing written (see docs/numerics.md, "Where we differ", for the deliberate
 differences: truncated JPEGs are refused, CMYK is converted, oversized images are refused).
 Images are made in tmp_path.
 """

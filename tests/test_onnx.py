@@ -385,7 +385,7 @@ def test_gelu_of_opset_20_is_written_out(tmp_path, approximate):
                          guided_alike=False)
     plain = explain(model, x, "relu", [0], torch7_ties=False, guided=True)  # the GELU's guided rule
     written_out = explain(net, x, node_named(path, "Relu")[0], [0], torch7_ties=False, guided=True)
-    assert rel_err(written_out.guided, plain.guided) > 1e-3  # differ: README says why
+    assert rel_err(written_out.guided, plain.guided) > 1e-3  # differ: docs/models.md (guided backprop) says why
 
 
 def test_operator_a_converter_refuses_names_the_op_and_the_node(tmp_path):

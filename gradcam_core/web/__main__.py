@@ -85,7 +85,7 @@ def main(
 
     python -m gradcam_core.web [-port 8000] [-host 127.0.0.1] [model options]
 
-    Serves http://HOST:PORT/ (the page) and POST /api/explain (the JSON API the page uses; see README).
+    Serves http://HOST:PORT/ (the page) and POST /api/explain (the JSON API the page uses; see docs/web.md).
     The models are named by the command-line scripts' own options and loaded once. Classification:
     default the bundled SqueezeNet 1.1 (models/squeezenet1_1); VQA is on with -vqa_model_path and
     -vqa_vocab_file, captioning with -caption_model_path; a task left off is shown disabled.

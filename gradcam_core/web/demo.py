@@ -77,7 +77,7 @@ T = TypeVar("T")
 
 @dataclass
 class Result:
-    """One explanation as the API returns it (see README, "The web demo").
+    """One explanation as the API returns it (see docs/web.md, "The API").
 
     ``images`` holds PNG bytes: ``input`` (the image as the net saw it, 3 x S x S), ``overlay``, ``gcam``
     (the heatmap colours), ``gb`` and ``gb_gcam``; ``files`` the CLI's name of each."""
