@@ -418,6 +418,24 @@ def test_the_pictures_take_the_uploaded_images_aspect_ratio(page, tmp_path):
     p.keyboard.press("Escape")
 
 
+def test_a_jpegs_exif_orientation_is_ignored_as_the_server_ignores_it(page, tmp_path):
+    """A 640 x 480 JPEG tagged "turn a quarter" (EXIF orientation 6, as phones write them): the server
+    explains its pixels as stored, so the preview and the pictures are 4:3, not the 3:4 the browser
+    would turn it to."""
+    p = page.page
+    turned = tmp_path / "turned.jpg"
+    with Image.open(IMAGE) as im:
+        exif = im.getexif()
+        exif[0x0112] = 6
+        im.save(turned, quality=92, exif=exif.tobytes())
+    p.set_input_files("#file", str(turned))
+    page.explain()
+    assert page.shown("#result"), p.text_content("#error")
+    assert abs(aspect(page.box("#preview")) / (4 / 3) - 1) < 0.02, page.box("#preview")
+    for key, selector in SHOWN.items():
+        assert abs(aspect(page.box(selector)) / (4 / 3) - 1) < 0.02, (key, page.box(selector))
+
+
 def test_the_slider_sets_the_heatmaps_opacity_over_the_input(page):
     """The overlay shown is (1 - a) * input + a * heatmap as painted, for the slider's a; the overlay's
     download stays the server's file (its 50 % blend)."""

@@ -150,15 +150,60 @@ function markSample(name) {
   }
 }
 
-function showPreview(src, text) {
+// The EXIF orientation of a JPEG (1 without one). The server ignores it, as libjpeg does, and so does
+// the page (the preview has image-orientation: none); but the browser reports an image's size turned
+// by it, so orientations 5 to 8 (a quarter turn) swap the sides back.
+async function exifOrientation(blob) {
+  const view = new DataView(await blob.slice(0, 1 << 17).arrayBuffer());
+  if (view.byteLength < 4 || view.getUint16(0) !== 0xffd8) return 1;
+  let at = 2;
+  while (at + 4 <= view.byteLength) {
+    const marker = view.getUint16(at);
+    if ((marker & 0xff00) !== 0xff00 || marker === 0xffda) return 1; // the image data: no EXIF before it
+    const length = view.getUint16(at + 2);
+    if (marker === 0xffe1 && at + 10 <= view.byteLength && view.getUint32(at + 4) === 0x45786966 &&
+        view.getUint16(at + 8) === 0) {
+      return tiffOrientation(view, at + 10, Math.min(view.byteLength, at + 2 + length));
+    }
+    at += 2 + length;
+  }
+  return 1;
+}
+
+// The Orientation tag (0x0112) of the TIFF block at view[start, end): its first IFD's entry.
+function tiffOrientation(view, start, end) {
+  if (start + 8 > end) return 1;
+  const little = view.getUint16(start) === 0x4949;
+  const ifd = start + view.getUint32(start + 4, little);
+  if (ifd + 2 > end) return 1;
+  const count = view.getUint16(ifd, little);
+  for (let i = 0; i < count; i++) {
+    const entry = ifd + 2 + 12 * i;
+    if (entry + 12 > end) return 1;
+    if (view.getUint16(entry, little) === 0x0112) return view.getUint16(entry + 8, little);
+  }
+  return 1;
+}
+
+// The image's {width, height} as the server decodes it, or null when the browser cannot decode it.
+async function imageSize(preview, blob) {
+  try {
+    await preview.decode();
+  } catch (err) {
+    return null;
+  }
+  const [width, height] = [preview.naturalWidth, preview.naturalHeight];
+  const orientation = await blob.then(exifOrientation).catch(() => 1);
+  return orientation >= 5 && orientation <= 8 ? { width: height, height: width } : { width, height };
+}
+
+// blob: a promise of the image's bytes (for its EXIF orientation).
+function showPreview(src, text, blob) {
   clearResult();
   const preview = $("preview");
   preview.hidden = false;
   preview.src = src;
-  state.size = preview.decode().then(
-    () => ({ width: preview.naturalWidth, height: preview.naturalHeight }),
-    () => null,
-  );
+  state.size = imageSize(preview, blob);
   $("chosen").textContent = text;
   $("dropzone").classList.add("has-image");
 }
@@ -168,7 +213,7 @@ function chooseSample(sample) {
   state.sample = sample.name;
   $("file").value = "";
   markSample(sample.name);
-  showPreview(sample.url, "Sample: " + sample.name);
+  showPreview(sample.url, "Sample: " + sample.name, fetch(sample.url).then((r) => r.blob()));
 }
 
 function chooseFile(file) {
@@ -178,7 +223,7 @@ function chooseFile(file) {
   markSample(null);
   if (state.previewUrl) URL.revokeObjectURL(state.previewUrl);
   state.previewUrl = URL.createObjectURL(file);
-  showPreview(state.previewUrl, file.name);
+  showPreview(state.previewUrl, file.name, Promise.resolve(file));
 }
 
 function setupDropzone() {
@@ -247,7 +292,7 @@ async function errorMessage(response) {
 
 function setBusy(busy) {
   $("explain").disabled = busy;
-  $("explain").classList.toggle("busy", busy);
+  $("explain").classList.toggle("running", busy);
   $("explain-text").textContent = busy ? "Explaining..." : "Explain";
   $("busy").hidden = !busy;
 }
