@@ -6,7 +6,12 @@ A user's steps: choose a file, pick the task and its fields, press Explain, see 
 each image on the page (its data URL, and what the browser actually paints) is the CLI's file for the
 same options. Also a sample, a text file's one-line message, a disabled task, nothing fetched from
 another origin, no console error (a use of what the page's Content-Security-Policy forbids would be
-one), and the page cannot be framed by another.
+one), and the page cannot be framed by another. And how the result is shown: pictures at least 320 px
+wide at 1280 x 800 and beside the form, in view, at 1920 x 1080; at the uploaded image's aspect ratio;
+the overlay the browser's blend of the heatmap over the input with the slider's opacity; a colour bar
+that is the heatmap's colour map; a click enlarges a picture, Escape or a click closes it; the result
+cleared when the task or the image changes; a spinner while a request runs; a top-5 row clicked
+explains that class.
 
 Without Chromium (``apt-get install chromium``) the tests are skipped with a one-line reason, unless
 ``GRADCAM_REQUIRE_BROWSER=1`` (CI sets it): then a missing Chromium is an error. ``GRADCAM_NO_BROWSER=1``
@@ -27,6 +32,9 @@ import pytest
 from PIL import Image
 
 from .conftest import IMAGE, IMAGE_KEYS, ROOT, assert_images_are_the_clis, cli_run, data_url_pixels
+
+#: The element that shows each result image: the overlay is the page's own blend of two <img>s.
+SHOWN = {k: f"#img-{k}" for k in IMAGE_KEYS} | {"overlay": "#overlay-view"}
 
 if os.environ.get("GRADCAM_NO_BROWSER") == "1":
     pytest.skip("GRADCAM_NO_BROWSER=1: the browser tests are skipped", allow_module_level=True)
@@ -73,8 +81,8 @@ def browser(chromium: str):
 class Page:
     """A fresh page on a server, with every request's URL and every console error recorded."""
 
-    def __init__(self, browser, url: str) -> None:
-        self.context = browser.new_context(viewport={"width": 1500, "height": 1100}, device_scale_factor=1)
+    def __init__(self, browser, url: str, width: int = 1500, height: int = 1100) -> None:
+        self.context = browser.new_context(viewport={"width": width, "height": height}, device_scale_factor=1)
         self.page = self.context.new_page()
         self.url, self.requests, self.errors = url, [], []
         self.page.on("request", lambda r: self.requests.append(r.url))
@@ -87,6 +95,10 @@ class Page:
     def explain(self) -> None:
         """Press Explain and wait until the result or an error shows."""
         self.page.click("#explain")
+        self.wait_for_result()
+
+    def wait_for_result(self) -> None:
+        """Wait until the request that runs has ended in the result or an error."""
         self.page.wait_for_function(
             "() => !document.getElementById('explain').disabled && "
             "(!document.getElementById('result').hidden || !document.getElementById('error').hidden)",
@@ -96,10 +108,14 @@ class Page:
         return self.page.is_visible(selector)
 
     def result_images(self) -> tuple[dict[str, str], dict[str, str]]:
-        """The result's <img> data URLs and the download links' file names; each link is its image."""
-        images = {k: self.page.get_attribute(f"#img-{k}", "src") for k in IMAGE_KEYS}
+        """The result's data URLs and the download links' file names: each link is its <img>, the
+        overlay's link is the server's overlay, and the overlay shown blends the gcam over the input."""
+        images = {k: self.page.get_attribute(f"#img-{k}", "src") for k in IMAGE_KEYS if k != "overlay"}
+        images["overlay"] = self.page.get_attribute("#dl-overlay", "href")
         for key in IMAGE_KEYS:
             assert self.page.get_attribute(f"#dl-{key}", "href") == images[key], key
+        assert self.page.get_attribute("#blend-input", "src") == images["input"]
+        assert self.page.get_attribute("#blend-heat", "src") == images["gcam"]
         files = {k: self.page.get_attribute(f"#dl-{k}", "download") for k in IMAGE_KEYS if k != "input"}
         return images, files
 
@@ -111,7 +127,16 @@ class Page:
 
     def painted(self, key: str) -> np.ndarray:
         """What the browser painted for the result image ``key`` (an element screenshot), RGB."""
-        return np.asarray(Image.open(io.BytesIO(self.page.locator(f"#img-{key}").screenshot())).convert("RGB"))
+        return self.painted_element(SHOWN[key])
+
+    def painted_element(self, selector: str) -> np.ndarray:
+        return np.asarray(Image.open(io.BytesIO(self.page.locator(selector).screenshot())).convert("RGB"))
+
+    def box(self, selector: str) -> dict[str, float]:
+        """The element's box in the viewport (CSS px): left, top, right, bottom, width, height."""
+        return self.page.eval_on_selector(selector, "e => { const r = e.getBoundingClientRect(); return "
+                                          "{left: r.left, top: r.top, right: r.right, bottom: r.bottom, "
+                                          "width: r.width, height: r.height}; }")
 
     def close(self) -> None:
         foreign = [u for u in self.requests if not u.startswith((self.url, "data:", "blob:"))]
@@ -127,20 +152,27 @@ def page(browser, full_server):
     p.close()
 
 
-def assert_painted_like_the_files(page: Page, images: dict[str, str]) -> None:
-    """Each result image as the browser painted it is its PNG on screen: both reduced to 28 x 28 block
-    means (so the box's scaling and sub-pixel position do not count; the rounded corners are left out),
-    they are the same within a few levels: the picture is there, the right way round, not a broken-image
-    icon or another image."""
-    def blocks(im: Image.Image) -> np.ndarray:
-        return np.asarray(im.convert("RGB").resize((28, 28), Image.BOX)).astype(float)[1:-1, 1:-1]
+def blocks(pixels: np.ndarray) -> np.ndarray:
+    """An image reduced to 28 x 28 block means (RGB floats), its border blocks left out: what a picture
+    painted at any size and aspect ratio is compared by (its scaling, sub-pixel position and rounded
+    corners do not count)."""
+    im = Image.fromarray(pixels.astype(np.uint8)).convert("RGB")
+    return np.asarray(im.resize((28, 28), Image.BOX)).astype(float)[1:-1, 1:-1]
 
+
+def assert_painted_like(shot: np.ndarray, ref: np.ndarray, what: str) -> None:
+    """What the browser painted is the picture ``ref`` (H, W, 3 or H, W) within a few levels: the picture
+    is there, the right way round, not a broken-image icon or another image."""
+    assert shot.shape[0] >= 150 and shot.shape[1] >= 150, (what, shot.shape)
+    diff = np.abs(blocks(shot) - blocks(ref))
+    assert diff.mean() < 2.5 and diff.max() < 60, f"{what}: the painted image is {diff.mean():.1f} levels from its PNG"
+
+
+def assert_painted_like_the_files(page: Page, images: dict[str, str]) -> None:
+    """Each result image as the browser painted it is its PNG on screen (the overlay: the browser's blend
+    at the slider's initial 50 %, which is the server's overlay file)."""
     for key in IMAGE_KEYS:
-        shot = page.painted(key)
-        assert shot.shape[0] >= 150 and shot.shape[1] >= 150, (key, shot.shape)
-        painted, ref = blocks(Image.fromarray(shot)), blocks(Image.fromarray(data_url_pixels(images[key])))
-        diff = np.abs(painted - ref)
-        assert diff.mean() < 2.5 and diff.max() < 60, f"{key}: the painted image is {diff.mean():.1f} levels from its PNG"
+        assert_painted_like(page.painted(key), data_url_pixels(images[key]), key)
 
 
 def test_upload_classify_label_243_shows_the_clis_images_and_the_top5(page, tmp_path):
@@ -301,3 +333,249 @@ def test_the_page_cannot_be_framed_by_another(browser, plain_server):
         assert any("frame-ancestors" in m for m in messages), messages
     finally:
         context.close()
+
+
+# ------------------------------------------------------------------------------------- how the result shows
+
+
+def open_page(browser, server, width: int, height: int) -> Page:
+    return Page(browser, server.url, width, height)
+
+
+def held_requests(page: Page) -> list:
+    """Hold every POST /api/explain of the page until the test lets it go (``route.continue_()``)."""
+    held: list = []
+    page.page.route("**/api/explain", lambda route: held.append(route))
+    return held
+
+
+def wait_for_held(page: Page, held: list, count: int = 1) -> None:
+    for _ in range(300):  # Playwright hands the routes over while the page waits
+        if len(held) >= count:
+            return
+        page.page.wait_for_timeout(100)
+    raise AssertionError(f"{count} request(s) to /api/explain expected, {len(held)} seen")
+
+
+def aspect(box: dict[str, float]) -> float:
+    return box["width"] / box["height"]
+
+
+def test_the_pictures_are_large_at_1280_and_in_view_beside_the_form_at_1920(browser, full_server):
+    """At 1280 x 800 every result picture is at least 320 px wide; at 1920 x 1080 the whole result (its
+    five pictures and the top 5) is in the viewport beside the form without scrolling, and the pictures
+    are larger still."""
+    small = open_page(browser, full_server, 1280, 800)
+    try:
+        small.page.set_input_files("#file", str(IMAGE))
+        small.explain()
+        widths = {k: small.box(SHOWN[k])["width"] for k in IMAGE_KEYS}
+        assert min(widths.values()) >= 320, widths
+        (SCREENSHOTS / "web_browser_1280x800.png").write_bytes(small.page.screenshot(full_page=True))
+    finally:
+        small.close()
+    wide = open_page(browser, full_server, 1920, 1080)
+    try:
+        wide.page.set_input_files("#file", str(IMAGE))
+        wide.explain()
+        (SCREENSHOTS / "web_browser_1920x1080.png").write_bytes(wide.page.screenshot())
+        assert wide.page.evaluate("() => [scrollX, scrollY]") == [0, 0]
+        for selector in [*SHOWN.values(), "#predictions", "#target", "#explain", "#preview"]:
+            box = wide.box(selector)
+            assert box["left"] >= 0 and box["top"] >= 0 and box["right"] <= 1920 and box["bottom"] <= 1080, (selector, box)
+        widths = {k: wide.box(SHOWN[k])["width"] for k in IMAGE_KEYS}
+        assert min(widths.values()) >= 360, widths
+        assert wide.box("#images")["left"] > wide.box("#explain")["right"]  # beside the form, not below it
+    finally:
+        wide.close()
+
+
+def test_the_pictures_take_the_uploaded_images_aspect_ratio(page, tmp_path):
+    """A 640 x 480 photo is shown 4:3 (the API's images are 224 x 224), a 200 x 400 PNG 1:2, and the
+    enlarged picture too; what is painted is still the picture (stretched, not cropped)."""
+    p = page.page
+    p.set_input_files("#file", str(IMAGE))
+    page.explain()
+    with Image.open(IMAGE) as im:
+        expected = im.width / im.height
+    images, _ = page.result_images()
+    assert data_url_pixels(images["overlay"]).shape[:2] == (224, 224)
+    for key, selector in SHOWN.items():
+        assert abs(aspect(page.box(selector)) / expected - 1) < 0.02, (key, page.box(selector), expected)
+    assert_painted_like_the_files(page, images)
+    tall = tmp_path / "tall.png"
+    ramp = np.linspace(0, 255, 400, dtype=np.float64)[:, None, None] * np.ones((1, 200, 3))
+    ramp[:, :100, 0] = 255 - ramp[:, :100, 0]
+    Image.fromarray(ramp.astype(np.uint8)).save(tall)
+    p.set_input_files("#file", str(tall))
+    page.explain()
+    assert page.shown("#result"), p.text_content("#error")
+    for key, selector in SHOWN.items():
+        assert abs(aspect(page.box(selector)) * 2 - 1) < 0.02, (key, page.box(selector))
+    p.click("#overlay-view")
+    p.wait_for_selector("#lightbox[open]")
+    assert abs(aspect(page.box("#lightbox-picture")) * 2 - 1) < 0.02, page.box("#lightbox-picture")
+    p.keyboard.press("Escape")
+
+
+def test_a_jpegs_exif_orientation_is_ignored_as_the_server_ignores_it(page, tmp_path):
+    """A 640 x 480 JPEG tagged "turn a quarter" (EXIF orientation 6, as phones write them): the server
+    explains its pixels as stored, so the preview and the pictures are 4:3, not the 3:4 the browser
+    would turn it to."""
+    p = page.page
+    turned = tmp_path / "turned.jpg"
+    with Image.open(IMAGE) as im:
+        exif = im.getexif()
+        exif[0x0112] = 6
+        im.save(turned, quality=92, exif=exif.tobytes())
+    p.set_input_files("#file", str(turned))
+    page.explain()
+    assert page.shown("#result"), p.text_content("#error")
+    assert abs(aspect(page.box("#preview")) / (4 / 3) - 1) < 0.02, page.box("#preview")
+    for key, selector in SHOWN.items():
+        assert abs(aspect(page.box(selector)) / (4 / 3) - 1) < 0.02, (key, page.box(selector))
+
+
+def test_the_slider_sets_the_heatmaps_opacity_over_the_input(page):
+    """The overlay shown is (1 - a) * input + a * heatmap as painted, for the slider's a; the overlay's
+    download stays the server's file (its 50 % blend)."""
+    p = page.page
+    p.set_input_files("#file", str(IMAGE))
+    page.explain()
+    images, _ = page.result_images()
+    rgb, heat = (data_url_pixels(images[k]).astype(float) for k in ("input", "gcam"))
+    assert p.text_content("#opacity-value").strip() == "50 %"
+    assert_painted_like(page.painted("overlay"), data_url_pixels(images["overlay"]), "overlay at 50 %")
+    for percent in (0, 25, 80, 100):
+        p.fill("#opacity", str(percent))
+        assert p.text_content("#opacity-value").strip() == f"{percent} %"
+        a = percent / 100
+        assert_painted_like(page.painted("overlay"), (1 - a) * rgb + a * heat, f"overlay at {percent} %")
+    assert p.get_attribute("#dl-overlay", "href") == images["overlay"]
+    # the two ends differ: the slider does change what is shown
+    p.fill("#opacity", "0")
+    low = blocks(page.painted("overlay"))
+    p.fill("#opacity", "100")
+    assert np.abs(blocks(page.painted("overlay")) - low).mean() > 20
+
+
+def test_the_colour_bar_is_the_heatmaps_colour_map(page):
+    """The colour bar, as painted, left to right, is utils.to_heatmap of a ramp from low to high."""
+    import torch
+
+    from gradcam_core.image.render import to_heatmap
+
+    p = page.page
+    p.set_input_files("#file", str(IMAGE))
+    page.explain()
+    shot = page.painted_element("#colour-bar").astype(float)
+    assert shot.shape[1] >= 100, shot.shape
+    row = shot[shot.shape[0] // 2, 3:-3]  # the rounded ends left out
+    ramp = torch.linspace(0, 1, shot.shape[1], dtype=torch.float64)[3:-3].reshape(1, -1)
+    ramp = torch.cat([torch.zeros(1, 1, dtype=torch.float64), ramp, torch.ones(1, 1, dtype=torch.float64)], 1)
+    expected = (255 * to_heatmap(ramp)[:, 0, 1:-1]).T.numpy()  # (W, 3), its own min-max undone by 0 and 1
+    diff = np.abs(row - expected)
+    assert diff.mean() < 3 and diff.max() < 16, f"the colour bar is {diff.mean():.1f} levels (max {diff.max()}) from to_heatmap"
+
+
+def test_a_click_enlarges_a_picture_and_escape_or_a_click_closes_it(page):
+    p = page.page
+    p.set_input_files("#file", str(IMAGE))
+    page.explain()
+    images, _ = page.result_images()
+    small = page.box("#img-gb")
+    p.click("#img-gb")
+    p.wait_for_selector("#lightbox[open]")
+    big = page.box("#lightbox-picture")
+    assert big["width"] > 2 * small["width"] and abs(aspect(big) / aspect(small) - 1) < 0.02, (big, small)
+    assert p.eval_on_selector_all("#lightbox-picture img", "is => is.map(i => i.src)") == [images["gb"]]
+    assert "Guided Backprop" in p.text_content("#lightbox")
+    assert_painted_like(page.painted_element("#lightbox-picture"), data_url_pixels(images["gb"]), "enlarged gb")
+    p.keyboard.press("Escape")
+    p.wait_for_selector("#lightbox", state="hidden")
+    assert p.eval_on_selector("#lightbox", "d => d.open") is False
+    # the overlay enlarged is the blend at the slider's opacity; a click anywhere closes it
+    p.fill("#opacity", "100")
+    p.click("#overlay-view")
+    p.wait_for_selector("#lightbox[open]")
+    assert_painted_like(page.painted_element("#lightbox-picture"), data_url_pixels(images["gcam"]), "enlarged overlay")
+    p.mouse.click(5, 5)  # on the backdrop
+    p.wait_for_selector("#lightbox", state="hidden")
+    p.click("#img-input")
+    p.wait_for_selector("#lightbox[open]")
+    p.click("#lightbox-picture")  # on the picture itself
+    p.wait_for_selector("#lightbox", state="hidden")
+
+
+def test_the_result_is_cleared_when_the_task_or_the_image_changes(page):
+    """A result (and a request still running) belongs to its task and image: choosing another task or
+    image takes it away; a request abandoned so shows nothing when its answer arrives."""
+    p = page.page
+    p.set_input_files("#file", str(IMAGE))
+    page.explain()
+    assert page.shown("#result") and p.text_content("#target").startswith("Label ")
+    p.check("#task-captioning")
+    assert not page.shown("#result") and p.text_content("#target") == "" and p.text_content("#predicted") == ""
+    assert p.eval_on_selector_all("#images img[src]", "is => is.length") == 0
+    page.explain()
+    assert p.text_content("#predicted").startswith("Generated caption: ")
+    p.click(f"#samples .sample[data-name='{TABBY.name}']")
+    assert not page.shown("#result") and p.text_content("#predicted") == ""
+    page.explain()
+    assert page.shown("#result")
+    p.set_input_files("#file", str(IMAGE))
+    assert not page.shown("#result") and p.text_content("#target") == ""
+    held = held_requests(page)
+    p.click("#explain")
+    wait_for_held(page, held)
+    p.check("#task-classification")  # while the captioning request runs
+    assert not page.shown("#busy") and p.is_enabled("#explain")
+    try:
+        held[0].continue_()
+    except Exception:  # the page gave the request up already
+        pass
+    p.wait_for_timeout(1500)
+    assert not page.shown("#result") and not page.shown("#error"), p.text_content("#error")
+    assert p.text_content("#target") == ""
+
+
+def test_a_spinner_runs_while_a_request_does(page):
+    p = page.page
+    p.set_input_files("#file", str(IMAGE))
+    held = held_requests(page)
+    assert not page.shown("#spinner")
+    p.click("#explain")
+    wait_for_held(page, held)
+    assert page.shown("#spinner") and page.shown("#explain .spinner") and p.is_disabled("#explain")
+    running = p.eval_on_selector("#spinner", "s => s.getAnimations().filter(a => a.playState === 'running').length")
+    assert running >= 1, "the spinner does not turn"
+    assert not page.shown("#result")
+    held[0].continue_()
+    page.wait_for_result()
+    assert page.shown("#result") and not page.shown("#spinner") and not page.shown("#explain .spinner")
+
+
+def test_a_top5_row_explains_its_class(page):
+    p = page.page
+    p.set_input_files("#file", str(IMAGE))
+    page.explain()
+    rows = p.locator("#predictions tbody tr")
+    first = rows.nth(0).locator("td").nth(0).text_content()
+    assert p.get_attribute("#predictions tbody tr:nth-child(1)", "aria-current") == "true"
+    label, name = (rows.nth(2).locator("td").nth(i).text_content() for i in (0, 1))
+    assert label != first
+    rows.nth(2).click()
+    page.wait_for_result()
+    assert p.text_content("#target") == f"Label {label}: {name}" and p.input_value("#label") == label
+    images, files = page.result_images()
+    assert_images_are_the_clis(images, files, cli_run("classification.py", "-label", label), f"top-5 row {label}")
+    assert p.get_attribute("#predictions tbody tr:nth-child(3)", "aria-current") == "true"
+    # by keyboard, and for VQA's answers
+    p.check("#task-vqa")
+    p.set_input_files("#file", str(IMAGE))
+    page.explain()
+    answer = p.locator("#predictions tbody tr").nth(1).locator("td").nth(0).text_content()
+    p.focus("#predictions tbody tr:nth-child(2)")
+    p.keyboard.press("Enter")
+    page.wait_for_result()
+    assert p.text_content("#target") == f"Answer: {answer}" and p.input_value("#answer") == answer

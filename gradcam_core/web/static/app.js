@@ -1,9 +1,13 @@
 // The Grad-CAM demo page. On load it reads GET /api/config (the tasks, their layers, class names, VQA
 // answers and the sample images) and fills the form; a task the server has no model for is greyed out
 // with the option that enables it. The image comes from a dropped or chosen file, or from a sample
-// (sent by name). "Explain" posts the form to POST /api/explain and shows the explained and predicted
-// targets, the top-5 table, the five images with download links and the timings; a failed request
-// shows the server's one-line {"error"} message in #error.
+// (sent by name). "Explain" posts the form to POST /api/explain (a spinner runs meanwhile) and shows the
+// explained and predicted targets, the top-5 table (a row clicked explains that class or answer), the
+// five images with download links and the timings; a failed request shows the server's one-line
+// {"error"} message in #error. Changing the task or the image clears the result (and abandons a request
+// still running). The API's images are squares at the net's input size; the page shows them at the
+// uploaded image's aspect ratio, and blends the heatmap over the input itself, with the opacity of the
+// slider (the downloads stay the server's files). A result image clicked opens large in #lightbox.
 "use strict";
 
 const TASKS = ["classification", "vqa", "captioning"];
@@ -14,6 +18,8 @@ const state = {
   file: null,      // a File chosen or dropped, or null
   sample: null,    // a sample's name, or null
   previewUrl: null,
+  size: null,      // a promise of the chosen image's {width, height} (null when it cannot be decoded)
+  request: null,   // the AbortController of the request running, or null
 };
 
 const $ = (id) => document.getElementById(id);
@@ -80,7 +86,10 @@ function setupTasks(tasks) {
     $("answers").replaceChildren(...(vqa.answers || []).map((a) => option(a)));
   }
   for (const radio of document.querySelectorAll('input[name="task"]')) {
-    radio.addEventListener("change", () => selectTask(radio.value));
+    radio.addEventListener("change", () => {
+      clearResult();
+      selectTask(radio.value);
+    });
   }
   if (first === null) {
     $("explain").disabled = true;
@@ -141,10 +150,60 @@ function markSample(name) {
   }
 }
 
-function showPreview(src, text) {
+// The EXIF orientation of a JPEG (1 without one). The server ignores it, as libjpeg does, and so does
+// the page (the preview has image-orientation: none); but the browser reports an image's size turned
+// by it, so orientations 5 to 8 (a quarter turn) swap the sides back.
+async function exifOrientation(blob) {
+  const view = new DataView(await blob.slice(0, 1 << 17).arrayBuffer());
+  if (view.byteLength < 4 || view.getUint16(0) !== 0xffd8) return 1;
+  let at = 2;
+  while (at + 4 <= view.byteLength) {
+    const marker = view.getUint16(at);
+    if ((marker & 0xff00) !== 0xff00 || marker === 0xffda) return 1; // the image data: no EXIF before it
+    const length = view.getUint16(at + 2);
+    if (marker === 0xffe1 && at + 10 <= view.byteLength && view.getUint32(at + 4) === 0x45786966 &&
+        view.getUint16(at + 8) === 0) {
+      return tiffOrientation(view, at + 10, Math.min(view.byteLength, at + 2 + length));
+    }
+    at += 2 + length;
+  }
+  return 1;
+}
+
+// The Orientation tag (0x0112) of the TIFF block at view[start, end): its first IFD's entry.
+function tiffOrientation(view, start, end) {
+  if (start + 8 > end) return 1;
+  const little = view.getUint16(start) === 0x4949;
+  const ifd = start + view.getUint32(start + 4, little);
+  if (ifd + 2 > end) return 1;
+  const count = view.getUint16(ifd, little);
+  for (let i = 0; i < count; i++) {
+    const entry = ifd + 2 + 12 * i;
+    if (entry + 12 > end) return 1;
+    if (view.getUint16(entry, little) === 0x0112) return view.getUint16(entry + 8, little);
+  }
+  return 1;
+}
+
+// The image's {width, height} as the server decodes it, or null when the browser cannot decode it.
+async function imageSize(preview, blob) {
+  try {
+    await preview.decode();
+  } catch (err) {
+    return null;
+  }
+  const [width, height] = [preview.naturalWidth, preview.naturalHeight];
+  const orientation = await blob.then(exifOrientation).catch(() => 1);
+  return orientation >= 5 && orientation <= 8 ? { width: height, height: width } : { width, height };
+}
+
+// blob: a promise of the image's bytes (for its EXIF orientation).
+function showPreview(src, text, blob) {
+  clearResult();
   const preview = $("preview");
   preview.hidden = false;
   preview.src = src;
+  state.size = imageSize(preview, blob);
   $("chosen").textContent = text;
   $("dropzone").classList.add("has-image");
 }
@@ -154,7 +213,7 @@ function chooseSample(sample) {
   state.sample = sample.name;
   $("file").value = "";
   markSample(sample.name);
-  showPreview(sample.url, "Sample: " + sample.name);
+  showPreview(sample.url, "Sample: " + sample.name, fetch(sample.url).then((r) => r.blob()));
 }
 
 function chooseFile(file) {
@@ -164,7 +223,7 @@ function chooseFile(file) {
   markSample(null);
   if (state.previewUrl) URL.revokeObjectURL(state.previewUrl);
   state.previewUrl = URL.createObjectURL(file);
-  showPreview(state.previewUrl, file.name);
+  showPreview(state.previewUrl, file.name, Promise.resolve(file));
 }
 
 function setupDropzone() {
@@ -231,33 +290,63 @@ async function errorMessage(response) {
   return "The server answered " + response.status + " " + response.statusText;
 }
 
+function setBusy(busy) {
+  $("explain").disabled = busy;
+  $("explain").classList.toggle("running", busy);
+  $("explain-text").textContent = busy ? "Explaining..." : "Explain";
+  $("busy").hidden = !busy;
+}
+
 async function explain(event) {
   event.preventDefault();
-  clearError();
-  $("result").hidden = true;
+  clearResult();
   const task = currentTask();
   if (!state.config || !task) return;
   if (!state.file && !state.sample) {
     showError("Choose an image first: drop one on the box, click it, or pick a sample.");
     return;
   }
-  const button = $("explain");
-  button.disabled = true;
-  button.textContent = "Explaining...";
+  const request = new AbortController();
+  state.request = request;
+  const size = state.size;
+  setBusy(true);
   const started = performance.now();
   try {
-    const response = await fetch("/api/explain", { method: "POST", body: buildForm(task) });
+    const response = await fetch("/api/explain", { method: "POST", body: buildForm(task), signal: request.signal });
     if (!response.ok) {
-      showError(await errorMessage(response));
+      const message = await errorMessage(response);
+      if (state.request === request) showError(message);
       return;
     }
-    showResult(await response.json(), (performance.now() - started) / 1000);
+    const result = await response.json();
+    const shape = await size;
+    if (state.request === request) showResult(result, shape, (performance.now() - started) / 1000);
   } catch (err) {
-    showError("Could not reach the server: " + err.message);
+    if (state.request === request) showError("Could not reach the server: " + err.message);
   } finally {
-    button.disabled = false;
-    button.textContent = "Explain";
+    // a request abandoned (the task or the image changed) leaves the page to what replaced it
+    if (state.request === request) {
+      state.request = null;
+      setBusy(false);
+    }
   }
+}
+
+// The result and any error away, and a request still running abandoned: they were for another task
+// or image.
+function clearResult() {
+  clearError();
+  if (state.request) {
+    state.request.abort();
+    state.request = null;
+    setBusy(false);
+  }
+  $("result").hidden = true;
+  for (const id of ["target", "predicted", "result-layer", "time"]) $(id).textContent = "";
+  $("predictions").hidden = true;
+  $("predictions").tBodies[0].replaceChildren();
+  for (const img of $("images").querySelectorAll("img")) img.removeAttribute("src");
+  for (const link of $("images").querySelectorAll("a")) link.removeAttribute("href");
 }
 
 // ---- the result --------------------------------------------------------------------------------
@@ -273,7 +362,14 @@ function percent(score) {
   return (100 * score).toFixed(score >= 0.1 ? 1 : 2) + " %";
 }
 
-function showPredictions(predictions) {
+// Explain a row of the top 5: its label (or answer) into the form, and the form sent.
+function explainRow(prediction) {
+  if ("answer" in prediction) $("answer").value = prediction.answer;
+  else $("label").value = String(prediction.label);
+  $("form").requestSubmit();
+}
+
+function showPredictions(predictions, target) {
   const table = $("predictions");
   table.hidden = !predictions || predictions.length === 0;
   if (table.hidden) return;
@@ -286,36 +382,97 @@ function showPredictions(predictions) {
     const row = document.createElement("tr");
     const cells = isVqa ? [p.answer, percent(p.score)] : [p.label, p.name ?? "", percent(p.score)];
     for (const value of cells) row.append(Object.assign(document.createElement("td"), { textContent: value }));
+    const explained = isVqa ? p.answer === target.answer : String(p.label) === String(target.label);
+    if (explained) row.setAttribute("aria-current", "true");
+    row.tabIndex = 0;
+    row.title = "Explain " + (isVqa ? "the answer " + p.answer : p.label + (p.name ? " " + p.name : ""));
+    row.addEventListener("click", () => explainRow(p));
+    row.addEventListener("keydown", (event) => {
+      if (event.key === "Enter" || event.key === " ") {
+        event.preventDefault();
+        explainRow(p);
+      }
+    });
     return row;
   });
   table.tBodies[0].replaceChildren(...rows);
 }
 
-function showResult(result, browserSeconds) {
+// The uploaded image's aspect ratio on every result picture and the lightbox (CSS custom properties,
+// set through the CSSOM: the page's CSP allows no inline style); a square without a decodable image.
+function setAspect(shape) {
+  const [w, h] = shape && shape.width > 0 && shape.height > 0 ? [shape.width, shape.height] : [1, 1];
+  document.body.style.setProperty("--aspect", w + " / " + h);
+  document.body.style.setProperty("--aspect-number", String(w / h));
+}
+
+function setOpacity() {
+  const value = Number($("opacity").value);
+  document.body.style.setProperty("--heat-opacity", String(value / 100));
+  $("opacity-value").textContent = value + " %";
+}
+
+function showResult(result, shape, browserSeconds) {
   const [target, predicted] = describe(result.target, result.predicted);
   $("target").textContent = target;
   $("result-layer").textContent = "Layer: " + result.layer;
   $("predicted").textContent = predicted;
-  showPredictions(result.predictions);
+  showPredictions(result.predictions, result.target);
+  setAspect(shape);
   const files = result.files || {};
   for (const key of IMAGE_KEYS) {
     const url = result.images[key];
-    $("img-" + key).src = url;
+    if (key !== "overlay") $("img-" + key).src = url;
     const link = $("dl-" + key);
     link.href = url;
     link.download = files[key] || key + ".png";
   }
+  // the overlay shown is the browser's blend of the heatmap over the input (the slider's opacity)
+  $("blend-input").src = result.images.input;
+  $("blend-heat").src = result.images.gcam;
   const s = result.seconds;
   $("time").textContent = "explained in " + s.explain.toFixed(2) + " s (request " + s.total.toFixed(2) + " s)";
   $("time").title = browserSeconds.toFixed(2) + " s in the browser, upload and download included";
   $("result").hidden = false;
-  $("result").scrollIntoView({ block: "nearest" });
+  // scrolled to only where it starts below the fold (beside the form on a wide screen it does not)
+  if ($("result").getBoundingClientRect().top > window.innerHeight * 0.6) {
+    $("result").scrollIntoView({ block: "start" });
+  }
+}
+
+// ---- the lightbox ------------------------------------------------------------------------------
+
+// The picture clicked, large: copies of its images (the blend's heat layer keeps following the slider).
+function enlarge(picture) {
+  const copies = [...picture.querySelectorAll("img")].map((img) => {
+    const copy = document.createElement("img");
+    copy.src = img.src;
+    copy.alt = img.alt;
+    copy.className = img.className;
+    return copy;
+  });
+  $("lightbox-picture").replaceChildren(...copies);
+  $("lightbox-picture").classList.toggle("blend", picture.classList.contains("blend"));
+  $("lightbox-caption").textContent = picture.dataset.title;
+  $("lightbox").showModal();
+}
+
+function setupLightbox() {
+  for (const picture of $("images").querySelectorAll(".picture")) {
+    picture.addEventListener("click", () => enlarge(picture));
+  }
+  const box = $("lightbox");
+  box.addEventListener("click", () => box.close()); // Escape closes it too (the dialog's own cancel)
+  box.addEventListener("close", () => $("lightbox-picture").replaceChildren());
 }
 
 // ---- start -------------------------------------------------------------------------------------
 
 document.addEventListener("DOMContentLoaded", () => {
   setupDropzone();
+  setupLightbox();
+  $("opacity").addEventListener("input", setOpacity);
+  setOpacity();
   $("form").addEventListener("submit", explain);
   loadConfig();
 });
