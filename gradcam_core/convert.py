@@ -45,6 +45,9 @@ def caffe_to_onnx(proto_file: PathLike, model_file: PathLike, out_file: PathLike
             224 x 224. The batch axis is dynamic.
         opset: the ONNX opset to write (onnx2torch reads up to 17).
     """
+    from .extras import require
+
+    require("onnx", "the converter (gradcam-convert) needs")
     import onnx
 
     from .caffe import load_caffe

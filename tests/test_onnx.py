@@ -584,7 +584,7 @@ _BVLC_BLOBS = {"conv1": (96, 3, 11, 11), "conv2": (256, 48, 5, 5), "conv3": (384
 
 def random_caffemodel(path: Path, blobs: dict[str, tuple[int, ...]], seed: int = 0) -> Path:
     """A caffemodel with He-normal weights of the given shapes and small random biases."""
-    from gradcam_core.formats.caffe import write
+    import caffe_writer as write
 
     rng = np.random.default_rng(seed)
     layers = []
@@ -604,7 +604,7 @@ def test_shared_topologies_convert_exactly(tmp_path, prototxt):
 def test_pooling_padding_ceil_and_average_divisor_convert_exactly(tmp_path):
     """CaffePool2d's explicit padding (-inf for MAX), ceil overhang, AVE divisor and global pooling:
     the export path gives onnxruntime the same values."""
-    from gradcam_core.formats.caffe import write
+    import caffe_writer as write
 
     rng = np.random.default_rng(0)
 
@@ -656,7 +656,7 @@ def test_input_size_option_and_default(tmp_path):
     proto.write_text('input: "data" input_shape { dim: 1 dim: 3 dim: 20 dim: 16 }\n'
                      'layer { name: "conv" type: "Convolution" bottom: "data" top: "conv" '
                      'convolution_param { num_output: 2 kernel_size: 3 } }\n')
-    from gradcam_core.formats.caffe import write
+    import caffe_writer as write
 
     weights = write.write_caffemodel(tmp_path / "conv.caffemodel", [
         {"name": "conv", "type": "Convolution", "blobs": [np.ones((2, 3, 3, 3), np.float32), np.zeros(2, np.float32)]}])

@@ -8,12 +8,17 @@ import stat
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
+from ..data import SQUEEZENET, bundled
 from ..errors import GradCamError
 
 if TYPE_CHECKING:
     from ..run.inputs import Inputs
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent.parent
+"""The folder holding the package: a source checkout, or site-packages once installed."""
+CHECKOUT: Optional[Path] = PROJECT_DIR if (PROJECT_DIR / "scripts" / "download_models.sh").is_file() else None
+"""The source checkout the package runs from (where scripts/download_models.sh puts the original's
+models), or None in an installed package."""
 
 
 def device_for(gpuid: int) -> "Any":
@@ -76,14 +81,14 @@ def _require_value(name: str, value: str) -> None:
 
 def input_path(name: str, value: str, default: str, *, hint: str = "") -> Path:
     """Resolve a file option. A value the user left at its default is looked up in the current
-    folder, then in the project folder (where scripts/download_models.sh puts models); a missing file
-    is a GradCamError naming the option and, for defaults, how to get it."""
+    folder, then, in a source checkout, in the checkout (where scripts/download_models.sh puts models);
+    a missing file is a GradCamError naming the option and, for defaults, how to get it."""
     _require_value(name, value)
     path = Path(value).expanduser()
     st = stat_option_path(name, value, path)
-    if st is None and value == default:
-        st = stat_option_path(name, value, PROJECT_DIR / value)
-        path = PROJECT_DIR / value if st is not None else path
+    if st is None and value == default and CHECKOUT is not None:
+        st = stat_option_path(name, value, CHECKOUT / value)
+        path = CHECKOUT / value if st is not None else path
     if st is None:
         extra = f"; {hint}" if hint and value == default else ""
         raise GradCamError(f"-{name}: {value} not found{extra}")
@@ -147,19 +152,22 @@ def _cannot_create_in(folder: Path) -> Optional[str]:
 
 MODELS_HINT = "run scripts/download_models.sh to fetch the original models, or pass the file explicitly"
 
-BUNDLED_STATE_DICTS = {"squeezenet1_1": Path("models/squeezenet1_1/squeezenet1_1.pth")}
-"""The torchvision state_dicts shipped in the project folder, by architecture."""
+BUNDLED_STATE_DICTS = {"squeezenet1_1": (SQUEEZENET, "squeezenet1_1.pth")}
+"""The torchvision state_dicts shipped in the package (:mod:`gradcam_core.data`), by architecture."""
 
 
 def arch_weights_missing(arch: str) -> GradCamError:
     """The one line for ``-arch`` with ``-model_file`` left at its default (a Caffe file, which no
     torchvision architecture can load): the architecture's weights are a state_dict the user names;
-    nothing is downloaded. Where the project ships that architecture's weights, the line says where."""
-    bundled = BUNDLED_STATE_DICTS.get(arch.lower())
+    nothing is downloaded. Where the package ships that architecture's weights, the line says where."""
     where = ""
-    if bundled is not None and (PROJECT_DIR / bundled).is_file():
-        # relative where the project folder is the current one, else the path that works from here
-        shown = bundled if bundled.resolve() == (PROJECT_DIR / bundled).resolve() else PROJECT_DIR / bundled
-        where = f" (the project ships one: -model_file {shown})"
+    if (shipped := BUNDLED_STATE_DICTS.get(arch.lower())) is not None:
+        folder, name = shipped
+        path = bundled(folder) / name
+        if path.is_file():
+            # the checkout's relative path (models/...) where it leads to the same file from here
+            relative = Path("models", folder, name)
+            shown = relative if relative.is_file() and relative.resolve() == path.resolve() else path
+            where = f" (the project ships one: -model_file {shown})"
     return GradCamError(f"-arch {arch} needs its weights: give its torchvision state_dict (a .pth file of "
                         f"model.state_dict()) with -model_file{where}; nothing is downloaded")
