@@ -9,7 +9,7 @@ import sys
 
 from ..app import run_cli, with_many_images_help
 from ..paths import (
-    MODELS_HINT, arch_weights_missing, check_out_dir, device_for, input_images, input_path,
+    MODELS_HINT, arch_weights_missing, bundled_classifier_hint, check_out_dir, device_for, input_images, input_path,
 )
 from ..options import (
     as_choice, as_input_options, as_input_size, as_int, as_label_list, as_positive_int, as_str, as_switch, given,
@@ -100,7 +100,7 @@ def main(
     arch = as_str(arch)
     if arch and as_str(model_file) == MODEL:  # the default is VGG-16's caffemodel, no state_dict
         raise arch_weights_missing(arch)
-    model = input_path("model_file", as_str(model_file), MODEL, hint=MODELS_HINT)
+    model = input_path("model_file", as_str(model_file), MODEL, hint=f"{MODELS_HINT}; {bundled_classifier_hint()}")
     fmt = format_of(model, arch)
     proto = input_path("proto_file", as_str(proto_file), PROTO, hint=MODELS_HINT) if fmt.needs_prototxt else None
     fmt.check(model, proto)  # its extra installed
