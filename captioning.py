@@ -7,8 +7,7 @@ Run with ``--help`` for the options, several targets in one run, folder and glob
 output names.
 """
 from gradcam_core.cli.app import run_cli
-from gradcam_core.cli.commands.captioning import MODEL, IMAGE, CAPTION, MODEL_HINT, main  # noqa: F401 (the script's names)
-
+from gradcam_core.cli.commands.captioning import CAPTION, IMAGE, MODEL, MODEL_HINT, main  # noqa: F401 (the script's names)
 
 if __name__ == "__main__":
     run_cli(main)

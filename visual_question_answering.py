@@ -8,8 +8,7 @@ Run with ``--help`` for the options, several targets in one run, folder and glob
 output names.
 """
 from gradcam_core.cli.app import run_cli
-from gradcam_core.cli.commands.vqa import PROTO, MODEL, IMAGE, VQA_MODEL, VOCAB, HINT, main  # noqa: F401 (the script's names)
-
+from gradcam_core.cli.commands.vqa import HINT, IMAGE, MODEL, PROTO, VOCAB, VQA_MODEL, main  # noqa: F401 (the script's names)
 
 if __name__ == "__main__":
     run_cli(main)

@@ -10,8 +10,8 @@ with numpy arrays as blobs. :func:`net_message` turns such a list into a NetPara
 field name) of either generation - V1 writes ``layers`` with enum types and legacy
 num/channels/height/width blob dims (an InnerProduct weight becomes 1 x 1 x out x in), V2 writes
 ``layer`` with string types and blob ``shape`` - and :func:`write_text`/:func:`write_binary` encode any
-tree against the :mod:`gradcam_core.formats.caffe.schema` descriptors. Blob payloads are streamed from the arrays' memory (packed,
-or unpacked with one tag per value), with no per-value Python work.
+tree against the :mod:`gradcam_core.formats.caffe.schema` descriptors. Blob payloads are streamed from
+the arrays' memory (packed, or unpacked with one tag per value), with no per-value Python work.
 """
 from __future__ import annotations
 

@@ -17,7 +17,6 @@ import zipfile
 from pathlib import Path
 
 import pytest
-
 from conftest import DATA, ROOT
 
 BLOCK = "import sys\nfor name in {names!r}:\n    sys.modules[name] = None  # as if not installed\n"
@@ -148,8 +147,8 @@ def test_an_onnx_model_without_the_onnx_extra_names_the_extra(tmp_path):
     onnx_file = tmp_path / "net.onnx"
     onnx_file.write_bytes(b"\x08\x07")  # an ONNX name is enough: the extra is checked before the file is read
     argv = ["gradcam-classify", "-model_file", str(onnx_file), "-out_path", str(tmp_path / "out")]
-    result = _blocked(("onnx", "onnx2torch"), RUN_CLI.format(argv=argv, module="gradcam_core.cli.commands.classification"),
-                      tmp_path)
+    code = RUN_CLI.format(argv=argv, module="gradcam_core.cli.commands.classification")
+    result = _blocked(("onnx", "onnx2torch"), code, tmp_path)
     _one_line(result, "gradcam-classify", "ONNX models need the 'onnx' extra: pip install 'gradcam-core[onnx]'")
     assert not (tmp_path / "out").exists()
 
@@ -166,8 +165,8 @@ def test_the_converter_without_the_onnx_extra_names_the_extra(tmp_path):
 
 
 def test_the_web_demo_without_the_web_extra_names_the_extra(tmp_path):
-    result = _blocked(("starlette", "uvicorn"), RUN_CLI.format(argv=["gradcam-web"], module="gradcam_core.web.__main__"),
-                      tmp_path)
+    code = RUN_CLI.format(argv=["gradcam-web"], module="gradcam_core.web.__main__")
+    result = _blocked(("starlette", "uvicorn"), code, tmp_path)
     _one_line(result, "gradcam-web", "the web demo needs the 'web' extra: pip install 'gradcam-core[web]'")
 
 
@@ -188,3 +187,26 @@ def test_a_caffe_model_needs_no_extra(tmp_path):
     result = _blocked(blocked, RUN_CLI.format(argv=argv, module="gradcam_core.cli.commands.classification"), tmp_path)
     assert result.returncode == 0, result.stderr
     assert len(list((tmp_path / "out").glob("*.png"))) == 3
+
+
+# ------------------------------------------------------------------------------ the format registry
+
+
+def test_the_format_registry_recognises_each_format_and_its_prototxt_rule(tmp_path):
+    from gradcam_core.errors import GradCamError
+    from gradcam_core.formats.registry import format_of
+
+    bundled = ROOT / "models" / "squeezenet1_1"
+    caffe = format_of(bundled / "squeezenet1_1.caffemodel")
+    assert (caffe.name, caffe.needs_prototxt, caffe.extra, caffe.preprocessing) == ("caffe", True, "", "caffe")
+    tv = format_of(bundled / "squeezenet1_1.pth", arch="squeezenet1_1")
+    assert (tv.name, tv.needs_prototxt, tv.extra, tv.preprocessing) == ("torchvision", False, "", "torchvision")
+    named = tmp_path / "corrupt.onnx"
+    named.write_bytes(b"not a model")  # an ONNX name: read as ONNX, so that its problem is named as such
+    assert format_of(named).name == "onnx"
+    model = tmp_path / "model.bin"  # ONNX content under another name: ir_version, then a graph
+    model.write_bytes(b"\x08\x07" + b"\x3a\x00")
+    onnx_fmt = format_of(model)
+    assert (onnx_fmt.name, onnx_fmt.needs_prototxt, onnx_fmt.extra) == ("onnx", False, "onnx")
+    with pytest.raises(GradCamError, match=r"is a caffemodel: it needs its deploy prototxt \(-proto_file\)$"):
+        caffe.check(bundled / "squeezenet1_1.caffemodel", None)

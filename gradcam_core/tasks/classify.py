@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence, cast
 
 import torch
 from torch import nn
@@ -22,14 +22,16 @@ from ..formats.synset import ClassNames, find_synset, parse_synset, read_synset
 from ..image.preprocessing import Preprocessing
 from ..nets.graph import GraphNet
 
+if TYPE_CHECKING:
+    from ..formats.onnx import OnnxNet
+
 
 def load_classifier(proto_file: Path, model_file: Path, device: torch.device = torch.device("cpu"),
                     dtype: torch.dtype = torch.float32) -> GraphNet:
     """The Caffe net with its final Softmax removed (only a final Softmax, in V1 and V2 files alike):
     Grad-CAM follows the pre-softmax logit. (The VQA image net starts from this net too.)"""
     net = CAFFE.load(model_file, proto_file=proto_file, device=device, dtype=dtype, strip_softmax=True)
-    assert isinstance(net, GraphNet)
-    return net
+    return cast(GraphNet, net)
 
 
 def explain_classes(
@@ -172,9 +174,10 @@ def load_model(model_file: Path, *, proto_file: Optional[Path] = None, arch: str
     fmt = format_of(model_file, arch)
     net = fmt.load(model_file, proto_file=proto_file, arch=arch, device=device, strip_softmax=True)
     if fmt.name == "onnx":
-        own, names = _own_preprocessing(net, str(model_file)), names or net.metadata.get("class_names")
-        input_size = net.metadata.get("input_size")
-        _, height, width = net.input_shape
+        onnx_net = cast("OnnxNet", net)
+        own, names = _own_preprocessing(net, str(model_file)), names or onnx_net.metadata.get("class_names")
+        input_size = onnx_net.metadata.get("input_size")
+        _, height, width = onnx_net.input_shape
         fixed_size = (height, width) if height is not None and width is not None else None
     if names is None and (found := find_synset(model_file)) is not None:
         names = read_synset(found)

@@ -7,8 +7,8 @@ relative to the current folder as in Lua.
 import sys
 
 from ..app import run_cli, with_many_images_help
-from ..paths import check_out_dir, device_for, input_images, input_path
 from ..options import as_choice, as_input_size, as_int, as_positive_int, as_str, as_str_list, as_switch
+from ..paths import check_out_dir, device_for, input_images, input_path
 
 MODEL = "neuraltalk2/model_id1-501-1448236541.t7"
 IMAGE = "images/cat_dog.jpg"

@@ -8,11 +8,25 @@ relative to the current folder as in Lua.
 import sys
 
 from ..app import run_cli, with_many_images_help
-from ..paths import (
-    MODELS_HINT, arch_weights_missing, bundled_classifier_hint, check_out_dir, device_for, input_images, input_path,
-)
 from ..options import (
-    as_choice, as_input_options, as_input_size, as_int, as_label_list, as_positive_int, as_str, as_switch, given,
+    as_choice,
+    as_input_options,
+    as_input_size,
+    as_int,
+    as_label_list,
+    as_positive_int,
+    as_str,
+    as_switch,
+    given,
+)
+from ..paths import (
+    MODELS_HINT,
+    arch_weights_missing,
+    bundled_classifier_hint,
+    check_out_dir,
+    device_for,
+    input_images,
+    input_path,
 )
 
 PROTO = "models/VGG_ILSVRC_16_layers_deploy.prototxt"

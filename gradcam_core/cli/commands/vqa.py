@@ -8,8 +8,8 @@ Its default files are the original's, relative to the current folder as in Lua.
 import sys
 
 from ..app import run_cli, with_many_images_help
-from ..paths import check_out_dir, device_for, input_images, input_path
 from ..options import as_choice, as_input_size, as_int, as_positive_int, as_str, as_switch
+from ..paths import check_out_dir, device_for, input_images, input_path
 
 PROTO = "models/VGG_ILSVRC_19_layers_deploy.prototxt"
 MODEL = "models/VGG_ILSVRC_19_layers.caffemodel"
@@ -80,9 +80,8 @@ def main(
         save_overlay: 1 = also write vqa_overlay_<answer>.png: the colour heatmap (half) blended over
             the image as the net saw it (half), input_sz x input_sz; 0 = the original's three files.
     """
-    from .. import vqa as program
-
     from ...extras import require
+    from .. import vqa as program
 
     require("vqa")  # the question tokenizer, before any work
     as_choice("backend", backend, ("nn", "cudnn"))
