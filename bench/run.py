@@ -80,6 +80,7 @@ from typing import Callable, Optional
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(1, str(ROOT / "tests"))  # caffe_writer: the fixture writer the benchmark's VGG-16 is made with
 
 LAYER = "relu5_3"
 CLASS = 242  # 0-based: label 243, "boxer" (the cat_dog image's dog)
@@ -177,7 +178,7 @@ def ensure_vgg16(cache: Path) -> tuple[Path, Path]:
     model = folder / f"{MODEL_NAME}.caffemodel"
     if proto.is_file() and model.is_file() and model.stat().st_size > 500 * MB:
         return proto, model
-    from gradcam_core.formats.caffe.write import build_vgg16
+    from caffe_writer import build_vgg16
 
     print(f"building the full-size VGG-16 (V1, random weights) in {folder} ...", flush=True)
     tmp = cache / f"vgg16.tmp-{os.getpid()}"
@@ -699,7 +700,7 @@ def _hw(p, name: str, default: int) -> tuple[int, int]:
 
 def random_weights(proto: Path, seed: int = 0) -> list[dict]:
     """Random parameter blobs for the layers of a deploy prototxt, as layer dicts for
-    :func:`gradcam_core.formats.caffe.write.write_caffemodel`, shaped as Caffe requires them (the
+    :func:`caffe_writer.write_caffemodel` (tests/caffe_writer.py), shaped as Caffe requires them (the
     bottoms' shapes are followed through the net): Convolution weight (out, in / group, kh, kw) and
     bias (out,) when ``bias_term``; InnerProduct (out, C·H·W of its bottom) and (out,); BatchNorm
     mean (C,), variance (C,), scale factor (1,); Scale weight (C,) and, with ``bias_term``, bias (C,).
@@ -776,7 +777,7 @@ def random_weights(proto: Path, seed: int = 0) -> list[dict]:
 def ensure_resnet50(cache: Path) -> tuple[Path, Path]:
     """The shared ResNet-50 deploy prototxt and a V2 caffemodel of random weights for it
     (``cache/resnet50``, written once)."""
-    from gradcam_core.formats.caffe.write import write_caffemodel
+    from caffe_writer import write_caffemodel
 
     folder = cache / "resnet50"
     model = folder / "ResNet-50-random.caffemodel"

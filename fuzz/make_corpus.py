@@ -21,7 +21,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from gradcam_core.formats.caffe import write  # noqa: E402
+import caffe_writer as write  # noqa: E402
 from gradcam_core.formats.caffe.schema import MESSAGES, V1_LAYER_TYPES  # noqa: E402
 from gradcam_core.formats.torch7 import load_t7  # noqa: E402
 from t7_writer import Obj, Storage, Tensor, from_loaded, sample_file, t7, tensor  # noqa: E402

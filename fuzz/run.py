@@ -69,7 +69,7 @@ def import_targets(instrument: bool) -> ModuleType:
     import torch
 
     torch.set_num_threads(1)  # no thread pools (and their arenas) growing during the run
-    sys.path[:0] = [str(ROOT), str(FUZZ)]
+    sys.path[:0] = [str(ROOT), str(FUZZ), str(ROOT / "tests")]  # tests/: the fixture writers
     if not instrument:
         import targets
         return targets

@@ -98,6 +98,9 @@ def caffe_to_onnx(proto_file: PathLike, model_file: PathLike, out_file: PathLike
 
     Raises GradCamError (one line) for bad input; nothing is left at ``out_file`` or beside it then.
     """
+    from .extras import require
+
+    require("onnx", "the converter (gradcam-convert) needs")
     import onnx
 
     from .caffe import load_caffe

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from gradcam_core.caffe import load_caffe
-from gradcam_core.formats.caffe import write
+import caffe_writer as write
 from gradcam_core.nets.graph import GraphNet, InputSpec
 from gradcam_core.errors import GradCamError
 

@@ -181,7 +181,7 @@ def test_a_mean_file_reaches_the_network(cli, tmp_path):
     (it is scaled to -input_sz): the files of -mean_value 100,110,120 (a grey level at most: the mean
     image goes through image.scale's float32 weights)."""
     from gradcam_core.formats.caffe.schema import MESSAGES
-    from gradcam_core.formats.caffe.write import write_binary
+    from caffe_writer import write_binary
 
     mean = np.stack([np.full((32, 48), v, dtype=np.float32) for v in (100.0, 110.0, 120.0)])
     path = write_binary(tmp_path / "mean.binaryproto", {"num": 1, "channels": 3, "height": 32, "width": 48,

@@ -30,12 +30,13 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import caffe_writer as write
 from conftest import ROOT
 from gradcam_core import image as imageops
 from gradcam_core.tasks import caption as captioner
 from gradcam_core.tasks import vqa
 from gradcam_core.caffe import load_caffe
-from gradcam_core.formats.caffe import prototxt, schema, wire, write
+from gradcam_core.formats.caffe import prototxt, schema, wire
 from gradcam_core.nets import registry
 from gradcam_core.errors import GradCamError
 from gradcam_core.fileio import open_regular

@@ -11,7 +11,7 @@ import torch
 
 from gradcam_core.errors import GradCamError
 from gradcam_core.formats.caffe import meanfile
-from gradcam_core.formats.caffe.write import write_binary, write_caffemodel
+from caffe_writer import write_binary, write_caffemodel
 from gradcam_core.image.preprocessing import Preprocessing, load_input, preprocess
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -58,7 +58,7 @@ def test_a_type_cannot_be_registered_twice():
 
 
 def test_builder_errors_carry_the_layers_location_in_both_formats(tmp_path):
-    from gradcam_core.formats.caffe import write
+    import caffe_writer as write
     from gradcam_core.formats.torch7.modules import convert_module
     from gradcam_core.formats.torch7.reader import T7Object, T7Table
 

@@ -584,7 +584,7 @@ _BVLC_BLOBS = {"conv1": (96, 3, 11, 11), "conv2": (256, 48, 5, 5), "conv3": (384
 
 def random_caffemodel(path: Path, blobs: dict[str, tuple[int, ...]], seed: int = 0) -> Path:
     """A caffemodel with He-normal weights of the given shapes and small random biases."""
-    from gradcam_core.formats.caffe import write
+    import caffe_writer as write
 
     rng = np.random.default_rng(seed)
     layers = []
@@ -604,7 +604,7 @@ def test_shared_topologies_convert_exactly(tmp_path, prototxt):
 def test_pooling_padding_ceil_and_average_divisor_convert_exactly(tmp_path):
     """CaffePool2d's explicit padding (-inf for MAX), ceil overhang, AVE divisor and global pooling:
     the export path gives onnxruntime the same values."""
-    from gradcam_core.formats.caffe import write
+    import caffe_writer as write
 
     rng = np.random.default_rng(0)
 
@@ -662,7 +662,7 @@ def test_input_size_option_and_default(tmp_path):
     """A net that takes any size is written with dynamic H, W (explained at 224x224 or --input-size);
     one with an InnerProduct at the prototxt's size (else 224x224, or --input-size)."""
     from gradcam_core.convert import caffe_to_onnx
-    from gradcam_core.formats.caffe import write
+    import caffe_writer as write
 
     conv = 'layer { name: "conv" type: "Convolution" bottom: "data" top: "conv" convolution_param { num_output: 2 kernel_size: 3 } }\n'
     fc = 'layer { name: "fc" type: "InnerProduct" bottom: "conv" top: "fc" inner_product_param { num_output: 4 } }\n'
@@ -692,7 +692,7 @@ def test_a_size_generic_export_runs_at_other_sizes_as_caffe(tmp_path):
     the Caffe net's output at sizes it was not traced at (onnxruntime and load_onnx)."""
     from gradcam_core.caffe import load_caffe
     from gradcam_core.convert import caffe_to_onnx
-    from gradcam_core.formats.caffe import write
+    import caffe_writer as write
 
     rng = np.random.default_rng(1)
 
@@ -727,7 +727,7 @@ def test_a_size_generic_export_runs_at_other_sizes_as_caffe(tmp_path):
 def test_a_pooling_onnx_cannot_express_keeps_the_size_fixed(tmp_path):
     """A pad over half the kernel (Caffe allows it, ONNX pooling does not): written at the traced size."""
     from gradcam_core.convert import caffe_to_onnx
-    from gradcam_core.formats.caffe import write
+    import caffe_writer as write
 
     layers = [{"name": "conv", "type": "Convolution", "bottom": ["data"], "top": ["conv"],
                "convolution_param": {"num_output": 2, "kernel_size": 1},
@@ -950,7 +950,7 @@ def test_sigterm_during_the_conversion_removes_the_temporary_file(tmp_path):
     import signal
     import time
 
-    from gradcam_core.formats.caffe import write
+    import caffe_writer as write
 
     rng = np.random.default_rng(0)
     layers = [{"name": "conv", "type": "Convolution", "bottom": ["data"], "top": ["conv"],

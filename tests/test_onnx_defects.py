@@ -98,7 +98,7 @@ def test_the_default_layer_is_an_onnx_name_the_net_resolves(tmp_path):
     layer = default_classifier_layer(net, probe)
     last_relu = [n.name for n in onnx.load(str(path)).graph.node if n.op_type == "Relu"][-1]
     assert layer == last_relu == "/classifier/classifier.2/Relu"
-    assert resolve_layer(net, layer)[0] is net.module_of(last_relu)
+    assert resolve_layer(net, layer)[0] is net.resolve_layer(last_relu)[0]
     names = [name for name, _ in spatial_layers(net, probe)]
     assert names and all(name in net.nodes for name in names)  # what the web demo lists
 

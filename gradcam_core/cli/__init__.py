@@ -6,4 +6,5 @@ as one line and an exit code, and each program's printed lines, 1-based labels a
 * :mod:`.paths`           the files, folders and devices options name
 * :mod:`.shapecheck`      an ``-input_sz`` the network cannot take -> one line
 * :mod:`.classification`, :mod:`.vqa`, :mod:`.captioning`  the three programs
+* :mod:`.commands`        their options (``main``) and console scripts; the top-level scripts run them
 """

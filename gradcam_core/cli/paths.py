@@ -8,12 +8,17 @@ import stat
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
+from ..data import IMAGES, SQUEEZENET, bundled
 from ..errors import GradCamError
 
 if TYPE_CHECKING:
     from ..run.inputs import Inputs
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent.parent
+"""The folder holding the package: a source checkout, or site-packages once installed."""
+CHECKOUT: Optional[Path] = PROJECT_DIR if (PROJECT_DIR / "scripts" / "download_models.sh").is_file() else None
+"""The source checkout the package runs from (where scripts/download_models.sh puts the original's
+models), or None in an installed package."""
 
 
 def device_for(gpuid: int) -> "Any":
@@ -76,14 +81,17 @@ def _require_value(name: str, value: str) -> None:
 
 def input_path(name: str, value: str, default: str, *, hint: str = "") -> Path:
     """Resolve a file option. A value the user left at its default is looked up in the current
-    folder, then in the project folder (where scripts/download_models.sh puts models); a missing file
-    is a GradCamError naming the option and, for defaults, how to get it."""
+    folder, then, in a source checkout, in the checkout (where scripts/download_models.sh puts models),
+    then, for the original's sample image (``images/cat_dog.jpg``), among the package's own images; a
+    missing file is a GradCamError naming the option and, for defaults, how to get it."""
     _require_value(name, value)
     path = Path(value).expanduser()
     st = stat_option_path(name, value, path)
     if st is None and value == default:
-        st = stat_option_path(name, value, PROJECT_DIR / value)
-        path = PROJECT_DIR / value if st is not None else path
+        for candidate in _default_places(value):
+            if (st := stat_option_path(name, value, candidate)) is not None:
+                path = candidate
+                break
     if st is None:
         extra = f"; {hint}" if hint and value == default else ""
         raise GradCamError(f"-{name}: {value} not found{extra}")
@@ -94,6 +102,16 @@ def input_path(name: str, value: str, default: str, *, hint: str = "") -> Path:
     if not os.access(path, os.R_OK):
         raise GradCamError(f"-{name}: {value} is not readable")
     return path
+
+
+def _default_places(value: str) -> list[Path]:
+    """Where else a default file is looked for: the checkout, then the package's data for a path in
+    ``images/`` (the folder a checkout links to it)."""
+    places = [CHECKOUT / value] if CHECKOUT is not None else []
+    parts = Path(value).parts
+    if len(parts) > 1 and parts[0] == IMAGES:
+        places.append(bundled(IMAGES).joinpath(*parts[1:]))
+    return places
 
 
 def input_images(name: str, value: str, default: str, out_dir: Path) -> "Inputs":
@@ -147,19 +165,31 @@ def _cannot_create_in(folder: Path) -> Optional[str]:
 
 MODELS_HINT = "run scripts/download_models.sh to fetch the original models, or pass the file explicitly"
 
-BUNDLED_STATE_DICTS = {"squeezenet1_1": Path("models/squeezenet1_1/squeezenet1_1.pth")}
-"""The torchvision state_dicts shipped in the project folder, by architecture."""
+BUNDLED_STATE_DICTS = {"squeezenet1_1": (SQUEEZENET, "squeezenet1_1.pth")}
+"""The torchvision state_dicts shipped in the package (:mod:`gradcam_core.data`), by architecture."""
+
+
+def shown_bundled(folder: str, name: str) -> Path:
+    """How a message names the package's file ``folder/name``: ``models/<folder>/<name>`` where that
+    leads to it from the current folder (a checkout), else its full path."""
+    path = bundled(folder) / name
+    relative = Path("models", folder, name)
+    return relative if relative.is_file() and relative.resolve() == path.resolve() else path
+
+
+def bundled_classifier_hint() -> str:
+    """The options that explain the bundled SqueezeNet 1.1, for a message about a missing model."""
+    return (f"the bundled SqueezeNet 1.1 is -proto_file {shown_bundled(SQUEEZENET, 'deploy.prototxt')} "
+            f"-model_file {shown_bundled(SQUEEZENET, 'squeezenet1_1.caffemodel')}")
 
 
 def arch_weights_missing(arch: str) -> GradCamError:
     """The one line for ``-arch`` with ``-model_file`` left at its default (a Caffe file, which no
     torchvision architecture can load): the architecture's weights are a state_dict the user names;
-    nothing is downloaded. Where the project ships that architecture's weights, the line says where."""
-    bundled = BUNDLED_STATE_DICTS.get(arch.lower())
+    nothing is downloaded. Where the package ships that architecture's weights, the line says where."""
     where = ""
-    if bundled is not None and (PROJECT_DIR / bundled).is_file():
-        # relative where the project folder is the current one, else the path that works from here
-        shown = bundled if bundled.resolve() == (PROJECT_DIR / bundled).resolve() else PROJECT_DIR / bundled
-        where = f" (the project ships one: -model_file {shown})"
+    shipped = BUNDLED_STATE_DICTS.get(arch.lower())
+    if shipped is not None and (bundled(shipped[0]) / shipped[1]).is_file():
+        where = f" (the project ships one: -model_file {shown_bundled(*shipped)})"
     return GradCamError(f"-arch {arch} needs its weights: give its torchvision state_dict (a .pth file of "
                         f"model.state_dict()) with -model_file{where}; nothing is downloaded")

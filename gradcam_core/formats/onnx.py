@@ -134,10 +134,6 @@ class OnnxNet(nn.Module):
                 continue
         return out
 
-    def module_of(self, layer: str) -> nn.Module:
-        """The torch module computing the ONNX node, or the node whose output tensor, ``layer`` names."""
-        return self.resolve_layer(layer)[0]
-
     def resolve_layer(self, layer: Union[str, nn.Module]) -> tuple[nn.Module, nn.Module]:
         """(grad_module, value_module) for Grad-CAM at ``layer``, an ONNX node name or output tensor
         name (a node name wins where one string is both); both are the node's module: the gradient
@@ -179,6 +175,9 @@ def load_onnx(path: Union[str, os.PathLike[str]], device: Union[str, torch.devic
     other than one input or one output, and an operator onnx2torch cannot convert (naming the
     operator and the node).
     """
+    from ..extras import require
+
+    require("onnx")
     source = str(path)
     model = _read_model(path)
     metadata = read_gradcam_metadata(model, source)

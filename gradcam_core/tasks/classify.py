@@ -9,34 +9,29 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence, cast
 
 import torch
 from torch import nn
 
 from ..engine import ClassTarget, Explanation, explain
 from ..errors import GradCamError
-from ..formats.caffe import load_caffe
 from ..formats.caffe.meanfile import mean_preprocessing
-from ..formats.caffe.wire import is_onnx_file
+from ..formats.registry import CAFFE, FORMATS, format_of
 from ..formats.synset import ClassNames, find_synset, parse_synset, read_synset
 from ..image.preprocessing import Preprocessing
 from ..nets.graph import GraphNet
 
+if TYPE_CHECKING:
+    from ..formats.onnx import OnnxNet
+
 
 def load_classifier(proto_file: Path, model_file: Path, device: torch.device = torch.device("cpu"),
                     dtype: torch.dtype = torch.float32) -> GraphNet:
-    """The Caffe net with its final Softmax removed: Grad-CAM follows the pre-softmax logit.
-
-    The Lua script removed the last module whatever it was; with loadcaffe that was the SoftMax of
-    V1 files, but fc8 for V2 files (whose SoftMax loadcaffe had already dropped by a bug). Here only a
-    final Softmax is removed, so V1 and V2 files give the same logits. (The VQA image net starts from
-    this net too.)
-    """
-    net = load_caffe(str(proto_file), str(model_file), device=device, dtype=dtype)
-    if len(net) and isinstance(net.module_at(len(net)), nn.Softmax):
-        net.remove_last()
-    return net
+    """The Caffe net with its final Softmax removed (only a final Softmax, in V1 and V2 files alike):
+    Grad-CAM follows the pre-softmax logit. (The VQA image net starts from this net too.)"""
+    net = CAFFE.load(model_file, proto_file=proto_file, device=device, dtype=dtype, strip_softmax=True)
+    return cast(GraphNet, net)
 
 
 def explain_classes(
@@ -77,11 +72,9 @@ def default_classifier_layer(net: nn.Module, example: torch.Tensor, preferred: s
 # --------------------------------------------------------------------------------------------------
 # Any classifier: Caffe, ONNX or torchvision, with its own preprocessing and class names
 
-FORMATS = ("caffe", "onnx", "torchvision")
 DEFAULT_INPUT_SIZE = 224  # the original's -input_sz
-#: Each format's preprocessing when no option says otherwise: Caffe nets take the original's VGG
-#: input (so every existing command keeps its meaning), torchvision's and ONNX exports theirs.
-DEFAULT_PREPROCESSING = {"caffe": "caffe", "onnx": "torchvision", "torchvision": "torchvision"}
+# Each format's preprocessing when no option says otherwise (formats.registry): Caffe nets take the
+# original's VGG input (so every existing command keeps its meaning), torchvision's and ONNX exports theirs.
 
 
 @dataclass(frozen=True)
@@ -102,9 +95,9 @@ class InputOptions:
 def preprocessing_for(fmt: str, options: InputOptions = InputOptions(),
                       own: Optional[Preprocessing] = None) -> Preprocessing:
     """Where a model's preprocessing is chosen: ``options.preprocess``, else the model file's ``own``
-    (an ONNX file's metadata), else the format's default (:data:`DEFAULT_PREPROCESSING`); then each
+    (an ONNX file's metadata), else the format's default (``ModelFormat.preprocessing``); then each
     option given replaces its part."""
-    base = options.preprocess or ("" if own is not None else DEFAULT_PREPROCESSING[fmt])
+    base = options.preprocess or ("" if own is not None else FORMATS[fmt].preprocessing)
     if not base:
         prep = own
     else:
@@ -178,33 +171,22 @@ def load_model(model_file: Path, *, proto_file: Optional[Path] = None, arch: str
     other options still replace their parts) and :attr:`Classifier.input_size`."""
     names = read_synset(synset_file) if synset_file is not None else None
     own, input_size, fixed_size = None, None, None
-    if arch:
-        from ..formats import torchvision as tv
-
-        fmt, net = "torchvision", tv.load_torchvision(arch, model_file, device)
-    elif is_onnx_model(model_file):
-        from ..formats.onnx import load_onnx
-
-        fmt, net = "onnx", load_onnx(model_file, device, strip_softmax=True)
-        own, names = _own_preprocessing(net, str(model_file)), names or net.metadata.get("class_names")
-        input_size = net.metadata.get("input_size")
-        _, height, width = net.input_shape
+    fmt = format_of(model_file, arch)
+    net = fmt.load(model_file, proto_file=proto_file, arch=arch, device=device, strip_softmax=True)
+    if fmt.name == "onnx":
+        onnx_net = cast("OnnxNet", net)
+        own, names = _own_preprocessing(net, str(model_file)), names or onnx_net.metadata.get("class_names")
+        input_size = onnx_net.metadata.get("input_size")
+        _, height, width = onnx_net.input_shape
         fixed_size = (height, width) if height is not None and width is not None else None
-    else:
-        if proto_file is None:
-            raise GradCamError(f"{model_file} is a caffemodel: it needs its deploy prototxt (-proto_file)")
-        fmt, net = "caffe", load_classifier(proto_file, model_file, device)
     if names is None and (found := find_synset(model_file)) is not None:
         names = read_synset(found)
     if names is None and arch and _outputs(net) == 1000:
+        from ..formats import torchvision as tv
+
         names = parse_synset("\n".join(tv.categories(arch)), "torchvision's ImageNet class names")
-    return Classifier(net, fmt, preprocessing_for(fmt, inputs, own), names, str(model_file), input_size, fixed_size)
-
-
-def is_onnx_model(path: Path) -> bool:
-    """Whether ``path`` is to be read as an ONNX model: a ``.onnx`` name (so that a corrupt one is
-    reported as an ONNX problem) or ONNX content (whatever its name)."""
-    return Path(path).suffix.lower() == ".onnx" or is_onnx_file(path)
+    return Classifier(net, fmt.name, preprocessing_for(fmt.name, inputs, own), names, str(model_file), input_size,
+                      fixed_size)
 
 
 def _own_preprocessing(net: nn.Module, source: str) -> Optional[Preprocessing]:

@@ -24,15 +24,16 @@ from ..cli.options import (
     as_str,
     given,
 )
-from ..cli.paths import PROJECT_DIR, arch_weights_missing, device_for, input_path
+from ..cli.paths import arch_weights_missing, device_for, input_path
+from ..data import IMAGES, SQUEEZENET, bundled
 from ..errors import GradCamError
 
 DEFAULT_INPUT_SIZE = 224  # -input_sz when not given (an ONNX classifier: its own size)
 
-BUNDLED = PROJECT_DIR / "models" / "squeezenet1_1"
+BUNDLED = bundled(SQUEEZENET)
 PROTO = str(BUNDLED / "deploy.prototxt")
 MODEL = str(BUNDLED / "squeezenet1_1.caffemodel")
-SAMPLES = str(PROJECT_DIR / "images")
+SAMPLES = str(bundled(IMAGES))
 VQA_PROTO = "models/VGG_ILSVRC_19_layers_deploy.prototxt"
 VQA_MODEL = "models/VGG_ILSVRC_19_layers.caffemodel"
 ENABLE = {
@@ -87,7 +88,7 @@ def main(
 
     Serves http://HOST:PORT/ (the page) and POST /api/explain (the JSON API the page uses; see docs/web.md).
     The models are named by the command-line scripts' own options and loaded once. Classification:
-    default the bundled SqueezeNet 1.1 (models/squeezenet1_1); VQA is on with -vqa_model_path and
+    default the bundled SqueezeNet 1.1 (gradcam_core/data/squeezenet1_1); VQA is on with -vqa_model_path and
     -vqa_vocab_file, captioning with -caption_model_path; a task left off is shown disabled.
 
     Args:
@@ -133,6 +134,9 @@ def main(
         gpuid: -1 = CPU, N = CUDA device N.
         seed: random seed.
     """
+    from ..extras import require
+
+    require("web")
     from .demo import ENGINE, Demo, find_samples
 
     port = as_int("port", port)
@@ -166,7 +170,10 @@ def main(
             as_str(model_file), as_str(proto_file), as_str(arch), as_str(synset_file), as_str(layer_name),
             as_input_options(preprocess, mean_value, mean_file, input_scale, channel_order), input_sz, device)
         if as_str(vqa_model_path):
+            from ..extras import require
             from ..tasks.vqa.model import VQASizes
+
+            require("vqa")
             from .demo import load_vqa
 
             if not as_str(vqa_vocab_file):
@@ -207,7 +214,7 @@ def main(
 def _classification(given: str, proto_given: str, arch: str, synset: str, layer: str, inputs: object,
                     input_sz: Optional[int], device: object):
     """The classifier of the options: the bundled SqueezeNet unless -model_file (or -arch) names another."""
-    from ..tasks.classify import is_onnx_model
+    from ..formats.registry import format_of
     from .demo import load_classification
 
     if arch and not given:
@@ -215,7 +222,7 @@ def _classification(given: str, proto_given: str, arch: str, synset: str, layer:
     model = input_path("model_file", given, MODEL) if given else Path(MODEL)
     # the bundled prototxt goes with the bundled weights only; a caffemodel without one is load_model's error
     proto = None
-    if proto_given and not arch and not is_onnx_model(model):
+    if proto_given and format_of(model, arch).needs_prototxt:
         proto = input_path("proto_file", proto_given, PROTO)
     elif not given:
         proto = Path(PROTO)

@@ -5,7 +5,6 @@
 * :mod:`.schema`    caffe.proto's field numbers, V1 enum names -> V2 type strings, blob shape rules
 * :mod:`.build`     ``load_caffe``: the net from the prototxt (layers built by :mod:`gradcam_core.nets.layers`),
                     the weights by layer name from the caffemodel
-* :mod:`.write`     a small caffemodel / prototxt writer (test fixtures, the benchmark's VGG-16)
 """
 from .build import load_caffe
 

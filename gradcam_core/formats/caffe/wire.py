@@ -50,13 +50,6 @@ class Segment:
     dtype: str
 
 
-def is_onnx_file(path: str | Path) -> bool:
-    """Whether the file at ``path`` is an ONNX model (its first bytes, see ``WireFile._is_onnx``);
-    raises GradCamError when it cannot be read."""
-    with WireFile(path) as f:
-        return f.size > 0 and f._is_onnx()
-
-
 class WireFile:
     """An open caffemodel: :meth:`decode` its headers, then :meth:`read` blob data. Use as a context
     manager (or call :meth:`close`)."""
@@ -88,11 +81,11 @@ class WireFile:
         """Decode the whole file as one ``mtype`` message (headers only; blob data as Segments)."""
         if self.size == 0:
             raise GradCamError(f"corrupt caffemodel '{self.path}': the file is empty")
-        if self._is_onnx():
+        if self.is_onnx():
             raise GradCamError(f"'{self.path}' is an ONNX model, not a caffemodel: give it as -model_file without -proto_file")
         return self._message(mtype, 0, self.size, mtype.name, 0)
 
-    def _is_onnx(self) -> bool:
+    def is_onnx(self) -> bool:
         """Whether the file is an ONNX ``ModelProto``: it starts with ``ir_version`` (field 1, a
         varint - no caffemodel does: NetParameter's field 1 is its name, a string), and its top-level
         fields are ModelProto's, with their wire types, a ``graph`` among them. Only the top-level

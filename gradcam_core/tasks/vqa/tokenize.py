@@ -67,10 +67,11 @@ UNK = "UNK"
 def _treebank_tokenizer() -> Any:
     """nltk's ``NLTKWordTokenizer``, imported on first use (importing nltk takes a while: it loads
     numpy, and SciPy where installed)."""
-    try:
-        from nltk.tokenize.destructive import NLTKWordTokenizer
-    except ImportError as err:
-        raise GradCamError(f"the VQA question tokenizer needs nltk (pip install nltk==3.10.4): {err}") from None
+    from ...extras import require
+
+    require("vqa")
+    from nltk.tokenize.destructive import NLTKWordTokenizer
+
     return NLTKWordTokenizer()
 
 

@@ -1,4 +1,5 @@
-"""A small writer of prototxt text and caffemodel binaries - for tests and benchmarks.
+"""A small writer of prototxt text and caffemodel binaries: the tests' fixtures, the fuzz corpus and the
+benchmark's VGG-16 (not part of the package).
 
 Nets are described as a list of layer dicts using V2 ``LayerParameter`` field names::
 
@@ -9,8 +10,8 @@ with numpy arrays as blobs. :func:`net_message` turns such a list into a NetPara
 field name) of either generation - V1 writes ``layers`` with enum types and legacy
 num/channels/height/width blob dims (an InnerProduct weight becomes 1 x 1 x out x in), V2 writes
 ``layer`` with string types and blob ``shape`` - and :func:`write_text`/:func:`write_binary` encode any
-tree against the :mod:`.schema` descriptors. Blob payloads are streamed from the arrays' memory (packed,
-or unpacked with one tag per value), with no per-value Python work.
+tree against the :mod:`gradcam_core.formats.caffe.schema` descriptors. Blob payloads are streamed from
+the arrays' memory (packed, or unpacked with one tag per value), with no per-value Python work.
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .schema import MESSAGES, NET_PARAMETER, V2_TO_V1_TYPE, Field, MessageType
+from gradcam_core.formats.caffe.schema import MESSAGES, NET_PARAMETER, V2_TO_V1_TYPE, Field, MessageType
 
 
 def net_message(
@@ -111,7 +112,7 @@ def write_caffemodel(path: str | Path, layers: Sequence[dict[str, Any]], *, vers
 
 def _field(mtype: MessageType, name: str) -> Field:
     if name not in mtype.by_name:
-        raise ValueError(f"{mtype.name} has no field {name!r} (see gradcam_core.caffe.schema)")
+        raise ValueError(f"{mtype.name} has no field {name!r} (see gradcam_core.formats.caffe.schema)")
     return mtype.by_name[name]
 
 
