@@ -68,8 +68,9 @@ def check_scalable(w: int, h: int, width: int, height: int) -> str | None:
 
 def _resize_rows(x: np.ndarray, m: int) -> np.ndarray:
     """(B, h, w) -> (B, h, m): each row resized to m samples."""
-    b, h, w = x.shape
-    return _resize_axis1(x.reshape(b * h, w, 1), m).reshape(b, h, m)
+    # Resized as columns of the transposed image: the passes then gather whole contiguous rows.
+    columns = np.ascontiguousarray(x.transpose(0, 2, 1))  # (B, w, h)
+    return np.ascontiguousarray(_resize_axis1(columns, m).transpose(0, 2, 1))
 
 
 def _resize_axis1(x: np.ndarray, m: int) -> np.ndarray:
@@ -177,13 +178,14 @@ def _box_mean(x: np.ndarray, taps: _ShrinkTaps, lo: int, hi: int, offset: int) -
     else:
         # Tap k of every output at once (weight 0 past an output's own taps, as C adds nothing).
         limit = x.shape[1] - 1
+        # In-place adds compute in the wider of the two dtypes, then round into the float32 accumulator.
         acc = (x[:, start, :] * taps.first[lo:hi].astype(wt)[:, None]).astype(np.float32)
         whole = int((length - taps.has_last[lo:hi]).min())  # taps 1..whole-1 weigh 1 in every output
         for k in range(1, whole):
-            acc = (acc + x[:, start + k, :]).astype(np.float32)  # (x * 1 is x)
+            np.add(acc, x[:, start + k, :], out=acc, casting="same_kind")  # (x * 1 is x)
         for k in range(max(whole, 1), most):
             index = np.minimum(start + k, limit)
-            acc = (acc + x[:, index, :] * taps.weight(k)[lo:hi].astype(wt)[:, None]).astype(np.float32)
+            np.add(acc, x[:, index, :] * taps.weight(k)[lo:hi].astype(wt)[:, None], out=acc, casting="same_kind")
     return (acc / taps.total[lo:hi][:, None]).astype(x.dtype)
 
 
