@@ -368,7 +368,8 @@ def test_scale_and_bias_with_a_second_bottom_and_with_blobs(tmp_path):
 ])
 def test_bad_dag_layers_are_one_line_naming_the_layer(tmp_path, bad, needle):
     layers = [conv("a", "data", "a", 4, pad=1),
-              {"name": "p", "type": "Pooling", "bottom": ["a"], "top": ["p"], "pooling_param": {"pool": "MAX", "kernel_size": 2, "stride": 2}},
+              {"name": "p", "type": "Pooling", "bottom": ["a"], "top": ["p"],
+               "pooling_param": {"pool": "MAX", "kernel_size": 2, "stride": 2}},
               {"name": "bad", "top": ["bad"], **bad}]
     with pytest.raises(GradCamError) as err:
         _load(tmp_path, layers, weighted=2)

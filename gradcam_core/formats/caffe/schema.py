@@ -93,7 +93,7 @@ V1_LAYER_TYPES: dict[str, tuple[int, str]] = {
     "THRESHOLD": (31, "Threshold"),
 }
 V1_TYPE_ENUM = {name: number for name, (number, _) in V1_LAYER_TYPES.items()}
-V1_TYPE_TO_V2 = {number: v2 for number, v2 in V1_LAYER_TYPES.values()}
+V1_TYPE_TO_V2 = dict(V1_LAYER_TYPES.values())
 V2_TO_V1_TYPE = {v2: name for name, (_, v2) in V1_LAYER_TYPES.items() if v2}
 
 # The layer parameter messages, by their field name (identical in V1 and V2 where both have them).

@@ -67,7 +67,8 @@ def caffe_pool_shape(pool: CaffePool2d, in_shapes: list[Shape]) -> Optional[list
     out = pool.output_size(height, width)
     if min(out) < 1:
         # (global pooling never fails; the kernel's extent always fits)
-        least = [smallest(lambda n: pooled_size(n, k, s, p, pool.ceil) >= 1, k)
+        # (smallest() calls the lambda at once, within its loop step)
+        least = [smallest(lambda n: pooled_size(n, k, s, p, pool.ceil) >= 1, k)  # noqa: B023
                  for k, s, p in zip(pool.kernel, pool.stride, pool.pad)]
         raise LayerError(f"needs at least a {least[0]}x{least[1]} input")
     return [(channels, *out)]
@@ -98,7 +99,9 @@ def torch_pool_shape(pool: nn.Module, in_shapes: list[Shape]) -> Optional[list[S
     sizes = [_torch_pooled(n, *g, pool.ceil_mode) for n, *g in zip((height, width), kernel, stride, pad, dilation)]
     if min(sizes) < 1:
         # (the dilated kernel's extent always fits)
-        least = [smallest(lambda n: _torch_pooled(n, k, s, p, d, pool.ceil_mode) >= 1, d * (k - 1) + 1)
+        # (smallest() calls the lambda at once, within its loop step)
+        least = [smallest(lambda n: _torch_pooled(n, k, s, p, d, pool.ceil_mode) >= 1,  # noqa: B023
+                          d * (k - 1) + 1)
                  for k, s, p, d in zip(kernel, stride, pad, dilation)]
         raise LayerError(f"needs at least a {least[0]}x{least[1]} input")
     return [(channels, *sizes)]
