@@ -122,7 +122,7 @@ class _Torch7Conv2d(torch.autograd.Function):
         )
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],  # type: ignore[override]
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
                 module: nn.Conv2d, workspace: _Workspace) -> torch.Tensor:
         n, channels, height, width = x.shape
         c_out, c_in_group, kh, kw = weight.shape
@@ -170,7 +170,7 @@ class _Torch7Conv2d(torch.autograd.Function):
         return out
 
     @staticmethod
-    def backward(ctx, dy: torch.Tensor):  # type: ignore[override]
+    def backward(ctx, dy: torch.Tensor):
         x, weight = ctx.saved_tensors
         stride, padding, dilation, groups, bias_sizes = ctx.conf
         mask = [ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.needs_input_grad[2] and bias_sizes is not None]

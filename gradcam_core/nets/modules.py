@@ -242,7 +242,8 @@ class AxisAffine(nn.Module):
         self.bias = None if bias is None else nn.Parameter(bias)
 
     def extra_repr(self) -> str:
-        shape = (self.weight if self.weight is not None else self.bias).shape
+        given = self.weight if self.weight is not None else self.bias
+        shape = () if given is None else given.shape
         return f"axis={self.axis}, shape={tuple(shape)}, weight={self.weight is not None}, bias={self.bias is not None}"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -254,6 +255,9 @@ class CaffeBatchNorm(nn.Module):
     """Caffe's BatchNorm with stored statistics (batch_norm_layer.cpp, use_global_stats):
     y = (x - mean) / sqrt(var + eps) per channel (axis 1). (N, C, ...) -> same shape. ``mean``/``var``
     are the blobs already divided by the scale factor."""
+
+    mean: torch.Tensor  # buffers
+    var: torch.Tensor
 
     def __init__(self, mean: torch.Tensor, var: torch.Tensor, eps: float) -> None:
         super().__init__()

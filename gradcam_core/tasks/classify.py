@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import torch
 from torch import nn
@@ -106,10 +106,11 @@ def preprocessing_for(fmt: str, options: InputOptions = InputOptions(),
     option given replaces its part."""
     base = options.preprocess or ("" if own is not None else DEFAULT_PREPROCESSING[fmt])
     if not base:
+        assert own is not None  # (no base only when the file has its own)
         prep = own
     else:
         prep = Preprocessing.torchvision_imagenet() if base == "torchvision" else Preprocessing.caffe_vgg()
-    changes: dict[str, object] = {}
+    changes: dict[str, Any] = {}
     if options.channel_order:
         changes["channel_order"] = options.channel_order
     if options.mean_value is not None:
@@ -186,8 +187,10 @@ def load_model(model_file: Path, *, proto_file: Optional[Path] = None, arch: str
         from ..formats.onnx import load_onnx
 
         fmt, net = "onnx", load_onnx(model_file, device, strip_softmax=True)
-        own, names = _own_preprocessing(net, str(model_file)), names or net.metadata.get("class_names")
-        input_size = net.metadata.get("input_size")
+        own_names, own_size = net.metadata.get("class_names"), net.metadata.get("input_size")
+        own = _own_preprocessing(net, str(model_file))
+        names = names or (own_names if isinstance(own_names, ClassNames) else None)
+        input_size = own_size if isinstance(own_size, tuple) else None
         _, height, width = net.input_shape
         fixed_size = (height, width) if height is not None and width is not None else None
     else:
@@ -214,8 +217,10 @@ def _own_preprocessing(net: nn.Module, source: str) -> Optional[Preprocessing]:
     fields = getattr(net, "metadata", {}).get("preprocessing")
     if fields is None:
         return None
+    # (the fields and their types were checked by read_gradcam_metadata)
+    checked: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()}
     try:
-        return Preprocessing(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
+        return Preprocessing(**checked)
     except GradCamError as err:
         raise GradCamError(f"{source}: metadata '{METADATA_PREPROCESSING}': {err}") from None
 
