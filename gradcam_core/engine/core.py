@@ -91,7 +91,7 @@ def explain(
     """Grad-CAM (and, by default, Guided Backprop and Guided Grad-CAM) for K targets on N images.
 
     Args:
-        model: any ``nn.Module``; if it has ``resolve_layer`` (e.g. ``CaffeNet``) layer names and
+        model: any ``nn.Module``; if it has ``resolve_layer`` (e.g. :class:`~gradcam_core.nets.graph.GraphNet`) layer names and
             loadcaffe's 1-based indices are resolved by it, else ``layer`` is a name from
             ``model.named_modules()`` or a submodule. The model is used in whatever mode it is in
             (put it in ``eval()``); it is not modified.
@@ -167,9 +167,10 @@ def explain(
 def resolve_layer(model: nn.Module, layer: LayerRef) -> tuple[nn.Module, nn.Module]:
     """(grad_module, value_module) for ``layer``: the gradient is taken at the first one's output, the
     activation read from the second's (they differ where the original's in-place ReLU overwrote a
-    conv's output; see ``CaffeNet.resolve_layer``)."""
-    if hasattr(model, "resolve_layer"):
-        return model.resolve_layer(layer)
+    conv's output; see :meth:`GraphNet.resolve_layer <gradcam_core.nets.graph.GraphNet.resolve_layer>`)."""
+    resolve = getattr(model, "resolve_layer", None)
+    if resolve is not None:
+        return resolve(layer)
     if isinstance(layer, nn.Module):
         return layer, layer
     named = dict(model.named_modules())
@@ -185,7 +186,8 @@ def resolve_layer(model: nn.Module, layer: LayerRef) -> tuple[nn.Module, nn.Modu
 
 
 def _as_targets(targets: Union[TargetSpec, Sequence[TargetSpec]]) -> list[Target]:
-    items = list(targets) if isinstance(targets, (list, tuple)) else [targets]
+    # a list or tuple holds K targets; anything else is one (an int or a callable)
+    items: list[TargetSpec] = list(targets) if isinstance(targets, (list, tuple)) else [targets]  # type: ignore[list-item]
     if not items:
         raise GradCamError("no target given: name at least one class, answer or caption")
     return [ClassTarget(t) if isinstance(t, int) else t for t in items]

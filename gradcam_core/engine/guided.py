@@ -161,8 +161,9 @@ def switchable_activations(model: nn.Module, switch: GuideSwitch) -> Iterator[No
 
     try:
         for m in chosen:
+            # instance attributes shadowing the class's forward, removed below
             if type(m) is nn.ReLU:
-                m.forward = switchable_relu_in_place if m.inplace else switchable_relu
+                m.forward = switchable_relu_in_place if m.inplace else switchable_relu  # type: ignore[method-assign, assignment]
             else:
                 m.forward = switchable(m)
         yield
