@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import Optional, overload
 
 import torch
 import torch.nn.functional as F
@@ -133,6 +133,10 @@ class CaffePool2d(nn.Module):
         return torch.clamp(start + kernel, max=size + pad) - start
 
 
+@overload
+def pooled_size(n: int, k: int, s: int, p: int, ceil: bool) -> int: ...
+@overload
+def pooled_size(n: None, k: int, s: int, p: int, ceil: bool) -> None: ...
 def pooled_size(n: int | None, k: int, s: int, p: int, ceil: bool) -> int | None:
     """Caffe's pooled extent of n (None: unknown) for kernel k, stride s, pad p."""
     if n is None:

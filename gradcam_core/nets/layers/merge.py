@@ -112,6 +112,9 @@ def narrow_shape(module: Narrow, in_shapes: list[Shape]) -> Optional[list[Shape]
     if len(in_shapes) != 1 or not 1 <= module.axis <= len(in_shapes[0]):
         return None
     shape = in_shapes[0]
-    if shape[module.axis - 1] < module.start + module.length:
+    extent = shape[module.axis - 1]
+    if extent is None:
+        return None
+    if extent < module.start + module.length:
         raise LayerError(f"needs at least {module.start + module.length} along axis {module.axis}")
     return [(*shape[: module.axis - 1], module.length, *shape[module.axis:])]
