@@ -270,6 +270,7 @@ def test_nothing_to_explain_is_one_line_exit_2(tmp_path, what):
 # ------------------------------------------------------------------------------------------ torchrun
 
 
+@pytest.mark.slow
 def test_torchrun_shards_give_the_single_process_files(tmp_path):
     """Two CPU ranks (gloo rendezvous for the final count only) against one process, byte for byte.
 

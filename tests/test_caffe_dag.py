@@ -385,3 +385,14 @@ def test_deprecated_concat_dim_and_slice_dim(tmp_path, version):
               {"name": "e", "type": "Eltwise", "bottom": ["s1", "s2"], "top": ["e"], "eltwise_param": {"operation": "MAX"}}]
     ref, _ = check_against_reference(tmp_path, layers, version=version)
     assert ref["e"].shape == (2, 4, 9, 9)
+
+
+def test_reshape_inferring_a_size_after_an_input_of_unknown_sizes_is_one_clear_error(tmp_path):
+    """An Input without a shape (sizes known only at the first forward) reshaped with a -1: the size to
+    infer is unknown when the net is built, which is said in one line naming the layer (not a TypeError)."""
+    proto = tmp_path / "n.prototxt"
+    proto.write_text('layer { name: "data" type: "Input" top: "data" }\n'
+                     'layer { name: "rs" type: "Reshape" bottom: "data" top: "rs" '
+                     'reshape_param { shape { dim: 0 dim: 0 dim: -1 } } }\n')
+    with pytest.raises(GradCamError, match=r"^layer 'rs' \(Reshape\): the sizes of \?x\?x\? must be known"):
+        load_caffe(proto, write.write_caffemodel(tmp_path / "n.caffemodel", []))

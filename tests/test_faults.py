@@ -30,6 +30,8 @@ from gradcam_core.cli import paths
 from gradcam_core.cli.app import _normalize_argv
 from gradcam_core.cli.options import as_int_list
 
+pytestmark = pytest.mark.slow  # subprocesses, servers or large inputs: not in the quick run
+
 MODEL = MINI_MODEL
 CLASSIFY = [*FIXTURE_ARGS["classification.py"], "-label", "5"]
 BASE = {**FIXTURE_ARGS, "classification.py": CLASSIFY}

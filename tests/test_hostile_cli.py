@@ -19,6 +19,8 @@ import cli_runner
 from conftest import FIXTURE_ARGS, MINI_MODEL, ROOT, assert_refused, overriding
 from gradcam_core.image.png import _unnamed_file
 
+pytestmark = pytest.mark.slow  # subprocesses, servers or large inputs: not in the quick run
+
 MODEL = MINI_MODEL
 CLASSIFY = FIXTURE_ARGS["classification.py"]
 BASE = FIXTURE_ARGS

@@ -22,6 +22,8 @@ from PIL import Image
 import cli_runner
 from conftest import DATA, assert_png_close, assert_refused
 
+pytestmark = pytest.mark.slow  # subprocesses, servers or large inputs: not in the quick run
+
 MODEL = DATA / "models" / "mini_vgg16_v1"
 TRIPLET = ["classify_gb_3.png", "classify_gb_gcam_3.png", "classify_gcam_hm_3.png"]
 RNG = np.random.default_rng(6)

@@ -595,6 +595,7 @@ def random_caffemodel(path: Path, blobs: dict[str, tuple[int, ...]], seed: int =
     return write.write_caffemodel(path, layers)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("prototxt", ["bvlc_alexnet_deploy.prototxt", "bvlc_reference_caffenet_deploy.prototxt"])
 def test_shared_topologies_convert_exactly(tmp_path, prototxt):
     weights = random_caffemodel(tmp_path / "random.caffemodel", _BVLC_BLOBS)
@@ -676,6 +677,7 @@ def run_convert(*args: str) -> subprocess.CompletedProcess:
                           text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_command_line_writes_the_file(tmp_path):
     out = tmp_path / "vgg.onnx"
     result = run_convert(str(MODELS / "mini_vgg16_v1.prototxt"), str(MODELS / "mini_vgg16_v1.caffemodel"), str(out),
@@ -685,6 +687,7 @@ def test_command_line_writes_the_file(tmp_path):
     assert onnx.load(str(out)).graph.output[0].name == "prob"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", ["missing", "garbage", "size", "outdir"])
 def test_command_line_errors_are_one_line_and_write_nothing(tmp_path, case):
     proto, weights = str(MODELS / "mini_vgg16_v1.prototxt"), str(MODELS / "mini_vgg16_v1.caffemodel")

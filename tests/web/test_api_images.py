@@ -28,6 +28,7 @@ def explain(client, path, **fields):
     return client.explain(image=path.read_bytes(), filename=path.name, task="classification", **fields)
 
 
+@pytest.mark.slow
 def test_extreme_aspect_ratios_are_explained_or_refused_and_the_next_request_works(client, tmp_path):
     tall = shapes.png(tmp_path / "tall.png", 1, 200_000)
     start = time.perf_counter()

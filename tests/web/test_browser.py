@@ -28,6 +28,8 @@ from PIL import Image
 
 from .conftest import IMAGE, IMAGE_KEYS, ROOT, assert_images_are_the_clis, cli_run, data_url_pixels
 
+pytestmark = pytest.mark.slow  # subprocesses, servers or large inputs: not in the quick run
+
 if os.environ.get("GRADCAM_NO_BROWSER") == "1":
     pytest.skip("GRADCAM_NO_BROWSER=1: the browser tests are skipped", allow_module_level=True)
 

@@ -20,6 +20,8 @@ import pytest
 
 from .conftest import IMAGE, Server, wait_until
 
+pytestmark = pytest.mark.slow  # subprocesses, servers or large inputs: not in the quick run
+
 JPEG = IMAGE.read_bytes()
 HEADER_S, BODY_S = 2.0, 4.0
 LIMITS = ["-header_timeout", f"{HEADER_S:g}", "-body_timeout", f"{BODY_S:g}", "-max_uploads", "10",
