@@ -229,7 +229,13 @@ TOPOLOGIES = {
 }
 
 
-@pytest.mark.parametrize("name", sorted(TOPOLOGIES))
+# the four largest nets are in the slow run; SqueezeNet 1.0/1.1 and MobileNet stay in the quick one
+_LARGE = {"ResNet-50-deploy.prototxt", "bvlc_googlenet_deploy.prototxt", "bvlc_alexnet_deploy.prototxt",
+          "bvlc_reference_caffenet_deploy.prototxt"}
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in _LARGE else n
+                                  for n in sorted(TOPOLOGIES)])
 def test_published_topologies_match_the_reference_and_explain(tmp_path, name):
     (c, h, w), layer = TOPOLOGIES[name]
     proto = PROTOTXTS / name
