@@ -1,4 +1,4 @@
-"""Several targets and many images in one run (issue 5): multi-target runs, folder and glob mode, batches,
+"""Several targets and many images in one run: multi-target runs, folder and glob mode, batches,
 torchrun shards, and the selection / sharding / naming rules of ``gradcam_core.batch``.
 
 Folder and glob runs are compared with single-image runs of the same script (its ``main`` called in

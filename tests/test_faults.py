@@ -1,4 +1,4 @@
-"""Faults a new user met running the CLIs (issue 7), each run as the user ran it: one line naming the
+"""Faults a new user can meet running the CLIs, each run as a user runs it: one line naming the
 option or the file, exit code 2, nothing half-written, nothing outside ``-out_path``.
 
 1. over-long path names and folders that cannot be searched (an OSError from ``stat``);

@@ -1,4 +1,4 @@
-"""Odd images through classification.py, as a user runs it (issue 6).
+"""Odd images through classification.py, as a user runs it.
 
 Where the original worked, the run succeeds with the three images, and the image is read as the
 original read it: grey becomes three equal channels, alpha is dropped, a palette is expanded - so

@@ -3,9 +3,11 @@
 The Lua original ran two forwards and two full backwards per image and label, on the network and on a
 deep clone whose ReLUs were swapped for guided ones. Here:
 
-* one forward, with every ``nn.ReLU``'s ``forward`` shadowed for the call (an instance attribute,
-  removed afterwards) by a ReLU whose *backward* can be switched between the plain rule and the
-  guided rule ``dx = dy * [x > 0] * [dy > 0]``; the network is never copied, nothing stays changed;
+* one forward, with the ``forward`` of every activation guided backprop applies to (``nn.ReLU``,
+  ``nn.ReLU6``, ``nn.Hardswish``, ``nn.SiLU``, ``nn.GELU``; see :mod:`.guided`) shadowed for the call
+  (an instance attribute, removed afterwards) by a twin whose *backward* can be switched between the
+  plain rule and the guided one (for ReLU ``dx = dy * [x > 0] * [dy > 0]``); the network is never
+  copied, nothing stays changed;
 * Grad-CAM: the gradient of the target scores w.r.t. the chosen layer only (``torch.autograd.grad``
   stops there: no backward below the layer, no weight gradients since parameters are frozen for the
   call); without guided backprop, nothing below the layer is even recorded for autograd;
@@ -31,7 +33,7 @@ import torch
 from torch import nn
 
 from ..image.resize import scale
-from .guided import GuideSwitch, switchable_relus
+from .guided import GuideSwitch, switchable_activations
 from .torch7_conv import default_torch7_ties, release_workspace, torch7_conv_forward  # noqa: F401 (API)
 from ..errors import GradCamError
 from .targets import ClassTarget, Target
@@ -132,7 +134,7 @@ def explain(
     with contextlib.ExitStack() as stack:
         stack.enter_context(_frozen_parameters(model))
         if guided:
-            stack.enter_context(switchable_relus(model, switch))
+            stack.enter_context(switchable_activations(model, switch))
             if default_torch7_ties(model) if torch7_ties is None else torch7_ties:
                 stack.enter_context(torch7_conv_forward(model))
         tap = stack.enter_context(_LayerTap(grad_module, value_module, detach_below=not guided))

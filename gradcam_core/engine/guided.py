@@ -170,7 +170,3 @@ def switchable_activations(model: nn.Module, switch: GuideSwitch) -> Iterator[No
     finally:
         for m in chosen:
             vars(m).pop("forward", None)
-
-
-switchable_relus = switchable_activations
-"""Another name of :func:`switchable_activations` (the one ``explain`` imports)."""
