@@ -131,7 +131,7 @@ def tiny_cnn(features: int) -> Obj:
 
     pool = dict(kH=2, kW=2, dH=2, dW=2, padH=0, padW=0, ceil_mode=True)
     sizes = Storage("torch.LongStorage", np.array([-1], dtype=np.int64))
-    return module("nn.Sequential", modules={i: m for i, m in enumerate([
+    return module("nn.Sequential", modules=dict(enumerate([
         module("nn.SpatialConvolution", nInputPlane=3, nOutputPlane=2, kH=3, kW=3, dH=1, dW=1, padH=1, padW=1,
                weight=weights(2, 3, 3, 3), bias=weights(2), name="conv1"),
         module("nn.ReLU", inplace=True, threshold=0, val=0, name="relu1"),
@@ -144,7 +144,7 @@ def tiny_cnn(features: int) -> Obj:
         module("nn.Tanh"), module("nn.Normalize", p=2, eps=1e-10), module("nn.Identity"),
         module("nn.Reshape", size=Storage("torch.LongStorage", np.array([features], dtype=np.int64))),
         module("nn.SoftMax"),
-    ], 1)})
+    ], 1)))
 
 
 def tiny_caption_checkpoint() -> bytes:

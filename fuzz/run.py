@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Fuzz the model readers (issue 6). Targets: see ``python fuzz/run.py list`` and fuzz/targets.py.
+"""Fuzz the model readers. Targets: see ``python fuzz/run.py list`` and fuzz/targets.py.
 
     python fuzz/run.py long [--runs 100000] [--jobs 2] [TARGET ...]   # the long run, one target after another
     python fuzz/run.py fuzz TARGET [libFuzzer flags ...]               # one atheris (libFuzzer) session

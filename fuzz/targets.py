@@ -1,6 +1,6 @@
 """The fuzz targets: one function per reader, each taking the raw bytes of one input.
 
-Contract (issue 6): every input either loads or raises :class:`GradCamError` with a one-line
+Contract: every input either loads or raises :class:`GradCamError` with a one-line
 message; anything else - another exception, a GradCamError that only wraps a reader bug ("internal
 reader error", a MemoryError or RecursionError turned into a message), a hang, an allocation beyond
 the runner's memory cap - is a crash. :func:`run_one` applies that contract; the runner

@@ -188,7 +188,8 @@ def _export(net, x: torch.Tensor, opset: int, proto_file: PathLike, *, dynamic: 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the tracer's warnings about constant sizes: intended
             torch.onnx.export(
-                net, (x,), buffer, dynamo=False, opset_version=opset, input_names=["data"],
+                net, (x,), buffer,  # type: ignore[arg-type]  # (a file object works; the stub names paths)
+                dynamo=False, opset_version=opset, input_names=["data"],
                 output_names=[output_name], dynamic_axes={"data": axes_in, output_name: axes_out},
                 do_constant_folding=True,
             )
@@ -228,6 +229,7 @@ def _runs_as_caffe(data: bytes, temporary: _Temporary, net, channels: int,
     from .formats.onnx import load_onnx
 
     temporary.write(data)
+    assert temporary.path is not None  # (write() names the file)
     try:
         back = load_onnx(temporary.path)
         for k, (h, w) in enumerate(sizes):
@@ -347,11 +349,11 @@ class _LRNFunction(torch.autograd.Function):
     read). Both sum the squares over the same channels for the odd sizes Caffe allows."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, size: int, alpha: float, beta: float, k: float) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx, x: torch.Tensor, size: int, alpha: float, beta: float, k: float) -> torch.Tensor:
         return torch.nn.functional.local_response_norm(x, size, alpha, beta, k)
 
     @staticmethod
-    def symbolic(g, x, size: int, alpha: float, beta: float, k: float):  # type: ignore[no-untyped-def]
+    def symbolic(g, x, size: int, alpha: float, beta: float, k: float):
         return g.op("LRN", x, size_i=size, alpha_f=alpha, beta_f=beta, bias_f=k)
 
 
@@ -378,11 +380,11 @@ class _GlobalPoolFunction(torch.autograd.Function):
     ``GlobalAveragePool``, which take any H x W (Caffe's ``global_pooling`` has pad 0, stride 1)."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, method: str) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx, x: torch.Tensor, method: str) -> torch.Tensor:
         return x.amax((2, 3), keepdim=True) if method == "MAX" else x.mean((2, 3), keepdim=True)
 
     @staticmethod
-    def symbolic(g, x, method: str):  # type: ignore[no-untyped-def]
+    def symbolic(g, x, method: str):
         return g.op("GlobalMaxPool" if method == "MAX" else "GlobalAveragePool", x)
 
 
@@ -610,8 +612,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except Interrupted as sig:
         return _fail(parser.prog, f"interrupted ({signal.Signals(sig.signum).name})", 128 + sig.signum)
     finally:
-        for sig, handler in handlers.items():
-            signal.signal(sig, handler)
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
     print(f"wrote {out}")
     return 0
 
@@ -619,7 +621,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 class _Parser(argparse.ArgumentParser):
     """argparse's parser whose errors are the one line ``prog: error: ...`` (no usage), exit 2."""
 
-    def error(self, message: str) -> NoReturn:  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 

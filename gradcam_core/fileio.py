@@ -7,14 +7,14 @@ open descriptor (no race between a check and the open) before anything is read.
 from __future__ import annotations
 
 import errno
+import io
 import os
 import stat
-from typing import BinaryIO
 
 NOT_REGULAR = "it is not a regular file (a device, pipe or socket)"
 
 
-def open_regular(path: str | os.PathLike[str]) -> BinaryIO:
+def open_regular(path: str | os.PathLike[str]) -> io.FileIO:
     """``path`` opened for unbuffered binary reading, if it is a regular file (symlinks followed).
 
     Raises ``IsADirectoryError`` ("it is a directory") for a folder, ``OSError`` (EINVAL,

@@ -131,7 +131,7 @@ def _text(tree: dict[str, Any], mtype: MessageType, depth: int) -> list[str]:
             continue
         for v in _values(fdesc, value):
             if fdesc.kind == "message":
-                lines += [f"{indent}{name} {{", *_text(v, MESSAGES[fdesc.message], depth + 1), f"{indent}}}"]
+                lines += [f"{indent}{name} {{", *_text(v, MESSAGES[fdesc.message_type], depth + 1), f"{indent}}}"]
             else:
                 lines.append(f"{indent}{name}: {_text_scalar(fdesc, v)}")
     return lines
@@ -141,7 +141,7 @@ def _text_scalar(fdesc: Field, value: Any) -> str:
     if fdesc.kind == "string":
         return '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
     if fdesc.kind == "enum":
-        return value if isinstance(value, str) else {v: k for k, v in fdesc.enum.items()}[value]
+        return value if isinstance(value, str) else {v: k for k, v in fdesc.enum_values.items()}[value]
     if fdesc.kind == "bool":
         return "true" if value else "false"
     return repr(float(value)) if fdesc.kind in ("float", "double") else str(int(value))
@@ -174,11 +174,11 @@ def _wire(tree: dict[str, Any], mtype: MessageType, packed: bool) -> list[Any]:
             chunks += _bulk(fdesc, np.asarray(value), packed)
         elif fdesc.kind == "message":
             for v in _values(fdesc, value):
-                body = _wire(v, MESSAGES[fdesc.message], packed)
+                body = _wire(v, MESSAGES[fdesc.message_type], packed)
                 chunks += [_key(fdesc.number, 2) + varint(_size(body)), *body]
         elif fdesc.packed:
-            body = b"".join(_scalar(fdesc, v) for v in _values(fdesc, value))
-            chunks.append(_key(fdesc.number, 2) + varint(len(body)) + body)
+            run = b"".join(_scalar(fdesc, v) for v in _values(fdesc, value))
+            chunks.append(_key(fdesc.number, 2) + varint(len(run)) + run)
         else:
             for v in _values(fdesc, value):
                 wire_type = {"float": 5, "double": 1, "string": 2}.get(fdesc.kind, 0)
@@ -195,7 +195,7 @@ def _scalar(fdesc: Field, value: Any) -> bytes:
     if fdesc.kind == "double":
         return struct.pack("<d", value)
     if fdesc.kind == "enum" and isinstance(value, str):
-        value = fdesc.enum[value]
+        value = fdesc.enum_values[value]
     return varint(int(value))
 
 

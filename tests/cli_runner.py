@@ -23,7 +23,8 @@ ROOT = Path(__file__).resolve().parent.parent
 _SERVER = r'''
 import json, os, resource, runpy, signal, sys, time, traceback
 import torch, fire, PIL.Image  # the slow imports, done once
-import gradcam_core.caffe, gradcam_core.cli.classification, gradcam_core.cli.vqa, gradcam_core.cli.captioning, gradcam_core.cli.app
+import gradcam_core.caffe, gradcam_core.cli.classification, gradcam_core.cli.vqa, gradcam_core.cli.captioning
+import gradcam_core.cli.app
 
 def child(req):
     """Become `python script args` with the requested files as stdin/stdout/stderr; never returns."""

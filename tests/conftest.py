@@ -62,7 +62,7 @@ def oracle_args(case_id: str, out_dir: Path) -> tuple[str, list[str]]:
     assert words[0] == "th"
     script = words[1].replace(".lua", ".py")
     args = []
-    for i, w in enumerate(words[2:]):
+    for w in words[2:]:
         if args and args[-1] == "-out_path":
             w = str(out_dir) + "/"
         for old, new in _ORACLE_DIRS.items():

@@ -1,4 +1,4 @@
-"""Several targets and many images in one run (issue 5): multi-target runs, folder and glob mode, batches,
+"""Several targets and many images in one run: multi-target runs, folder and glob mode, batches,
 torchrun shards, and the selection / sharding / naming rules of ``gradcam_core.batch``.
 
 Folder and glob runs are compared with single-image runs of the same script (its ``main`` called in
@@ -165,6 +165,7 @@ def test_several_captions_equal_the_single_caption_oracles(tmp_path):
 # ------------------------------------------------------------------------- folders, globs, batches
 
 
+@pytest.mark.slow
 def test_folder_run_equals_single_image_runs_and_skips_bad_images(tmp_path):
     folder, good = photo_folder(tmp_path)
     out = tmp_path / "out"
@@ -219,6 +220,7 @@ def run_with_terminal_stderr(command: list[str]) -> tuple[int, str]:
     return proc.returncode, b"".join(chunks).decode(errors="replace")
 
 
+@pytest.mark.slow
 def test_vqa_folder_run_equals_single_image_runs(tmp_path):
     folder, good = photo_folder(tmp_path)
     (folder / "broken.jpg").unlink()
@@ -235,6 +237,7 @@ def test_vqa_folder_run_equals_single_image_runs(tmp_path):
     assert_close_tree(out, tmp_path / "single")
 
 
+@pytest.mark.slow
 def test_captioning_glob_run_equals_single_image_runs(tmp_path):
     folder, good = photo_folder(tmp_path)
     out = tmp_path / "out"
@@ -270,6 +273,7 @@ def test_nothing_to_explain_is_one_line_exit_2(tmp_path, what):
 # ------------------------------------------------------------------------------------------ torchrun
 
 
+@pytest.mark.slow
 def test_torchrun_shards_give_the_single_process_files(tmp_path):
     """Two CPU ranks (gloo rendezvous for the final count only) against one process, byte for byte.
 

@@ -230,7 +230,13 @@ TOPOLOGIES = {
 }
 
 
-@pytest.mark.parametrize("name", sorted(TOPOLOGIES))
+# the four largest nets are in the slow run; SqueezeNet 1.0/1.1 and MobileNet stay in the quick one
+_LARGE = {"ResNet-50-deploy.prototxt", "bvlc_googlenet_deploy.prototxt", "bvlc_alexnet_deploy.prototxt",
+          "bvlc_reference_caffenet_deploy.prototxt"}
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in _LARGE else n
+                                  for n in sorted(TOPOLOGIES)])
 def test_published_topologies_match_the_reference_and_explain(tmp_path, name):
     (c, h, w), layer = TOPOLOGIES[name]
     proto = PROTOTXTS / name
@@ -369,7 +375,8 @@ def test_scale_and_bias_with_a_second_bottom_and_with_blobs(tmp_path):
 ])
 def test_bad_dag_layers_are_one_line_naming_the_layer(tmp_path, bad, needle):
     layers = [conv("a", "data", "a", 4, pad=1),
-              {"name": "p", "type": "Pooling", "bottom": ["a"], "top": ["p"], "pooling_param": {"pool": "MAX", "kernel_size": 2, "stride": 2}},
+              {"name": "p", "type": "Pooling", "bottom": ["a"], "top": ["p"],
+               "pooling_param": {"pool": "MAX", "kernel_size": 2, "stride": 2}},
               {"name": "bad", "top": ["bad"], **bad}]
     with pytest.raises(GradCamError) as err:
         _load(tmp_path, layers, weighted=2)
@@ -385,3 +392,14 @@ def test_deprecated_concat_dim_and_slice_dim(tmp_path, version):
               {"name": "e", "type": "Eltwise", "bottom": ["s1", "s2"], "top": ["e"], "eltwise_param": {"operation": "MAX"}}]
     ref, _ = check_against_reference(tmp_path, layers, version=version)
     assert ref["e"].shape == (2, 4, 9, 9)
+
+
+def test_reshape_inferring_a_size_after_an_input_of_unknown_sizes_is_one_clear_error(tmp_path):
+    """An Input without a shape (sizes known only at the first forward) reshaped with a -1: the size to
+    infer is unknown when the net is built, which is said in one line naming the layer (not a TypeError)."""
+    proto = tmp_path / "n.prototxt"
+    proto.write_text('layer { name: "data" type: "Input" top: "data" }\n'
+                     'layer { name: "rs" type: "Reshape" bottom: "data" top: "rs" '
+                     'reshape_param { shape { dim: 0 dim: 0 dim: -1 } } }\n')
+    with pytest.raises(GradCamError, match=r"^layer 'rs' \(Reshape\): the sizes of \?x\?x\? must be known"):
+        load_caffe(proto, write.write_caffemodel(tmp_path / "n.caffemodel", []))

@@ -126,6 +126,7 @@ def png(path: Path, width: int, height: int, seed: int = 0) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_a_folder_with_extreme_aspect_ratios_completes_in_bounded_memory(cli, tmp_path):
     """1 x 200,000, 40,000,000 x 1 and 1 x 2,000,000 pixels are explained under a 2 GB address-space cap
     (before: +2 GB, 7.2 GB, 10.75 GB); 3 x 400,000 is skipped with one line, and the rest completes."""

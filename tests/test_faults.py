@@ -1,4 +1,4 @@
-"""Faults a new user met running the CLIs (issue 7), each run as the user ran it: one line naming the
+"""Faults a new user can meet running the CLIs, each run as a user runs it: one line naming the
 option or the file, exit code 2, nothing half-written, nothing outside ``-out_path``.
 
 1. over-long path names and folders that cannot be searched (an OSError from ``stat``);
@@ -29,6 +29,8 @@ from gradcam_core import GradCamError
 from gradcam_core.cli import paths
 from gradcam_core.cli.app import _normalize_argv
 from gradcam_core.cli.options import as_int_list
+
+pytestmark = pytest.mark.slow  # subprocesses, servers or large inputs: not in the quick run
 
 MODEL = MINI_MODEL
 CLASSIFY = [*FIXTURE_ARGS["classification.py"], "-label", "5"]

@@ -1,6 +1,6 @@
-"""Error paths of the three CLIs (issue 6), run as processes: ONE line on stderr, exit code 2, no
-traceback, nothing written - for the paths that used to leak a traceback, an "internal error", a hang
-or unbounded memory (the plain bad-input cases are in test_classification/vqa/captioning). Then
+"""Error paths of the three CLIs, run as processes: ONE line on stderr, exit code 2, no traceback,
+nothing written - for inputs that could otherwise end in a traceback, an "internal error", a hang or
+unbounded memory (the plain bad-input cases are in test_classification/vqa/captioning). Then
 interruptions: a run stopped while writing leaves no partial PNG and no temporary file, and
 ``--debug`` shows the traceback."""
 from __future__ import annotations
@@ -19,6 +19,8 @@ import cli_runner
 from conftest import FIXTURE_ARGS, MINI_MODEL, ROOT, assert_refused, overriding
 from gradcam_core.image.png import _unnamed_file
 
+pytestmark = pytest.mark.slow  # subprocesses, servers or large inputs: not in the quick run
+
 MODEL = MINI_MODEL
 CLASSIFY = FIXTURE_ARGS["classification.py"]
 BASE = FIXTURE_ARGS
@@ -36,7 +38,7 @@ def run(cli: cli_runner.PrewarmedCLI, script: str, out: Path, *args: str, **kw) 
 
 
 # --------------------------------------------------------------------------------------------------
-# Model files that are not files: refused at once (a pipe used to hang, /dev/zero to eat memory)
+# Model files that are not files: refused at once (a pipe would block, a device would be read forever)
 
 
 @pytest.mark.parametrize("script, option", [

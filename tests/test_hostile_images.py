@@ -1,4 +1,4 @@
-"""Odd images through classification.py, as a user runs it (issue 6).
+"""Odd images through classification.py, as a user runs it.
 
 Where the original worked, the run succeeds with the three images, and the image is read as the
 original read it: grey becomes three equal channels, alpha is dropped, a palette is expanded - so
@@ -21,6 +21,8 @@ from PIL import Image
 
 import cli_runner
 from conftest import DATA, assert_png_close, assert_refused
+
+pytestmark = pytest.mark.slow  # subprocesses, servers or large inputs: not in the quick run
 
 MODEL = DATA / "models" / "mini_vgg16_v1"
 TRIPLET = ["classify_gb_3.png", "classify_gb_gcam_3.png", "classify_gcam_hm_3.png"]

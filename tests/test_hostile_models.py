@@ -1,8 +1,8 @@
-"""Hostile model files (issue 6): each reader either loads or refuses with ONE GradCamError line naming
+"""Hostile model files: each reader either loads or refuses with ONE GradCamError line naming
 the place - the file and byte for binary files, file:line for prototxt, the layer or module otherwise.
 Truncations at every field boundary, flipped bytes, lengths past the end, 10^12-element claims (refused
 before allocating), wrong wire types, deep nesting, unknown layer types, broken net graphs, pipes and
-devices given as model files, and every crash the fuzzer (fuzz/) found, kept as a regression.
+devices given as model files, and the fuzzer's crash inputs kept in fuzz/corpus.
 
 The nets are the fuzzer's: fuzz/fixtures/tiny_v2.{prototxt,caffemodel} and the tiny neuraltalk2 / VQA
 checkpoints of fuzz/corpus.
@@ -414,7 +414,7 @@ def test_an_oversized_prototxt_is_refused_before_parsing(tmp_path):
 
 
 # --------------------------------------------------------------------------------------------------
-# The crashes the fuzzer and the review found, kept in fuzz/corpus as regressions
+# The crash inputs kept in fuzz/corpus: each one loads or is one GradCamError line
 
 REGRESSIONS = {
     "prototxt/crash-escape-x-without-digits.prototxt": r":10: invalid escape sequence '\\\\x' in string",

@@ -1,4 +1,4 @@
-"""Output names (issue 6): a caption, answer or -output_image_name holding '/', '..', NUL, newlines,
+"""Output names: a caption, answer or -output_image_name holding '/', '..', NUL, newlines,
 bytes that are not UTF-8 or 300 characters never escapes -out_path and never fails. The mapping is
 outputs.safe_filename's (documented in gradcam_core/outputs.py); here it is checked as a property of
 any text, then through the three CLIs as users run them."""

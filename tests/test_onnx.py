@@ -595,6 +595,7 @@ def random_caffemodel(path: Path, blobs: dict[str, tuple[int, ...]], seed: int =
     return write.write_caffemodel(path, layers)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("prototxt", ["bvlc_alexnet_deploy.prototxt", "bvlc_reference_caffenet_deploy.prototxt"])
 def test_shared_topologies_convert_exactly(tmp_path, prototxt):
     weights = random_caffemodel(tmp_path / "random.caffemodel", _BVLC_BLOBS)
@@ -664,7 +665,8 @@ def test_input_size_option_and_default(tmp_path):
     from gradcam_core.convert import caffe_to_onnx
     import caffe_writer as write
 
-    conv = 'layer { name: "conv" type: "Convolution" bottom: "data" top: "conv" convolution_param { num_output: 2 kernel_size: 3 } }\n'
+    conv = ('layer { name: "conv" type: "Convolution" bottom: "data" top: "conv" '
+            'convolution_param { num_output: 2 kernel_size: 3 } }\n')
     fc = 'layer { name: "fc" type: "InnerProduct" bottom: "conv" top: "fc" inner_product_param { num_output: 4 } }\n'
     conv_blob = {"name": "conv", "type": "Convolution", "blobs": [np.ones((2, 3, 3, 3), np.float32), np.zeros(2, np.float32)]}
     shape = 'input: "data" input_shape { dim: 1 dim: 3 dim: 20 dim: 16 }\n'
@@ -787,6 +789,7 @@ def run_convert(*args: str) -> subprocess.CompletedProcess:
                           text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_command_line_writes_the_file(tmp_path):
     out = tmp_path / "vgg.onnx"
     result = run_convert(str(MODELS / "mini_vgg16_v1.prototxt"), str(MODELS / "mini_vgg16_v1.caffemodel"), str(out),
@@ -796,6 +799,7 @@ def test_command_line_writes_the_file(tmp_path):
     assert onnx.load(str(out)).graph.output[0].name == "prob"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", ["missing", "garbage", "size", "outdir"])
 def test_command_line_errors_are_one_line_and_write_nothing(tmp_path, case):
     proto, weights = str(MODELS / "mini_vgg16_v1.prototxt"), str(MODELS / "mini_vgg16_v1.caffemodel")

@@ -29,6 +29,8 @@ from gradcam_core.formats.onnx import fold_constants, load_onnx
 from gradcam_core.image.preprocessing import Preprocessing
 from gradcam_core.tasks.classify import InputOptions, default_classifier_layer, load_model
 
+pytestmark = pytest.mark.slow  # subprocesses, servers or large inputs: not in the quick run
+
 SQUEEZE = ROOT / "models" / "squeezenet1_1"
 IMAGE = ROOT / "images" / "cat_dog.jpg"
 # The metadata keys the converter writes and the loader reads (a contract: spelled out here)

@@ -18,6 +18,8 @@ import pytest
 
 from conftest import DATA, ROOT
 
+pytestmark = pytest.mark.slow  # subprocesses, servers or large inputs: not in the quick run
+
 
 def _run(threads: int, out: Path, mkl_cbwr: str) -> dict[str, bytes]:
     env = {k: v for k, v in os.environ.items() if k not in ("MKL_CBWR", "MKL_NUM_THREADS")}

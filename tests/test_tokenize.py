@@ -206,7 +206,8 @@ def test_property_equals_nltk(text: str) -> None:
 _SMALL_VOCAB = {w: i for i, w in enumerate(["what", "it", "dog", "'s", "?", ",", "ca", "n't", "can", "not", UNK], 1)}
 
 
-def _prepro_ques_reference(question: str, wtoi: dict[str, int], reference: Callable[[str], list[str]]) -> tuple[list[str], list[int], int]:
+def _prepro_ques_reference(question: str, wtoi: dict[str, int],
+                           reference: Callable[[str], list[str]]) -> tuple[list[str], list[int], int]:
     """grad-cam misc/prepro_ques.py with nltk (as the oracle ran it): tokens printed, ids, length."""
     tokens = reference(str(question).lower())
     tokens = [w if w in wtoi else UNK for w in tokens]

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from conftest import (
-    CASES, DATA, ROOT, assert_png_close, assert_rel_close, case_ids, load_case, oracle_args, oracle_tensor, run_script, assert_refused,
+    CASES, DATA, ROOT, assert_png_close, assert_rel_close, case_ids, load_case, oracle_args, oracle_tensor, run_script,
+    assert_refused,
 )
 from gradcam_core import GradCamError
 from gradcam_core import image as imageops
@@ -361,7 +362,8 @@ def test_bad_input_exits_2_with_one_line(make_args, message, tmp_path):
     out = tmp_path / "out"
     options = {**dict(zip(SIZE_ARGS[::2], SIZE_ARGS[1::2])), "-proto_file": str(PROTO), "-model_file": str(CAFFEMODEL),
                "-model_path": str(LSTM_T7), "-vocab_file": str(VOCAB), "-out_path": str(out), **make_args(tmp_path)}
-    assert_refused(run_script("visual_question_answering.py", *(w for kv in options.items() for w in kv)), out, re.escape(message))
+    words = [w for kv in options.items() for w in kv]
+    assert_refused(run_script("visual_question_answering.py", *words), out, re.escape(message))
 
 
 def test_fixture_without_size_options_names_the_option(tmp_path):

@@ -199,8 +199,10 @@ def as_str_list(name: str, value: Any, sep: str) -> list[str]:
         items = [as_str(v) for v in value]
     else:
         text = as_str(value)
-        items = _str_list_literal(text)
-        if items is None:
+        literal = _str_list_literal(text)
+        if literal is not None:
+            items = literal
+        else:
             items = [p.strip() for p in text.split(sep) if p.strip()] if sep in text else [text]
     if not items:
         raise GradCamError(f"-{name} needs at least one value")

@@ -106,7 +106,7 @@ def run_program(program: Program[Any], opts: RunOptions, log: Log = print) -> li
     resolve_layer(net, layer)  # an unknown layer fails before any work, listing valid names
     program.start(log)
 
-    def explain_batch(images: torch.Tensor, rgbs: Optional[Sequence[torch.Tensor]]) -> list[ImageOutput]:
+    def explain_batch(images: torch.Tensor, rgbs: Optional[Sequence[Optional[torch.Tensor]]]) -> list[ImageOutput]:
         with input_size_errors(input_sz):
             expl, results = program.explain(images, layer)
         return [ImageOutput([], [], error=nonfinite_message(bad, program.model_name, program.nonfinite_hint))
@@ -135,6 +135,7 @@ def _image_output(program: Program[Any], opts: RunOptions, expl: Explanation, n:
     """Image ``n``'s lines and the three PNGs of each of its targets, then its overlay when ``rgb``
     (3, S, S), the image before preprocessing, is given (``-save_overlay 1``)."""
     rendered: list[outputs.Rendered] = []
+    assert expl.guided is not None  # the scripts always explain with guided backprop
     for k, name in enumerate(described.names):
         rendered += outputs.render_triplet(
             program.prefix, name, expl.cam[n, k], expl.guided[n, k], heatmap=opts.save_as_heatmap,

@@ -3,9 +3,11 @@
 The Lua original ran two forwards and two full backwards per image and label, on the network and on a
 deep clone whose ReLUs were swapped for guided ones. Here:
 
-* one forward, with every ``nn.ReLU``'s ``forward`` shadowed for the call (an instance attribute,
-  removed afterwards) by a ReLU whose *backward* can be switched between the plain rule and the
-  guided rule ``dx = dy * [x > 0] * [dy > 0]``; the network is never copied, nothing stays changed;
+* one forward, with the ``forward`` of every activation guided backprop applies to (``nn.ReLU``,
+  ``nn.ReLU6``, ``nn.Hardswish``, ``nn.SiLU``, ``nn.GELU``; see :mod:`.guided`) shadowed for the call
+  (an instance attribute, removed afterwards) by a twin whose *backward* can be switched between the
+  plain rule and the guided one (for ReLU ``dx = dy * [x > 0] * [dy > 0]``); the network is never
+  copied, nothing stays changed;
 * Grad-CAM: the gradient of the target scores w.r.t. the chosen layer only (``torch.autograd.grad``
   stops there: no backward below the layer, no weight gradients since parameters are frozen for the
   call); without guided backprop, nothing below the layer is even recorded for autograd;
@@ -31,7 +33,7 @@ import torch
 from torch import nn
 
 from ..image.resize import scale
-from .guided import GuideSwitch, switchable_relus
+from .guided import GuideSwitch, switchable_activations
 from .torch7_conv import default_torch7_ties, release_workspace, torch7_conv_forward  # noqa: F401 (API)
 from ..errors import GradCamError
 from .targets import ClassTarget, Target
@@ -91,7 +93,7 @@ def explain(
     """Grad-CAM (and, by default, Guided Backprop and Guided Grad-CAM) for K targets on N images.
 
     Args:
-        model: any ``nn.Module``; if it has ``resolve_layer`` (e.g. ``CaffeNet``) layer names and
+        model: any ``nn.Module``; if it has ``resolve_layer`` (e.g. :class:`~gradcam_core.nets.graph.GraphNet`) layer names and
             loadcaffe's 1-based indices are resolved by it, else ``layer`` is a name from
             ``model.named_modules()`` or a submodule. The model is used in whatever mode it is in
             (put it in ``eval()``); it is not modified.
@@ -132,7 +134,7 @@ def explain(
     with contextlib.ExitStack() as stack:
         stack.enter_context(_frozen_parameters(model))
         if guided:
-            stack.enter_context(switchable_relus(model, switch))
+            stack.enter_context(switchable_activations(model, switch))
             if default_torch7_ties(model) if torch7_ties is None else torch7_ties:
                 stack.enter_context(torch7_conv_forward(model))
         tap = stack.enter_context(_LayerTap(grad_module, value_module, detach_below=not guided))
@@ -167,9 +169,10 @@ def explain(
 def resolve_layer(model: nn.Module, layer: LayerRef) -> tuple[nn.Module, nn.Module]:
     """(grad_module, value_module) for ``layer``: the gradient is taken at the first one's output, the
     activation read from the second's (they differ where the original's in-place ReLU overwrote a
-    conv's output; see ``CaffeNet.resolve_layer``)."""
-    if hasattr(model, "resolve_layer"):
-        return model.resolve_layer(layer)
+    conv's output; see :meth:`GraphNet.resolve_layer <gradcam_core.nets.graph.GraphNet.resolve_layer>`)."""
+    resolve = getattr(model, "resolve_layer", None)
+    if resolve is not None:
+        return resolve(layer)
     if isinstance(layer, nn.Module):
         return layer, layer
     named = dict(model.named_modules())
@@ -185,7 +188,8 @@ def resolve_layer(model: nn.Module, layer: LayerRef) -> tuple[nn.Module, nn.Modu
 
 
 def _as_targets(targets: Union[TargetSpec, Sequence[TargetSpec]]) -> list[Target]:
-    items = list(targets) if isinstance(targets, (list, tuple)) else [targets]
+    # a list or tuple holds K targets; anything else is one (an int or a callable)
+    items: list[TargetSpec] = list(targets) if isinstance(targets, (list, tuple)) else [targets]  # type: ignore[list-item]
     if not items:
         raise GradCamError("no target given: name at least one class, answer or caption")
     return [ClassTarget(t) if isinstance(t, int) else t for t in items]

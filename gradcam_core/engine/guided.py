@@ -61,14 +61,14 @@ class _SwitchableReLU(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, switch: GuideSwitch) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx, x: torch.Tensor, switch: GuideSwitch) -> torch.Tensor:
         y = torch.relu(x)
         ctx.save_for_backward(y)
         ctx.switch = switch
         return y
 
     @staticmethod
-    def backward(ctx, dy: torch.Tensor):  # type: ignore[override]
+    def backward(ctx, dy: torch.Tensor):
         (y,) = ctx.saved_tensors
         dx = torch.ops.aten.threshold_backward(dy, y, 0)
         if ctx.switch.guided:
@@ -82,7 +82,7 @@ class _SwitchableReLUInPlace(torch.autograd.Function):
     as with loadcaffe's ``nn.ReLU(true)``), with no second pass and no new tensor."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, switch: GuideSwitch) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx, x: torch.Tensor, switch: GuideSwitch) -> torch.Tensor:
         x.relu_()
         ctx.mark_dirty(x)
         ctx.save_for_backward(x)
@@ -116,7 +116,7 @@ class _SwitchableActivation(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, module: nn.Module, switch: GuideSwitch) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx, x: torch.Tensor, module: nn.Module, switch: GuideSwitch) -> torch.Tensor:
         saves_output, backward = _BACKWARDS[type(module)]
         in_place = bool(getattr(module, "inplace", False))
         saved = x if saves_output or not in_place else x.clone()
@@ -128,7 +128,7 @@ class _SwitchableActivation(torch.autograd.Function):
         return y
 
     @staticmethod
-    def backward(ctx, dy: torch.Tensor):  # type: ignore[override]
+    def backward(ctx, dy: torch.Tensor):
         (saved,) = ctx.saved_tensors
         backward, module, switch = ctx.rule
         return backward(dy.clamp_min(0) if switch.guided else dy, saved, module), None, None
@@ -161,15 +161,12 @@ def switchable_activations(model: nn.Module, switch: GuideSwitch) -> Iterator[No
 
     try:
         for m in chosen:
+            # instance attributes shadowing the class's forward, removed below
             if type(m) is nn.ReLU:
-                m.forward = switchable_relu_in_place if m.inplace else switchable_relu
+                m.forward = switchable_relu_in_place if m.inplace else switchable_relu  # type: ignore[method-assign, assignment]
             else:
                 m.forward = switchable(m)
         yield
     finally:
         for m in chosen:
             vars(m).pop("forward", None)
-
-
-switchable_relus = switchable_activations
-"""Another name of :func:`switchable_activations` (the one ``explain`` imports)."""

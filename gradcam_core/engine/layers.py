@@ -85,7 +85,7 @@ def _caffe_layer_names(model: nn.Module) -> Optional[list[tuple[nn.Module, str]]
     layers, names = getattr(model, "layers", None), getattr(model, "names", None)
     if not isinstance(layers, nn.ModuleList) or not isinstance(names, (list, tuple)) or len(names) != len(layers):
         return None
-    first = {}
+    first: dict[object, int] = {}
     for number, name in enumerate(names, 1):
         first.setdefault(name, number)
     return [(m, name if first[name] == number else str(number))

@@ -51,8 +51,9 @@ def torch7_conv_forward(model: nn.Module) -> Iterator[None]:
 
         return forward
 
+    # (torch.backends.mkldnn is a module whose `enabled` is a property its stubs do not model)
     def native(_module: nn.Module, _inputs: tuple) -> None:
-        torch.backends.mkldnn.enabled = False
+        torch.backends.mkldnn.enabled = False  # type: ignore[assignment]
 
     def restore(_module: nn.Module, _inputs: tuple, _output: torch.Tensor) -> None:
         torch.backends.mkldnn.enabled = before
@@ -61,7 +62,7 @@ def torch7_conv_forward(model: nn.Module) -> Iterator[None]:
     handles += [m.register_forward_hook(restore) for m in convs]
     try:
         for m in plain:
-            m.forward = shadow(m)
+            m.forward = shadow(m)  # type: ignore[method-assign]  # an instance attribute, removed below
         yield
     finally:
         torch.backends.mkldnn.enabled = before  # also after an error inside a forward
@@ -122,11 +123,13 @@ class _Torch7Conv2d(torch.autograd.Function):
         )
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],  # type: ignore[override]
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
                 module: nn.Conv2d, workspace: _Workspace) -> torch.Tensor:
         n, channels, height, width = x.shape
         c_out, c_in_group, kh, kw = weight.shape
-        (sh, sw), (ph, pw), (dh, dw), groups = module.stride, module.padding, module.dilation, module.groups
+        padding = module.padding
+        assert not isinstance(padding, str)  # (applies() leaves 'same'/'valid' to PyTorch)
+        (sh, sw), (ph, pw), (dh, dw), groups = module.stride, padding, module.dilation, module.groups
         oh = (height + 2 * ph - dh * (kh - 1) - 1) // sh + 1
         ow = (width + 2 * pw - dw * (kw - 1) - 1) // sw + 1
         rows = c_in_group * kh * kw  # per group
@@ -170,7 +173,7 @@ class _Torch7Conv2d(torch.autograd.Function):
         return out
 
     @staticmethod
-    def backward(ctx, dy: torch.Tensor):  # type: ignore[override]
+    def backward(ctx, dy: torch.Tensor):
         x, weight = ctx.saved_tensors
         stride, padding, dilation, groups, bias_sizes = ctx.conf
         mask = [ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.needs_input_grad[2] and bias_sizes is not None]

@@ -50,6 +50,7 @@ from ..fileio import open_regular
 from .synset import MAX_SYNSET_BYTES, parse_synset
 
 if TYPE_CHECKING:
+    import numpy as np
     import onnx
 
 # The newest opset whose operator versions onnx2torch 1.5.15 has converters for.
@@ -545,7 +546,7 @@ def fold_constants(model: "onnx.ModelProto", source: str = "the ONNX model", lim
     limit = fold_limit(model) if limit is None else limit
     total = 0
     graph = model.graph
-    values = {t.name: None for t in graph.initializer}  # name -> numpy value once computed
+    values: dict[str, Optional[np.ndarray]] = {t.name: None for t in graph.initializer}  # numpy once computed
     initializers = {t.name: t for t in graph.initializer}
     outputs = {o.name for o in graph.output}
     opsets = {o.domain: o.version for o in model.opset_import}
@@ -561,12 +562,13 @@ def fold_constants(model: "onnx.ModelProto", source: str = "the ONNX model", lim
         if not foldable:
             kept.append(node)
             continue
-        feeds = {}
+        feeds: dict[str, np.ndarray] = {}
         for name in node.input:
             if name:
-                if values[name] is None:
-                    values[name] = numpy_helper.to_array(initializers[name])
-                feeds[name] = values[name]
+                value = values[name]
+                if value is None:
+                    value = values[name] = numpy_helper.to_array(initializers[name])
+                feeds[name] = value
         size = _folded_size(node, feeds, initializers, opsets)
         if size is None:  # its output shape is unknown: not computed here
             kept.append(node)

@@ -13,7 +13,7 @@ import os
 import pickle
 import re
 import warnings
-from typing import Any, Optional, Union
+from typing import Any, Optional, TypeGuard, Union
 
 import torch
 from torch import nn
@@ -84,7 +84,7 @@ def load_torchvision(
     names = torchvision.models.list_models(module=torchvision.models)
     arch = _known_arch(arch, names)
     state = None if weights is None else _read_state_dict(weights)
-    kwargs = dict(_AS_TORCHVISION_LOADS.get(arch, {}))
+    kwargs: dict[str, Any] = dict(_AS_TORCHVISION_LOADS.get(arch, {}))
     if arch in _AUX_PREFIXES:
         kwargs["aux_logits"] = state is not None and any(k.startswith(_AUX_PREFIXES[arch]) for k in state)
     kwargs.update(builder_kwargs)
@@ -99,6 +99,7 @@ def load_torchvision(
 
     model = build()
     if state is not None:
+        assert weights is not None  # (the state was read from them)
         if arch.startswith("densenet"):
             state = {_OLD_DENSENET_KEY.sub(r"\1\2.", k): v for k, v in state.items()}
         width = _file_classes(model, state) if num_classes is None else None
@@ -203,7 +204,7 @@ def _not_a_torch_file(shown: str, err: BaseException) -> GradCamError:
 def _unwrap(loaded: object) -> Optional[dict[str, torch.Tensor]]:
     """The name -> tensor dict in what ``torch.load`` returned: the dict itself, or a checkpoint's
     ``"state_dict"`` / ``"model"`` entry; a common ``"module."`` prefix (``nn.DataParallel``) is removed."""
-    def is_state(d: object) -> bool:
+    def is_state(d: object) -> TypeGuard[dict[str, torch.Tensor]]:
         return (isinstance(d, dict) and bool(d) and all(isinstance(k, str) for k in d)
                 and all(isinstance(v, torch.Tensor) for v in d.values()))
 
@@ -211,7 +212,7 @@ def _unwrap(loaded: object) -> Optional[dict[str, torch.Tensor]]:
         loaded = next((loaded[k] for k in ("state_dict", "model") if is_state(loaded.get(k))), loaded)
     if not is_state(loaded):
         return None
-    state: dict[str, torch.Tensor] = dict(loaded)  # type: ignore[arg-type]
+    state = dict(loaded)
     if all(k.startswith("module.") for k in state):
         state = {k[len("module."):]: v for k, v in state.items()}
     return state

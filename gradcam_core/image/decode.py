@@ -8,7 +8,7 @@ import warnings
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageFile
 
 from ..errors import GradCamError
 from ..fileio import open_regular
@@ -229,7 +229,7 @@ def _supported_mode(path: str | os.PathLike[str], im: Image.Image) -> Image.Imag
     raise GradCamError(f"cannot load image {os.fspath(path)!r}: unsupported image mode {im.mode}")
 
 
-def _open(path: str | os.PathLike[str], fmt: str) -> Image.Image:
+def _open(path: str | os.PathLike[str], fmt: str) -> ImageFile.ImageFile:
     """Open (header only) and refuse oversized images before any pixel is decoded."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # we apply our own limit
@@ -271,7 +271,7 @@ def _header_size(path: str | os.PathLike[str], fmt: str, exif_orientation: bool 
 _PNG16_LOW_BYTES = {"RGB;16B": "RGB;16L", "RGBA;16B": "RGBA;16L"}
 
 
-def _png16_samples(path: str | os.PathLike[str], im: Image.Image) -> np.ndarray | None:
+def _png16_samples(path: str | os.PathLike[str], im: ImageFile.ImageFile) -> np.ndarray | None:
     """(H, W, C) int32 samples of a 16-bit RGB, RGBA or grey+alpha PNG; None for any other image."""
     rawmode = im.tile[0][3] if im.format == "PNG" and len(im.tile) == 1 else None
     if rawmode == "LA;16B":

@@ -184,7 +184,7 @@ class GraphNet(nn.Module):
                 source = shown[node.bottoms[0]] if len(node.bottoms) == 1 else None
                 # a reshape (same number of values, not an image) keeps showing what it reshaped
                 keep = source is not None and len(outs[k]) != 3 and count(outs[k]) == count(in_shapes[0])
-                shown[top] = source if keep else outs[k]
+                shown[top] = source if keep and source is not None else outs[k]
             out = outs[-1] if outs else None
         return out
 
@@ -202,7 +202,7 @@ class GraphNet(nn.Module):
                 return number
         elif number in self.names:
             return self.names.index(number) + 1
-        else:
+        elif isinstance(number, str):
             blob = self.aliases.get(number, number)
             for i, node in enumerate(self._nodes, 1):
                 if blob in node.tops:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import Optional, overload
 
 import torch
 import torch.nn.functional as F
@@ -133,6 +133,10 @@ class CaffePool2d(nn.Module):
         return torch.clamp(start + kernel, max=size + pad) - start
 
 
+@overload
+def pooled_size(n: int, k: int, s: int, p: int, ceil: bool) -> int: ...
+@overload
+def pooled_size(n: None, k: int, s: int, p: int, ceil: bool) -> None: ...
 def pooled_size(n: int | None, k: int, s: int, p: int, ceil: bool) -> int | None:
     """Caffe's pooled extent of n (None: unknown) for kernel k, stride s, pad p."""
     if n is None:
@@ -242,7 +246,8 @@ class AxisAffine(nn.Module):
         self.bias = None if bias is None else nn.Parameter(bias)
 
     def extra_repr(self) -> str:
-        shape = (self.weight if self.weight is not None else self.bias).shape
+        given = self.weight if self.weight is not None else self.bias
+        shape = () if given is None else given.shape
         return f"axis={self.axis}, shape={tuple(shape)}, weight={self.weight is not None}, bias={self.bias is not None}"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -254,6 +259,9 @@ class CaffeBatchNorm(nn.Module):
     """Caffe's BatchNorm with stored statistics (batch_norm_layer.cpp, use_global_stats):
     y = (x - mean) / sqrt(var + eps) per channel (axis 1). (N, C, ...) -> same shape. ``mean``/``var``
     are the blobs already divided by the scale factor."""
+
+    mean: torch.Tensor  # buffers
+    var: torch.Tensor
 
     def __init__(self, mean: torch.Tensor, var: torch.Tensor, eps: float) -> None:
         super().__init__()

@@ -42,7 +42,7 @@ if TYPE_CHECKING:  # torch is imported only where images are explained
 
 T = TypeVar("T")
 
-ExplainBatch = Callable[["torch.Tensor", Optional[Sequence["torch.Tensor"]]], Sequence["ImageOutput"]]
+ExplainBatch = Callable[["torch.Tensor", Optional[Sequence[Optional["torch.Tensor"]]]], Sequence["ImageOutput"]]
 """``explain_batch(images, rgbs)`` of :func:`explain_images`: the batch (N, 3, S, S) of net inputs and, with
 ``keep_rgb``, each image's (3, S, S) RGB in [0, 1] before preprocessing (else None) -> one
 :class:`ImageOutput` per image, in order."""

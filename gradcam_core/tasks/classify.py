@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional, Sequence, cast
+from typing import TYPE_CHECKING, Any, Optional, Sequence, cast
 
 import torch
 from torch import nn
@@ -99,10 +99,11 @@ def preprocessing_for(fmt: str, options: InputOptions = InputOptions(),
     option given replaces its part."""
     base = options.preprocess or ("" if own is not None else FORMATS[fmt].preprocessing)
     if not base:
+        assert own is not None  # (no base only when the file has its own)
         prep = own
     else:
         prep = Preprocessing.torchvision_imagenet() if base == "torchvision" else Preprocessing.caffe_vgg()
-    changes: dict[str, object] = {}
+    changes: dict[str, Any] = {}
     if options.channel_order:
         changes["channel_order"] = options.channel_order
     if options.mean_value is not None:
@@ -175,8 +176,10 @@ def load_model(model_file: Path, *, proto_file: Optional[Path] = None, arch: str
     net = fmt.load(model_file, proto_file=proto_file, arch=arch, device=device, strip_softmax=True)
     if fmt.name == "onnx":
         onnx_net = cast("OnnxNet", net)
-        own, names = _own_preprocessing(net, str(model_file)), names or onnx_net.metadata.get("class_names")
-        input_size = onnx_net.metadata.get("input_size")
+        own_names, own_size = onnx_net.metadata.get("class_names"), onnx_net.metadata.get("input_size")
+        own = _own_preprocessing(net, str(model_file))
+        names = names or (own_names if isinstance(own_names, ClassNames) else None)
+        input_size = own_size if isinstance(own_size, tuple) else None
         _, height, width = onnx_net.input_shape
         fixed_size = (height, width) if height is not None and width is not None else None
     if names is None and (found := find_synset(model_file)) is not None:
@@ -196,8 +199,10 @@ def _own_preprocessing(net: nn.Module, source: str) -> Optional[Preprocessing]:
     fields = getattr(net, "metadata", {}).get("preprocessing")
     if fields is None:
         return None
+    # (the fields and their types were checked by read_gradcam_metadata)
+    checked: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()}
     try:
-        return Preprocessing(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
+        return Preprocessing(**checked)
     except GradCamError as err:
         raise GradCamError(f"{source}: metadata '{METADATA_PREPROCESSING}': {err}") from None
 

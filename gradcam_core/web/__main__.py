@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 from ..cli.app import Terminated, run_cli
 from ..cli.options import (
@@ -211,8 +211,8 @@ def main(
     serve(demo, host, port, extra_hosts, **limits)
 
 
-def _classification(given: str, proto_given: str, arch: str, synset: str, layer: str, inputs: object,
-                    input_sz: Optional[int], device: object):
+def _classification(given: str, proto_given: str, arch: str, synset: str, layer: str, inputs: Any,
+                    input_sz: Optional[int], device: Any) -> Any:
     """The classifier of the options: the bundled SqueezeNet unless -model_file (or -arch) names another."""
     from ..formats.registry import format_of
     from .demo import load_classification

@@ -284,16 +284,16 @@ async def _image_file(demo: Demo, fields: dict[str, str], upload: Optional[Uploa
     data = await upload.read()
     if not data:
         raise GradCamError("the uploaded image is empty")
-    fd, path = tempfile.mkstemp(dir=workdir, suffix=".img")
+    fd, copy = tempfile.mkstemp(dir=workdir, suffix=".img")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
     except BaseException:  # a full disk: no partial copy left behind (the fault handler answers 500)
         with contextlib.suppress(OSError):
-            os.unlink(path)
+            os.unlink(copy)
         raise
     shown = os.path.basename(upload.filename or "") or "the upload"
-    return _Image(path, shown, temporary=True)
+    return _Image(copy, shown, temporary=True)
 
 
 async def _while_connected(request: Request, gone: threading.Event, fn: Callable[..., Any], *args: Any) -> Any:

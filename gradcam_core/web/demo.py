@@ -166,8 +166,9 @@ class DemoTask(abc.ABC):
             return value
         wanted = resolve_layer(self.net, value)  # an unknown layer: one line listing the valid ones
         listed = next((name for name in self.layers if resolve_layer(self.net, name) == wanted), None)
-        if listed is None and hasattr(self.net, "index_of") and getattr(self.net, "names", None):
-            listed = self.net.names[self.net.index_of(value) - 1]  # a GraphNet's own name of the module
+        index_of, names = getattr(self.net, "index_of", None), getattr(self.net, "names", None)
+        if listed is None and index_of is not None and names:
+            listed = names[index_of(value) - 1]  # a GraphNet's own name of the module
         return listed or value
 
     def config(self) -> dict[str, Any]:
@@ -221,6 +222,7 @@ class DemoTask(abc.ABC):
 
     def _result(self, outcome: Outcome, layer: str, rgb: torch.Tensor, seconds: float) -> Result:
         """The four images of the target, rendered as the CLI renders them, and the input."""
+        assert outcome.expl.guided is not None  # the demo always explains with guided backprop
         cam, guided = outcome.expl.cam[0, 0], outcome.expl.guided[0, 0]
         triplet = outputs.render_triplet(self.prefix, outcome.name, cam, guided, heatmap=True, dtype=self.dtype)
         overlay = outputs.render_overlay(self.prefix, outcome.name, cam, rgb)

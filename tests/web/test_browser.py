@@ -33,6 +33,8 @@ from PIL import Image
 
 from .conftest import IMAGE, IMAGE_KEYS, ROOT, assert_images_are_the_clis, cli_run, data_url_pixels
 
+pytestmark = pytest.mark.slow  # subprocesses, servers or large inputs: not in the quick run
+
 #: The element that shows each result image: the overlay is the page's own blend of two <img>s.
 SHOWN = {k: f"#img-{k}" for k in IMAGE_KEYS} | {"overlay": "#overlay-view"}
 

@@ -12,7 +12,11 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 from .conftest import ROOT
+
+pytestmark = pytest.mark.slow  # subprocesses, servers or large inputs: not in the quick run
 
 
 def run_browser_tests(tmp_path, **env: str) -> tuple[subprocess.CompletedProcess, dict[str, int]]:

@@ -18,6 +18,8 @@ from gradcam_core.web.__main__ import ENABLE
 
 from .conftest import IMAGE, ROOT, Server, assert_images_are_the_clis, cli_run
 
+pytestmark = pytest.mark.slow  # subprocesses, servers or large inputs: not in the quick run
+
 STATIC = ROOT / "gradcam_core" / "web" / "static"
 ENV = dict(os.environ, PYTHONPATH=str(ROOT))
 

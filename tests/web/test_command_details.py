@@ -8,8 +8,11 @@ import shutil
 import socket
 
 import httpx
+import pytest
 
 from .conftest import IMAGE, Server
+
+pytestmark = pytest.mark.slow  # subprocesses, servers or large inputs: not in the quick run
 
 JPEG = IMAGE.read_bytes()
 

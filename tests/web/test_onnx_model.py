@@ -13,6 +13,8 @@ from torch import nn
 
 from .conftest import IMAGE, Server
 
+pytestmark = pytest.mark.slow  # subprocesses, servers or large inputs: not in the quick run
+
 
 class TinyNet(nn.Module):
     def __init__(self) -> None:

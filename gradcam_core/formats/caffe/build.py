@@ -121,7 +121,7 @@ class CaffeLayer:
 
     def enum(self, param: str, field: str) -> str | None:
         msg = self.spec.param(param)
-        names = {number: name for name, number in msg.type.by_name[field].enum.items()}
+        names = {number: name for name, number in msg.type.by_name[field].enum_values.items()}
         return names.get(msg.get(field))
 
 
@@ -141,7 +141,9 @@ def _build(structure: schema.NetSpec, loader: _BlobLoader, proto_name: str) -> G
             built = plan.build(loader.load(spec, plan.blob_shapes))
         except LayerError as err:
             raise GradCamError(f"layer '{spec.name}' ({spec.type}): {err}") from None
-        for top, shape in zip(spec.tops, plan.out_shapes):
+        out_shapes = [s for s in plan.out_shapes if s is not None]
+        assert len(out_shapes) == len(plan.out_shapes)  # Caffe builders give every top its shape
+        for top, shape in zip(spec.tops, out_shapes):
             shapes[top] = shape
             alias.pop(top, None)
         if not built:
@@ -149,7 +151,7 @@ def _build(structure: schema.NetSpec, loader: _BlobLoader, proto_name: str) -> G
                 alias.update((top, bottoms[0]) for top in spec.tops if top != bottoms[0])
                 split_layers[spec.name] = bottoms[0]
             else:
-                inputs.extend(zip(spec.tops, plan.out_shapes))
+                inputs.extend(zip(spec.tops, out_shapes))
             continue
         if plan.per_top:  # one module per top, each reading the bottoms
             if len(built) != len(spec.tops):

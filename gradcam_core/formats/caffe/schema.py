@@ -42,6 +42,18 @@ class Field:
     #: them but records where they are (:class:`gradcam_core.caffe.wire.Segment`).
     bulk: bool = False
 
+    @property
+    def message_type(self) -> str:
+        """The type name of a ``message`` field."""
+        assert self.message is not None, f"field {self.name} is not a message"
+        return self.message
+
+    @property
+    def enum_values(self) -> Mapping[str, int]:
+        """The values of an ``enum`` field by name."""
+        assert self.enum is not None, f"field {self.name} is not an enum"
+        return self.enum
+
 
 class MessageType:
     """A message descriptor: its fields by number and by name."""
@@ -93,7 +105,7 @@ V1_LAYER_TYPES: dict[str, tuple[int, str]] = {
     "THRESHOLD": (31, "Threshold"),
 }
 V1_TYPE_ENUM = {name: number for name, (number, _) in V1_LAYER_TYPES.items()}
-V1_TYPE_TO_V2 = {number: v2 for number, v2 in V1_LAYER_TYPES.values()}
+V1_TYPE_TO_V2 = dict(V1_LAYER_TYPES.values())
 V2_TO_V1_TYPE = {v2: name for name, (_, v2) in V1_LAYER_TYPES.items() if v2}
 
 # The layer parameter messages, by their field name (identical in V1 and V2 where both have them).
@@ -253,7 +265,7 @@ class Msg:
         if vals:
             return vals[-1]
         fdesc = self.type.by_name[name]
-        return Msg(MESSAGES[fdesc.message]) if fdesc.kind == "message" else fdesc.default
+        return Msg(MESSAGES[fdesc.message_type]) if fdesc.kind == "message" else fdesc.default
 
     def all(self, name: str) -> list[Any]:
         """Every value of a repeated field (empty if absent)."""
@@ -355,7 +367,7 @@ def _common(m: Msg, type_: str, params: Mapping[str, tuple[int, str]], source: s
     name = m.get("name")
     found = {p: m.get(p) for p in params if m.has(p)}
     blobs = tuple(_blob(b, name, i, source) for i, b in enumerate(m.all("blobs"))) if with_blobs else ()
-    input_shapes = ()
+    input_shapes: tuple[tuple[Any, ...], ...] = ()
     if "input_param" in found:
         input_shapes = tuple(tuple(s.all("dim")) for s in found["input_param"].all("shape"))
     return LayerSpec(name, type_, tuple(m.all("bottom")), tuple(m.all("top")), found, blobs, input_shapes)

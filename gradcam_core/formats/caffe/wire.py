@@ -18,8 +18,7 @@ import errno
 import mmap
 import os
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Optional
+from typing import Literal, Optional
 
 import numpy as np
 
@@ -54,7 +53,7 @@ class WireFile:
     """An open caffemodel: :meth:`decode` its headers, then :meth:`read` blob data. Use as a context
     manager (or call :meth:`close`)."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = str(path)
         try:
             self._file = open_regular(path)  # a directory, pipe or device is refused, never read
@@ -63,7 +62,7 @@ class WireFile:
         self.size = os.fstat(self._file.fileno()).st_size
         self._win = b""
         self._win_start = 0
-        self._map: mmap.mmap | bool | None = None  # the whole file, copy-on-write (False: unavailable)
+        self._map: mmap.mmap | Literal[False] | None = None  # the whole file, copy-on-write (False: unavailable)
 
     def __enter__(self) -> "WireFile":
         return self
@@ -92,7 +91,7 @@ class WireFile:
         tags and lengths are read (a few bytes, whatever the file's size)."""
         if self._bytes(0, 1) != b"\x08":
             return False
-        pos, seen = 0, set()
+        pos, seen = 0, set[int]()
         try:
             while pos < self.size and len(seen) < 64:
                 key, pos = self._varint(pos, self.size, "field tag", "ModelProto")
@@ -187,21 +186,21 @@ class WireFile:
                      end: int, where: str) -> int:
         """A 64-bit (wire type 1) or 32-bit (5) value - or, for blob data, the whole unpacked run that
         starts here. Returns the position after it."""
-        known = fdesc is not None and fdesc.kind in _FIXED and _FIXED[fdesc.kind][0] == wire_type
-        if known and fdesc.bulk:
-            segment, next_pos = self._unpacked_run(tag_pos, body - tag_pos, fdesc, end, where)
-            msg.add(fdesc.name, segment)
+        known = fdesc if fdesc is not None and fdesc.kind in _FIXED and _FIXED[fdesc.kind][0] == wire_type else None
+        if known is not None and known.bulk:
+            segment, next_pos = self._unpacked_run(tag_pos, body - tag_pos, known, end, where)
+            msg.add(known.name, segment)
             return next_pos
         size = 8 if wire_type == 1 else 4
         raw = self._fixed(body, size, end, "fixed-size value", where)
-        if known:
-            msg.add(fdesc.name, float(np.frombuffer(raw, _FIXED[fdesc.kind][2])[0]))
+        if known is not None:
+            msg.add(known.name, float(np.frombuffer(raw, _FIXED[known.kind][2])[0]))
         return body + size
 
     def _delimited(self, msg: Msg, fdesc: Field, body: int, length: int, where: str, depth: int) -> None:
         """A length-delimited field: sub-message, string, packed blob data or packed scalars."""
         if fdesc.kind == "message":
-            msg.add(fdesc.name, self._message(MESSAGES[fdesc.message], body, body + length, where, depth + 1))
+            msg.add(fdesc.name, self._message(MESSAGES[fdesc.message_type], body, body + length, where, depth + 1))
         elif fdesc.kind == "string":
             msg.add(fdesc.name, self._bytes(body, length).decode("utf-8", errors="replace"))
         elif fdesc.kind in _FIXED and fdesc.repeated:
@@ -290,7 +289,7 @@ class WireFile:
             raise self._fail(seg.offset, "the file is shorter than when it was opened", "blob data")
         return np.frombuffer(self._map, dtype, count, seg.offset)
 
-    def _populated_map(self) -> mmap.mmap | bool:
+    def _populated_map(self) -> mmap.mmap | Literal[False]:
         """The file mapped copy-on-write, its pages made present now (``MADV_POPULATE_READ``), so that
         a disk error is a clean error here rather than a SIGBUS in the middle of a forward. False
         where that cannot be had (no mmap, a kernel before 5.14): then the data is read instead."""
@@ -320,7 +319,7 @@ class WireFile:
             pos += seg.count
 
     def _readinto(self, dest: np.ndarray, offset: int) -> None:
-        view = memoryview(dest)
+        view = dest.data  # (a memoryview of the array's bytes)
         done = 0
         try:
             self._file.seek(offset)

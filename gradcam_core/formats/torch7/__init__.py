@@ -1,4 +1,5 @@
-"""Torch7 ``.t7`` checkpoints: a safe, dependency-free reader (see :mod:`.reader`), and their modules as torch modules (:mod:`.modules`)."""
+"""Torch7 ``.t7`` checkpoints: a safe, dependency-free reader (see :mod:`.reader`), and their modules as
+torch modules (:mod:`.modules`)."""
 from __future__ import annotations
 
 from .reader import T7Function, T7Object, T7Table, load_t7

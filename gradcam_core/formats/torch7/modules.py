@@ -15,6 +15,7 @@ looked up exactly like a loadcaffe one (``-layer 30`` or ``-layer relu5_3``).
 """
 from __future__ import annotations
 
+import builtins
 import math
 from typing import Any, Optional
 
@@ -62,7 +63,7 @@ class T7Layer:
         value = self.obj.get(name, default)
         return value is not None and value is not False
 
-    def sizes(self) -> tuple[int, ...]:
+    def sizes(self) -> tuple[builtins.int, ...]:
         """The ``size`` field of View/Reshape: a non-empty list of whole numbers (-1 = inferred)."""
         size = self.obj.get("size")
         if not isinstance(size, np.ndarray) or size.ndim != 1 or not size.size:
@@ -87,7 +88,7 @@ class T7Layer:
             raise LayerError(f"field '{name}' should be a non-empty tensor, is {_show(value)}")
         return None
 
-    def parameter(self, array: np.ndarray, shape: tuple[int, ...], what: str) -> nn.Parameter:
+    def parameter(self, array: np.ndarray, shape: tuple[builtins.int, ...], what: str) -> nn.Parameter:
         """``array`` as a parameter of ``shape`` in ``dtype`` (any stored layout with that many elements)."""
         if array.size != math.prod(shape):
             raise LayerError(f"{what} has shape {array.shape}, expected {shape}")

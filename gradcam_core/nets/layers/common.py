@@ -10,11 +10,20 @@ from torch import nn
 from ..registry import LayerError, Plan, Shape
 
 
+def known(in_shapes: list[Optional[Shape]]) -> list[Shape]:
+    """The bottoms' shapes, every one known (Caffe always knows them; only Torch7 modules, which have
+    no bottoms, get None)."""
+    shapes = [s for s in in_shapes if s is not None]
+    if len(shapes) != len(in_shapes):
+        raise LayerError("needs the shapes of its bottoms")
+    return shapes
+
+
 def single(layer: Any, in_shapes: list[Optional[Shape]]) -> Shape:
     """The one bottom's shape of a Caffe layer with one bottom and one top."""
     if len(in_shapes) != 1 or len(layer.tops) != 1:
         raise LayerError(f"needs one bottom and one top, has {len(in_shapes)} and {len(layer.tops)}")
-    return in_shapes[0]
+    return known(in_shapes)[0]
 
 
 def image(layer: Any, in_shapes: list[Optional[Shape]]) -> Shape:
@@ -61,9 +70,12 @@ def torch7_plan(layer: Any, module: nn.Module) -> Plan:
 
 def one_image(in_shapes: list[Shape]) -> Optional[tuple[int, int, int]]:
     """The (C, H, W) of a shape rule's single image input, None if it is not one (shape unknown)."""
-    if len(in_shapes) != 1 or len(in_shapes[0]) != 3 or None in in_shapes[0]:
+    if len(in_shapes) != 1 or len(in_shapes[0]) != 3:
         return None
-    return in_shapes[0]  # type: ignore[return-value]
+    c, h, w = in_shapes[0]
+    if c is None or h is None or w is None:
+        return None
+    return c, h, w
 
 
 def smallest(fits: Callable[[int], bool], upto: int) -> int:

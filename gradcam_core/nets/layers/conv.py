@@ -143,7 +143,8 @@ def conv_transpose2d_shape(deconv: nn.ConvTranspose2d, in_shapes: list[Shape]) -
     sizes = [deconv_size(n, *geometry) for n, *geometry in
              zip((height, width), deconv.kernel_size, deconv.stride, deconv.padding, deconv.dilation)]
     if min(sizes) < 1:
-        least = [smallest(lambda n: deconv_size(n, k, s, p, d) >= 1, 2 * p + 1)
+        # (smallest() calls the lambda at once, within its loop step)
+        least = [smallest(lambda n: deconv_size(n, k, s, p, d) >= 1, 2 * p + 1)  # noqa: B023
                  for k, s, p, d in zip(deconv.kernel_size, deconv.stride, deconv.padding, deconv.dilation)]
         raise LayerError(f"needs at least a {least[0]}x{least[1]} input")
     return [(deconv.out_channels, *sizes)]

@@ -37,7 +37,7 @@ def caffe_inner_product(layer: Any, in_shapes: list[Optional[Shape]]) -> Plan:
         return modules
 
     weight_shape = (fan_in, n_out) if transpose else (n_out, fan_in)
-    blob_shapes = [weight_shape] + ([(n_out,)] if bias else [])
+    blob_shapes: list[tuple[Optional[int], ...]] = [weight_shape] + ([(n_out,)] if bias else [])
     return Plan([(*shape[: axis - 1], n_out)], blob_shapes, build)
 
 
@@ -97,7 +97,7 @@ def flatten_shape(flatten: nn.Flatten, in_shapes: list[Shape]) -> Optional[list[
     start, end = (d + (len(full) if d < 0 else 0) for d in (flatten.start_dim, flatten.end_dim))
     if not 1 <= start <= end < len(full):
         return None  # merges the batch axis or is out of range: left to torch
-    return [(*full[1:start], math.prod(full[start : end + 1]), *full[end + 1 :])]
+    return [(*full[1:start], count(full[start : end + 1]), *full[end + 1 :])]
 
 
 @shape_rule(View)
@@ -106,7 +106,9 @@ def view_shape(view: View, in_shapes: list[Shape]) -> Optional[list[Shape]]:
         return None
     full = (None, *in_shapes[0])
     lead = 1 if view.num_input_dims is None else max(len(full) - view.num_input_dims, 1)
-    kept, viewed = full[1:lead], math.prod(full[lead:])
+    kept, viewed = full[1:lead], count(full[lead:])
+    if viewed is None:
+        return None
     size = list(view.size)
     if size.count(-1) > 1 or any(n < -1 or n == 0 for n in size):
         return None

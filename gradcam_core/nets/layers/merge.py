@@ -6,7 +6,7 @@ from typing import Any, Optional
 
 from ..modules import Concat, Eltwise, Narrow
 from ..registry import LayerError, Plan, Shape, register, shape_rule
-from .common import canonical_axis
+from .common import canonical_axis, known
 
 
 @register("caffe", "Concat")
@@ -17,8 +17,9 @@ def caffe_concat(layer: Any, in_shapes: list[Optional[Shape]]) -> Plan:
     if not in_shapes or len(layer.tops) != 1:
         raise LayerError(f"needs at least one bottom and one top, has {len(in_shapes)} and {len(layer.tops)}")
     axis = p.get("concat_dim") if p.has("concat_dim") else p.get("axis")
-    axis = canonical_axis(axis, len(in_shapes[0]) + 1, "axis")
-    out = _concat_shape(axis, in_shapes)
+    shapes = known(in_shapes)
+    axis = canonical_axis(axis, len(shapes[0]) + 1, "axis")
+    out = _concat_shape(axis, shapes)
     return Plan([out], build=lambda tensors: [(layer.name, Concat(axis))])
 
 
@@ -30,7 +31,7 @@ def _concat_shape(axis: int, in_shapes: list[Shape]) -> Shape:
             raise LayerError(f"bottoms of shapes {', '.join(_show(s) for s in in_shapes)} "
                              f"differ outside the concatenation axis {axis}")
     sizes = [s[axis - 1] for s in in_shapes]
-    total = None if None in sizes else sum(sizes)
+    total = sum(n for n in sizes if n is not None) if None not in sizes else None
     return (*first[: axis - 1], total, *first[axis:])
 
 
@@ -50,9 +51,10 @@ def caffe_eltwise(layer: Any, in_shapes: list[Optional[Shape]]) -> Plan:
     if coeff and (operation != "SUM" or len(coeff) != len(in_shapes)):
         raise LayerError(f"coeff needs the SUM operation and one value per bottom ({len(in_shapes)}), "
                          f"has {len(coeff)} for {operation}")
-    _same_shapes(in_shapes)
+    shapes = known(in_shapes)
+    _same_shapes(shapes)
     module = Eltwise(operation, coeff or (1.0,) * len(in_shapes))
-    return Plan([in_shapes[0]], build=lambda tensors: [(layer.name, module)])
+    return Plan([shapes[0]], build=lambda tensors: [(layer.name, module)])
 
 
 def _same_shapes(in_shapes: list[Shape]) -> None:
@@ -69,7 +71,7 @@ def caffe_slice(layer: Any, in_shapes: list[Optional[Shape]]) -> Plan:
         raise LayerError("give either axis or slice_dim, not both")
     if len(in_shapes) != 1 or not layer.tops:
         raise LayerError(f"needs one bottom and at least one top, has {len(in_shapes)} and {len(layer.tops)}")
-    shape = in_shapes[0]
+    shape = known(in_shapes)[0]
     axis = canonical_axis(p.get("slice_dim") if p.has("slice_dim") else p.get("axis"), len(shape) + 1, "axis")
     extent, n = shape[axis - 1], len(layer.tops)
     if extent is None:
@@ -84,7 +86,7 @@ def caffe_slice(layer: Any, in_shapes: list[Optional[Shape]]) -> Plan:
         points = [extent // n * i for i in range(1, n)]
     bounds = [0, *points, extent]
     sizes = tuple(b - a for a, b in zip(bounds, bounds[1:]))
-    outs = [(*shape[: axis - 1], size, *shape[axis:]) for size in sizes]
+    outs: list[Optional[Shape]] = [(*shape[: axis - 1], size, *shape[axis:]) for size in sizes]
     # one module per top, each reading the bottom
     return Plan(outs, build=lambda tensors: [(layer.name, Narrow(axis, a, b - a)) for a, b in zip(bounds, bounds[1:])],
                 per_top=True)
@@ -110,6 +112,9 @@ def narrow_shape(module: Narrow, in_shapes: list[Shape]) -> Optional[list[Shape]
     if len(in_shapes) != 1 or not 1 <= module.axis <= len(in_shapes[0]):
         return None
     shape = in_shapes[0]
-    if shape[module.axis - 1] < module.start + module.length:
+    extent = shape[module.axis - 1]
+    if extent is None:
+        return None
+    if extent < module.start + module.length:
         raise LayerError(f"needs at least {module.start + module.length} along axis {module.axis}")
     return [(*shape[: module.axis - 1], module.length, *shape[module.axis:])]

@@ -9,7 +9,7 @@ from torch import nn
 
 from ..modules import AxisAffine, CaffeBatchNorm, Normalize, ScaleBy, WithinChannelLRN
 from ..registry import LayerError, Modules, Plan, Shape, register, same_shape, shape_rule, show_shape
-from .common import canonical_axis, image, single, torch7_plan
+from .common import canonical_axis, image, known, single, torch7_plan
 
 
 @register("caffe", "LRN")
@@ -96,7 +96,7 @@ def _param_axes(layer: Any, p: Any, shape: Shape) -> tuple[int, tuple[Optional[i
 def _second_bottom(layer: Any, p: Any, in_shapes: list[Optional[Shape]]) -> Shape:
     if len(in_shapes) != 2 or len(layer.tops) != 1:
         raise LayerError(f"needs one or two bottoms and one top, has {len(in_shapes)} and {len(layer.tops)}")
-    shape, factor = in_shapes
+    shape, factor = known(in_shapes)
     # Every blob here has the batch axis: a second bottom lines up from axis 0 on.
     if p.get("axis") != 0:
         raise LayerError("with a second bottom only axis 0 is supported (the factor has the batch axis)")

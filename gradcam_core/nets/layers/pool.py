@@ -66,15 +66,17 @@ def caffe_pool_shape(pool: CaffePool2d, in_shapes: list[Shape]) -> Optional[list
     channels, height, width = shape
     out = pool.output_size(height, width)
     if min(out) < 1:
-        # (global pooling never fails; the kernel's extent always fits)
-        least = [smallest(lambda n: pooled_size(n, k, s, p, pool.ceil) >= 1, k)
+        # (global pooling, kernel None, never fails; the kernel's extent always fits)
+        assert pool.kernel is not None
+        # (smallest() calls the lambda at once, within its loop step)
+        least = [smallest(lambda n: pooled_size(n, k, s, p, pool.ceil) >= 1, k)  # noqa: B023
                  for k, s, p in zip(pool.kernel, pool.stride, pool.pad)]
         raise LayerError(f"needs at least a {least[0]}x{least[1]} input")
     return [(channels, *out)]
 
 
 def _two(value: Any) -> tuple[int, int]:
-    return tuple(value) if isinstance(value, (tuple, list)) else (value, value)  # type: ignore[return-value]
+    return tuple(value) if isinstance(value, (tuple, list)) else (value, value)
 
 
 def _torch_pooled(n: int, k: int, s: int, p: int, d: int, ceil: bool) -> int:
@@ -86,7 +88,7 @@ def _torch_pooled(n: int, k: int, s: int, p: int, d: int, ceil: bool) -> int:
 
 
 @shape_rule(nn.MaxPool2d, nn.AvgPool2d)
-def torch_pool_shape(pool: nn.Module, in_shapes: list[Shape]) -> Optional[list[Shape]]:
+def torch_pool_shape(pool: nn.MaxPool2d | nn.AvgPool2d, in_shapes: list[Shape]) -> Optional[list[Shape]]:
     shape = one_image(in_shapes)
     if shape is None:
         return None
@@ -95,10 +97,13 @@ def torch_pool_shape(pool: nn.Module, in_shapes: list[Shape]) -> Optional[list[S
     pad, dilation = _two(pool.padding), _two(getattr(pool, "dilation", 1))
     if any(p > (d * (k - 1) + 1) // 2 for k, p, d in zip(kernel, pad, dilation)):
         return None  # torch refuses this geometry whatever the input: not a question of its size
-    sizes = [_torch_pooled(n, *g, pool.ceil_mode) for n, *g in zip((height, width), kernel, stride, pad, dilation)]
+    sizes = [_torch_pooled(n, k, s, p, d, pool.ceil_mode)
+             for n, k, s, p, d in zip((height, width), kernel, stride, pad, dilation)]
     if min(sizes) < 1:
         # (the dilated kernel's extent always fits)
-        least = [smallest(lambda n: _torch_pooled(n, k, s, p, d, pool.ceil_mode) >= 1, d * (k - 1) + 1)
+        # (smallest() calls the lambda at once, within its loop step)
+        least = [smallest(lambda n: _torch_pooled(n, k, s, p, d, pool.ceil_mode) >= 1,  # noqa: B023
+                          d * (k - 1) + 1)
                  for k, s, p, d in zip(kernel, stride, pad, dilation)]
         raise LayerError(f"needs at least a {least[0]}x{least[1]} input")
     return [(channels, *sizes)]

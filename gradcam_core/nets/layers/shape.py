@@ -7,7 +7,7 @@ from typing import Any, Optional
 
 from ..modules import CaffeReshape, Crop
 from ..registry import LayerError, Plan, Shape, count, register, shape_rule, show_shape
-from .common import canonical_axis, single
+from .common import canonical_axis, known, single
 
 
 @register("caffe", "Reshape")
@@ -45,7 +45,7 @@ def caffe_reshape(layer: Any, in_shapes: list[Optional[Shape]]) -> Plan:
             raise LayerError(f"shape {dims} from axis 0 must keep the batch axis (give dim 0 first)")
     sample = out[1:]
     if -1 in sample:
-        known = math.prod(d for d in sample if d != -1)
+        known = math.prod(d for d in sample if d is not None and d != -1)
         total = count(shape)
         if total is not None:
             if known == 0 or total % known:
@@ -65,6 +65,8 @@ def caffe_reshape_shape(module: CaffeReshape, in_shapes: list[Shape]) -> Optiona
     if len(in_shapes) != 1 or None in in_shapes[0]:
         return None
     total = count(in_shapes[0])
+    if total is None:
+        return None
     known = math.prod(d for d in module.shape if d != -1)
     if -1 in module.shape:
         if known == 0 or total % known:
@@ -81,7 +83,7 @@ def caffe_crop(layer: Any, in_shapes: list[Optional[Shape]]) -> Plan:
     # offset (one for all axes, one per axis, or 0).
     if len(in_shapes) != 2 or len(layer.tops) != 1:
         raise LayerError(f"needs two bottoms and one top, has {len(in_shapes)} and {len(layer.tops)}")
-    shape, reference = in_shapes
+    shape, reference = known(in_shapes)
     if len(shape) != len(reference):
         raise LayerError(f"the bottoms have different numbers of axes ({show_shape(shape)}, {show_shape(reference)})")
     rank = len(shape) + 1
@@ -111,7 +113,10 @@ def crop_shape(module: Crop, in_shapes: list[Shape]) -> Optional[list[Shape]]:
         a = module.axis + i - 1
         if a >= len(shape):
             return None
-        if off + reference[a] > shape[a]:
-            raise LayerError(f"needs at least {off + reference[a]} along axis {module.axis + i}")
+        size, wanted = shape[a], reference[a]
+        if size is None or wanted is None:
+            return None
+        if off + wanted > size:
+            raise LayerError(f"needs at least {off + wanted} along axis {module.axis + i}")
         out[a] = reference[a]
     return [tuple(out)]

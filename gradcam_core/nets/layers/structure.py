@@ -15,7 +15,7 @@ def caffe_input(layer: Any, in_shapes: list[Optional[Shape]]) -> Plan:
     # with unknown sizes. No module, as loadcaffe emitted none.
     if in_shapes:
         raise LayerError("an input layer cannot have bottoms")
-    shapes = [tuple(s[1:]) for s in layer.input_shapes]
+    shapes: list[Optional[Shape]] = [tuple(s[1:]) for s in layer.input_shapes]
     if len(shapes) == 1:
         shapes *= len(layer.tops)
     if not shapes:

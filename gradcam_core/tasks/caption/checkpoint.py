@@ -99,8 +99,9 @@ def _core_modules(core: Any) -> dict[str, T7Object]:
         data = node.get("data") if isinstance(node, T7Object) else None
         annotations = data.get("annotations") if isinstance(data, T7Table) else None
         name = annotations.get("name") if isinstance(annotations, T7Table) else None
-        if isinstance(name, str) and isinstance(data.get("module"), T7Object):
-            named[name] = data["module"]
+        module = data.get("module") if isinstance(data, T7Table) else None
+        if isinstance(name, str) and isinstance(module, T7Object):
+            named[name] = module
     return named
 
 

@@ -50,7 +50,9 @@ class LanguageModel(nn.Module):
     @property
     def rnn_size(self) -> int:
         """R, the size of the LSTM state."""
-        return self.cells[0].hidden_size
+        cell = self.cells[0]
+        assert isinstance(cell, Torch7LSTMCell)
+        return cell.hidden_size
 
     @property
     def input_size(self) -> int:

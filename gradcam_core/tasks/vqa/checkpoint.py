@@ -14,7 +14,6 @@ from typing import Callable, Optional
 
 import numpy as np
 import torch
-from torch import nn
 
 from ...errors import GradCamError
 from ...formats.torch7 import load_t7
@@ -52,7 +51,7 @@ def read_vectors(model_path: Path) -> dict[str, np.ndarray]:
     return vectors
 
 
-def _copy_flat(params: list[nn.Parameter], flat: np.ndarray) -> None:
+def _copy_flat(params: list[torch.Tensor], flat: np.ndarray) -> None:
     """Fill ``params`` with consecutive slices of ``flat`` (its length was checked)."""
     offset = 0
     for p in params:

@@ -117,10 +117,13 @@ class QuestionAnswerer(nn.Module):
             sizes.state_size, IMAGE_FEATURE_SIZE, sizes.common_embedding_size, sizes.num_output
         )
 
-    def torch7_parameters(self) -> dict[str, list[nn.Parameter]]:
+    def torch7_parameters(self) -> dict[str, list[torch.Tensor]]:
         """Each flat vector's parameters in ``getParameters()`` order (nngraph's topological order:
         layer by layer i2h before h2h, then the projection; AxB's question Linear before its image one)."""
-        encoder = [p for layer in self.encoder.layers for lin in (layer.i2h, layer.h2h) for p in (lin.weight, lin.bias)]
+        encoder: list[torch.Tensor] = []
+        for layer in self.encoder.layers:
+            assert isinstance(layer, Torch7LSTMCell)
+            encoder += [layer.i2h.weight, layer.i2h.bias, layer.h2h.weight, layer.h2h.bias]
         net = self.answer_net
         return {
             "embedding_w_q": [self.embedding.linear.weight, self.embedding.linear.bias],
