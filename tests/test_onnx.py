@@ -821,6 +821,7 @@ def test_command_line_errors_are_one_line_and_write_nothing(tmp_path, case):
     assert not out.exists() and not list(tmp_path.glob("**/*.tmp"))
 
 
+@pytest.mark.slow  # a subprocess per run: in the full suite, not the quick one
 def test_convert_then_explain_gives_the_caffe_runs_files(tmp_path):
     """The bundled SqueezeNet converted with no option, then explained with only -model_file and
     -label: the ONNX file carries the preprocessing, the size and the class names, so the three PNGs
@@ -949,6 +950,7 @@ def test_a_name_too_long_is_one_line(tmp_path, capsys):
         assert convert_main(capsys, str(target))[0] == 0 and target.is_file()  # (its temporary name is shorter)
 
 
+@pytest.mark.slow  # a subprocess per run: in the full suite, not the quick one
 def test_sigterm_during_the_conversion_removes_the_temporary_file(tmp_path):
     """SIGTERM once the temporary file exists: exit 143, one line, no temporary file left."""
     import signal

@@ -143,6 +143,7 @@ def _one_line(result: subprocess.CompletedProcess, prog: str, message: str) -> N
     assert result.stderr.strip().splitlines() == [f"{prog}: error: {message}"], result.stderr
 
 
+@pytest.mark.slow  # a subprocess per run: in the full suite, not the quick one
 def test_an_onnx_model_without_the_onnx_extra_names_the_extra(tmp_path):
     onnx_file = tmp_path / "net.onnx"
     onnx_file.write_bytes(b"\x08\x07")  # an ONNX name is enough: the extra is checked before the file is read
@@ -153,6 +154,7 @@ def test_an_onnx_model_without_the_onnx_extra_names_the_extra(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow  # a subprocess per run: in the full suite, not the quick one
 def test_the_converter_without_the_onnx_extra_names_the_extra(tmp_path):
     models = DATA / "models"
     code = ("sys.argv = ['gradcam-convert']\nfrom gradcam_core.convert import main\n"
@@ -164,12 +166,14 @@ def test_the_converter_without_the_onnx_extra_names_the_extra(tmp_path):
     assert not (tmp_path / "out.onnx").exists()
 
 
+@pytest.mark.slow  # a subprocess per run: in the full suite, not the quick one
 def test_the_web_demo_without_the_web_extra_names_the_extra(tmp_path):
     code = RUN_CLI.format(argv=["gradcam-web"], module="gradcam_core.web.__main__")
     result = _blocked(("starlette", "uvicorn"), code, tmp_path)
     _one_line(result, "gradcam-web", "the web demo needs the 'web' extra: pip install 'gradcam-core[web]'")
 
 
+@pytest.mark.slow  # a subprocess per run: in the full suite, not the quick one
 def test_vqa_without_the_vqa_extra_names_the_extra_before_any_work(tmp_path):
     argv = ["gradcam-vqa", "-out_path", str(tmp_path / "out")]  # its default model files do not exist here
     result = _blocked(("nltk",), RUN_CLI.format(argv=argv, module="gradcam_core.cli.commands.vqa"), tmp_path)
@@ -177,6 +181,7 @@ def test_vqa_without_the_vqa_extra_names_the_extra_before_any_work(tmp_path):
               "VQA questions (tokenized by nltk) need the 'vqa' extra: pip install 'gradcam-core[vqa]'")
 
 
+@pytest.mark.slow  # a subprocess per run: in the full suite, not the quick one
 def test_a_caffe_model_needs_no_extra(tmp_path):
     """The core install explains a Caffe model: the three extras blocked, classification runs."""
     models = DATA / "models"
