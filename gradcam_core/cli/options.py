@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import ast
 import math
-import re
 from typing import Any, Optional, Sequence
 
 from ..errors import GradCamError
+from ..formats.synset import is_label_number
 
 
 def as_int(name: str, value: Any) -> int:
@@ -119,7 +119,7 @@ def as_label_list(name: str, value: Any) -> list[int | str]:
             labels.append(as_int(name, part))
             continue
         tokens = str(part).split()
-        if tokens and all(_LABEL.match(t) for t in tokens):
+        if tokens and all(is_label_number(t) for t in tokens):
             labels += [as_int(name, t) for t in tokens]
         elif tokens:
             labels.append(" ".join(tokens))
@@ -127,8 +127,6 @@ def as_label_list(name: str, value: Any) -> list[int | str]:
         raise GradCamError(f"-{name} needs at least one value")
     return labels
 
-
-_LABEL = re.compile(r"[+-]?[0-9]+\Z")
 
 
 def to_float(value: Any) -> float:

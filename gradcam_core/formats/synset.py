@@ -28,6 +28,16 @@ _WNID_LINE = re.compile(r"(n\d{8})\s+(\S.*)")
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")  # tabs are fine; escapes and NULs are not
 
 
+_LABEL_NUMBER = re.compile(r"[+-]?[0-9]+\Z")
+
+
+def is_label_number(text: str) -> bool:
+    """Whether a label as typed is a number (ASCII digits with an optional sign, as Lua read it) rather
+    than a class name: ``"243"``, ``"-1"`` are numbers; ``"\u0663"``, ``"\uff15"``, ``"1_000"``, ``"1e3"``
+    are names (looked up in :class:`ClassNames`)."""
+    return bool(_LABEL_NUMBER.match(text))
+
+
 def _key(text: str) -> str:
     """The form names are compared in: case-folded, runs of white space made one space."""
     return " ".join(text.casefold().split())

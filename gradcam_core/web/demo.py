@@ -18,7 +18,6 @@ import base64
 import concurrent.futures
 import dataclasses
 import os
-import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -32,6 +31,7 @@ from torch import nn
 from ..engine import Explanation, resolve_layer
 from ..engine.layers import parameter_dtype, spatial_layers
 from ..errors import GradCamError
+from ..formats.synset import is_label_number
 from ..image.decode import image_size
 from ..image.png import png_bytes
 from ..image.preprocessing import Preprocessing, load_rgb, net_input
@@ -264,7 +264,7 @@ class ClassificationTask(DemoTask):
         text = fields.get("label", "").strip()
         if not text or text == "-1":
             return None
-        if re.fullmatch(r"[+-]?[0-9]+", text):  # ASCII digits only, as the CLI's -label: "٣" is a name
+        if is_label_number(text):  # as the CLI's -label: "٣" is a class name
             label = int(text)
         else:
             if self.names is None:
