@@ -74,9 +74,9 @@ import tempfile
 import textwrap
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -104,12 +104,12 @@ class Row:
     """One line of the table."""
 
     what: str
-    seconds: Optional[float] = None  # median
-    fastest: Optional[float] = None
-    ratio: Optional[float] = None  # to the floor
+    seconds: float | None = None  # median
+    fastest: float | None = None
+    ratio: float | None = None  # to the floor
     extra: str = ""  # other figures (peak memory, throughput, speed-up)
     target: str = ""
-    ok: Optional[bool] = None
+    ok: bool | None = None
     section: str = ""
 
 
@@ -124,13 +124,13 @@ class Report:
         return row
 
 
-def fmt_s(seconds: Optional[float]) -> str:
+def fmt_s(seconds: float | None) -> str:
     if seconds is None:
         return "n/a"
     return f"{seconds * 1000:.0f} ms" if seconds < 10 else f"{seconds:.1f} s"
 
 
-def verdict(ok: Optional[bool]) -> str:
+def verdict(ok: bool | None) -> str:
     return "" if ok is None else ("PASS" if ok else "FAIL")
 
 
@@ -224,7 +224,7 @@ def ensure_folder(cache: Path, n: int = 32) -> Path:
 
 
 def interleaved(variants: dict[str, Callable[[], object]], repeats: int,
-                after: Optional[Callable[[], None]] = None) -> dict[str, list[float]]:
+                after: Callable[[], None] | None = None) -> dict[str, list[float]]:
     """Run every variant once per round (A, B, C, A, B, C, ...) after one untimed warm-up round;
     ``after`` runs untimed after each call. Returns the times of each variant."""
     times: dict[str, list[float]] = {k: [] for k in variants}
@@ -449,7 +449,7 @@ def race(net, image, batch8, peers: dict, repeats: int, report: Report) -> float
         back to back, so the ratio cancels the machine's drift between rounds."""
         return statistics.median(x / y for x, y in zip(times[a], times[b]))
 
-    def row(key: str, what: str, section: str, per: int = 1, **kw) -> Optional[Row]:
+    def row(key: str, what: str, section: str, per: int = 1, **kw) -> Row | None:
         if key not in med:
             report.add(Row(what, section=section, extra="not installed"))
             return None
@@ -595,7 +595,7 @@ LOAD_PROBE = textwrap.dedent("""
 
 
 def load_run(proto: Path, model: Path, repeats: int, threads: int, report: Report, section: str,
-             label: str = "V1 caffemodel", peak_target: bool = True, read_threads: Optional[int] = None) -> None:
+             label: str = "V1 caffemodel", peak_target: bool = True, read_threads: int | None = None) -> None:
     """Each repeat in a fresh interpreter: load_caffe first (its peak over the baseline after imports),
     then, for comparison, reading the file into fresh memory. ``label`` names the file in the rows;
     without ``peak_target`` the peak is a figure of the load row, not a row with a target.
@@ -636,7 +636,7 @@ def load_run(proto: Path, model: Path, repeats: int, threads: int, report: Repor
 
 
 def cli_run(proto: Path, model: Path, image: Path, repeats: int, threads: int, report: Report,
-            section: str) -> Optional[float]:
+            section: str) -> float | None:
     env = child_env(threads)
     runs = {"torch": [], "cli": []}
     with tempfile.TemporaryDirectory() as out:
@@ -1177,7 +1177,7 @@ def fmt_ms(seconds: float) -> str:
 # --------------------------------------------------------------------------------------------------
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeats", type=int, default=7, help="interleaved rounds for in-process timings (7)")

@@ -20,7 +20,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import httpx
 
@@ -31,15 +31,15 @@ class DemoServer:
     """``python -m gradcam_core.web -port 0 *args`` in ``cwd`` with ``env``; ``url`` once it serves.
     ``command`` replaces ``python -m gradcam_core.web`` (e.g. a script that starts the server another way)."""
 
-    def __init__(self, args: tuple[str, ...] = (), env: Optional[dict[str, str]] = None,
-                 cwd: Optional[Path] = None, timeout: float = 180.0, command: Optional[list[str]] = None) -> None:
+    def __init__(self, args: tuple[str, ...] = (), env: dict[str, str] | None = None,
+                 cwd: Path | None = None, timeout: float = 180.0, command: list[str] | None = None) -> None:
         self.args, self.env, self.cwd, self.timeout = args, env, cwd, timeout
         self.command = command or [sys.executable, "-m", "gradcam_core.web"]
         self.url = ""
-        self.proc: Optional[subprocess.Popen] = None
+        self.proc: subprocess.Popen | None = None
         self.log = tempfile.TemporaryFile("w+")  # a file, not a pipe: the server never blocks on it
 
-    def __enter__(self) -> "DemoServer":
+    def __enter__(self) -> DemoServer:
         cmd = [*self.command, "-port", "0", *self.args]
         self.proc = subprocess.Popen(cmd, cwd=self.cwd, env=self.env, stdout=self.log,
                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
@@ -80,7 +80,7 @@ class ExplainForm:
     fields: tuple[tuple[str, str], ...]
 
     @staticmethod
-    def of(image: Path, label: str, task: str = "classification", layer: str = "") -> "ExplainForm":
+    def of(image: Path, label: str, task: str = "classification", layer: str = "") -> ExplainForm:
         fields = [("task", task), ("label", label)] + ([("layer", layer)] if layer else [])
         return ExplainForm(image.name, image.read_bytes(), tuple(fields))
 
@@ -89,7 +89,7 @@ class ExplainForm:
         return {"image": (self.filename, self.data, kind)}
 
 
-def explain(http: httpx.Client, form: ExplainForm) -> tuple[int, Optional[dict]]:
+def explain(http: httpx.Client, form: ExplainForm) -> tuple[int, dict | None]:
     """One request: (status, the parsed JSON body, or None when it is not JSON)."""
     response = http.post("/api/explain", files=form.files(), data=dict(form.fields))
     try:

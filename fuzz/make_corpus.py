@@ -13,8 +13,9 @@ from __future__ import annotations
 import json
 import shutil
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -22,9 +23,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 import caffe_writer as write  # noqa: E402
+from t7_writer import Obj, Storage, Tensor, from_loaded, sample_file, t7, tensor  # noqa: E402
+
 from gradcam_core.formats.caffe.schema import MESSAGES, V1_LAYER_TYPES  # noqa: E402
 from gradcam_core.formats.torch7 import load_t7  # noqa: E402
-from t7_writer import Obj, Storage, Tensor, from_loaded, sample_file, t7, tensor  # noqa: E402
 
 FUZZ = ROOT / "fuzz"
 FIXTURES = FUZZ / "fixtures"
@@ -209,8 +211,8 @@ def dictionaries() -> None:
     words |= set(V1_LAYER_TYPES) | {v2 for _, v2 in V1_LAYER_TYPES.values() if v2} | {"MAX", "AVE", "CEIL", "FLOOR"}
     tokens = sorted(words) + ["{", "}", ":", "[", "]", "<", ">", "#", "\\\"", "0x", "-1", "inf", "nan", "true"]
     write_dict(DICTS / "prototxt.dict", tokens)
-    from gradcam_core.nets.registry import types
     from gradcam_core.formats.torch7.reader import _STORAGE_CLASSES, _TENSOR_CLASSES
+    from gradcam_core.nets.registry import types
 
     names = types("torch7") + sorted(_TENSOR_CLASSES) + sorted(_STORAGE_CLASSES) + ["V 1", "nn.Sequential"]
     write_dict(DICTS / "t7.dict", names)

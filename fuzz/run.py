@@ -25,10 +25,10 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Callable, Optional, Sequence
 
 FUZZ = Path(__file__).resolve().parent
 ROOT = FUZZ.parent
@@ -307,7 +307,7 @@ def cmd_replay(name: str, files: list[str], timeout: float, mem_mb: int) -> int:
 # Command line
 
 
-def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     names = ["wire", "caffemodel", "prototxt", "prototxt_net", "t7", "captioner", "vqa", "meanfile"]
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--timeout", type=int, default=5, help="seconds per input (default 5)")

@@ -15,20 +15,20 @@ import atexit
 import contextlib
 import os
 import tempfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
 
 import caffe_writer as write  # tests/caffe_writer.py (fuzz/run.py puts tests/ on sys.path)
 import numpy as np
 
-from gradcam_core.tasks import caption as captioner
-from gradcam_core.tasks import vqa
 from gradcam_core.caffe import load_caffe
-from gradcam_core.formats.caffe import prototxt, schema, wire
 from gradcam_core.errors import GradCamError
+from gradcam_core.formats.caffe import prototxt, schema, wire
 from gradcam_core.formats.torch7 import T7Object, load_t7
 from gradcam_core.formats.torch7.modules import sequential_to_net
+from gradcam_core.tasks import caption as captioner
+from gradcam_core.tasks import vqa
 
 FUZZ_DIR = Path(__file__).resolve().parent
 FIXTURES = FUZZ_DIR / "fixtures"

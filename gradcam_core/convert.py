@@ -47,8 +47,9 @@ import signal
 import stat
 import sys
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, NoReturn, Optional, Sequence, Union
+from typing import IO, TYPE_CHECKING, NoReturn, Union
 
 import torch
 
@@ -76,9 +77,9 @@ PathLike = Union[str, "os.PathLike[str]"]
 
 
 def caffe_to_onnx(proto_file: PathLike, model_file: PathLike, out_file: PathLike, *,
-                  input_size: Optional[tuple[int, int]] = None, opset: int = OPSET,
-                  preprocessing: Optional[Preprocessing] = None,
-                  synset_file: Optional[PathLike] = None, force: bool = False) -> Path:
+                  input_size: tuple[int, int] | None = None, opset: int = OPSET,
+                  preprocessing: Preprocessing | None = None,
+                  synset_file: PathLike | None = None, force: bool = False) -> Path:
     """Write the Caffe net (``proto_file`` + ``model_file``) as ONNX to ``out_file``; returns its path.
 
     Args:
@@ -202,7 +203,7 @@ def _export(net, x: torch.Tensor, opset: int, proto_file: PathLike, *, dynamic: 
 
 
 def _generic_check_sizes(net, channels: int, traced: tuple[int, int],
-                         given: Optional[tuple[int, int]]) -> list[tuple[int, int]]:
+                         given: tuple[int, int] | None) -> list[tuple[int, int]]:
     """The sizes a size-generic export is checked at (the size to explain at when it differs from
     the traced one, and an odd non-square size off the traced one), or [] where the Caffe net cannot
     take one of them (an InnerProduct fixes the size)."""
@@ -298,7 +299,7 @@ def _class_names_text(path: Path) -> str:
         raise GradCamError(f"cannot read {names.source}: {getattr(err, 'strerror', None) or err}") from None
 
 
-def check_output(out: Path, force: bool) -> Optional[int]:
+def check_output(out: Path, force: bool) -> int | None:
     """Refuse an output path that cannot or must not be written: a name longer than
     :data:`MAX_NAME_BYTES` (any component) or a path longer than :data:`MAX_PATH_BYTES`, a missing
     folder, anything but a regular file there (never followed or replaced: a symbolic link, folder,
@@ -474,8 +475,8 @@ class _Temporary:
 
     def __init__(self, out: Path) -> None:
         self.out = out
-        self.path: Optional[Path] = None
-        self.file: Optional[IO[bytes]] = None
+        self.path: Path | None = None
+        self.file: IO[bytes] | None = None
 
     def create(self) -> None:
         name = self.out.name
@@ -508,7 +509,7 @@ class _Temporary:
         except OSError as exc:
             raise GradCamError(f"output '{self.out}': {exc.strerror or exc}") from None
 
-    def replace(self, force: bool, keep_mode: Optional[int]) -> None:
+    def replace(self, force: bool, keep_mode: int | None) -> None:
         """Move the written file to ``out``, checking again what is there now; mode 0644 for a new
         file, the replaced file's permission bits otherwise."""
         assert self.file is not None and self.path is not None
@@ -555,7 +556,7 @@ def _raise_interrupted(signum: int, frame: object) -> None:
     raise Interrupted(signum)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """The command line: returns the exit code (0; 2 after one line on stderr; 130 for Ctrl-C, 143
     for SIGTERM, 129 for SIGHUP, after one line, the temporary file removed)."""
     parser = _Parser(

@@ -21,7 +21,7 @@ result maps every blob (top) name to its value (N, ...).
 from __future__ import annotations
 
 import math
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -107,7 +107,7 @@ def _random_blobs(spec: LayerSpec, shapes: list[tuple[int, ...]], rng: np.random
 # ---------------------------------------------------------------------------------------- geometry
 
 
-def _pair(p, repeated: str, default: Optional[int], hw: str) -> tuple[int, int]:
+def _pair(p, repeated: str, default: int | None, hw: str) -> tuple[int, int]:
     """(h, w) of a convolution geometry field: ``{hw}_h``/``{hw}_w``, else the repeated field given once
     or twice, else ``default`` (base_conv_layer.cpp)."""
     if p.has(f"{hw}_h") or p.has(f"{hw}_w"):

@@ -16,7 +16,6 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Optional
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -100,8 +99,8 @@ class PrewarmedCLI:
         if self._server.stdout.readline().strip() != "ready":
             raise RuntimeError("the prewarmed CLI helper did not start")
 
-    def run(self, script: str, *args: str, cwd: Optional[Path] = None, timeout: float = 120,
-            mem_limit_mb: Optional[int] = None, reader_gone: bool = False) -> subprocess.CompletedProcess:
+    def run(self, script: str, *args: str, cwd: Path | None = None, timeout: float = 120,
+            mem_limit_mb: int | None = None, reader_gone: bool = False) -> subprocess.CompletedProcess:
         out, err = Path(self._tmp.name, "stdout"), Path(self._tmp.name, "stderr")
         out.write_bytes(b"")
         err.write_bytes(b"")
@@ -119,7 +118,7 @@ class PrewarmedCLI:
         self._tmp.cleanup()
 
 
-_SHARED: Optional[PrewarmedCLI] = None
+_SHARED: PrewarmedCLI | None = None
 
 
 def shared() -> PrewarmedCLI:

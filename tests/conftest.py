@@ -7,7 +7,6 @@ import shlex
 import subprocess
 import sys
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import pytest
@@ -50,7 +49,7 @@ def load_case(case_id: str) -> dict:
     return json.loads((CASES / case_id / "case.json").read_text())
 
 
-def oracle_tensor(case_id: str, name: str) -> Optional[np.ndarray]:
+def oracle_tensor(case_id: str, name: str) -> np.ndarray | None:
     path = CASES / case_id / "tensors" / f"{name}.npy"
     return np.load(path) if path.exists() else None
 
@@ -87,7 +86,7 @@ def overriding(*args: str) -> list[str]:
     return [w for pair in values.values() for w in pair]
 
 
-def run_script(script: str, *args: str, cwd: Optional[Path] = None, timeout: float = 300,
+def run_script(script: str, *args: str, cwd: Path | None = None, timeout: float = 300,
                fresh: bool = False) -> subprocess.CompletedProcess:
     """Run one of the entry scripts as its own process, as a user would: forked from a helper that has
     imported torch already (``cli_runner``: the same ``python script args`` run minus 2-3 s of

@@ -8,7 +8,8 @@ fixture with other class names.
 from __future__ import annotations
 
 import struct
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -18,7 +19,7 @@ from gradcam_core.formats.torch7 import T7Function, T7Object, T7Table
 class Obj:
     """A generic torch object: class name + fields (written as a table)."""
 
-    def __init__(self, typename: str, fields: dict, version: Optional[str] = "V 1") -> None:
+    def __init__(self, typename: str, fields: dict, version: str | None = "V 1") -> None:
         self.typename, self.fields, self.version = typename, fields, version
 
 
@@ -28,7 +29,7 @@ class Storage:
 
 
 class Tensor:
-    def __init__(self, typename: str, sizes, strides, offset: int, storage: Optional[Storage]) -> None:
+    def __init__(self, typename: str, sizes, strides, offset: int, storage: Storage | None) -> None:
         self.typename, self.sizes, self.strides, self.offset, self.storage = typename, sizes, strides, offset, storage
 
 
@@ -66,7 +67,7 @@ class Writer:
         self.i32(self.index[id(obj)])
         return False
 
-    def value(self, v: Any) -> "Writer":
+    def value(self, v: Any) -> Writer:
         if v is None:
             self.i32(0)
         elif isinstance(v, bool):
@@ -119,7 +120,7 @@ def t7(v: Any, long_size: int = 8) -> bytes:
     return Writer(long_size).value(v).bytes()
 
 
-def tensor(typename: str, arr: np.ndarray, storage_type: Optional[str] = None) -> Tensor:
+def tensor(typename: str, arr: np.ndarray, storage_type: str | None = None) -> Tensor:
     """A contiguous tensor on its own storage."""
     arr = np.ascontiguousarray(arr)
     strides = [s // arr.itemsize for s in arr.strides]

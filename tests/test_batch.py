@@ -20,19 +20,18 @@ import subprocess
 import sys
 import termios
 import threading
+from collections.abc import Callable
 from pathlib import Path, PurePath
-from typing import Callable
 
 import numpy as np
 import pytest
 import torch
-
-
 from conftest import CASES, DATA, ROOT, assert_png_close, assert_refused, read_png, run_script
+
 from gradcam_core import GradCamError
+from gradcam_core.cli.options import as_int_list, as_str_list
 from gradcam_core.run import inputs as batch
 from gradcam_core.run.shards import Shard
-from gradcam_core.cli.options import as_int_list, as_str_list
 
 MODELS = DATA / "models"
 CLS = ["-proto_file", str(MODELS / "mini_vgg16_v1.prototxt"),

@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
+import caffe_writer as write
 import numpy as np
 import pytest
 import torch
@@ -17,9 +18,8 @@ from hypothesis import strategies as st
 from torch import nn
 
 from gradcam_core.caffe import load_caffe
-import caffe_writer as write
-from gradcam_core.nets.graph import GraphNet, InputSpec
 from gradcam_core.errors import GradCamError
+from gradcam_core.nets.graph import GraphNet, InputSpec
 
 DATA = Path(__file__).parent / "data"
 MODELS = DATA / "models"

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import caffe_writer as write
 import numpy as np
 import pytest
 import torch
-
-import caffe_writer as write
 from caffe_reference import materialize
 from conftest import DATA
+
 from gradcam_core import GradCamError, explain
 from gradcam_core.caffe import load_caffe
 from gradcam_core.formats.caffe import prototxt, schema

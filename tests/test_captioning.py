@@ -5,25 +5,41 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import pytest
 import torch
-
 from conftest import (
-    CASES, DATA, ROOT, assert_png_close, assert_refused, assert_rel_close, case_ids, oracle_args, oracle_tensor,
-    overriding, run_script,
+    CASES,
+    DATA,
+    ROOT,
+    assert_png_close,
+    assert_refused,
+    assert_rel_close,
+    case_ids,
+    oracle_args,
+    oracle_tensor,
+    overriding,
+    run_script,
 )
+from t7_writer import Writer, from_loaded
+
 from gradcam_core import GradCamError
 from gradcam_core import image as imageops
-from gradcam_core.tasks.caption import (
-    DEFAULT_CAPTION, CaptionTarget, LanguageModel, Vocabulary, caption_labels, caption_score, decode_captions,
-    encode_caption, explain_captions, load_checkpoint,
-)
 from gradcam_core.formats.torch7 import T7Object, T7Table, load_t7
 from gradcam_core.formats.torch7.modules import convert_module, sequential_to_net
-from t7_writer import Writer, from_loaded
+from gradcam_core.tasks.caption import (
+    DEFAULT_CAPTION,
+    CaptionTarget,
+    LanguageModel,
+    Vocabulary,
+    caption_labels,
+    caption_score,
+    decode_captions,
+    encode_caption,
+    explain_captions,
+    load_checkpoint,
+)
 
 CHECKPOINT = DATA / "neuraltalk2" / "mini_caption_model.t7"
 CAP_CASES = case_ids("cap_")
@@ -46,7 +62,7 @@ def case_image(case_id: str) -> torch.Tensor:
     return imageops.preprocess(case_options(case_id)["input_image_path"], 224, 224)[None]
 
 
-def case_caption(case_id: str) -> Optional[str]:
+def case_caption(case_id: str) -> str | None:
     """The caption the case explains: its -caption, the default, or None (-caption '': generated)."""
     return case_options(case_id).get("caption", DEFAULT_CAPTION) or None
 

@@ -5,10 +5,19 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import (
-    CASES, DATA, ROOT, assert_png_close, assert_refused, assert_rel_close, case_ids, load_case, oracle_args,
-    oracle_tensor, overriding, run_script,
+    CASES,
+    DATA,
+    ROOT,
+    assert_png_close,
+    assert_refused,
+    assert_rel_close,
+    case_ids,
+    load_case,
+    oracle_args,
+    oracle_tensor,
+    overriding,
+    run_script,
 )
 
 V1_CASES = [c for c in case_ids("cls_") if not c.startswith("cls_v2_")]
@@ -185,8 +194,8 @@ def test_help_lists_the_lua_options():
 
 
 def test_defaults_are_the_original_ones():
-    import inspect
     import importlib.util
+    import inspect
 
     spec = importlib.util.spec_from_file_location("classification_entry", ROOT / "classification.py")
     module = importlib.util.module_from_spec(spec)

@@ -5,8 +5,8 @@ import pytest
 
 from gradcam_core import GradCamError
 from gradcam_core.cli.app import _normalize_argv
-from gradcam_core.cli.paths import device_for
 from gradcam_core.cli.options import as_float, as_float_list, as_int, as_int_list, as_label_list
+from gradcam_core.cli.paths import device_for
 
 PARAMS = ["label", "layer_name", "answer", "gpuid", "question"]
 

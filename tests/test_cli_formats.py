@@ -5,12 +5,11 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import cli_runner
 import numpy as np
 import pytest
-from PIL import Image
-
-import cli_runner
 from conftest import ROOT, assert_refused
+from PIL import Image
 
 SQUEEZE = ROOT / "models" / "squeezenet1_1"
 IMAGE = str(ROOT / "images" / "cat_dog.jpg")
@@ -180,8 +179,9 @@ def test_a_mean_file_reaches_the_network(cli, tmp_path):
     """-mean_file with a constant mean image (B, G, R) = (100, 110, 120), at another size than the input
     (it is scaled to -input_sz): the files of -mean_value 100,110,120 (a grey level at most: the mean
     image goes through image.scale's float32 weights)."""
-    from gradcam_core.formats.caffe.schema import MESSAGES
     from caffe_writer import write_binary
+
+    from gradcam_core.formats.caffe.schema import MESSAGES
 
     mean = np.stack([np.full((32, 48), v, dtype=np.float32) for v in (100.0, 110.0, 120.0)])
     path = write_binary(tmp_path / "mean.binaryproto", {"num": 1, "channels": 3, "height": 32, "width": 48,

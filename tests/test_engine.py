@@ -167,9 +167,9 @@ def test_flat_regions_break_pooling_ties_as_torch7_did(tmp_path):
     Torch7's im2col convolution kept them bit-equal, so the gradient went to each window's first
     element. With ``torch7_ties`` (the default) the guided image equals one computed entirely on the
     im2col path; oneDNN's rounding breaks those ties differently and changes the image."""
+    from conftest import DATA
     from PIL import Image
 
-    from conftest import DATA
     from gradcam_core import image as imageops
     from gradcam_core.tasks.classify import load_classifier
 
@@ -199,6 +199,7 @@ def test_batched_targets_give_the_single_run_maps_on_a_caffe_net():
     as a one-image, one-target run does, within 1e-5 after min-max normalisation (float32 Caffe net,
     Torch7 convolution numerics on the forward, as the CLI runs it)."""
     from conftest import DATA
+
     from gradcam_core import image as imageops
     from gradcam_core.tasks.classify import load_classifier
 

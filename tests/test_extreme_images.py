@@ -9,13 +9,13 @@ import struct
 import time
 from pathlib import Path
 
+import cli_runner
 import numpy as np
 import pytest
 import torch
+from conftest import FIXTURE_ARGS, ROOT, assert_refused
 from PIL import Image
 
-import cli_runner
-from conftest import FIXTURE_ARGS, ROOT, assert_refused
 from gradcam_core.errors import GradCamError
 from gradcam_core.image import resize
 from gradcam_core.image.decode import load_image

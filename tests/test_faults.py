@@ -21,10 +21,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 import cli_runner
+import pytest
 from conftest import DATA, FIXTURE_ARGS, MINI_MODEL, ROOT, assert_refused, overriding
+
 from gradcam_core import GradCamError
 from gradcam_core.cli import paths
 from gradcam_core.cli.app import _normalize_argv

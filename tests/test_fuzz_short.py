@@ -9,7 +9,6 @@ import sys
 import textwrap
 
 import pytest
-
 from conftest import ROOT
 
 pytestmark = pytest.mark.slow  # subprocesses, servers or large inputs: not in the quick run

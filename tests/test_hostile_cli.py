@@ -13,10 +13,10 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-
 import cli_runner
+import pytest
 from conftest import FIXTURE_ARGS, MINI_MODEL, ROOT, assert_refused, overriding
+
 from gradcam_core.image.png import _unnamed_file
 
 pytestmark = pytest.mark.slow  # subprocesses, servers or large inputs: not in the quick run

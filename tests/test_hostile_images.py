@@ -15,12 +15,11 @@ import struct
 import zlib
 from pathlib import Path
 
+import cli_runner
 import numpy as np
 import pytest
-from PIL import Image
-
-import cli_runner
 from conftest import DATA, assert_png_close, assert_refused
+from PIL import Image
 
 pytestmark = pytest.mark.slow  # subprocesses, servers or large inputs: not in the quick run
 

@@ -20,28 +20,28 @@ import struct
 import sys
 import time
 import tracemalloc
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Optional
 
+import caffe_writer as write
 import numpy as np
 import pytest
 import torch
+from conftest import ROOT
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from t7_writer import Obj, Storage, Tensor, t7
 
-import caffe_writer as write
-from conftest import ROOT
 from gradcam_core import image as imageops
-from gradcam_core.tasks import caption as captioner
-from gradcam_core.tasks import vqa
 from gradcam_core.caffe import load_caffe
-from gradcam_core.formats.caffe import prototxt, schema, wire
-from gradcam_core.nets import registry
 from gradcam_core.errors import GradCamError
 from gradcam_core.fileio import open_regular
+from gradcam_core.formats.caffe import prototxt, schema, wire
 from gradcam_core.formats.torch7 import load_t7
-from t7_writer import Obj, Storage, Tensor, t7
+from gradcam_core.nets import registry
+from gradcam_core.tasks import caption as captioner
+from gradcam_core.tasks import vqa
 
 sys.path.insert(0, str(ROOT / "fuzz"))
 import targets  # noqa: E402  (fuzz/targets.py: the fuzz targets and their contract)
@@ -53,7 +53,7 @@ VQA_MODEL = targets.CORPUS / "vqa" / "seed-tiny.t7"
 HOSTILE = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
-def refusal(load: Callable[..., object], *args: object) -> Optional[str]:
+def refusal(load: Callable[..., object], *args: object) -> str | None:
     """None when ``load(*args)`` loads; else its GradCamError message, checked to be one line that does
     not merely wrap a bug. Any other exception fails the test."""
     try:
@@ -96,7 +96,7 @@ class WireField:
 
     tag: int
     wire_type: int
-    length_at: Optional[int]
+    length_at: int | None
     body: int
     end: int
 
@@ -112,7 +112,7 @@ def _varint(data: bytes, pos: int) -> tuple[int, int]:
 
 
 def wire_fields(data: bytes, mtype: schema.MessageType = schema.NET_PARAMETER, start: int = 0,
-                end: Optional[int] = None, descend: bool = True) -> list[WireField]:
+                end: int | None = None, descend: bool = True) -> list[WireField]:
     """Every field of a well-formed message, and with ``descend`` those of the sub-messages the schema
     declares."""
     end = len(data) if end is None else end

@@ -10,12 +10,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cli_runner
 import pytest
+from conftest import DATA
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import cli_runner
-from conftest import DATA
 from gradcam_core.run import outputs
 
 MODEL = DATA / "models" / "mini_vgg16_v1"

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from caffe_writer import write_binary, write_caffemodel
 
 from gradcam_core.errors import GradCamError
 from gradcam_core.formats.caffe import meanfile
-from caffe_writer import write_binary, write_caffemodel
 from gradcam_core.image.preprocessing import Preprocessing, load_input, preprocess
 
 ROOT = Path(__file__).resolve().parent.parent

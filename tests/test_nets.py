@@ -9,11 +9,11 @@ import weakref
 
 import pytest
 import torch
+from conftest import DATA, ROOT
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from conftest import DATA, ROOT
 from gradcam_core import GradCamError, explain
 from gradcam_core.caffe import load_caffe
 from gradcam_core.cli.shapecheck import input_size_errors
@@ -59,6 +59,7 @@ def test_a_type_cannot_be_registered_twice():
 
 def test_builder_errors_carry_the_layers_location_in_both_formats(tmp_path):
     import caffe_writer as write
+
     from gradcam_core.formats.torch7.modules import convert_module
     from gradcam_core.formats.torch7.reader import T7Object, T7Table
 

@@ -662,8 +662,9 @@ def declared(path: Path) -> list:
 def test_input_size_option_and_default(tmp_path):
     """A net that takes any size is written with dynamic H, W (explained at 224x224 or --input-size);
     one with an InnerProduct at the prototxt's size (else 224x224, or --input-size)."""
-    from gradcam_core.convert import caffe_to_onnx
     import caffe_writer as write
+
+    from gradcam_core.convert import caffe_to_onnx
 
     conv = ('layer { name: "conv" type: "Convolution" bottom: "data" top: "conv" '
             'convolution_param { num_output: 2 kernel_size: 3 } }\n')
@@ -692,9 +693,10 @@ def test_input_size_option_and_default(tmp_path):
 def test_a_size_generic_export_runs_at_other_sizes_as_caffe(tmp_path):
     """Ceil-mode MAX and AVE pooling with padding and a global pooling: the file written once gives
     the Caffe net's output at sizes it was not traced at (onnxruntime and load_onnx)."""
+    import caffe_writer as write
+
     from gradcam_core.caffe import load_caffe
     from gradcam_core.convert import caffe_to_onnx
-    import caffe_writer as write
 
     rng = np.random.default_rng(1)
 
@@ -728,8 +730,9 @@ def test_a_size_generic_export_runs_at_other_sizes_as_caffe(tmp_path):
 
 def test_a_pooling_onnx_cannot_express_keeps_the_size_fixed(tmp_path):
     """A pad over half the kernel (Caffe allows it, ONNX pooling does not): written at the traced size."""
-    from gradcam_core.convert import caffe_to_onnx
     import caffe_writer as write
+
+    from gradcam_core.convert import caffe_to_onnx
 
     layers = [{"name": "conv", "type": "Convolution", "bottom": ["data"], "top": ["conv"],
                "convolution_param": {"num_output": 2, "kernel_size": 1},

@@ -11,16 +11,15 @@ import textwrap
 import warnings
 from pathlib import Path
 
+import cli_runner
 import numpy as np
 import onnx
 import pytest
 import torch
+from conftest import ROOT, assert_refused
 from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 from torch import nn
-
-import cli_runner
-from conftest import ROOT, assert_refused
 
 from gradcam_core.engine import resolve_layer
 from gradcam_core.engine.layers import spatial_layers

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from conftest import FIXTURE_ARGS, ROOT, assert_refused, read_png, run_script
+
 from gradcam_core.image.preprocessing import Preprocessing, load_input, load_rgb
 from gradcam_core.run.batches import ImageOutput, explain_images
 from gradcam_core.run.inputs import find_images

@@ -12,7 +12,11 @@ from PIL import Image
 
 from gradcam_core.errors import GradCamError
 from gradcam_core.image.preprocessing import (
-    MEAN_BGR, Preprocessing, fit_mean_image, load_input, preprocess,
+    MEAN_BGR,
+    Preprocessing,
+    fit_mean_image,
+    load_input,
+    preprocess,
 )
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -7,8 +7,8 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-
 from conftest import DATA, ROOT
+
 from gradcam_core import GradCamError
 from gradcam_core.cli.program import Described, Program, RunOptions, run_program
 from gradcam_core.engine.targets import ClassTarget, score_of
@@ -17,7 +17,6 @@ from gradcam_core.run.inputs import Inputs
 from gradcam_core.tasks import caption as captioner
 from gradcam_core.tasks import vocabulary, vqa
 from gradcam_core.tasks.vqa import tokenize
-
 
 # --------------------------------------------------------------------------------------- LSTM cell
 

@@ -15,7 +15,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import DATA, ROOT
 
 pytestmark = pytest.mark.slow  # subprocesses, servers or large inputs: not in the quick run

@@ -9,16 +9,16 @@ import sys
 import time
 import tracemalloc
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from t7_writer import Func, Obj, Storage, Tensor, sample_file, t7, tensor
 
 from gradcam_core.errors import GradCamError
 from gradcam_core.formats.torch7 import T7Function, T7Object, T7Table, load_t7
-from t7_writer import Func, Obj, Storage, Tensor, sample_file, t7, tensor
 
 DATA = Path(__file__).resolve().parent / "data"
 LSTM = DATA / "VQA_LSTM_CNN" / "lstm.t7"
@@ -29,7 +29,7 @@ CAPTION = DATA / "neuraltalk2" / "mini_caption_model.t7"
 # Synthetic files (written by tests/t7_writer.py)
 # ---------------------------------------------------------------------------------------------------
 
-def raises_gradcam(data: bytes, match: Optional[str] = None, **kw) -> GradCamError:
+def raises_gradcam(data: bytes, match: str | None = None, **kw) -> GradCamError:
     with pytest.raises(GradCamError, match=match) as info:
         load_t7(data, **kw)
     message = str(info.value)

@@ -6,8 +6,8 @@ import os
 
 import pytest
 import torch
-
 from conftest import DATA, ROOT
+
 from gradcam_core import GradCamError, explain
 from gradcam_core.engine.layers import default_layer, spatial_layers
 from gradcam_core.formats import torchvision as tv

@@ -9,11 +9,20 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import (
-    CASES, DATA, ROOT, assert_png_close, assert_rel_close, case_ids, load_case, oracle_args, oracle_tensor, run_script,
+    CASES,
+    DATA,
+    ROOT,
+    assert_png_close,
     assert_refused,
+    assert_rel_close,
+    case_ids,
+    load_case,
+    oracle_args,
+    oracle_tensor,
+    run_script,
 )
+
 from gradcam_core import GradCamError
 from gradcam_core import image as imageops
 from gradcam_core.tasks import vqa

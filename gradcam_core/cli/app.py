@@ -16,15 +16,16 @@ import re
 import signal
 import sys
 import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, NoReturn, Optional, Sequence, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from ..errors import GradCamError
 from ..run.batches import write_line
 from .options import is_number
 
 
-def run_cli(main: Callable[..., None], argv: Optional[Sequence[str]] = None) -> NoReturn:
+def run_cli(main: Callable[..., None], argv: Sequence[str] | None = None) -> NoReturn:
     """Run ``main`` as a fire command over ``argv`` (default ``sys.argv[1:]``) and exit.
 
     ``main``'s keyword parameters are the options. Unknown options and stray positional words are

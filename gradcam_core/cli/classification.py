@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Union
 
 import torch
 from torch import nn
@@ -37,19 +36,19 @@ class ClassificationOptions:
     ``inputs``: the image(s) and where each one's files go (:mod:`gradcam_core.run.inputs`).
     """
 
-    proto_file: Optional[Path]
+    proto_file: Path | None
     model_file: Path
     inputs: Inputs
-    labels: list[Union[int, str]] = field(default_factory=lambda: [PREDICTED])  # 1-based, or class names; -1 = predicted
+    labels: list[int | str] = field(default_factory=lambda: [PREDICTED])  # 1-based, or class names; -1 = predicted
     layer_name: str = DEFAULT_LAYER
-    input_sz: Optional[int] = None  # None (-input_sz not given): the model's own size, else 224
+    input_sz: int | None = None  # None (-input_sz not given): the model's own size, else 224
     output_image_name: str = ""
     save_as_heatmap: bool = True
     save_overlay: bool = False  # -save_overlay 1: one more file per target, <prefix>_overlay_<name>.png
     device: torch.device = torch.device("cpu")
     batch_size: int = 8
     arch: str = ""
-    synset_file: Optional[Path] = None
+    synset_file: Path | None = None
     input_options: InputOptions = field(default_factory=InputOptions)
 
 
@@ -61,7 +60,7 @@ def class_indices(labels: list[int]) -> list[int | None]:
     return [None if lab == PREDICTED else lab - 1 for lab in labels]
 
 
-def named_labels(labels: list[Union[int, str]], model: Classifier) -> list[int]:
+def named_labels(labels: list[int | str], model: Classifier) -> list[int]:
     """``-label`` values with class names (``-label 'tiger cat'``) turned into 1-based labels by the
     model's class names (case-insensitive; an ambiguous name lists its candidates)."""
     out = []
@@ -102,7 +101,7 @@ class ClassificationProgram(Program[list[int]]):
         self.label_names = [f"-label {lab} (labels are 1-based)" for lab in self.labels]
         return self.net
 
-    def input_size(self, requested: Optional[int]) -> int:
+    def input_size(self, requested: int | None) -> int:
         """``-input_sz``, or the model's own size (an ONNX file's metadata or fixed input), else 224;
         a size a fixed-size model does not take is one line naming both."""
         return self.model.square_input_size(requested)

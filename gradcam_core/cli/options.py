@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import ast
 import math
-from typing import Any, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from ..errors import GradCamError
 from ..formats.synset import is_label_number
@@ -207,7 +208,7 @@ def as_str_list(name: str, value: Any, sep: str) -> list[str]:
     return items
 
 
-def _str_list_literal(text: str) -> Optional[list[str]]:
+def _str_list_literal(text: str) -> list[str] | None:
     """The strings of ``'["a", "b"]'``, or None if ``text`` is not a list literal of strings."""
     stripped = text.strip()
     if not (stripped.startswith("[") and stripped.endswith("]")):

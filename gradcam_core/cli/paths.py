@@ -6,7 +6,7 @@ import os
 import secrets
 import stat
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any
 
 from ..data import IMAGES, SQUEEZENET, bundled
 from ..errors import GradCamError
@@ -16,12 +16,12 @@ if TYPE_CHECKING:
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent.parent
 """The folder holding the package: a source checkout, or site-packages once installed."""
-CHECKOUT: Optional[Path] = PROJECT_DIR if (PROJECT_DIR / "scripts" / "download_models.sh").is_file() else None
+CHECKOUT: Path | None = PROJECT_DIR if (PROJECT_DIR / "scripts" / "download_models.sh").is_file() else None
 """The source checkout the package runs from (where scripts/download_models.sh puts the original's
 models), or None in an installed package."""
 
 
-def device_for(gpuid: int) -> "Any":
+def device_for(gpuid: int) -> Any:
     """``-gpuid`` as the Lua scripts read it: -1 = CPU, N >= 0 = the N-th CUDA device (0-based).
 
     Under ``torchrun`` (WORLD_SIZE > 1), -gpuid >= 0 means one GPU per rank: ``cuda:LOCAL_RANK``.
@@ -49,7 +49,7 @@ def device_for(gpuid: int) -> "Any":
     return torch.device(f"cuda:{gpuid}")
 
 
-def stat_option_path(option: str, value: str, path: Path) -> Optional[os.stat_result]:
+def stat_option_path(option: str, value: str, path: Path) -> os.stat_result | None:
     """``os.stat(path)`` (symlinks followed) for a path that option ``-option value`` names; None if
     nothing is there (``ENOENT``, or ``ENOTDIR``: a file where a folder is expected on the way).
 
@@ -114,7 +114,7 @@ def _default_places(value: str) -> list[Path]:
     return places
 
 
-def input_images(name: str, value: str, default: str, out_dir: Path) -> "Inputs":
+def input_images(name: str, value: str, default: str, out_dir: Path) -> Inputs:
     """``-input_image_path``: one image file, or a folder or glob of images (see :mod:`gradcam_core.run.inputs`).
 
     A single file resolves as :func:`input_path` does and keeps the Lua names in ``out_dir``; in folder
@@ -151,7 +151,7 @@ def check_out_dir(value: str) -> Path:
     return out
 
 
-def _cannot_create_in(folder: Path) -> Optional[str]:
+def _cannot_create_in(folder: Path) -> str | None:
     """Why nothing can be created in ``folder``, or None. Tried for real (a folder made and removed at
     once): permission bits say nothing for root, on read-only mounts or in /proc."""
     probe = folder / f".gradcam-probe-{secrets.token_hex(6)}"

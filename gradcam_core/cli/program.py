@@ -9,9 +9,10 @@ and the name of each target in the file names).
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Generic, Optional, Sequence, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 import torch
 
@@ -40,7 +41,7 @@ class RunOptions:
 
     layer: str
     inputs: Inputs
-    input_sz: Optional[int]
+    input_sz: int | None
     """``-input_sz``; None = not given: the loaded model's own size (:meth:`Program.input_size`)."""
     batch_size: int
     save_as_heatmap: bool
@@ -75,7 +76,7 @@ class Program(abc.ABC, Generic[R]):
         """Load the models (printing what the original printed while loading); return the net whose
         layer is explained, so that an unknown layer fails before any work."""
 
-    def input_size(self, requested: Optional[int]) -> int:
+    def input_size(self, requested: int | None) -> int:
         """The side of the square input, once the model is loaded: ``requested`` (``-input_sz``), or
         for None the model's own size (the original's 224 here)."""
         return 224 if requested is None else requested
@@ -106,7 +107,7 @@ def run_program(program: Program[Any], opts: RunOptions, log: Log = print) -> li
     resolve_layer(net, layer)  # an unknown layer fails before any work, listing valid names
     program.start(log)
 
-    def explain_batch(images: torch.Tensor, rgbs: Optional[Sequence[Optional[torch.Tensor]]]) -> list[ImageOutput]:
+    def explain_batch(images: torch.Tensor, rgbs: Sequence[torch.Tensor | None] | None) -> list[ImageOutput]:
         with input_size_errors(input_sz):
             expl, results = program.explain(images, layer)
         return [ImageOutput([], [], error=nonfinite_message(bad, program.model_name, program.nonfinite_hint))
@@ -131,7 +132,7 @@ def _check_input_size(net: torch.nn.Module, input_sz: int) -> None:
 
 
 def _image_output(program: Program[Any], opts: RunOptions, expl: Explanation, n: int,
-                  described: Described, rgb: Optional[torch.Tensor]) -> ImageOutput:
+                  described: Described, rgb: torch.Tensor | None) -> ImageOutput:
     """Image ``n``'s lines and the three PNGs of each of its targets, then its overlay when ``rgb``
     (3, S, S), the image before preprocessing, is given (``-save_overlay 1``)."""
     rendered: list[outputs.Rendered] = []

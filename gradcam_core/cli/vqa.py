@@ -3,9 +3,9 @@ printed lines, its files. Answers are named by their text; :mod:`gradcam_core.ta
 answer indices."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import torch
 

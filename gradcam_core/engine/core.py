@@ -26,20 +26,20 @@ values), map = ReLU(sum_c w_c A_c), then scaled to the input size with ``image.s
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Iterator, Optional, Sequence, Union
 
 import torch
 from torch import nn
 
+from ..errors import GradCamError
 from ..image.resize import scale
 from .guided import GuideSwitch, switchable_activations
-from .torch7_conv import default_torch7_ties, release_workspace, torch7_conv_forward  # noqa: F401 (API)
-from ..errors import GradCamError
 from .targets import ClassTarget, Target
+from .torch7_conv import default_torch7_ties, release_workspace, torch7_conv_forward  # noqa: F401 (API)
 
-LayerRef = Union[str, int, nn.Module]
-TargetSpec = Union[Target, int]
+LayerRef = str | int | nn.Module
+TargetSpec = Target | int
 
 
 @dataclass
@@ -66,8 +66,8 @@ class Explanation:
     weights: torch.Tensor
     cam_raw: torch.Tensor
     cam: torch.Tensor
-    guided: Optional[torch.Tensor] = None
-    guided_cam: Optional[torch.Tensor] = None
+    guided: torch.Tensor | None = None
+    guided_cam: torch.Tensor | None = None
 
     def nonfinite(self, n: int) -> str:
         """What of image ``n``'s results holds a NaN or an infinity ("scores", "Grad-CAM map",
@@ -85,10 +85,10 @@ def explain(
     model: nn.Module,
     image: torch.Tensor,
     layer: LayerRef,
-    targets: Union[TargetSpec, Sequence[TargetSpec]],
+    targets: TargetSpec | Sequence[TargetSpec],
     *,
     guided: bool = True,
-    torch7_ties: Optional[bool] = None,
+    torch7_ties: bool | None = None,
 ) -> Explanation:
     """Grad-CAM (and, by default, Guided Backprop and Guided Grad-CAM) for K targets on N images.
 
@@ -187,7 +187,7 @@ def resolve_layer(model: nn.Module, layer: LayerRef) -> tuple[nn.Module, nn.Modu
 # --- internals -----------------------------------------------------------------------------------
 
 
-def _as_targets(targets: Union[TargetSpec, Sequence[TargetSpec]]) -> list[Target]:
+def _as_targets(targets: TargetSpec | Sequence[TargetSpec]) -> list[Target]:
     # a list or tuple holds K targets; anything else is one (an int or a callable)
     items: list[TargetSpec] = list(targets) if isinstance(targets, (list, tuple)) else [targets]  # type: ignore[list-item]
     if not items:
@@ -256,8 +256,8 @@ class _LayerTap(contextlib.AbstractContextManager):
 
     def __init__(self, grad_module: nn.Module, value_module: nn.Module, *, detach_below: bool) -> None:
         self._detach = detach_below
-        self._grad_point: Optional[torch.Tensor] = None
-        self._value: Optional[torch.Tensor] = None
+        self._grad_point: torch.Tensor | None = None
+        self._value: torch.Tensor | None = None
         self._handles = [grad_module.register_forward_hook(self._on_grad_module)]
         if value_module is not grad_module:
             self._handles.append(value_module.register_forward_hook(self._on_value_module))

@@ -1,8 +1,6 @@
 """Which layer Grad-CAM looks at when none is named: the last module whose output is a spatial map."""
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 from torch import nn
 
@@ -81,7 +79,7 @@ def _layer_names(model: nn.Module) -> list[tuple[nn.Module, str]]:
     return [(m, name) for name, m in model.named_modules() if name]
 
 
-def _caffe_layer_names(model: nn.Module) -> Optional[list[tuple[nn.Module, str]]]:
+def _caffe_layer_names(model: nn.Module) -> list[tuple[nn.Module, str]] | None:
     layers, names = getattr(model, "layers", None), getattr(model, "names", None)
     if not isinstance(layers, nn.ModuleList) or not isinstance(names, (list, tuple)) or len(names) != len(layers):
         return None

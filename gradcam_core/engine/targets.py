@@ -13,8 +13,8 @@ follows the gradient of that score, exactly as the Lua scripts seeded their back
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Optional
 
 import torch
 
@@ -34,7 +34,7 @@ class ClassTarget:
         label: how the user named this target, for error messages (e.g. ``"-label 1001"``).
     """
 
-    index: Optional[int]
+    index: int | None
     label: str = ""
 
     def __call__(self, output: torch.Tensor) -> torch.Tensor:
@@ -47,7 +47,7 @@ class ClassTarget:
         return score_of(flat, self.index)
 
 
-def score_of(scores: torch.Tensor, index: Optional[int]) -> torch.Tensor:
+def score_of(scores: torch.Tensor, index: int | None) -> torch.Tensor:
     """scores (N, K) -> (N,): each row's entry ``index`` (0-based, in range), or for None each row's
     maximum (the first one on ties, as Torch's max). The choice of entry carries no gradient."""
     if index is None:

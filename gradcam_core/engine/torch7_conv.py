@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import weakref
-from typing import Iterator, Optional
+from collections.abc import Iterator
 
 import torch
 from torch import nn
@@ -78,13 +78,13 @@ class _Workspace:
     a fresh buffer would be page-faulted in again at every call."""
 
     __slots__ = ("_buffers", "__weakref__")
-    _by_model: "weakref.WeakKeyDictionary[nn.Module, _Workspace]" = weakref.WeakKeyDictionary()
+    _by_model: weakref.WeakKeyDictionary[nn.Module, _Workspace] = weakref.WeakKeyDictionary()
 
     def __init__(self) -> None:
         self._buffers: dict[str, torch.Tensor] = {}
 
     @classmethod
-    def of(cls, model: nn.Module) -> "_Workspace":
+    def of(cls, model: nn.Module) -> _Workspace:
         ws = cls._by_model.get(model)
         if ws is None:
             ws = cls._by_model[model] = cls()
@@ -123,7 +123,7 @@ class _Torch7Conv2d(torch.autograd.Function):
         )
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
                 module: nn.Conv2d, workspace: _Workspace) -> torch.Tensor:
         n, channels, height, width = x.shape
         c_out, c_in_group, kh, kw = weight.shape

@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path, PurePath
-from typing import TYPE_CHECKING, Optional, Union
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -104,9 +104,9 @@ class OnnxNet(nn.Module):
     """
 
     def __init__(self, net: nn.Module, input_name: str, output_name: str,
-                 input_shape: tuple[Optional[int], Optional[int], Optional[int]], batch_size: Optional[int],
+                 input_shape: tuple[int | None, int | None, int | None], batch_size: int | None,
                  nodes: dict[str, str], tensors: dict[str, tuple[str, int, int]],
-                 op_types: dict[str, str], source: str, metadata: Optional[dict[str, object]] = None) -> None:
+                 op_types: dict[str, str], source: str, metadata: dict[str, object] | None = None) -> None:
         super().__init__()
         self.net = net
         self.input_name, self.output_name, self.input_shape = input_name, output_name, input_shape
@@ -135,7 +135,7 @@ class OnnxNet(nn.Module):
                 continue
         return out
 
-    def resolve_layer(self, layer: Union[str, nn.Module]) -> tuple[nn.Module, nn.Module]:
+    def resolve_layer(self, layer: str | nn.Module) -> tuple[nn.Module, nn.Module]:
         """(grad_module, value_module) for Grad-CAM at ``layer``, an ONNX node name or output tensor
         name (a node name wins where one string is both); both are the node's module: the gradient
         and the activations are those of the named output itself. Unknown names raise
@@ -162,7 +162,7 @@ class OnnxNet(nn.Module):
         return module, module
 
 
-def load_onnx(path: Union[str, os.PathLike[str]], device: Union[str, torch.device] = "cpu", *,
+def load_onnx(path: str | os.PathLike[str], device: str | torch.device = "cpu", *,
               strip_softmax: bool = False, dtype: torch.dtype = torch.float32) -> OnnxNet:
     """Load an ONNX model as a torch module in eval mode on ``device`` in ``dtype``.
 
@@ -213,7 +213,7 @@ def load_onnx(path: Union[str, os.PathLike[str]], device: Union[str, torch.devic
 # --- reading -------------------------------------------------------------------------------------
 
 
-def _read_model(path: Union[str, os.PathLike[str]]):
+def _read_model(path: str | os.PathLike[str]):
     """The ModelProto in ``path``, checked, with external tensor data read in."""
     import onnx
     from google.protobuf.message import DecodeError
@@ -300,7 +300,7 @@ def _load_external_data(model, folder: Path, source: str) -> bool:
 # --- the file's own settings --------------------------------------------------------------------
 
 
-def read_gradcam_metadata(model: "onnx.ModelProto", source: str) -> dict[str, object]:
+def read_gradcam_metadata(model: onnx.ModelProto, source: str) -> dict[str, object]:
     """The explaining settings a model file carries in its ``metadata_props``, checked: for each of
     the keys present,
 
@@ -524,13 +524,13 @@ def _op_name(node) -> str:
     return node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}.{node.op_type}"
 
 
-def fold_limit(model: "onnx.ModelProto") -> int:
+def fold_limit(model: onnx.ModelProto) -> int:
     """The most bytes :func:`fold_constants` may compute for a model: the larger of
     :data:`FOLD_LIMIT_BYTES` and :data:`FOLD_LIMIT_FACTOR` times the model's size."""
     return max(FOLD_LIMIT_BYTES, FOLD_LIMIT_FACTOR * model.ByteSize())
 
 
-def fold_constants(model: "onnx.ModelProto", source: str = "the ONNX model", limit: Optional[int] = None) -> None:
+def fold_constants(model: onnx.ModelProto, source: str = "the ONNX model", limit: int | None = None) -> None:
     """Replace, in place, Constant nodes and nodes whose inputs are all constant by initializers of
     their values (computed by ``onnx.reference``; nodes it cannot evaluate, random ones and nodes
     with subgraphs stay). Initializers nothing reads any more are dropped.
@@ -546,7 +546,7 @@ def fold_constants(model: "onnx.ModelProto", source: str = "the ONNX model", lim
     limit = fold_limit(model) if limit is None else limit
     total = 0
     graph = model.graph
-    values: dict[str, Optional[np.ndarray]] = {t.name: None for t in graph.initializer}  # numpy once computed
+    values: dict[str, np.ndarray | None] = {t.name: None for t in graph.initializer}  # numpy once computed
     initializers = {t.name: t for t in graph.initializer}
     outputs = {o.name for o in graph.output}
     opsets = {o.domain: o.version for o in model.opset_import}
@@ -607,7 +607,7 @@ def fold_constants(model: "onnx.ModelProto", source: str = "the ONNX model", lim
 _SHAPE_DATA_ELEMENTS = 4096  # constant inputs up to this size are given to shape inference as data
 
 
-def _folded_size(node, feeds: dict, initializers: dict, opsets: dict[str, int]) -> Optional[int]:
+def _folded_size(node, feeds: dict, initializers: dict, opsets: dict[str, int]) -> int | None:
     """The bytes of ``node``'s outputs for the constant inputs ``feeds`` (name -> numpy array), from
     onnx's shape inference (given the small inputs' values: shapes, repeats, limits), without
     computing them; None when a shape or type is not known."""
@@ -668,7 +668,7 @@ def _strip_softmax(graph) -> None:
     graph.output.append(new_out)
 
 
-def _input_shape(value_info) -> tuple[tuple[Optional[int], Optional[int], Optional[int]], Optional[int]]:
+def _input_shape(value_info) -> tuple[tuple[int | None, int | None, int | None], int | None]:
     """((C, H, W), N) as declared, None for dynamic or undeclared axes."""
     dims = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
             for d in value_info.type.tensor_type.shape.dim]
@@ -725,7 +725,7 @@ def _convert(model, originals: list[str], source: str) -> nn.Module:
                            f"{_first_line(err)}") from None
 
 
-def _failing_node(model, originals: list[str]) -> Optional[tuple[str, str, BaseException]]:
+def _failing_node(model, originals: list[str]) -> tuple[str, str, BaseException] | None:
     """The first node whose onnx2torch converter raises (only run after a failed conversion)."""
     from onnx2torch.node_converters.registry import get_converter
     from onnx2torch.onnx_graph import OnnxGraph

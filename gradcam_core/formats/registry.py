@@ -11,9 +11,10 @@ the web demo, which decide from it whether ``-proto_file`` is read.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import TYPE_CHECKING, Any
 
 from ..errors import GradCamError
 from ..extras import require
@@ -40,17 +41,17 @@ class ModelFormat:
     needs_prototxt: bool
     extra: str
     preprocessing: str
-    loader: Callable[..., "nn.Module"]
+    loader: Callable[..., nn.Module]
 
-    def check(self, model_file: Path, proto_file: Optional[Path]) -> None:
+    def check(self, model_file: Path, proto_file: Path | None) -> None:
         """Refuse, before any work, a format whose extra is missing or a caffemodel without its prototxt."""
         if self.extra:
             require(self.extra)
         if self.needs_prototxt and proto_file is None:
             raise GradCamError(f"{model_file} is a caffemodel: it needs its deploy prototxt (-proto_file)")
 
-    def load(self, model_file: Path, *, proto_file: Optional[Path] = None, arch: str = "",
-             device: Any = "cpu", dtype: Optional["torch.dtype"] = None, strip_softmax: bool = False) -> "nn.Module":
+    def load(self, model_file: Path, *, proto_file: Path | None = None, arch: str = "",
+             device: Any = "cpu", dtype: torch.dtype | None = None, strip_softmax: bool = False) -> nn.Module:
         """The net in eval mode on ``device``; ``strip_softmax``: a final Softmax dropped, so that the
         net outputs (N, K) logits (Grad-CAM explains a pre-softmax score)."""
         self.check(model_file, proto_file)
@@ -58,7 +59,7 @@ class ModelFormat:
 
 
 def _load_caffe(model_file: Path, proto_file: Path, arch: str, device: Any, dtype: Any,
-                strip_softmax: bool) -> "nn.Module":
+                strip_softmax: bool) -> nn.Module:
     # The Lua script removed the last module whatever it was; with loadcaffe that was the SoftMax of
     # V1 files, but fc8 for V2 files (whose SoftMax loadcaffe had already dropped by a bug). Only a
     # final Softmax is removed here, so V1 and V2 files give the same logits.
@@ -73,8 +74,8 @@ def _load_caffe(model_file: Path, proto_file: Path, arch: str, device: Any, dtyp
     return net
 
 
-def _load_onnx(model_file: Path, proto_file: Optional[Path], arch: str, device: Any, dtype: Any,
-               strip_softmax: bool) -> "nn.Module":
+def _load_onnx(model_file: Path, proto_file: Path | None, arch: str, device: Any, dtype: Any,
+               strip_softmax: bool) -> nn.Module:
     import torch
 
     from .onnx import load_onnx
@@ -82,8 +83,8 @@ def _load_onnx(model_file: Path, proto_file: Optional[Path], arch: str, device: 
     return load_onnx(model_file, device, strip_softmax=strip_softmax, dtype=dtype or torch.float32)
 
 
-def _load_torchvision(model_file: Path, proto_file: Optional[Path], arch: str, device: Any, dtype: Any,
-                      strip_softmax: bool) -> "nn.Module":
+def _load_torchvision(model_file: Path, proto_file: Path | None, arch: str, device: Any, dtype: Any,
+                      strip_softmax: bool) -> nn.Module:
     from .torchvision import load_torchvision
 
     net = load_torchvision(arch, model_file, device)  # torchvision classifiers end in logits

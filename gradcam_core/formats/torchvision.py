@@ -13,7 +13,7 @@ import os
 import pickle
 import re
 import warnings
-from typing import Any, Optional, TypeGuard, Union
+from typing import Any, TypeGuard
 
 import torch
 from torch import nn
@@ -55,10 +55,10 @@ def architectures() -> list[str]:
 
 def load_torchvision(
     arch: str,
-    weights: Optional[Union[str, os.PathLike[str]]],
-    device: Union[str, torch.device] = "cpu",
+    weights: str | os.PathLike[str] | None,
+    device: str | torch.device = "cpu",
     *,
-    num_classes: Optional[int] = None,
+    num_classes: int | None = None,
     **builder_kwargs: Any,
 ) -> nn.Module:
     """The torchvision classification model ``arch`` with the state_dict in ``weights``, in eval mode.
@@ -149,7 +149,7 @@ def _known_arch(arch: str, names: list[str]) -> str:
     )
 
 
-def _read_state_dict(path: Union[str, os.PathLike[str]]) -> dict[str, torch.Tensor]:
+def _read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     """The state_dict in ``path``, read with ``weights_only=True`` (tensors and plain containers only)."""
     shown = repr(os.fspath(path))
     try:
@@ -201,7 +201,7 @@ def _not_a_torch_file(shown: str, err: BaseException) -> GradCamError:
     return GradCamError(f"torchvision weights {shown} are not a readable torch file ({detail[:200]})")
 
 
-def _unwrap(loaded: object) -> Optional[dict[str, torch.Tensor]]:
+def _unwrap(loaded: object) -> dict[str, torch.Tensor] | None:
     """The name -> tensor dict in what ``torch.load`` returned: the dict itself, or a checkpoint's
     ``"state_dict"`` / ``"model"`` entry; a common ``"module."`` prefix (``nn.DataParallel``) is removed."""
     def is_state(d: object) -> TypeGuard[dict[str, torch.Tensor]]:
@@ -218,7 +218,7 @@ def _unwrap(loaded: object) -> Optional[dict[str, torch.Tensor]]:
     return state
 
 
-def _file_classes(model: nn.Module, state: dict[str, torch.Tensor]) -> Optional[int]:
+def _file_classes(model: nn.Module, state: dict[str, torch.Tensor]) -> int | None:
     """The file's class count where it differs from the model's: the leading size of the file's tensor
     for the model's last parameter (the classifier's bias or weight), else None."""
     params = [name for name, _ in model.named_parameters()]
@@ -230,7 +230,7 @@ def _file_classes(model: nn.Module, state: dict[str, torch.Tensor]) -> Optional[
     return int(theirs.shape[0]) if theirs.shape[0] != mine.shape[0] and theirs.shape[0] > 0 else None
 
 
-def _check_fits(model: nn.Module, state: dict[str, torch.Tensor], path: Union[str, os.PathLike[str]],
+def _check_fits(model: nn.Module, state: dict[str, torch.Tensor], path: str | os.PathLike[str],
                 arch: str) -> None:
     """One line for the first difference between ``state`` and ``model.state_dict()``: a key the file
     lacks, a key the model lacks, a tensor of another shape (both shapes given), a sparse, quantized or

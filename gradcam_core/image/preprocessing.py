@@ -6,8 +6,8 @@ import dataclasses
 import math
 import numbers
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import torch
 
@@ -99,19 +99,19 @@ class Preprocessing:
     # ------------------------------------------------------------------------------- constructors
 
     @classmethod
-    def caffe_vgg(cls) -> "Preprocessing":
+    def caffe_vgg(cls) -> Preprocessing:
         """The grad-cam scripts' ``utils.preprocess`` (the default): BGR, 0..255, minus
         :data:`MEAN_BGR`. :meth:`apply` gives exactly :func:`preprocess`'s tensor."""
         return cls("bgr", 255.0, MEAN_BGR)
 
     @classmethod
-    def torchvision_imagenet(cls) -> "Preprocessing":
+    def torchvision_imagenet(cls) -> Preprocessing:
         """torchvision's ImageNet models: RGB, 0..1, ``(x - TORCHVISION_MEAN) / TORCHVISION_STD``.
         The values only: the geometry stays ours (the whole image scaled to the input size), not
         torchvision's Resize(256) + CenterCrop(224), so the maps cover the whole image."""
         return cls("rgb", 1.0, TORCHVISION_MEAN, std=TORCHVISION_STD)
 
-    def with_mean_image(self, mean_image: torch.Tensor) -> "Preprocessing":
+    def with_mean_image(self, mean_image: torch.Tensor) -> Preprocessing:
         """This preprocessing with ``mean_image`` (3, H, W) in place of the per-channel mean (e.g.
         ``Preprocessing.caffe_vgg().with_mean_image(read_mean(path))``)."""
         return dataclasses.replace(self, mean=None, mean_image=mean_image)

@@ -13,8 +13,8 @@ image-shaped input. VGG-16: relu5_3 = 30, pool5 = 31, torch_view = 32, fc6 = 33,
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Iterator, Mapping, Optional, Sequence
 
 import torch
 from torch import nn
@@ -40,9 +40,9 @@ class InputSpec:
     (e.g. an input from a Data layer)."""
 
     name: str
-    channels: Optional[int]
-    height: Optional[int]
-    width: Optional[int]
+    channels: int | None
+    height: int | None
+    width: int | None
 
 
 @dataclass(frozen=True)
@@ -73,7 +73,7 @@ class GraphNet(nn.Module):
     """
 
     def __init__(self, nodes: Sequence[Node], modules: Sequence[nn.Module], input_spec: InputSpec,
-                 *, torch7_ties: bool = False, aliases: Optional[Mapping[str, str]] = None) -> None:
+                 *, torch7_ties: bool = False, aliases: Mapping[str, str] | None = None) -> None:
         """``aliases``: names (Caffe's Split tops and Split layers) that stand for another blob, for
         :meth:`index_of`."""
         super().__init__()
@@ -88,7 +88,7 @@ class GraphNet(nn.Module):
 
     @classmethod
     def from_modules(cls, entries: Sequence[tuple[str, str, nn.Module]], input_spec: InputSpec,
-                     *, torch7_ties: bool = False) -> "GraphNet":
+                     *, torch7_ties: bool = False) -> GraphNet:
         """A chain net (each module reads the previous one's output) from (name, type, module)
         entries, e.g. a Torch7 nn.Sequential; type "ReLU" marks the in-place ReLUs that
         :meth:`resolve_layer` looks through."""
@@ -143,7 +143,7 @@ class GraphNet(nn.Module):
     # The shape plan
 
     def check_input_size(self, channels: int, height: int, width: int, *,
-                         plan: Optional[dict[str, Shape]] = None) -> Optional[Shape]:
+                         plan: dict[str, Shape] | None = None) -> Shape | None:
         """Refuse an input size before running anything: the shape of every blob for a
         (N, ``channels``, ``height``, ``width``) input, by arithmetic on the modules' geometry (no
         tensors), as far as the modules' shape rules (:func:`~gradcam_core.nets.registry.shape_rule`)
@@ -159,7 +159,7 @@ class GraphNet(nn.Module):
         # per blob, the last image-shaped (or count-changing) shape on its way: what a layer after a
         # flatten "gets" in the message
         shown: dict[str, Shape] = dict(shapes)
-        out: Optional[Shape] = shapes[self.input_spec.name] if not self._nodes else None
+        out: Shape | None = shapes[self.input_spec.name] if not self._nodes else None
         for node, module in zip(self._nodes, self.layers):
             if any(b not in shapes for b in node.bottoms):
                 for top in node.tops:

@@ -6,8 +6,6 @@ copied into it; the step is written out here instead.
 """
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 from torch import nn
 
@@ -24,8 +22,8 @@ class Torch7LSTMCell(nn.Module):
             new ones (PyTorch's initialisation) when not given.
     """
 
-    def __init__(self, input_size: int, hidden_size: int, i2h: Optional[nn.Linear] = None,
-                 h2h: Optional[nn.Linear] = None) -> None:
+    def __init__(self, input_size: int, hidden_size: int, i2h: nn.Linear | None = None,
+                 h2h: nn.Linear | None = None) -> None:
         super().__init__()
         self.i2h = i2h if i2h is not None else nn.Linear(input_size, 4 * hidden_size)
         self.h2h = h2h if h2h is not None else nn.Linear(hidden_size, 4 * hidden_size)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Optional, overload
+from typing import overload
 
 import torch
 import torch.nn.functional as F
@@ -17,7 +17,7 @@ class View(nn.Module):
     dimensions. Without ``k`` the Lua input was unbatched, so only our batch axis stays in front.
     """
 
-    def __init__(self, size: tuple[int, ...], num_input_dims: Optional[int]) -> None:
+    def __init__(self, size: tuple[int, ...], num_input_dims: int | None) -> None:
         super().__init__()
         self.size, self.num_input_dims = size, num_input_dims
 
@@ -239,7 +239,7 @@ class AxisAffine(nn.Module):
     Caffe's BatchNorm at inference is this too: weight = 1 / sqrt(var + eps), bias = -mean * weight.
     """
 
-    def __init__(self, weight: Optional[torch.Tensor], bias: Optional[torch.Tensor], axis: int) -> None:
+    def __init__(self, weight: torch.Tensor | None, bias: torch.Tensor | None, axis: int) -> None:
         super().__init__()
         self.axis = axis
         self.weight = None if weight is None else nn.Parameter(weight)

@@ -27,8 +27,9 @@ check stops following that blob.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -37,7 +38,7 @@ from ..errors import GradCamError
 
 #: A blob's shape without the batch axis: (C, H, W) for images, (K,) after a fully connected layer.
 #: None marks a size not known before the first forward (a Caffe input from a Data layer).
-Shape = tuple[Optional[int], ...]
+Shape = tuple[int | None, ...]
 #: The (name, module) pairs a layer becomes, run one after the other.
 Modules = list[tuple[str, nn.Module]]
 
@@ -60,14 +61,14 @@ class Plan:
     per top, each reading the bottoms and writing its top (Caffe's Slice).
     """
 
-    out_shapes: list[Optional[Shape]]
-    blob_shapes: list[tuple[Optional[int], ...]] = field(default_factory=list)
+    out_shapes: list[Shape | None]
+    blob_shapes: list[tuple[int | None, ...]] = field(default_factory=list)
     build: Callable[[list[torch.Tensor]], Modules] = lambda tensors: []
     per_top: bool = False
 
 
-Builder = Callable[[Any, list[Optional[Shape]]], Plan]
-ShapeRule = Callable[[Any, list[Shape]], Optional[list[Shape]]]
+Builder = Callable[[Any, list[Shape | None]], Plan]
+ShapeRule = Callable[[Any, list[Shape]], list[Shape] | None]
 
 _BUILDERS: dict[str, dict[str, Builder]] = {}
 _SHAPE_RULES: dict[type, ShapeRule] = {}
@@ -124,12 +125,12 @@ def shape_rule(*classes: type) -> Callable[[ShapeRule], ShapeRule]:
     return add
 
 
-def same_shape(module: nn.Module, in_shapes: list[Shape]) -> Optional[list[Shape]]:
+def same_shape(module: nn.Module, in_shapes: list[Shape]) -> list[Shape] | None:
     """The rule of elementwise modules: one input, an output of its shape."""
     return list(in_shapes) if len(in_shapes) == 1 else None
 
 
-def output_shapes(module: nn.Module, in_shapes: list[Shape]) -> Optional[list[Shape]]:
+def output_shapes(module: nn.Module, in_shapes: list[Shape]) -> list[Shape] | None:
     """``module``'s output shapes for inputs of ``in_shapes`` (concrete sizes, batch axis excluded), or
     None if no rule knows them. Raises :class:`LayerError` if the module cannot take those inputs.
     (The rules are registered by importing :mod:`gradcam_core.nets.layers`, which :mod:`.graph` does.)"""
@@ -137,11 +138,11 @@ def output_shapes(module: nn.Module, in_shapes: list[Shape]) -> Optional[list[Sh
     return None if rule is None else rule(module, in_shapes)
 
 
-def show_shape(shape: Sequence[Optional[int]]) -> str:
+def show_shape(shape: Sequence[int | None]) -> str:
     """(512, 7, 7) -> "512x7x7"; (4096,) -> "4096"; unknown sizes as "?"."""
     return "x".join("?" if n is None else str(n) for n in shape) or "a scalar"
 
 
-def count(shape: Sequence[Optional[int]]) -> Optional[int]:
+def count(shape: Sequence[int | None]) -> int | None:
     """Number of values of a shape, None if a size is unknown."""
     return None if None in shape else math.prod(shape)  # type: ignore[arg-type]

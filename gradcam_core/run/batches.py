@@ -26,9 +26,10 @@ from __future__ import annotations
 
 import contextlib
 import sys
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional, Sequence, TypeVar
+from typing import TYPE_CHECKING, Any, Optional, TypeVar
 
 from ..errors import GradCamError
 from .inputs import ImageJob, Inputs
@@ -42,7 +43,7 @@ if TYPE_CHECKING:  # torch is imported only where images are explained
 
 T = TypeVar("T")
 
-ExplainBatch = Callable[["torch.Tensor", Optional[Sequence[Optional["torch.Tensor"]]]], Sequence["ImageOutput"]]
+ExplainBatch = Callable[["torch.Tensor", Sequence[Optional["torch.Tensor"]] | None], Sequence["ImageOutput"]]
 """``explain_batch(images, rgbs)`` of :func:`explain_images`: the batch (N, 3, S, S) of net inputs and, with
 ``keep_rgb``, each image's (3, S, S) RGB in [0, 1] before preprocessing (else None) -> one
 :class:`ImageOutput` per image, in order."""
@@ -72,7 +73,7 @@ class ImageOutput:
     rendered PNGs (named as a single-image run names them)."""
 
     lines: list[str]
-    images: list["Rendered"]
+    images: list[Rendered]
     error: str = ""
     """Why the image has no results (one line naming what failed, e.g. non-finite scores), or "": in
     folder and glob mode the image is skipped with it, in single-image mode the run stops with it
@@ -98,11 +99,11 @@ def explain_images(
     input_sz: int,
     explain_batch: ExplainBatch,
     *,
-    dtype: Optional["torch.dtype"] = None,
-    preprocessing: Optional["Preprocessing"] = None,
+    dtype: torch.dtype | None = None,
+    preprocessing: Preprocessing | None = None,
     keep_rgb: bool = False,
     log: Callable[[str], None] = print,
-    shard: Optional[Shard] = None,
+    shard: Shard | None = None,
 ) -> list[Path]:
     """Explain this rank's share of ``inputs`` in batches and write each image's files.
 
@@ -127,7 +128,7 @@ def explain_images(
 
     dtype = dtype or torch.float32
 
-    def load(path: Path) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    def load(path: Path) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The net input (3, S, S) and, with ``keep_rgb``, the RGB it was made from (else None)."""
         if not keep_rgb:
             return load_input(path, input_sz, input_sz, preprocessing, dtype), None
@@ -173,7 +174,7 @@ class _Run:
         with tqdm.external_write_mode(file=sys.stderr):
             to(line)
 
-    def attempt(self, job: ImageJob, action: Callable[..., T], *args: Any) -> Optional[T]:
+    def attempt(self, job: ImageJob, action: Callable[..., T], *args: Any) -> T | None:
         """``action(*args)``; in multi-image mode a GradCamError skips the image (one stderr line)."""
         try:
             return action(*args)
@@ -185,7 +186,7 @@ class _Run:
             self.say(f"skipping {job.shown}: {err}", _stderr)
             return None
 
-    def explain(self, batch: list[tuple[ImageJob, tuple["torch.Tensor", Optional["torch.Tensor"]]]],
+    def explain(self, batch: list[tuple[ImageJob, tuple[torch.Tensor, torch.Tensor | None]]],
                 explain_batch: ExplainBatch, keep_rgb: bool) -> None:
         """One forward for the batch, then each image's lines and files."""
         import torch

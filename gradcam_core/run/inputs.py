@@ -24,11 +24,11 @@ Where the files go
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from glob import has_magic
 from pathlib import Path, PurePath
-from typing import Iterator, Optional, Sequence
 
 from ..errors import GradCamError
 
@@ -56,7 +56,7 @@ class ImageJob:
     path: Path
     out_dir: Path
     shown: str = ""
-    out_root: Optional[Path] = None
+    out_root: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -67,7 +67,7 @@ class Inputs:
     many: bool
 
     @classmethod
-    def single(cls, path: Path, out_dir: Path) -> "Inputs":
+    def single(cls, path: Path, out_dir: Path) -> Inputs:
         return cls((ImageJob(path, out_dir),), many=False)
 
 
@@ -113,7 +113,7 @@ def split_pattern(value: str) -> tuple[Path, tuple[str, ...]]:
     return Path(*parts[:fixed]) if fixed else Path("."), tuple(parts[fixed:])
 
 
-def match_images(root: Path, parts: Sequence[str], skip: Optional[Path] = None) -> list[PurePath]:
+def match_images(root: Path, parts: Sequence[str], skip: Path | None = None) -> list[PurePath]:
     """Paths (relative to ``root``) of the image files matching the components ``parts``.
 
     ``**`` matches any number of folders; other components match one name (``fnmatchcase``). Hidden
@@ -125,7 +125,7 @@ def match_images(root: Path, parts: Sequence[str], skip: Optional[Path] = None) 
     return list(found)
 
 
-def _walk(folder: Path, parts: tuple[str, ...], rel: PurePath, skip: Optional[str]) -> Iterator[PurePath]:
+def _walk(folder: Path, parts: tuple[str, ...], rel: PurePath, skip: str | None) -> Iterator[PurePath]:
     """Depth-first matching of ``parts`` under ``folder`` (``rel`` is ``folder`` relative to the root)."""
     if not parts:
         return
@@ -146,7 +146,7 @@ def _walk(folder: Path, parts: tuple[str, ...], rel: PurePath, skip: Optional[st
                 yield rel / entry.name
 
 
-def _enters(entry: os.DirEntry, skip: Optional[str]) -> bool:
+def _enters(entry: os.DirEntry, skip: str | None) -> bool:
     """Whether the walk goes into ``entry``: a real folder (not a symlink), not the output folder."""
     return entry.is_dir(follow_symlinks=False) and os.path.realpath(entry.path) != skip
 

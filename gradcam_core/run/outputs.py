@@ -35,7 +35,6 @@ import secrets
 import stat
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 import torch
 
@@ -86,7 +85,7 @@ def render_triplet(
     prefix: str,
     name: str,
     cam: torch.Tensor,
-    guided_bgr: Optional[torch.Tensor],
+    guided_bgr: torch.Tensor | None,
     *,
     heatmap: bool = True,
     dtype: torch.dtype = torch.float32,
@@ -131,7 +130,7 @@ def render_overlay(prefix: str, name: str, cam: torch.Tensor, rgb: torch.Tensor)
     return Rendered(safe_filename(f"{prefix}_overlay_", name), png_bytes(overlay(rgb.detach().cpu(), cam)))
 
 
-def write_all(out_dir: Path, images: list[Rendered], root: Optional[Path] = None) -> list[Path]:
+def write_all(out_dir: Path, images: list[Rendered], root: Path | None = None) -> list[Path]:
     """Write every image into ``out_dir``: all of them, or none. Returns their paths.
 
     ``root`` is the output folder the user named (default ``out_dir``); ``out_dir`` is ``root`` or a
@@ -221,11 +220,11 @@ class _Staged:
     temporary (``tmp``), to become ``name``."""
 
     name: str
-    fd: Optional[int] = None
-    tmp: Optional[str] = None
+    fd: int | None = None
+    tmp: str | None = None
 
     @classmethod
-    def write(cls, folder: int, im: Rendered, out_dir: Path) -> "_Staged":
+    def write(cls, folder: int, im: Rendered, out_dir: Path) -> _Staged:
         item = cls(im.filename)
         try:
             item.fd = _unnamed_file(folder)
@@ -275,7 +274,7 @@ class _Staged:
             self.fd = None
 
 
-def _unnamed_file(folder: int) -> Optional[int]:
+def _unnamed_file(folder: int) -> int | None:
     """A new unnamed file in the folder ``folder`` (a descriptor), open for writing (Linux
     ``O_TMPFILE``), or None where the system or the file system has none."""
     flag = getattr(os, "O_TMPFILE", 0)

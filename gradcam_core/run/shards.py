@@ -6,8 +6,9 @@ equals that run's, byte for byte. No process group is needed but for the final c
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Optional, Sequence, TypeVar
+from typing import TypeVar
 
 from ..errors import GradCamError
 
@@ -26,7 +27,7 @@ class Shard:
     local_rank: int = 0
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] = os.environ) -> "Shard":
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> Shard:
         """Read ``WORLD_SIZE``, ``RANK`` and ``LOCAL_RANK`` (as torchrun sets them); absent = one process."""
         world = _env_int(env, "WORLD_SIZE", 1)
         rank = _env_int(env, "RANK", 0)
@@ -56,7 +57,7 @@ def _env_int(env: Mapping[str, str], name: str, default: int) -> int:
         raise GradCamError(f"torch.distributed environment: {name}={value!r} is not a whole number") from None
 
 
-def sum_over_ranks(shard: Shard, counts: tuple[int, int]) -> Optional[tuple[int, int]]:
+def sum_over_ranks(shard: Shard, counts: tuple[int, int]) -> tuple[int, int] | None:
     """(skipped, total) summed over the ranks, or None for one process or without a rendezvous
     (``MASTER_ADDR`` unset).
 

@@ -7,9 +7,10 @@ the CLI's ``-label 243``); the CLI converts.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional, Sequence, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch import nn
@@ -35,7 +36,7 @@ def load_classifier(proto_file: Path, model_file: Path, device: torch.device = t
 
 
 def explain_classes(
-    net: nn.Module, image: torch.Tensor, layer: str | int, classes: Sequence[Optional[int]],
+    net: nn.Module, image: torch.Tensor, layer: str | int, classes: Sequence[int | None],
     *, names: Sequence[str] = (),
 ) -> tuple[Explanation, list[list[int]]]:
     """Explain K classes for a batch of N images from one forward.
@@ -86,14 +87,14 @@ class InputOptions:
     ``input_scale`` is Caffe's ``scale``, applied after the mean."""
 
     preprocess: str = ""
-    mean_value: Optional[tuple[float, ...]] = None
-    mean_file: Optional[Path] = None
-    input_scale: Optional[float] = None
+    mean_value: tuple[float, ...] | None = None
+    mean_file: Path | None = None
+    input_scale: float | None = None
     channel_order: str = ""
 
 
 def preprocessing_for(fmt: str, options: InputOptions = InputOptions(),
-                      own: Optional[Preprocessing] = None) -> Preprocessing:
+                      own: Preprocessing | None = None) -> Preprocessing:
     """Where a model's preprocessing is chosen: ``options.preprocess``, else the model file's ``own``
     (an ONNX file's metadata), else the format's default (``ModelFormat.preprocessing``); then each
     option given replaces its part."""
@@ -134,12 +135,12 @@ class Classifier:
     net: nn.Module
     fmt: str
     preprocessing: Preprocessing
-    names: Optional[ClassNames]
+    names: ClassNames | None
     source: str = ""
-    input_size: Optional[tuple[int, int]] = None
-    fixed_size: Optional[tuple[int, int]] = None
+    input_size: tuple[int, int] | None = None
+    fixed_size: tuple[int, int] | None = None
 
-    def square_input_size(self, requested: Optional[int], option: str = "-input_sz") -> int:
+    def square_input_size(self, requested: int | None, option: str = "-input_sz") -> int:
         """The side S of the square (S x S) input to explain at: ``requested`` (the ``option``'s value,
         None = not given), else the model's own size (:attr:`input_size`, else :attr:`fixed_size`),
         else :data:`DEFAULT_INPUT_SIZE`. A size the model does not take, or a non-square own size, is a
@@ -161,8 +162,8 @@ class Classifier:
         return own[0]
 
 
-def load_model(model_file: Path, *, proto_file: Optional[Path] = None, arch: str = "",
-               device: torch.device = torch.device("cpu"), synset_file: Optional[Path] = None,
+def load_model(model_file: Path, *, proto_file: Path | None = None, arch: str = "",
+               device: torch.device = torch.device("cpu"), synset_file: Path | None = None,
                inputs: InputOptions = InputOptions()) -> Classifier:
     """A classifier from its files: torchvision when ``arch`` names an architecture (``model_file`` a
     state_dict), ONNX when ``model_file`` is an ONNX model, else Caffe (``proto_file`` + ``model_file``).
@@ -192,7 +193,7 @@ def load_model(model_file: Path, *, proto_file: Optional[Path] = None, arch: str
                       fixed_size)
 
 
-def _own_preprocessing(net: nn.Module, source: str) -> Optional[Preprocessing]:
+def _own_preprocessing(net: nn.Module, source: str) -> Preprocessing | None:
     """An ONNX file's preprocessing from its metadata, or None."""
     from ..formats.onnx import METADATA_PREPROCESSING
 
@@ -207,7 +208,7 @@ def _own_preprocessing(net: nn.Module, source: str) -> Optional[Preprocessing]:
         raise GradCamError(f"{source}: metadata '{METADATA_PREPROCESSING}': {err}") from None
 
 
-def _outputs(net: nn.Module) -> Optional[int]:
+def _outputs(net: nn.Module) -> int | None:
     """The width of a classifier's last Linear (or 1x1 Convolution) layer, or None."""
     last = [m for m in net.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
     if not last:

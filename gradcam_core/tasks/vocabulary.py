@@ -8,7 +8,7 @@ No torch here (the VQA tokenizer may import it without torch).
 """
 from __future__ import annotations
 
-from typing import Iterable, Mapping, Optional, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from ..errors import GradCamError
 
@@ -28,7 +28,7 @@ class Vocabulary:
     """
 
     def __init__(self, words: Mapping[int, str], answers: Sequence[str] = (), *,
-                 word_to_ix: Optional[Mapping[str, int]] = None) -> None:
+                 word_to_ix: Mapping[str, int] | None = None) -> None:
         self.words: dict[int, str] = dict(words)
         self.answers: tuple[str, ...] = tuple(answers)
         if word_to_ix is None:
@@ -74,7 +74,7 @@ class Vocabulary:
             texts.append(" ".join(words))
         return texts
 
-    def answer_index(self, answer: str) -> Optional[int]:
+    def answer_index(self, answer: str) -> int | None:
         """0-based index of ``answer`` (its first occurrence), or None if it is not an answer."""
         try:
             return self.answers.index(answer)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from ..cli.app import Terminated, run_cli
 from ..cli.options import (
@@ -212,7 +212,7 @@ def main(
 
 
 def _classification(given: str, proto_given: str, arch: str, synset: str, layer: str, inputs: Any,
-                    input_sz: Optional[int], device: Any) -> Any:
+                    input_sz: int | None, device: Any) -> Any:
     """The classifier of the options: the bundled SqueezeNet unless -model_file (or -arch) names another."""
     from ..formats.registry import format_of
     from .demo import load_classification

@@ -41,8 +41,9 @@ import re
 import tempfile
 import threading
 import time
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Iterable, Optional
+from typing import Any
 from urllib.parse import urlsplit
 
 import anyio
@@ -68,7 +69,7 @@ Scope = dict[str, Any]
 ASGIApp = Callable[[Scope, Callable[..., Awaitable[Any]], Callable[..., Awaitable[Any]]], Awaitable[None]]
 
 
-def error(status: int, message: str, headers: Optional[dict[str, str]] = None) -> JSONResponse:
+def error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
     """The one shape of every error: ``{"error": "<one line>"}``."""
     return JSONResponse({"error": " ".join(str(message).split())}, status_code=status, headers=headers)
 
@@ -128,7 +129,7 @@ class ClientGone(Exception):
 
 def create_app(demo: Demo, *, allowed_hosts: Iterable[str] = (), max_queue: int = 8,
                max_uploads: int = MAX_UPLOADS, body_seconds: float = BODY_SECONDS,
-               idle_seconds: float = IDLE_SECONDS, in_flight: Optional[InFlight] = None) -> ASGIApp:
+               idle_seconds: float = IDLE_SECONDS, in_flight: InFlight | None = None) -> ASGIApp:
     """The ASGI app serving ``demo``. ``allowed_hosts``: the Host names answered besides localhost,
     127.0.0.1 and [::1] (the name the server was started on, ``-allowed_hosts``). ``max_uploads``,
     ``body_seconds``, ``idle_seconds``: see :class:`BodyLimit` and the module doc; ``in_flight``: the
@@ -153,7 +154,7 @@ def create_app(demo: Demo, *, allowed_hosts: Iterable[str] = (), max_queue: int 
     async def explain(request: Request) -> Response:
         started = time.perf_counter()
         gone = threading.Event()  # set once nobody waits for this answer: the engine skips what is left
-        answer: Optional[Response | dict[str, Any]] = None
+        answer: Response | dict[str, Any] | None = None
         try:
             with in_flight.request():
                 answer = await explain_once(request, gone)
@@ -233,14 +234,14 @@ def _cleanup(workdir: tempfile.TemporaryDirectory) -> Callable[[Any], Any]:
 # ------------------------------------------------------------------------------------- the form
 
 
-async def _read_form(request: Request) -> tuple[dict[str, str], Optional[UploadFile]]:
+async def _read_form(request: Request) -> tuple[dict[str, str], UploadFile | None]:
     """The text fields and the ``image`` file of a multipart (or urlencoded) form."""
     if request.headers.get("content-type", "").split(";")[0].strip() not in (
             "multipart/form-data", "application/x-www-form-urlencoded"):
         raise GradCamError("POST /api/explain takes a multipart form (fields image or sample, task, label, ...)")
     form = await request.form(max_files=1, max_fields=len(FORM_FIELDS) + 1, max_part_size=MAX_FIELD_BYTES)
     fields: dict[str, str] = {}
-    upload: Optional[UploadFile] = None
+    upload: UploadFile | None = None
     for key, value in form.multi_items():
         if isinstance(value, UploadFile):
             if key != "image":
@@ -270,7 +271,7 @@ class _Image:
                 os.unlink(self.path)
 
 
-async def _image_file(demo: Demo, fields: dict[str, str], upload: Optional[UploadFile], workdir: str) -> _Image:
+async def _image_file(demo: Demo, fields: dict[str, str], upload: UploadFile | None, workdir: str) -> _Image:
     name = fields.get("sample", "").strip()
     if upload is not None and name:
         raise GradCamError("send an image or a sample, not both")
@@ -418,7 +419,7 @@ _HOST_NAME = re.compile(r"(?!-)[a-z0-9_-]{1,63}(?<!-)(?:\.(?!-)[a-z0-9_-]{1,63}(
 _PORT = re.compile(r"[0-9]{1,5}")
 
 
-def host_name(host: str) -> Optional[str]:
+def host_name(host: str) -> str | None:
     """The name of a Host header without its port, lower-case, IPv6 addresses in their short form:
     ``Example.org:8000`` -> ``example.org``, ``[0:0::1]:8000`` -> ``[::1]``; None when the header is
     not exactly a name, an IPv4 address or a bracketed IPv6 address, then optionally ``:`` and a port

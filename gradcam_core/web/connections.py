@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any, Callable, ClassVar, Optional
+from collections.abc import Callable
+from typing import Any, ClassVar
 
 import h11
 import uvicorn
@@ -42,7 +43,7 @@ class GuardedH11Protocol(H11Protocol):
 
     header_seconds: ClassVar[float] = 10.0
     max_connections: ClassVar[int] = 64
-    _stall: Optional[asyncio.TimerHandle] = None
+    _stall: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -64,7 +65,7 @@ class GuardedH11Protocol(H11Protocol):
         else:
             self._disarm()  # waiting for the next request: uvicorn's keep-alive timer bounds the silence
 
-    def connection_lost(self, exc: Optional[Exception]) -> None:
+    def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
         super().connection_lost(exc)
 

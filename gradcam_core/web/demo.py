@@ -20,9 +20,10 @@ import dataclasses
 import os
 import threading
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Mapping, Optional, TypeVar
+from typing import Any, ClassVar, TypeVar
 from urllib.parse import quote
 
 import torch
@@ -86,7 +87,7 @@ class Result:
     layer: str
     target: dict[str, Any]
     predicted: dict[str, Any]
-    predictions: Optional[list[dict[str, Any]]]
+    predictions: list[dict[str, Any]] | None
     images: dict[str, bytes]
     files: dict[str, str]
     explain_seconds: float
@@ -112,7 +113,7 @@ class Outcome:
     name: str
     target: dict[str, Any]
     predicted: dict[str, Any]
-    predictions: Optional[list[dict[str, Any]]] = None
+    predictions: list[dict[str, Any]] | None = None
 
 
 class DemoTask(abc.ABC):
@@ -132,7 +133,7 @@ class DemoTask(abc.ABC):
     default_layer: str
     input_sz: int
     device: torch.device
-    preprocessing: Optional[Preprocessing] = None
+    preprocessing: Preprocessing | None = None
 
     def finish_loading(self) -> None:
         """List the layers whose output is a spatial map (one forward of zeros) and name the default
@@ -185,7 +186,7 @@ class DemoTask(abc.ABC):
         """Explain one preprocessed image ``x`` (1, 3, S, S) for the checked fields."""
 
     def explain(self, image: Path, fields: Mapping[str, str], max_pixels: int,
-                gone: Optional[threading.Event] = None) -> Result:
+                gone: threading.Event | None = None) -> Result:
         """The whole explanation of the image file ``image`` for the form ``fields``. Once ``gone`` is
         set (the client left), the next stage is not started: :class:`Abandoned` is raised instead."""
         def keep_going() -> None:
@@ -259,7 +260,7 @@ class ClassificationTask(DemoTask):
         names = self.names
         return super().config() | {"classes": [names.name(i) for i in range(len(names))] if names else None}
 
-    def check(self, fields: Mapping[str, str]) -> Optional[int]:
+    def check(self, fields: Mapping[str, str]) -> int | None:
         """The ``label`` field -> a 0-based class, or None (predicted)."""
         text = fields.get("label", "").strip()
         if not text or text == "-1":
@@ -274,7 +275,7 @@ class ClassificationTask(DemoTask):
             raise GradCamError(f"label {label} is not one of this model's labels: 1 to {self.classes} (1-based)")
         return label - 1
 
-    def run(self, x: torch.Tensor, checked: Optional[int], layer: str) -> Outcome:
+    def run(self, x: torch.Tensor, checked: int | None, layer: str) -> Outcome:
         expl, resolved = explain_classes(self.net, x, layer, [checked])
         label = resolved[0][0] + 1
         probs = torch.softmax(expl.scores.reshape(-1).double(), 0)
@@ -310,7 +311,7 @@ class VQATask(DemoTask):
     def config(self) -> dict[str, Any]:
         return super().config() | {"question": self.question, "answers": list(self.answerer.vocab.answers)}
 
-    def check(self, fields: Mapping[str, str]) -> tuple[str, Optional[int]]:
+    def check(self, fields: Mapping[str, str]) -> tuple[str, int | None]:
         question = fields.get("question", "").strip()
         if not question:
             raise GradCamError("a VQA request needs a question")
@@ -320,7 +321,7 @@ class VQATask(DemoTask):
             raise GradCamError(f"answer {answer!r} is not one of the model's answers")
         return question, index
 
-    def run(self, x: torch.Tensor, checked: tuple[str, Optional[int]], layer: str) -> Outcome:
+    def run(self, x: torch.Tensor, checked: tuple[str, int | None], layer: str) -> Outcome:
         from ..tasks.vqa.target import explain_answers
 
         question, index = checked
@@ -350,7 +351,7 @@ class CaptioningTask(DemoTask):
         self.model_name, self.default_layer, self.input_sz, self.device = model_name, layer, input_sz, device
         self.finish_loading()
 
-    def check(self, fields: Mapping[str, str]) -> Optional[str]:
+    def check(self, fields: Mapping[str, str]) -> str | None:
         from ..tasks.caption.target import CaptionTarget
 
         caption = fields.get("caption", "").strip()
@@ -358,7 +359,7 @@ class CaptioningTask(DemoTask):
             CaptionTarget(self.captioner, caption)  # a caption that does not fit: one line, before any work
         return caption or None
 
-    def run(self, x: torch.Tensor, checked: Optional[str], layer: str) -> Outcome:
+    def run(self, x: torch.Tensor, checked: str | None, layer: str) -> Outcome:
         from ..tasks.caption.target import explain_captions
 
         expl, generated = explain_captions(self.captioner, x, layer, [checked])
@@ -394,7 +395,7 @@ class Demo:
             "limits": {"max_upload_bytes": self.max_upload_bytes, "max_pixels": self.max_pixels},
         }
 
-    def sample(self, name: str) -> Optional[Path]:
+    def sample(self, name: str) -> Path | None:
         """The file of the sample ``name``, or None: not one of the samples, or no longer a regular
         file of its own (replaced by a symbolic link since the start, or gone)."""
         path = self.samples.get(name)
@@ -417,7 +418,7 @@ TASKS = ("classification", "vqa", "captioning")
 SAMPLE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 
-def find_samples(folder: Optional[Path]) -> dict[str, Path]:
+def find_samples(folder: Path | None) -> dict[str, Path]:
     """The sample images: the JPEG and PNG files directly in ``folder`` (hidden ones and symbolic links
     left out: a link may point anywhere on the machine), by name."""
     if folder is None or not folder.is_dir():
@@ -427,7 +428,7 @@ def find_samples(folder: Optional[Path]) -> dict[str, Path]:
             and p.is_file()}
 
 
-def model_label(path: Optional[Path], fmt: str) -> str:
+def model_label(path: Path | None, fmt: str) -> str:
     """How the page names a model: its file name and format."""
     return f"{os.path.basename(path)} ({fmt})" if path is not None else fmt
 
@@ -435,9 +436,9 @@ def model_label(path: Optional[Path], fmt: str) -> str:
 # ------------------------------------------------------------------------------------------ loading
 
 
-def load_classification(model_file: Path, *, proto_file: Optional[Path] = None, arch: str = "",
-                        synset_file: Optional[Path] = None, inputs: Any = None, layer: str = "",
-                        input_sz: Optional[int] = 224,
+def load_classification(model_file: Path, *, proto_file: Path | None = None, arch: str = "",
+                        synset_file: Path | None = None, inputs: Any = None, layer: str = "",
+                        input_sz: int | None = 224,
                         device: torch.device = torch.device("cpu")) -> ClassificationTask:
     """A classifier as ``classification.py`` loads it (``layer`` '' = its default layer; ``input_sz``
     None = the model's own size, as :meth:`Classifier.square_input_size` gives it)."""

@@ -13,15 +13,14 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Optional
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from conftest import DATA, ROOT, oracle_tensor, run_script
+from PIL import Image
 
 BUNDLED = ROOT / "models" / "squeezenet1_1"
 PROTO, MODEL, SYNSET = BUNDLED / "deploy.prototxt", BUNDLED / "squeezenet1_1.caffemodel", BUNDLED / "synset_words.txt"
@@ -135,7 +134,7 @@ def assert_images_are_the_clis(images: dict[str, str], files: dict[str, str], cl
 class Server:
     """``python -m gradcam_core.web -port 0 <args>`` in a subprocess (of this checkout), until stopped."""
 
-    def __init__(self, *args: str, timeout: float = 90, env: Optional[dict[str, str]] = None,
+    def __init__(self, *args: str, timeout: float = 90, env: dict[str, str] | None = None,
                  prelude: str = "") -> None:
         self.stderr_file = tempfile.TemporaryFile(mode="w+")
         env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1", **(env or {}))
@@ -146,7 +145,7 @@ class Server:
             [sys.executable, *command, "-port", "0", *args], cwd=ROOT, env=env,
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self.stderr_file, text=True)
         self.lines: list[str] = []
-        found: queue.Queue[Optional[str]] = queue.Queue()
+        found: queue.Queue[str | None] = queue.Queue()
 
         def read() -> None:  # keeps reading stdout so the server never blocks on a full pipe
             for line in self.proc.stdout:

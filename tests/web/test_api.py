@@ -13,9 +13,8 @@ import json
 import re
 import tempfile
 import threading
-from pathlib import Path
-
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -31,8 +30,18 @@ from gradcam_core.web.__main__ import ENABLE
 from gradcam_core.web.demo import ENGINE_LOCK, Demo, find_samples, load_captioning, load_classification, load_vqa
 
 from .conftest import (
-    CAPTION_MODEL, IMAGE, MODEL, PROTO, ROOT, SYNSET, VQA_FILES, VQA_SIZES, assert_images_are_the_clis, cli_run,
-    data_url_pixels, oracle_input_rgb,
+    CAPTION_MODEL,
+    IMAGE,
+    MODEL,
+    PROTO,
+    ROOT,
+    SYNSET,
+    VQA_FILES,
+    VQA_SIZES,
+    assert_images_are_the_clis,
+    cli_run,
+    data_url_pixels,
+    oracle_input_rgb,
 )
 
 JPEG = IMAGE.read_bytes()
@@ -64,7 +73,7 @@ class Client:
         (self.uploads,) = base.glob("gradcam-web-*")
         self.http = TestClient(app, base_url="http://localhost", raise_server_exceptions=False)
 
-    def __enter__(self) -> "Client":
+    def __enter__(self) -> Client:
         self.http.__enter__()
         return self
 

@@ -7,14 +7,13 @@ import time
 
 import numpy as np
 import pytest
+import test_extreme_images as shapes  # the image makers of the CLI's tests
 from PIL import Image, ImageOps
 
 from gradcam_core.web.demo import Demo, load_classification
 
 from .conftest import IMAGE, MODEL, PROTO, SYNSET, assert_images_are_the_clis, cli_run
 from .test_api import Client, assert_error, ok
-
-import test_extreme_images as shapes  # the image makers of the CLI's tests
 
 
 @pytest.fixture(scope="module")

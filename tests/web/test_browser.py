@@ -24,7 +24,6 @@ import io
 import os
 import shutil
 from pathlib import Path
-from typing import Optional
 
 import httpx
 import numpy as np
@@ -47,7 +46,7 @@ SCREENSHOTS = Path("/tmp")
 TABBY = ROOT / "images" / "tabbycat_dog.jpg"
 
 
-def find_chromium() -> Optional[str]:
+def find_chromium() -> str | None:
     """The Chromium executable the tests drive, or None when there is none."""
     named = os.environ.get("GRADCAM_CHROMIUM", "")
     path = named or shutil.which("chromium") or "/usr/bin/chromium"

@@ -13,7 +13,6 @@ import socket
 import struct
 import threading
 import time
-from typing import Optional
 
 import httpx
 import pytest
@@ -72,7 +71,7 @@ def stalled_upload(port: int, sent: int = 1000) -> socket.socket:
     return sock
 
 
-def read_reply(sock: socket.socket, timeout: float) -> tuple[Optional[int], bytes, bool]:
+def read_reply(sock: socket.socket, timeout: float) -> tuple[int | None, bytes, bool]:
     """(status or None, the bytes received, whether the server closed the connection) within ``timeout``."""
     data, closed, deadline = b"", False, time.monotonic() + timeout
     while (left := deadline - time.monotonic()) > 0:
@@ -119,12 +118,12 @@ class Attacker:
 
     def __init__(self, port: int, count: int = 8, seconds: float = 6.0, max_connections: int = 80) -> None:
         self.port, self.count, self.seconds, self.left = port, count, seconds, max_connections
-        self.ended: list[tuple[Optional[int], bytes, float]] = []  # (status, reply, seconds it was held)
+        self.ended: list[tuple[int | None, bytes, float]] = []  # (status, reply, seconds it was held)
         self.opened = threading.Event()
         self.done = threading.Event()
         self.thread = threading.Thread(target=self.run, daemon=True)
 
-    def __enter__(self) -> "Attacker":
+    def __enter__(self) -> Attacker:
         self.thread.start()
         assert self.opened.wait(10), "the stalled uploads were not opened"
         return self

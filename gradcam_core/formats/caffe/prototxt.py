@@ -39,7 +39,7 @@ class TextMessage:
     """A message of the text tree: field name -> values in file order."""
 
     line: int
-    fields: dict[str, list["Scalar | TextMessage"]] = field(default_factory=dict)
+    fields: dict[str, list[Scalar | TextMessage]] = field(default_factory=dict)
 
 
 _TOKEN = re.compile(

@@ -18,13 +18,13 @@ import errno
 import mmap
 import os
 from dataclasses import dataclass
-from typing import Literal, Optional
+from typing import Literal
 
 import numpy as np
 
 from ...errors import GradCamError
 from ...fileio import open_regular
-from .schema import Field, MessageType, Msg, MESSAGES
+from .schema import MESSAGES, Field, MessageType, Msg
 
 #: Deepest nesting of messages/groups accepted (protobuf's own default recursion limit).
 MAX_DEPTH = 100
@@ -64,7 +64,7 @@ class WireFile:
         self._win_start = 0
         self._map: mmap.mmap | Literal[False] | None = None  # the whole file, copy-on-write (False: unavailable)
 
-    def __enter__(self) -> "WireFile":
+    def __enter__(self) -> WireFile:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -268,7 +268,7 @@ class WireFile:
     # ---------------------------------------------------------------------------------------------
     # Blob data
 
-    def mapped(self, segments: tuple[Segment, ...] | list[Segment], count: int) -> Optional[np.ndarray]:
+    def mapped(self, segments: tuple[Segment, ...] | list[Segment], count: int) -> np.ndarray | None:
         """The ``count`` values of ``segments`` as a copy-on-write view of the file (``mmap``), when
         they are one packed run of native-endian values; else None (then use :meth:`read`).
 

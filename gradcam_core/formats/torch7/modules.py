@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import builtins
 import math
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import torch
@@ -27,7 +27,6 @@ from ...errors import GradCamError
 from ...nets.graph import GraphNet, InputSpec
 from ...nets.registry import LayerError, lookup
 from .reader import T7Object
-
 
 # --------------------------------------------------------------------------------------------------
 # Field access
@@ -49,7 +48,7 @@ class T7Layer:
         """A field as stored (unchecked)."""
         return self.obj.get(name, default)
 
-    def int(self, name: str, default: Optional[int] = None) -> int:
+    def int(self, name: str, default: int | None = None) -> int:
         """A size, stride, ... field: a whole number in the range of the C ``int`` Torch kept it in."""
         value = self.obj.get(name, default)
         if isinstance(value, bool) or not isinstance(value, int):
@@ -73,13 +72,13 @@ class T7Layer:
             raise LayerError(f"field 'size' should hold whole numbers, is {values[:8]}")
         return tuple(int(v) for v in values)
 
-    def number(self, name: str, default: Optional[float] = None) -> float:
+    def number(self, name: str, default: float | None = None) -> float:
         value = self.obj.get(name, default)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise LayerError(f"field '{name}' should be a number, is {_show(value)}")
         return float(value)
 
-    def array(self, name: str, *, required: bool = True) -> Optional[np.ndarray]:
+    def array(self, name: str, *, required: bool = True) -> np.ndarray | None:
         """A tensor field as an array; None when absent or empty and not ``required``."""
         value = self.obj.get(name)
         if isinstance(value, np.ndarray) and value.size:

@@ -74,7 +74,8 @@ import mmap
 import os
 import re
 import struct
-from typing import Any, Iterator, NoReturn, Optional, Union
+from collections.abc import Iterator
+from typing import Any, NoReturn
 
 import numpy as np
 
@@ -136,7 +137,7 @@ class T7Table(dict):
 
     __hash__ = object.__hash__  # type: ignore[assignment]
 
-    def as_list(self) -> Optional[list]:
+    def as_list(self) -> list | None:
         """The values for keys ``1..n`` in order when the keys are exactly the integers ``1..n``
         (``[]`` for an empty table); ``None`` otherwise."""
         n = len(self)
@@ -158,7 +159,7 @@ class T7Object:
 
     __slots__ = ("typename", "version", "fields")
 
-    def __init__(self, typename: str, fields: Optional[T7Table] = None, version: Union[int, float] = 0) -> None:
+    def __init__(self, typename: str, fields: T7Table | None = None, version: int | float = 0) -> None:
         self.typename = typename
         self.version = version
         self.fields: T7Table = T7Table() if fields is None else fields
@@ -211,7 +212,7 @@ class _Storage:
         self.typename = typename
         self.view = view          # file dtype (little-endian; 4-byte Long with long_size=4)
         self.dtype = dtype        # native dtype users get
-        self._array: Optional[np.ndarray] = None
+        self._array: np.ndarray | None = None
 
     def user(self) -> np.ndarray:
         if self._array is None:
@@ -261,13 +262,13 @@ class _Reader:
         self.long_size = long_size
         self.objects: dict[int, Any] = {}
         self.class_names: dict[bytes, str] = {}  # validated class names
-        self.versions: dict[bytes, Union[int, float]] = {}
+        self.versions: dict[bytes, int | float] = {}
         self.budget = int(max_expansion * self.end) + _EXPANSION_SLACK
         self.long_arrays: dict[int, Any] = {}  # dimension count -> struct unpacker
 
     # -- primitives -------------------------------------------------------------------------------
 
-    def fail(self, message: str, at: Optional[int] = None) -> NoReturn:
+    def fail(self, message: str, at: int | None = None) -> NoReturn:
         raise GradCamError(f"{self.name}: {message} at byte {self.pos if at is None else at}")
 
     def truncated(self, what: str, need: int) -> NoReturn:
@@ -445,7 +446,7 @@ class _Reader:
             else:
                 return _user(value)
 
-    def start_function(self, stack: list[list], tag: int, index: Optional[int], at: int) -> object:
+    def start_function(self, stack: list[list], tag: int, index: int | None, at: int) -> object:
         code = self.raw(self.i32("a function's bytecode length"), "a function's bytecode")
         fn = T7Function(tag, code)
         if index is not None:
@@ -461,7 +462,7 @@ class _Reader:
     def start_torch(self, stack: list[list], index: int, at: int) -> Any:
         """Read a torch object's class; storages are read whole, other classes push a frame."""
         first = self.read_name("a torch class version")
-        version: Union[int, float] = 0
+        version: int | float = 0
         if first.startswith(b"V "):
             version = self.versions.get(first)  # type: ignore[assignment]
             if version is None:
@@ -579,12 +580,12 @@ class _Reader:
 
 
 def load_t7(
-    source: Union[str, os.PathLike, bytes, bytearray, memoryview],
+    source: str | os.PathLike | bytes | bytearray | memoryview,
     *,
     max_depth: int = DEFAULT_MAX_DEPTH,
     long_size: int = 8,
     max_expansion: float = 8.0,
-    name: Optional[str] = None,
+    name: str | None = None,
 ) -> Any:
     """Read a Torch7 binary ``.t7`` file (a path, or its contents as bytes) into Python values.
 

@@ -2,7 +2,7 @@
 AbsVal and BNLL."""
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import torch
 from torch import nn
@@ -36,7 +36,7 @@ register("caffe", "Power")(caffe_same(_caffe_power))
 
 
 @register("caffe", "PReLU")
-def caffe_prelu(layer: Any, in_shapes: list[Optional[Shape]]) -> Plan:
+def caffe_prelu(layer: Any, in_shapes: list[Shape | None]) -> Plan:
     # prelu_layer.cpp: y = max(x, 0) + a * min(x, 0), a per channel (axis 1) or one for all.
     shape = single(layer, in_shapes)
     shared = layer.param("prelu_param").get("channel_shared")
@@ -53,7 +53,7 @@ def caffe_prelu(layer: Any, in_shapes: list[Optional[Shape]]) -> Plan:
 
 
 @register("torch7", "nn.ReLU", "cudnn.ReLU")
-def torch7_relu(layer: Any, in_shapes: list[Optional[Shape]]) -> Plan:
+def torch7_relu(layer: Any, in_shapes: list[Shape | None]) -> Plan:
     # Never in place here: the engine hooks plain nn.ReLU modules; the in-place effect on the layer
     # before it is reproduced by the chain's lookup (see formats.torch7.modules.sequential_to_net).
     if layer.number("threshold", 0) != 0 or layer.number("val", 0) != 0:
@@ -68,7 +68,7 @@ shape_rule(nn.ReLU, nn.LeakyReLU, nn.Sigmoid, nn.Tanh, nn.ELU, AbsVal, BNLL, Pow
 
 
 @shape_rule(nn.PReLU)
-def prelu_shape(prelu: nn.PReLU, in_shapes: list[Shape]) -> Optional[list[Shape]]:
+def prelu_shape(prelu: nn.PReLU, in_shapes: list[Shape]) -> list[Shape] | None:
     if len(in_shapes) != 1:
         return None
     if prelu.num_parameters != 1 and (not in_shapes[0] or in_shapes[0][0] != prelu.num_parameters):

@@ -2,7 +2,8 @@
 and the single-image checks of the shape rules."""
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -10,7 +11,7 @@ from torch import nn
 from ..registry import LayerError, Plan, Shape
 
 
-def known(in_shapes: list[Optional[Shape]]) -> list[Shape]:
+def known(in_shapes: list[Shape | None]) -> list[Shape]:
     """The bottoms' shapes, every one known (Caffe always knows them; only Torch7 modules, which have
     no bottoms, get None)."""
     shapes = [s for s in in_shapes if s is not None]
@@ -19,14 +20,14 @@ def known(in_shapes: list[Optional[Shape]]) -> list[Shape]:
     return shapes
 
 
-def single(layer: Any, in_shapes: list[Optional[Shape]]) -> Shape:
+def single(layer: Any, in_shapes: list[Shape | None]) -> Shape:
     """The one bottom's shape of a Caffe layer with one bottom and one top."""
     if len(in_shapes) != 1 or len(layer.tops) != 1:
         raise LayerError(f"needs one bottom and one top, has {len(in_shapes)} and {len(layer.tops)}")
     return known(in_shapes)[0]
 
 
-def image(layer: Any, in_shapes: list[Optional[Shape]]) -> Shape:
+def image(layer: Any, in_shapes: list[Shape | None]) -> Shape:
     """The (C, H, W) shape of a Caffe layer's one image bottom."""
     shape = single(layer, in_shapes)
     if len(shape) != 3:
@@ -40,7 +41,7 @@ def positive(**values: tuple[int, ...] | int) -> None:
             raise LayerError(f"{name} must be positive, is {value}")
 
 
-def attach(module: nn.Module, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> nn.Module:
+def attach(module: nn.Module, weight: torch.Tensor, bias: torch.Tensor | None) -> nn.Module:
     """Give a meta-device module its loaded parameters (no copy)."""
     module.weight = nn.Parameter(weight)
     if bias is not None:
@@ -48,17 +49,17 @@ def attach(module: nn.Module, weight: torch.Tensor, bias: Optional[torch.Tensor]
     return module
 
 
-def caffe_same(make: Callable[[Any], nn.Module]) -> Callable[[Any, list[Optional[Shape]]], Plan]:
+def caffe_same(make: Callable[[Any], nn.Module]) -> Callable[[Any, list[Shape | None]], Plan]:
     """A Caffe builder for a weightless layer whose output has its input's shape."""
 
-    def build(layer: Any, in_shapes: list[Optional[Shape]]) -> Plan:
+    def build(layer: Any, in_shapes: list[Shape | None]) -> Plan:
         shape = single(layer, in_shapes)
         return Plan([shape], build=lambda tensors: [(layer.name, make(layer))])
 
     return build
 
 
-def torch7_fixed(make: Callable[[], nn.Module]) -> Callable[[Any, list[Optional[Shape]]], Plan]:
+def torch7_fixed(make: Callable[[], nn.Module]) -> Callable[[Any, list[Shape | None]], Plan]:
     """A Torch7 builder for a module without fields."""
     return lambda layer, in_shapes: Plan([None], build=lambda tensors: [(layer.name, make())])
 
@@ -68,7 +69,7 @@ def torch7_plan(layer: Any, module: nn.Module) -> Plan:
     return Plan([None], build=lambda tensors: [(layer.name, module)])
 
 
-def one_image(in_shapes: list[Shape]) -> Optional[tuple[int, int, int]]:
+def one_image(in_shapes: list[Shape]) -> tuple[int, int, int] | None:
     """The (C, H, W) of a shape rule's single image input, None if it is not one (shape unknown)."""
     if len(in_shapes) != 1 or len(in_shapes[0]) != 3:
         return None

@@ -2,7 +2,7 @@
 SpatialConvolution (nn, MM, cudnn); the nn.Conv2d and nn.ConvTranspose2d shape rules."""
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import torch
 from torch import nn
@@ -16,7 +16,7 @@ def conv_size(n: int, kernel: int, stride: int, pad: int, dilation: int) -> int:
     return (n + 2 * pad - dilation * (kernel - 1) - 1) // stride + 1
 
 
-def _pair(p: Any, repeated: str, default: Optional[int], hw: Optional[str] = None) -> tuple[int, int]:
+def _pair(p: Any, repeated: str, default: int | None, hw: str | None = None) -> tuple[int, int]:
     """(h, w) of a ConvolutionParameter geometry field (base_conv_layer.cpp): ``{hw}_h``/``{hw}_w`` if
     either is set, else ``repeated`` given once (both) or twice (h, w), else ``default``."""
     if hw and (p.has(f"{hw}_h") or p.has(f"{hw}_w")):
@@ -29,7 +29,7 @@ def _pair(p: Any, repeated: str, default: Optional[int], hw: Optional[str] = Non
     raise LayerError(f"'{repeated}' must be given once or twice for a 2-D convolution, not {len(values)} times")
 
 
-def _geometry(layer: Any, channels: Optional[int]) -> tuple[Any, ...]:
+def _geometry(layer: Any, channels: int | None) -> tuple[Any, ...]:
     """(param, num_output, group, bias_term, kernel, stride, pad, dilation) of a ConvolutionParameter."""
     p = layer.param("convolution_param")
     n_out, group, bias = p.get("num_output"), p.get("group"), p.get("bias_term")
@@ -46,11 +46,11 @@ def _geometry(layer: Any, channels: Optional[int]) -> tuple[Any, ...]:
 
 
 @register("caffe", "Convolution")
-def caffe_convolution(layer: Any, in_shapes: list[Optional[Shape]]) -> Plan:
+def caffe_convolution(layer: Any, in_shapes: list[Shape | None]) -> Plan:
     channels, height, width = image(layer, in_shapes)
     p, n_out, group, bias, kernel, stride, pad, dilation = _geometry(layer, channels)
 
-    def size(n: Optional[int], i: int) -> Optional[int]:
+    def size(n: int | None, i: int) -> int | None:
         return None if n is None else conv_size(n, kernel[i], stride[i], pad[i], dilation[i])
 
     def build(tensors: list[torch.Tensor]) -> Modules:
@@ -70,13 +70,13 @@ def deconv_size(n: int, kernel: int, stride: int, pad: int, dilation: int) -> in
 
 
 @register("caffe", "Deconvolution")
-def caffe_deconvolution(layer: Any, in_shapes: list[Optional[Shape]]) -> Plan:
+def caffe_deconvolution(layer: Any, in_shapes: list[Shape | None]) -> Plan:
     # Caffe's Deconvolution is the backward pass of a Convolution, its weight (C_in, C_out / group,
     # kh, kw): exactly torch's ConvTranspose2d (same layout, same output size).
     channels, height, width = image(layer, in_shapes)
     p, n_out, group, bias, kernel, stride, pad, dilation = _geometry(layer, channels)
 
-    def size(n: Optional[int], i: int) -> Optional[int]:
+    def size(n: int | None, i: int) -> int | None:
         return None if n is None else deconv_size(n, kernel[i], stride[i], pad[i], dilation[i])
 
     sizes = (size(height, 0), size(width, 1))
@@ -94,7 +94,7 @@ def caffe_deconvolution(layer: Any, in_shapes: list[Optional[Shape]]) -> Plan:
 
 
 @register("torch7", "nn.SpatialConvolution", "nn.SpatialConvolutionMM", "cudnn.SpatialConvolution")
-def torch7_convolution(layer: Any, in_shapes: list[Optional[Shape]]) -> Plan:
+def torch7_convolution(layer: Any, in_shapes: list[Shape | None]) -> Plan:
     # nn stores the weight as (out, in, kH, kW) or, in older files, (out, in*kH*kW); cudnn's has
     # in/groups input planes. Any layout with the right element count is reshaped.
     n_in, n_out = layer.int("nInputPlane"), layer.int("nOutputPlane")
@@ -117,7 +117,7 @@ def torch7_convolution(layer: Any, in_shapes: list[Optional[Shape]]) -> Plan:
 
 
 @shape_rule(nn.Conv2d)
-def conv2d_shape(conv: nn.Conv2d, in_shapes: list[Shape]) -> Optional[list[Shape]]:
+def conv2d_shape(conv: nn.Conv2d, in_shapes: list[Shape]) -> list[Shape] | None:
     shape = one_image(in_shapes)
     if shape is None or isinstance(conv.padding, str):
         return None
@@ -133,7 +133,7 @@ def conv2d_shape(conv: nn.Conv2d, in_shapes: list[Shape]) -> Optional[list[Shape
 
 
 @shape_rule(nn.ConvTranspose2d)
-def conv_transpose2d_shape(deconv: nn.ConvTranspose2d, in_shapes: list[Shape]) -> Optional[list[Shape]]:
+def conv_transpose2d_shape(deconv: nn.ConvTranspose2d, in_shapes: list[Shape]) -> list[Shape] | None:
     shape = one_image(in_shapes)
     if shape is None or isinstance(deconv.padding, str) or any(deconv.output_padding):
         return None

@@ -1,7 +1,7 @@
 """Dropout: the identity at evaluation (Caffe's, Torch7's "v2"), or a scaling (Torch7's older kind)."""
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 from torch import nn
 
@@ -22,7 +22,7 @@ register("caffe", "Dropout")(caffe_same(_caffe_dropout))
 
 
 @register("torch7", "nn.Dropout")
-def torch7_dropout(layer: Any, in_shapes: list[Optional[Shape]]) -> Plan:
+def torch7_dropout(layer: Any, in_shapes: list[Shape | None]) -> Plan:
     p = layer.number("p", 0.5)
     if not 0 <= p <= 1:  # NaN included
         raise LayerError(f"dropout probability p must be between 0 and 1, is {p}")

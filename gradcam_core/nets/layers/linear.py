@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Optional
+from typing import Any
 
 import torch
 from torch import nn
@@ -13,7 +13,7 @@ from .common import attach, positive, single, torch7_plan
 
 
 @register("caffe", "InnerProduct")
-def caffe_inner_product(layer: Any, in_shapes: list[Optional[Shape]]) -> Plan:
+def caffe_inner_product(layer: Any, in_shapes: list[Shape | None]) -> Plan:
     shape = single(layer, in_shapes)
     p = layer.param("inner_product_param")
     n_out, bias, transpose = p.get("num_output"), p.get("bias_term"), p.get("transpose")
@@ -37,12 +37,12 @@ def caffe_inner_product(layer: Any, in_shapes: list[Optional[Shape]]) -> Plan:
         return modules
 
     weight_shape = (fan_in, n_out) if transpose else (n_out, fan_in)
-    blob_shapes: list[tuple[Optional[int], ...]] = [weight_shape] + ([(n_out,)] if bias else [])
+    blob_shapes: list[tuple[int | None, ...]] = [weight_shape] + ([(n_out,)] if bias else [])
     return Plan([(*shape[: axis - 1], n_out)], blob_shapes, build)
 
 
 @register("caffe", "Flatten")
-def caffe_flatten(layer: Any, in_shapes: list[Optional[Shape]]) -> Plan:
+def caffe_flatten(layer: Any, in_shapes: list[Shape | None]) -> Plan:
     shape = single(layer, in_shapes)
     p = layer.param("flatten_param")
     rank = len(shape) + 1
@@ -54,7 +54,7 @@ def caffe_flatten(layer: Any, in_shapes: list[Optional[Shape]]) -> Plan:
 
 
 @register("torch7", "nn.Linear")
-def torch7_linear(layer: Any, in_shapes: list[Optional[Shape]]) -> Plan:
+def torch7_linear(layer: Any, in_shapes: list[Shape | None]) -> Plan:
     weight = layer.array("weight")
     if weight.ndim != 2:
         raise LayerError(f"weight has shape {weight.shape}, expected (outputs, inputs)")
@@ -68,19 +68,19 @@ def torch7_linear(layer: Any, in_shapes: list[Optional[Shape]]) -> Plan:
 
 
 @register("torch7", "nn.View")
-def torch7_view(layer: Any, in_shapes: list[Optional[Shape]]) -> Plan:
+def torch7_view(layer: Any, in_shapes: list[Shape | None]) -> Plan:
     size = layer.sizes()
     return torch7_plan(layer, View(size, None if layer.get("numInputDims") is None else layer.int("numInputDims")))
 
 
 @register("torch7", "nn.Reshape")
-def torch7_reshape(layer: Any, in_shapes: list[Optional[Shape]]) -> Plan:
+def torch7_reshape(layer: Any, in_shapes: list[Shape | None]) -> Plan:
     # nn.Reshape treats a leading dimension beyond `size` as the batch: our batch axis.
     return torch7_plan(layer, View(layer.sizes(), None))
 
 
 @shape_rule(nn.Linear)
-def linear_shape(linear: nn.Linear, in_shapes: list[Shape]) -> Optional[list[Shape]]:
+def linear_shape(linear: nn.Linear, in_shapes: list[Shape]) -> list[Shape] | None:
     if len(in_shapes) != 1 or not in_shapes[0] or None in in_shapes[0]:
         return None
     shape = in_shapes[0]
@@ -90,7 +90,7 @@ def linear_shape(linear: nn.Linear, in_shapes: list[Shape]) -> Optional[list[Sha
 
 
 @shape_rule(nn.Flatten)
-def flatten_shape(flatten: nn.Flatten, in_shapes: list[Shape]) -> Optional[list[Shape]]:
+def flatten_shape(flatten: nn.Flatten, in_shapes: list[Shape]) -> list[Shape] | None:
     if len(in_shapes) != 1 or None in in_shapes[0]:
         return None
     full = (None, *in_shapes[0])  # the batch axis first, as the module sees it
@@ -101,7 +101,7 @@ def flatten_shape(flatten: nn.Flatten, in_shapes: list[Shape]) -> Optional[list[
 
 
 @shape_rule(View)
-def view_shape(view: View, in_shapes: list[Shape]) -> Optional[list[Shape]]:
+def view_shape(view: View, in_shapes: list[Shape]) -> list[Shape] | None:
     if len(in_shapes) != 1 or None in in_shapes[0]:
         return None
     full = (None, *in_shapes[0])

@@ -2,7 +2,7 @@
 bottom, is in :mod:`.structure`)."""
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 from ..modules import Concat, Eltwise, Narrow
 from ..registry import LayerError, Plan, Shape, register, shape_rule
@@ -10,7 +10,7 @@ from .common import canonical_axis, known
 
 
 @register("caffe", "Concat")
-def caffe_concat(layer: Any, in_shapes: list[Optional[Shape]]) -> Plan:
+def caffe_concat(layer: Any, in_shapes: list[Shape | None]) -> Plan:
     p = layer.param("concat_param")
     if p.has("axis") and p.has("concat_dim"):
         raise LayerError("give either axis or concat_dim, not both")  # as Caffe's ConcatLayer checks
@@ -40,7 +40,7 @@ def _show(shape: Shape) -> str:
 
 
 @register("caffe", "Eltwise")
-def caffe_eltwise(layer: Any, in_shapes: list[Optional[Shape]]) -> Plan:
+def caffe_eltwise(layer: Any, in_shapes: list[Shape | None]) -> Plan:
     p = layer.param("eltwise_param")
     operation = layer.enum("eltwise_param", "operation")
     if operation is None:
@@ -65,7 +65,7 @@ def _same_shapes(in_shapes: list[Shape]) -> None:
 
 
 @register("caffe", "Slice")
-def caffe_slice(layer: Any, in_shapes: list[Optional[Shape]]) -> Plan:
+def caffe_slice(layer: Any, in_shapes: list[Shape | None]) -> Plan:
     p = layer.param("slice_param")
     if p.has("axis") and p.has("slice_dim"):
         raise LayerError("give either axis or slice_dim, not both")
@@ -86,21 +86,21 @@ def caffe_slice(layer: Any, in_shapes: list[Optional[Shape]]) -> Plan:
         points = [extent // n * i for i in range(1, n)]
     bounds = [0, *points, extent]
     sizes = tuple(b - a for a, b in zip(bounds, bounds[1:]))
-    outs: list[Optional[Shape]] = [(*shape[: axis - 1], size, *shape[axis:]) for size in sizes]
+    outs: list[Shape | None] = [(*shape[: axis - 1], size, *shape[axis:]) for size in sizes]
     # one module per top, each reading the bottom
     return Plan(outs, build=lambda tensors: [(layer.name, Narrow(axis, a, b - a)) for a, b in zip(bounds, bounds[1:])],
                 per_top=True)
 
 
 @shape_rule(Concat)
-def concat_shape(module: Concat, in_shapes: list[Shape]) -> Optional[list[Shape]]:
+def concat_shape(module: Concat, in_shapes: list[Shape]) -> list[Shape] | None:
     if not in_shapes or not 1 <= module.axis <= len(in_shapes[0]):
         return None
     return [_concat_shape(module.axis, in_shapes)]
 
 
 @shape_rule(Eltwise)
-def eltwise_shape(module: Eltwise, in_shapes: list[Shape]) -> Optional[list[Shape]]:
+def eltwise_shape(module: Eltwise, in_shapes: list[Shape]) -> list[Shape] | None:
     if not in_shapes:
         return None
     _same_shapes(in_shapes)
@@ -108,7 +108,7 @@ def eltwise_shape(module: Eltwise, in_shapes: list[Shape]) -> Optional[list[Shap
 
 
 @shape_rule(Narrow)
-def narrow_shape(module: Narrow, in_shapes: list[Shape]) -> Optional[list[Shape]]:
+def narrow_shape(module: Narrow, in_shapes: list[Shape]) -> list[Shape] | None:
     if len(in_shapes) != 1 or not 1 <= module.axis <= len(in_shapes[0]):
         return None
     shape = in_shapes[0]

@@ -2,7 +2,7 @@
 SpatialCrossMapLRN and Normalize."""
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import torch
 from torch import nn
@@ -13,7 +13,7 @@ from .common import canonical_axis, image, known, single, torch7_plan
 
 
 @register("caffe", "LRN")
-def caffe_lrn(layer: Any, in_shapes: list[Optional[Shape]]) -> Plan:
+def caffe_lrn(layer: Any, in_shapes: list[Shape | None]) -> Plan:
     shape = image(layer, in_shapes)
     p = layer.param("lrn_param")
     size, alpha, beta, k = p.get("local_size"), p.get("alpha"), p.get("beta"), p.get("k")
@@ -31,7 +31,7 @@ def caffe_lrn(layer: Any, in_shapes: list[Optional[Shape]]) -> Plan:
 
 
 @register("torch7", "nn.SpatialCrossMapLRN", "cudnn.SpatialCrossMapLRN")
-def torch7_cross_map_lrn(layer: Any, in_shapes: list[Optional[Shape]]) -> Plan:
+def torch7_cross_map_lrn(layer: Any, in_shapes: list[Shape | None]) -> Plan:
     # scale = k + alpha/size * (sum of x^2 over `size` channels); y = x * scale^-beta: PyTorch's LRN.
     size, alpha = layer.int("size"), layer.number("alpha")
     beta, k = layer.number("beta"), layer.number("k", 1)
@@ -39,7 +39,7 @@ def torch7_cross_map_lrn(layer: Any, in_shapes: list[Optional[Shape]]) -> Plan:
 
 
 @register("torch7", "nn.Normalize")
-def torch7_normalize(layer: Any, in_shapes: list[Optional[Shape]]) -> Plan:
+def torch7_normalize(layer: Any, in_shapes: list[Shape | None]) -> Plan:
     p = layer.number("p")
     if p <= 0:
         raise LayerError(f"norm p must be positive, is {p}")
@@ -47,7 +47,7 @@ def torch7_normalize(layer: Any, in_shapes: list[Optional[Shape]]) -> Plan:
 
 
 @shape_rule(nn.LocalResponseNorm, WithinChannelLRN)
-def lrn_shape(module: nn.Module, in_shapes: list[Shape]) -> Optional[list[Shape]]:
+def lrn_shape(module: nn.Module, in_shapes: list[Shape]) -> list[Shape] | None:
     # both need (N, C, ...) inputs with at least one more axis
     return same_shape(module, in_shapes) if len(in_shapes) == 1 and len(in_shapes[0]) >= 2 else None
 
@@ -60,7 +60,7 @@ shape_rule(Normalize)(same_shape)
 
 
 @register("caffe", "BatchNorm")
-def caffe_batch_norm(layer: Any, in_shapes: list[Optional[Shape]]) -> Plan:
+def caffe_batch_norm(layer: Any, in_shapes: list[Shape | None]) -> Plan:
     # Stored statistics always: Caffe uses them in the TEST phase unless use_global_stats says
     # false, which asks for the batch's own statistics; deploy files that say so were still trained
     # with stored ones, and explaining one image by its batch makes no sense, so false is read as true.
@@ -82,7 +82,7 @@ def caffe_batch_norm(layer: Any, in_shapes: list[Optional[Shape]]) -> Plan:
     return Plan([shape], [(channels,), (channels,), (1,)], build)
 
 
-def _param_axes(layer: Any, p: Any, shape: Shape) -> tuple[int, tuple[Optional[int], ...]]:
+def _param_axes(layer: Any, p: Any, shape: Shape) -> tuple[int, tuple[int | None, ...]]:
     """(axis, parameter shape) of a one-bottom Scale or Bias: x's axes axis..axis+num_axes (-1: to the end)."""
     rank = len(shape) + 1
     axis = canonical_axis(p.get("axis"), rank, "axis")
@@ -93,7 +93,7 @@ def _param_axes(layer: Any, p: Any, shape: Shape) -> tuple[int, tuple[Optional[i
     return axis, tuple(shape[axis - 1 : end - 1])
 
 
-def _second_bottom(layer: Any, p: Any, in_shapes: list[Optional[Shape]]) -> Shape:
+def _second_bottom(layer: Any, p: Any, in_shapes: list[Shape | None]) -> Shape:
     if len(in_shapes) != 2 or len(layer.tops) != 1:
         raise LayerError(f"needs one or two bottoms and one top, has {len(in_shapes)} and {len(layer.tops)}")
     shape, factor = known(in_shapes)
@@ -107,7 +107,7 @@ def _second_bottom(layer: Any, p: Any, in_shapes: list[Optional[Shape]]) -> Shap
 
 
 @register("caffe", "Scale")
-def caffe_scale(layer: Any, in_shapes: list[Optional[Shape]]) -> Plan:
+def caffe_scale(layer: Any, in_shapes: list[Shape | None]) -> Plan:
     p = layer.param("scale_param")
     bias = p.get("bias_term")
     if len(in_shapes) != 1:
@@ -125,7 +125,7 @@ def caffe_scale(layer: Any, in_shapes: list[Optional[Shape]]) -> Plan:
 
 
 @register("caffe", "Bias")
-def caffe_bias(layer: Any, in_shapes: list[Optional[Shape]]) -> Plan:
+def caffe_bias(layer: Any, in_shapes: list[Shape | None]) -> Plan:
     p = layer.param("bias_param")
     if len(in_shapes) != 1:
         shape = _second_bottom(layer, p, in_shapes)
@@ -139,7 +139,7 @@ shape_rule(CaffeBatchNorm, AxisAffine)(same_shape)
 
 
 @shape_rule(ScaleBy)
-def scale_by_shape(module: ScaleBy, in_shapes: list[Shape]) -> Optional[list[Shape]]:
+def scale_by_shape(module: ScaleBy, in_shapes: list[Shape]) -> list[Shape] | None:
     if len(in_shapes) != 2 or len(in_shapes[1]) > len(in_shapes[0]):
         return None
     if any(a != b for a, b in zip(in_shapes[1], in_shapes[0])):

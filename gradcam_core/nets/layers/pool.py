@@ -1,7 +1,7 @@
 """Pooling: Caffe's Pooling (MAX, AVE, global), Torch7's SpatialMax/AveragePooling; their shape rules."""
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 from torch import nn
 
@@ -11,7 +11,7 @@ from .common import image, one_image, positive, smallest, torch7_plan
 
 
 @register("caffe", "Pooling")
-def caffe_pooling(layer: Any, in_shapes: list[Optional[Shape]]) -> Plan:
+def caffe_pooling(layer: Any, in_shapes: list[Shape | None]) -> Plan:
     channels, height, width = image(layer, in_shapes)
     p = layer.param("pooling_param")
     method = layer.enum("pooling_param", "pool")
@@ -48,18 +48,18 @@ def _torch7_geometry(layer: Any) -> dict[str, Any]:
 
 
 @register("torch7", "nn.SpatialMaxPooling", "cudnn.SpatialMaxPooling")
-def torch7_max_pooling(layer: Any, in_shapes: list[Optional[Shape]]) -> Plan:
+def torch7_max_pooling(layer: Any, in_shapes: list[Shape | None]) -> Plan:
     return torch7_plan(layer, nn.MaxPool2d(**_torch7_geometry(layer)))
 
 
 @register("torch7", "nn.SpatialAveragePooling", "cudnn.SpatialAveragePooling")
-def torch7_average_pooling(layer: Any, in_shapes: list[Optional[Shape]]) -> Plan:
+def torch7_average_pooling(layer: Any, in_shapes: list[Shape | None]) -> Plan:
     geometry = _torch7_geometry(layer)
     return torch7_plan(layer, nn.AvgPool2d(**geometry, count_include_pad=layer.flag("count_include_pad", True)))
 
 
 @shape_rule(CaffePool2d)
-def caffe_pool_shape(pool: CaffePool2d, in_shapes: list[Shape]) -> Optional[list[Shape]]:
+def caffe_pool_shape(pool: CaffePool2d, in_shapes: list[Shape]) -> list[Shape] | None:
     shape = one_image(in_shapes)
     if shape is None:
         return None
@@ -88,7 +88,7 @@ def _torch_pooled(n: int, k: int, s: int, p: int, d: int, ceil: bool) -> int:
 
 
 @shape_rule(nn.MaxPool2d, nn.AvgPool2d)
-def torch_pool_shape(pool: nn.MaxPool2d | nn.AvgPool2d, in_shapes: list[Shape]) -> Optional[list[Shape]]:
+def torch_pool_shape(pool: nn.MaxPool2d | nn.AvgPool2d, in_shapes: list[Shape]) -> list[Shape] | None:
     shape = one_image(in_shapes)
     if shape is None:
         return None

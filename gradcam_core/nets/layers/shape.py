@@ -3,7 +3,7 @@ InnerProduct in :mod:`.linear`)."""
 from __future__ import annotations
 
 import math
-from typing import Any, Optional
+from typing import Any
 
 from ..modules import CaffeReshape, Crop
 from ..registry import LayerError, Plan, Shape, count, register, shape_rule, show_shape
@@ -11,7 +11,7 @@ from .common import canonical_axis, known, single
 
 
 @register("caffe", "Reshape")
-def caffe_reshape(layer: Any, in_shapes: list[Optional[Shape]]) -> Plan:
+def caffe_reshape(layer: Any, in_shapes: list[Shape | None]) -> Plan:
     # reshape_layer.cpp: axes axis..axis+num_axes (-1: to the end) of the bottom are replaced by
     # `shape.dim`, where 0 copies the bottom's size at that place and one -1 is inferred.
     shape = single(layer, in_shapes)
@@ -28,7 +28,7 @@ def caffe_reshape(layer: Any, in_shapes: list[Optional[Shape]]) -> Plan:
     end = rank if num_axes == -1 else start + num_axes
     if dims.count(-1) > 1 or any(d < -1 for d in dims):
         raise LayerError(f"shape {dims} may have one -1 and no other negative size")
-    new: list[Optional[int]] = []
+    new: list[int | None] = []
     for i, d in enumerate(dims):
         if d == 0:
             if start + i >= end:
@@ -61,7 +61,7 @@ def caffe_reshape(layer: Any, in_shapes: list[Optional[Shape]]) -> Plan:
 
 
 @shape_rule(CaffeReshape)
-def caffe_reshape_shape(module: CaffeReshape, in_shapes: list[Shape]) -> Optional[list[Shape]]:
+def caffe_reshape_shape(module: CaffeReshape, in_shapes: list[Shape]) -> list[Shape] | None:
     if len(in_shapes) != 1 or None in in_shapes[0]:
         return None
     total = count(in_shapes[0])
@@ -78,7 +78,7 @@ def caffe_reshape_shape(module: CaffeReshape, in_shapes: list[Shape]) -> Optiona
 
 
 @register("caffe", "Crop")
-def caffe_crop(layer: Any, in_shapes: list[Optional[Shape]]) -> Plan:
+def caffe_crop(layer: Any, in_shapes: list[Shape | None]) -> Plan:
     # crop_layer.cpp: every axis from `axis` on takes the second bottom's size, starting at the
     # offset (one for all axes, one per axis, or 0).
     if len(in_shapes) != 2 or len(layer.tops) != 1:
@@ -104,7 +104,7 @@ def caffe_crop(layer: Any, in_shapes: list[Optional[Shape]]) -> Plan:
 
 
 @shape_rule(Crop)
-def crop_shape(module: Crop, in_shapes: list[Shape]) -> Optional[list[Shape]]:
+def crop_shape(module: Crop, in_shapes: list[Shape]) -> list[Shape] | None:
     if len(in_shapes) != 2 or len(in_shapes[0]) != len(in_shapes[1]):
         return None
     shape, reference = in_shapes

@@ -1,8 +1,6 @@
 """Softmax: Caffe's Softmax (over its axis), Torch7's SoftMax and LogSoftMax."""
 from __future__ import annotations
 
-from typing import Optional
-
 from torch import nn
 
 from ..registry import Shape, register, same_shape, shape_rule
@@ -19,7 +17,7 @@ register("torch7", "nn.LogSoftMax", "cudnn.LogSoftMax")(torch7_fixed(lambda: nn.
 
 
 @shape_rule(nn.Softmax, nn.LogSoftmax)
-def softmax_shape(softmax: nn.Module, in_shapes: list[Shape]) -> Optional[list[Shape]]:
+def softmax_shape(softmax: nn.Module, in_shapes: list[Shape]) -> list[Shape] | None:
     rank = len(in_shapes[0]) + 1 if len(in_shapes) == 1 else 0
     dim = softmax.dim
     return same_shape(softmax, in_shapes) if isinstance(dim, int) and -rank <= dim < rank else None

@@ -1,7 +1,7 @@
 """Layers that move blobs rather than compute: Caffe's input declarations and Split; Torch7's Identity."""
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 from torch import nn
 
@@ -10,12 +10,12 @@ from .common import torch7_fixed
 
 
 @register("caffe", "Input", "Data", "ImageData", "HDF5Data", "MemoryData", "WindowData", "DummyData")
-def caffe_input(layer: Any, in_shapes: list[Optional[Shape]]) -> Plan:
+def caffe_input(layer: Any, in_shapes: list[Shape | None]) -> Plan:
     # Input layers (and net-level input fields) declare the input blobs; data layers declare them
     # with unknown sizes. No module, as loadcaffe emitted none.
     if in_shapes:
         raise LayerError("an input layer cannot have bottoms")
-    shapes: list[Optional[Shape]] = [tuple(s[1:]) for s in layer.input_shapes]
+    shapes: list[Shape | None] = [tuple(s[1:]) for s in layer.input_shapes]
     if len(shapes) == 1:
         shapes *= len(layer.tops)
     if not shapes:
@@ -26,7 +26,7 @@ def caffe_input(layer: Any, in_shapes: list[Optional[Shape]]) -> Plan:
 
 
 @register("caffe", "Split")
-def caffe_split(layer: Any, in_shapes: list[Optional[Shape]]) -> Plan:
+def caffe_split(layer: Any, in_shapes: list[Shape | None]) -> Plan:
     # Every top is the bottom itself; the net aliases the names.
     if len(in_shapes) != 1:
         raise LayerError(f"needs one bottom, has {len(in_shapes)}")

@@ -21,7 +21,13 @@ from ..vocabulary import UNK, Vocabulary
 from .checkpoint import MAX_SEQ_LENGTH, load_checkpoint
 from .model import Captioner, LanguageModel
 from .target import (
-    DEFAULT_CAPTION, CaptionTarget, caption_labels, caption_score, decode_captions, encode_caption, explain_captions,
+    DEFAULT_CAPTION,
+    CaptionTarget,
+    caption_labels,
+    caption_score,
+    decode_captions,
+    encode_caption,
+    explain_captions,
     generate,
 )
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import torch
 from torch import nn
@@ -80,7 +80,7 @@ def _kind(value: Any) -> str:
 MAX_SEQ_LENGTH = 1000  # neuraltalk2 trains with 16; the sampler runs seq_length + 2 steps
 
 
-def _positive_int(lm: T7Object, name: str, most: Optional[int] = None) -> int:
+def _positive_int(lm: T7Object, name: str, most: int | None = None) -> int:
     value = lm.get(name)
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise GradCamError(f"protos.lm: field '{name}' should be a positive whole number, is {value!r}")

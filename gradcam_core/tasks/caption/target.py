@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -65,7 +65,7 @@ class CaptionTarget:
     work is done.
     """
 
-    def __init__(self, model: Captioner, caption: Optional[str]) -> None:
+    def __init__(self, model: Captioner, caption: str | None) -> None:
         self.lm, self.vocab, self.caption = model.lm, model.vocab, caption
         self.labels = None if caption is None else caption_labels(self.vocab, caption, self.lm.seq_length)  # (T,)
 
@@ -88,7 +88,7 @@ def generate(lm: LanguageModel, vocab: Vocabulary, feature: torch.Tensor) -> lis
 
 
 def explain_captions(model: Captioner, image: torch.Tensor, layer: str | int,
-                     captions: Sequence[Optional[str]]) -> tuple[Explanation, list[str]]:
+                     captions: Sequence[str | None]) -> tuple[Explanation, list[str]]:
     """Explain K captions (None = each image's generated caption) for N images from ONE CNN forward.
 
     Args:

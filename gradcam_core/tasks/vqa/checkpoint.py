@@ -9,8 +9,8 @@ in the file; lengths that do not fit them are refused with the option that is pr
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -119,7 +119,7 @@ def _fits(candidates: dict[str, Callable[[int], int]], n: int) -> list[str]:
     return [f"{option} {x}" for option, x in found if x is not None]
 
 
-def _solve(size: Callable[[int], int], n: int) -> Optional[int]:
+def _solve(size: Callable[[int], int], n: int) -> int | None:
     """The x >= 1 with size(x) == n for a strictly increasing ``size``, or None."""
     lo, hi = 1, 1
     while size(hi) < n:

@@ -1,7 +1,7 @@
 """What VQA explains: the score of an answer for a fixed question, as a function of the image feature."""
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -20,7 +20,7 @@ class AnswerTarget:
         index: 0-based answer index, or None for each image's predicted answer.
     """
 
-    def __init__(self, answer_net: AnswerNet, question: torch.Tensor, index: Optional[int]) -> None:
+    def __init__(self, answer_net: AnswerNet, question: torch.Tensor, index: int | None) -> None:
         self.answer_net, self.question, self.index = answer_net, question.detach(), index
 
     def __call__(self, feature: torch.Tensor) -> torch.Tensor:
@@ -29,7 +29,7 @@ class AnswerTarget:
 
 def explain_answers(
     image_net: nn.Module, answer_net: AnswerNet, image: torch.Tensor, question: torch.Tensor,
-    answers: Sequence[Optional[int]], layer: str | int,
+    answers: Sequence[int | None], layer: str | int,
 ) -> tuple[Explanation, torch.Tensor, list[list[int]]]:
     """Grad-CAM, guided backprop and guided Grad-CAM for K answers from one CNN forward.
 

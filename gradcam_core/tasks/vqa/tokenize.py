@@ -43,7 +43,8 @@ same: the whole question is one sentence, there is no sentence splitting.** Reas
 from __future__ import annotations
 
 import functools
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from ...errors import GradCamError
 
