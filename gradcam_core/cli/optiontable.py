@@ -3,29 +3,31 @@ and each command's options in ``--help`` order (:class:`OptionTable`), from whic
 command's signature (names, order, defaults) and the ``Args:`` section of its docstring (the help).
 
 An option several commands take is one :class:`Option` below; a command's table lists it, with
-``.but(...)`` where that command differs (``LAYER_NAME.but(default="relu5_4")``), and the web command's
+``.but(...)`` where that command differs (``LAYER_NAME.but(default="relu5_4")``); the web command's
 copies of the VQA sizes are the same options renamed (``.prefixed("vqa_", "VQA: ")``). A command is its
 table's :meth:`OptionTable.command` over a body that receives the converted values::
 
-    OPTIONS = OptionTable(PROTO_FILE.but(default=PROTO), ..., SEED, GPUID)
+    from .. import optiontable as opt
+
+    OPTIONS = opt.OptionTable(opt.PROTO_FILE.but(default=PROTO), ..., opt.SEED, opt.GPUID)
 
     @OPTIONS.command
     def main(v: SimpleNamespace) -> None:
-        '''Summary line; description. (The Args: section --help shows is made from OPTIONS.)'''
+        '''Summary line; description (--help shows it; its Args: section is made from OPTIONS).'''
         ... v.batch_size ...  # an int >= 1: as_positive_int ran before the body, naming the option
 
-An option of all four commands (the three scripts and ``python -m gradcam_core.web``) is one entry here,
+An option of all four commands (the three scripts and ``python -m gradcam_core.web``) is one entry here::
 
     METHOD = Option("method", "gradcam", "the CAM method: gradcam or gradcam++.", choice("gradcam", "gradcam++"))
 
-plus one line ``METHOD,`` in each command's table (cli/commands/classification.py, vqa.py, captioning.py,
-web/__main__.py); each body then reads ``v.method``.
+plus one line ``opt.METHOD,`` in each command's table (cli/commands/classification.py, vqa.py,
+captioning.py; web/__main__.py); each body then reads ``v.method``.
 
-Every value is converted before the body runs, in table order (so the first bad option, in ``--help``
-order, is the one named): a typed value arrives as the string the user typed, a default as its own type
-(see :func:`.options.given`), and each converter is one of :mod:`.options`' (``as_int``, ``as_switch``,
-...), with its messages. Paths are checked by the body (:mod:`.paths`), after every value fits.
-Torch-free: the entry scripts import this for ``--help``.
+Every value is converted before the body runs, in table order (the first bad option in ``--help`` order
+is the one named): a typed value arrives as the string the user typed, a default as its own type (see
+:func:`.options.given`), and each converter is one of :mod:`.options`' (``as_int``, ``as_switch``, ...),
+with its messages. The body checks the files the options name (:mod:`.paths`), after every value fits.
+Torch-free: the entry scripts import it for ``--help``.
 """
 from __future__ import annotations
 

@@ -14,43 +14,21 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+from ..cli import optiontable as opt
 from ..cli.app import Terminated, console_script, seed_torch
 from ..cli.options import as_float, as_input_options, as_int, as_positive_int, as_str
-from ..cli.optiontable import (
-    ARCH,
-    CHANNEL_ORDER,
-    GPUID,
-    INPUT_SCALE,
-    LAYER_NAME,
-    MEAN_FILE,
-    MEAN_VALUE,
-    MODEL_FILE,
-    MODEL_INPUT_SZ,
-    PREPROCESS,
-    PROTO_FILE,
-    QUESTION,
-    SEED,
-    SYNSET_FILE,
-    VQA_LAYER_NAME,
-    VQA_MODEL_FILE,
-    VQA_PROTO_FILE,
-    VQA_SIZES,
-    Option,
-    OptionTable,
-    subset,
-)
 from ..cli.paths import arch_weights_missing, device_for, input_path
 from ..data import IMAGES, SQUEEZENET, bundled
 from ..errors import GradCamError
 
-DEFAULT_INPUT_SIZE = MODEL_INPUT_SZ.default  # -input_sz when not given (an ONNX classifier: its own size)
+DEFAULT_INPUT_SIZE = opt.MODEL_INPUT_SZ.default  # -input_sz when not given (an ONNX classifier: its own size)
 
 BUNDLED = bundled(SQUEEZENET)
 PROTO = str(BUNDLED / "deploy.prototxt")
 MODEL = str(BUNDLED / "squeezenet1_1.caffemodel")
 SAMPLES = str(bundled(IMAGES))
-VQA_PROTO = VQA_PROTO_FILE.default
-VQA_MODEL = VQA_MODEL_FILE.default
+VQA_PROTO = opt.VQA_PROTO_FILE.default
+VQA_MODEL = opt.VQA_MODEL_FILE.default
 ENABLE = {
     "vqa": "start the server with -vqa_model_path <lstm.t7> -vqa_vocab_file <data_prepro.json> "
            "(and the VQA image net: -vqa_proto_file, -vqa_model_file)",
@@ -87,47 +65,47 @@ def _seconds(name: str, value: object) -> float:
     return seconds
 
 
-OPTIONS = OptionTable(
-    Option("port", 8000, 'the TCP port (0 = any free port; the line "Serving on ..." names it).', _port),
-    Option("host", "127.0.0.1", "the address to bind; anything but 127.0.0.1 / localhost / ::1 is said on start.",
-           _host),
-    Option("allowed_hosts", "", "further Host names to answer, comma-separated (localhost, 127.0.0.1, [::1] and "
-           "-host are always answered; other names are refused against DNS rebinding).", _names),
-    PROTO_FILE.but(help="classification: Caffe deploy prototxt (as classification.py)."),
-    MODEL_FILE.but(help="classification: Caffe weights, an ONNX file, or a torchvision state_dict with -arch."),
-    ARCH.but(help="classification: a torchvision architecture (-model_file is its state_dict)."),
-    LAYER_NAME.but(default="", help="classification: the default layer ('' = relu5_3 if the net has it, else the "
-                   "last layer with a spatial output); the page lists the others."),
-    MODEL_INPUT_SZ.but(help="side of the square network input (every task; default: an ONNX model's own size, "
-                       "else 224)."),
-    SYNSET_FILE.but(help="classification: class names (synset_words.txt format)."),
-    PREPROCESS.but(help="classification: caffe or torchvision (default: the model format's)."),
-    MEAN_VALUE.but(help="classification: per-channel means in the net's channel order."),
-    MEAN_FILE.but(help="classification: a Caffe mean image (mean.binaryproto)."),
-    INPUT_SCALE.but(help="classification: Caffe's transform_param scale."),
-    CHANNEL_ORDER.but(help="classification: bgr or rgb."),
-    Option("vqa_model_path", "", "VQA: the LSTM checkpoint (lstm.t7); turns VQA on."),
-    Option("vqa_vocab_file", "", "VQA: its vocabulary (data_prepro.json)."),
-    VQA_PROTO_FILE.but(name="vqa_proto_file", help="VQA: the image net's prototxt (VGG-19)."),
-    VQA_MODEL_FILE.but(name="vqa_model_file", help="VQA: the image net's caffemodel."),
-    VQA_LAYER_NAME.but(name="vqa_layer_name", help="VQA: the default layer."),
-    QUESTION.but(name="vqa_question", help="VQA: the question the page starts with."),
-    *(o.prefixed("vqa_", "VQA: ") for o in VQA_SIZES),
-    Option("caption_model_path", "", "captioning: a neuraltalk2 checkpoint (.t7); turns captioning on."),
-    Option("caption_layer", "30", "captioning: the default layer (a module number or name, as captioning.py -layer)."),
-    Option("samples", SAMPLES, "a folder whose JPEG and PNG files are offered as samples ('' = none)."),
-    Option("max_upload_mb", 20, "the largest upload accepted, in MB (larger: 413).", as_positive_int),
-    Option("max_pixels", 40_000_000, "the largest image accepted, width x height (larger: 400).", as_positive_int),
-    Option("max_queue", 8, "requests in the server at once (waiting or running); past it 503 with Retry-After. "
-           "A request joins it once its whole form has arrived.", as_positive_int),
-    Option("max_uploads", 16, "forms being received at once; past it 503 with Retry-After.", as_positive_int),
-    Option("max_connections", 64, "open connections; past it a request is answered 503 and its connection closed.",
-           as_positive_int),
-    Option("body_timeout", 60, "seconds a form may take to arrive, in all (past it 408).", _seconds),
-    Option("header_timeout", 10, "seconds a request's line and headers may take to arrive, and the longest pause "
-           "within a form (past it the connection is closed, within a form 408).", _seconds),
-    GPUID,
-    SEED,
+OPTIONS = opt.OptionTable(
+    opt.Option("port", 8000, 'the TCP port (0 = any free port; the line "Serving on ..." names it).', _port),
+    opt.Option("host", "127.0.0.1", "the address to bind; anything but 127.0.0.1 / localhost / ::1 is said on start.",
+               _host),
+    opt.Option("allowed_hosts", "", "further Host names to answer, comma-separated (localhost, 127.0.0.1, [::1] and "
+               "-host are always answered; other names are refused against DNS rebinding).", _names),
+    opt.PROTO_FILE.but(help="classification: Caffe deploy prototxt (as classification.py)."),
+    opt.MODEL_FILE.but(help="classification: Caffe weights, an ONNX file, or a torchvision state_dict with -arch."),
+    opt.ARCH.but(help="classification: a torchvision architecture (-model_file is its state_dict)."),
+    opt.LAYER_NAME.but(default="", help="classification: the default layer ('' = relu5_3 if the net has it, else the "
+                       "last layer with a spatial output); the page lists the others."),
+    opt.MODEL_INPUT_SZ.but(help="side of the square network input (every task; default: an ONNX model's own size, "
+                           "else 224)."),
+    opt.SYNSET_FILE.but(help="classification: class names (synset_words.txt format)."),
+    opt.PREPROCESS.but(help="classification: caffe or torchvision (default: the model format's)."),
+    opt.MEAN_VALUE.but(help="classification: per-channel means in the net's channel order."),
+    opt.MEAN_FILE.but(help="classification: a Caffe mean image (mean.binaryproto)."),
+    opt.INPUT_SCALE.but(help="classification: Caffe's transform_param scale."),
+    opt.CHANNEL_ORDER.but(help="classification: bgr or rgb."),
+    opt.Option("vqa_model_path", "", "VQA: the LSTM checkpoint (lstm.t7); turns VQA on."),
+    opt.Option("vqa_vocab_file", "", "VQA: its vocabulary (data_prepro.json)."),
+    opt.VQA_PROTO_FILE.but(name="vqa_proto_file", help="VQA: the image net's prototxt (VGG-19)."),
+    opt.VQA_MODEL_FILE.but(name="vqa_model_file", help="VQA: the image net's caffemodel."),
+    opt.VQA_LAYER_NAME.but(name="vqa_layer_name", help="VQA: the default layer."),
+    opt.QUESTION.but(name="vqa_question", help="VQA: the question the page starts with."),
+    *(o.prefixed("vqa_", "VQA: ") for o in opt.VQA_SIZES),
+    opt.Option("caption_model_path", "", "captioning: a neuraltalk2 checkpoint (.t7); turns captioning on."),
+    opt.Option("caption_layer", "30", "captioning: the default layer (a module number or name, as captioning.py -layer)."),
+    opt.Option("samples", SAMPLES, "a folder whose JPEG and PNG files are offered as samples ('' = none)."),
+    opt.Option("max_upload_mb", 20, "the largest upload accepted, in MB (larger: 413).", as_positive_int),
+    opt.Option("max_pixels", 40_000_000, "the largest image accepted, width x height (larger: 400).", as_positive_int),
+    opt.Option("max_queue", 8, "requests in the server at once (waiting or running); past it 503 with Retry-After. "
+               "A request joins it once its whole form has arrived.", as_positive_int),
+    opt.Option("max_uploads", 16, "forms being received at once; past it 503 with Retry-After.", as_positive_int),
+    opt.Option("max_connections", 64, "open connections; past it a request is answered 503 and its connection closed.",
+               as_positive_int),
+    opt.Option("body_timeout", 60, "seconds a form may take to arrive, in all (past it 408).", _seconds),
+    opt.Option("header_timeout", 10, "seconds a request's line and headers may take to arrive, and the longest pause "
+               "within a form (past it the connection is closed, within a form 408).", _seconds),
+    opt.GPUID,
+    opt.SEED,
 )
 
 
@@ -174,7 +152,7 @@ def main(v: SimpleNamespace) -> None:
                 input_path("vqa_vocab_file", v.vqa_vocab_file, ""),
                 input_path("vqa_proto_file", v.vqa_proto_file, VQA_PROTO),
                 input_path("vqa_model_file", v.vqa_model_file, VQA_MODEL),
-                sizes=VQASizes(**subset(v, VQA_SIZES, "vqa_")),
+                sizes=VQASizes(**opt.subset(v, opt.VQA_SIZES, "vqa_")),
                 layer=v.vqa_layer_name, input_sz=v.input_sz or DEFAULT_INPUT_SIZE, device=device,
                 question=v.vqa_question,
             )

@@ -7,42 +7,30 @@ relative to the current folder as in Lua.
 """
 from types import SimpleNamespace
 
+from .. import optiontable as opt
 from ..app import console_script, seed_torch, with_many_images_help
-from ..optiontable import (
-    BACKEND,
-    BATCH_SIZE,
-    GPUID,
-    INPUT_IMAGE_PATH,
-    INPUT_SZ,
-    OUT_PATH,
-    SAVE_AS_HEATMAP,
-    SEED,
-    Option,
-    OptionTable,
-    save_overlay,
-    separated,
-)
-from ..paths import check_out_dir, device_for, input_images, input_path
+from ..paths import check_out_dir, input_path
+from .common import run_fields
 
 MODEL = "neuraltalk2/model_id1-501-1448236541.t7"
-IMAGE = INPUT_IMAGE_PATH.default
+IMAGE = opt.INPUT_IMAGE_PATH.default
 CAPTION = "a dog and a cat posing for a picture"
 MODEL_HINT = "run scripts/download_models.sh captioning to fetch it, or pass -model_path"
 
-OPTIONS = OptionTable(
-    INPUT_SZ,
-    BACKEND.but(default="cudnn", help="accepted for compatibility (nn|cudnn); the CNN comes from the checkpoint."),
-    Option("layer", 30, "layer to explain: the CNN's 1-based module number (30 = relu5_3) or its name."),
-    INPUT_IMAGE_PATH,
-    Option("caption", CAPTION, "the caption(s) to explain, separated by '|' or as a list literal; '' = the "
-           "generated caption.", separated("|")),
-    SAVE_AS_HEATMAP,
-    Option("model_path", MODEL, "neuraltalk2 checkpoint (.t7)."),
-    SEED,
-    GPUID,
-    OUT_PATH,
-    BATCH_SIZE,
-    save_overlay("caption_overlay_<caption>.png"),
+OPTIONS = opt.OptionTable(
+    opt.INPUT_SZ,
+    opt.BACKEND.but(default="cudnn", help="accepted for compatibility (nn|cudnn); the CNN comes from the checkpoint."),
+    opt.Option("layer", 30, "layer to explain: the CNN's 1-based module number (30 = relu5_3) or its name."),
+    opt.INPUT_IMAGE_PATH,
+    opt.Option("caption", CAPTION, "the caption(s) to explain, separated by '|' or as a list literal; '' = the "
+               "generated caption.", opt.separated("|")),
+    opt.SAVE_AS_HEATMAP,
+    opt.Option("model_path", MODEL, "neuraltalk2 checkpoint (.t7)."),
+    opt.SEED,
+    opt.GPUID,
+    opt.OUT_PATH,
+    opt.BATCH_SIZE,
+    opt.save_overlay("caption_overlay_<caption>.png"),
 )
 
 
@@ -72,14 +60,9 @@ def main(v: SimpleNamespace) -> None:
     out_dir = check_out_dir(v.out_path)  # created only when the images are written
     opts = program.CaptioningOptions(
         model_path=input_path("model_path", v.model_path, MODEL, hint=MODEL_HINT),
-        inputs=input_images("input_image_path", v.input_image_path, IMAGE, out_dir),
         captions=v.caption,
         layer=v.layer,
-        input_sz=v.input_sz,
-        save_as_heatmap=v.save_as_heatmap,
-        save_overlay=v.save_overlay,
-        device=device_for(v.gpuid),
-        batch_size=v.batch_size,
+        **run_fields(v, IMAGE, out_dir),
     )
     seed_torch(v.seed)
     program.run(opts)

@@ -7,68 +7,44 @@ relative to the current folder as in Lua.
 """
 from types import SimpleNamespace
 
+from .. import optiontable as opt
 from ..app import console_script, seed_torch, with_many_images_help
 from ..options import as_input_options
-from ..optiontable import (
-    ARCH,
-    BACKEND,
-    BATCH_SIZE,
-    CHANNEL_ORDER,
-    GPUID,
-    INPUT_IMAGE_PATH,
-    INPUT_SCALE,
-    LABEL,
-    LAYER_NAME,
-    MEAN_FILE,
-    MEAN_VALUE,
-    MODEL_FILE,
-    MODEL_INPUT_SZ,
-    OUT_PATH,
-    PREPROCESS,
-    PROTO_FILE,
-    SAVE_AS_HEATMAP,
-    SEED,
-    SYNSET_FILE,
-    Option,
-    OptionTable,
-    save_overlay,
-)
 from ..paths import (
     MODELS_HINT,
     arch_weights_missing,
     bundled_classifier_hint,
     check_out_dir,
-    device_for,
-    input_images,
     input_path,
 )
+from .common import run_fields
 
 PROTO = "models/VGG_ILSVRC_16_layers_deploy.prototxt"
 MODEL = "models/VGG_ILSVRC_16_layers.caffemodel"
-IMAGE = INPUT_IMAGE_PATH.default
+IMAGE = opt.INPUT_IMAGE_PATH.default
 
-OPTIONS = OptionTable(
-    PROTO_FILE.but(default=PROTO),
-    MODEL_FILE.but(default=MODEL),
-    MODEL_INPUT_SZ,
-    BACKEND,
-    LAYER_NAME.but(help="layer to explain, by Caffe name or loadcaffe's 1-based module index (30 = relu5_3)."),
-    INPUT_IMAGE_PATH,
-    Option("output_image_name", "", "name used in the output files instead of the label."),
-    LABEL,
-    SAVE_AS_HEATMAP,
-    SEED,
-    GPUID,
-    OUT_PATH,
-    BATCH_SIZE,
-    ARCH,
-    SYNSET_FILE,
-    PREPROCESS,
-    MEAN_VALUE,
-    MEAN_FILE,
-    INPUT_SCALE,
-    CHANNEL_ORDER,
-    save_overlay("classify_overlay_<L>.png"),
+OPTIONS = opt.OptionTable(
+    opt.PROTO_FILE.but(default=PROTO),
+    opt.MODEL_FILE.but(default=MODEL),
+    opt.MODEL_INPUT_SZ,
+    opt.BACKEND,
+    opt.LAYER_NAME.but(help="layer to explain, by Caffe name or loadcaffe's 1-based module index (30 = relu5_3)."),
+    opt.INPUT_IMAGE_PATH,
+    opt.Option("output_image_name", "", "name used in the output files instead of the label."),
+    opt.LABEL,
+    opt.SAVE_AS_HEATMAP,
+    opt.SEED,
+    opt.GPUID,
+    opt.OUT_PATH,
+    opt.BATCH_SIZE,
+    opt.ARCH,
+    opt.SYNSET_FILE,
+    opt.PREPROCESS,
+    opt.MEAN_VALUE,
+    opt.MEAN_FILE,
+    opt.INPUT_SCALE,
+    opt.CHANNEL_ORDER,
+    opt.save_overlay("classify_overlay_<L>.png"),
 )
 
 
@@ -106,18 +82,13 @@ def main(v: SimpleNamespace) -> None:
     opts = program.ClassificationOptions(
         proto_file=proto,
         model_file=model,
-        inputs=input_images("input_image_path", v.input_image_path, IMAGE, out_dir),
         labels=v.label,
         layer_name=v.layer_name,
-        input_sz=v.input_sz,  # None: the model's own
         output_image_name=v.output_image_name,
-        save_as_heatmap=v.save_as_heatmap,
-        save_overlay=v.save_overlay,
-        device=device_for(v.gpuid),
-        batch_size=v.batch_size,
         arch=v.arch,
         synset_file=input_path("synset_file", v.synset_file, "") if v.synset_file else None,
         input_options=as_input_options(v.preprocess, v.mean_value, v.mean_file, v.input_scale, v.channel_order),
+        **run_fields(v, IMAGE, out_dir),  # -input_sz None: the model's own
     )
     seed_torch(v.seed)
     program.run(opts)

@@ -7,53 +7,36 @@ Its default files are the original's, relative to the current folder as in Lua.
 """
 from types import SimpleNamespace
 
+from .. import optiontable as opt
 from ..app import console_script, seed_torch, with_many_images_help
-from ..optiontable import (
-    BACKEND,
-    BATCH_SIZE,
-    GPUID,
-    INPUT_IMAGE_PATH,
-    INPUT_SZ,
-    OUT_PATH,
-    QUESTION,
-    SAVE_AS_HEATMAP,
-    SEED,
-    VQA_LAYER_NAME,
-    VQA_MODEL_FILE,
-    VQA_PROTO_FILE,
-    VQA_SIZES,
-    Option,
-    OptionTable,
-    save_overlay,
-    subset,
-)
-from ..paths import check_out_dir, device_for, input_images, input_path
+from ..paths import check_out_dir, input_path
+from .common import run_fields
 
-PROTO = VQA_PROTO_FILE.default
-MODEL = VQA_MODEL_FILE.default
-IMAGE = INPUT_IMAGE_PATH.default
+PROTO = opt.VQA_PROTO_FILE.default
+MODEL = opt.VQA_MODEL_FILE.default
+IMAGE = opt.INPUT_IMAGE_PATH.default
 VQA_MODEL = "VQA_LSTM_CNN/lstm.t7"
 VOCAB = "VQA_LSTM_CNN/data_prepro.json"
 HINT = "run scripts/download_models.sh vqa to fetch the original models, or pass the file explicitly"
 
-OPTIONS = OptionTable(
-    VQA_PROTO_FILE,
-    VQA_MODEL_FILE,
-    INPUT_SZ,
-    BACKEND,
-    VQA_LAYER_NAME,
-    INPUT_IMAGE_PATH,
-    QUESTION,
-    Option("answer", "", "the answer(s) to explain, comma-separated; '' = the predicted answer."),
-    SAVE_AS_HEATMAP,
-    Option("model_path", VQA_MODEL, "the VQA model (lstm.t7)."),
-    Option("vocab_file", VOCAB, "the question words and answers (data_prepro.json)."),
-    *VQA_SIZES,
-    SEED,
-    GPUID,
-    OUT_PATH,
-    BATCH_SIZE,
-    save_overlay("vqa_overlay_<answer>.png"),
+OPTIONS = opt.OptionTable(
+    opt.VQA_PROTO_FILE,
+    opt.VQA_MODEL_FILE,
+    opt.INPUT_SZ,
+    opt.BACKEND,
+    opt.VQA_LAYER_NAME,
+    opt.INPUT_IMAGE_PATH,
+    opt.QUESTION,
+    opt.Option("answer", "", "the answer(s) to explain, comma-separated; '' = the predicted answer."),
+    opt.SAVE_AS_HEATMAP,
+    opt.Option("model_path", VQA_MODEL, "the VQA model (lstm.t7)."),
+    opt.Option("vocab_file", VOCAB, "the question words and answers (data_prepro.json)."),
+    *opt.VQA_SIZES,
+    opt.SEED,
+    opt.GPUID,
+    opt.OUT_PATH,
+    opt.BATCH_SIZE,
+    opt.save_overlay("vqa_overlay_<answer>.png"),
 )
 
 
@@ -81,18 +64,13 @@ def main(v: SimpleNamespace) -> None:
     opts = program.VQAOptions(
         proto_file=input_path("proto_file", v.proto_file, PROTO, hint=HINT),
         model_file=input_path("model_file", v.model_file, MODEL, hint=HINT),
-        inputs=input_images("input_image_path", v.input_image_path, IMAGE, out_dir),
         model_path=input_path("model_path", v.model_path, VQA_MODEL, hint=HINT),
         vocab_file=input_path("vocab_file", v.vocab_file, VOCAB, hint=HINT),
         question=v.question,
         answers=[v.answer],  # split into answers once the vocabulary is read
         layer_name=v.layer_name,
-        input_sz=v.input_sz,
-        sizes=program.VQASizes(**subset(v, VQA_SIZES)),
-        save_as_heatmap=v.save_as_heatmap,
-        save_overlay=v.save_overlay,
-        device=device_for(v.gpuid),
-        batch_size=v.batch_size,
+        sizes=program.VQASizes(**opt.subset(v, opt.VQA_SIZES)),
+        **run_fields(v, IMAGE, out_dir),
     )
     seed_torch(v.seed)
     program.run(opts)
