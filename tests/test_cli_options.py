@@ -44,12 +44,15 @@ def help_flags(text: str) -> list[tuple[str, str, str]]:
     return [(name, default, help_) for name, default, help_ in entries]
 
 
+def web_command(folder: Path) -> str:
+    """A script that runs ``python -m gradcam_core.web`` (as tests/web/test_command.py does)."""
+    wrapper = folder / "gradcam_web_command.py"
+    wrapper.write_text("import runpy\nrunpy.run_module('gradcam_core.web', run_name='__main__', alter_sys=True)\n")
+    return str(wrapper)
+
+
 def shown_help(script: str, tmp_path: Path) -> str:
-    if script == "web":  # python -m gradcam_core.web, as tests/web/test_command.py runs it
-        wrapper = tmp_path / "gradcam_web_command.py"
-        wrapper.write_text("import runpy\nrunpy.run_module('gradcam_core.web', run_name='__main__', alter_sys=True)\n")
-        script = str(wrapper)
-    result = run_script(script, "--help", cwd=tmp_path)
+    result = run_script(web_command(tmp_path) if script == "web" else script, "--help", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     return result.stdout + result.stderr  # fire shows the help on stderr when it is not a terminal
 
@@ -105,6 +108,12 @@ def test_a_bad_value_is_named_before_any_file_is_looked_at(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == ["classification.py: error: -seed must be a number, got 'x'"]
     assert not (tmp_path / "out").exists()
+
+
+def test_the_web_commands_vqa_sizes_are_checked_when_vqa_is_off(tmp_path):
+    result = run_script(web_command(tmp_path), "-vqa_rnn_size", "0", "-port", "0", cwd=tmp_path, timeout=120)
+    assert result.returncode == 2 and "Serving on" not in result.stdout
+    assert result.stderr.strip().splitlines() == ["python -m gradcam_core.web: error: -vqa_rnn_size must be at least 1, got 0"]
 
 
 def test_a_command_is_its_table_over_its_body():
