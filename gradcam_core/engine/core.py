@@ -19,15 +19,18 @@ deep clone whose ReLUs were swapped for guided ones. Here:
   bit for bit PyTorch's own im2col path, which sums in the order Torch7's SpatialConvolutionMM did.
   Each image of a batch is computed alone (forward and, faster here too, backward).
 
-Grad-CAM is computed as the authors' code did: channel weights are the SUM of the gradients over the
-map (not the mean: the missing 1/Z cancels after min-max normalisation, but raw maps keep the Lua
-values), map = ReLU(sum_c w_c A_c), then scaled to the input size with ``image.scale`` semantics.
+The map itself comes from a CAM method (:mod:`.methods`: Grad-CAM, the default, as the authors'
+code computed it, and the others): the engine gathers the layer's activations and, once for every
+gradient method of the call, the gradients of the targets at the layer; a method turns those (or
+scores of perturbed inputs, which it asks the engine for) into a map. Maps are scaled to the input
+size with ``image.scale`` semantics.
 """
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import overload
 
 import torch
 from torch import nn
@@ -35,7 +38,8 @@ from torch import nn
 from ..errors import GradCamError
 from ..image.resize import scale
 from .guided import GuideSwitch, switchable_activations
-from .targets import ClassTarget, Target
+from .methods import CamMethod, LayerContext, lookup
+from .targets import ClassTarget, Negated, Target
 from .torch7_conv import default_torch7_ties, release_workspace, torch7_conv_forward  # noqa: F401 (API)
 
 LayerRef = str | int | nn.Module
@@ -50,24 +54,28 @@ class Explanation:
         scores: the model output, (N, ...) detached.
         target_scores: (N, K), the score of each target (the thing explained).
         activations: (N, C, h, w), the chosen layer's activations A.
-        weights: (N, K, C), Grad-CAM channel weights (sum of gradients over h, w).
-        cam_raw: (N, K, h, w), ReLU(sum_c w_c A_c), the map before scaling.
+        weights: (N, K, C), the method's channel weights (Grad-CAM: the gradients summed over h, w), or
+            None for a method without channel weights (HiResCAM, LayerCAM, Eigen-CAM, FullGrad, ...).
+        cam_raw: (N, K, h, w), the method's map at the layer's resolution, after its ReLU, before
+            scaling (Grad-CAM: ReLU(sum_c w_c A_c)); FullGrad's is at the input's resolution.
         cam: (N, K, H, W), ``cam_raw`` scaled to the input size (``image.scale`` semantics). Maps
             keep the model's precision (the Lua scripts scaled ``gcam:float()``; ``outputs`` renders
             the way they did).
         guided: (N, K, C_in, H, W), guided-backprop gradient w.r.t. the input (same channel order as the
             input), or None when ``guided=False``.
         guided_cam: (N, K, C_in, H, W), ``guided * cam`` (both unnormalised), or None.
+        method: the name of the CAM method that made ``cam``.
     """
 
     scores: torch.Tensor
     target_scores: torch.Tensor
     activations: torch.Tensor
-    weights: torch.Tensor
+    weights: torch.Tensor | None
     cam_raw: torch.Tensor
     cam: torch.Tensor
     guided: torch.Tensor | None = None
     guided_cam: torch.Tensor | None = None
+    method: str = "gradcam"
 
     def nonfinite(self, n: int) -> str:
         """What of image ``n``'s results holds a NaN or an infinity ("scores", "Grad-CAM map",
@@ -81,6 +89,26 @@ class Explanation:
         return ""
 
 
+MethodSpec = str | list[str] | tuple[str, ...]
+
+
+@overload
+def explain(
+    model: nn.Module, image: torch.Tensor, layer: LayerRef, targets: TargetSpec | Sequence[TargetSpec], *,
+    guided: bool = ..., torch7_ties: bool | None = ..., method: str = ..., counterfactual: bool = ...,
+    aug_smooth: bool = ..., eigen_smooth: bool = ..., batch_size: int | None = ..., progress: bool = ...,
+) -> Explanation: ...
+
+
+@overload
+def explain(
+    model: nn.Module, image: torch.Tensor, layer: LayerRef, targets: TargetSpec | Sequence[TargetSpec], *,
+    guided: bool = ..., torch7_ties: bool | None = ..., method: list[str] | tuple[str, ...],
+    counterfactual: bool = ...,
+    aug_smooth: bool = ..., eigen_smooth: bool = ..., batch_size: int | None = ..., progress: bool = ...,
+) -> dict[str, Explanation]: ...
+
+
 def explain(
     model: nn.Module,
     image: torch.Tensor,
@@ -89,8 +117,15 @@ def explain(
     *,
     guided: bool = True,
     torch7_ties: bool | None = None,
-) -> Explanation:
-    """Grad-CAM (and, by default, Guided Backprop and Guided Grad-CAM) for K targets on N images.
+    method: MethodSpec = "gradcam",
+    counterfactual: bool = False,
+    aug_smooth: bool = False,
+    eigen_smooth: bool = False,
+    batch_size: int | None = None,
+    progress: bool = False,
+) -> Explanation | dict[str, Explanation]:
+    """A CAM method's maps (Grad-CAM by default) and, by default, Guided Backprop and the guided map,
+    for K targets on N images.
 
     Args:
         model: any ``nn.Module``; if it has ``resolve_layer`` (e.g. :class:`~gradcam_core.nets.graph.GraphNet`) layer names and
@@ -102,7 +137,8 @@ def explain(
         targets: one target or a sequence of K; an ``int`` is a 0-based class index
             (:class:`~gradcam_core.targets.ClassTarget`); any callable mapping the model output to (N,)
             scores works.
-        guided: also compute guided backprop and guided Grad-CAM.
+        guided: also compute guided backprop and the guided map (guided backprop x the method's map).
+            Guided backprop does not depend on the method.
         torch7_ties: with ``guided``, run the forward convolutions the way Torch7 did (im2col + GEMM,
             bit for bit PyTorch's native CPU path) instead of oneDNN. Both compute equal receptive
             fields alike, but they round differently; where two different receptive fields round to the
@@ -119,51 +155,105 @@ def explain(
             the original could run (Caffe chains loadcaffe could build, Torch7 checkpoints:
             ``GraphNet.torch7_ties``), also inside a wrapper module, False for any other model (a
             Caffe DAG, a torchvision or ONNX one).
+        method: a CAM method's name (:func:`~gradcam_core.engine.methods.method_names`: ``"gradcam"``,
+            ``"gradcam++"``, ``"scorecam"``, ...), or a sequence of names: then a dict of one
+            explanation per method, from one forward and one backward shared by the gradient methods.
+        counterfactual: explain each target's negated score (the regions whose removal would raise it).
+        aug_smooth: average the maps over flipped and brightness-scaled copies of the input
+            (pytorch-grad-cam's ``aug_smooth``).
+        eigen_smooth: replace each method's sum over channels by the first principal component of its
+            weighted activations (pytorch-grad-cam's ``eigen_smooth``).
+        batch_size: the most perturbed inputs a perturbation method (Score-CAM, Ablation-CAM) runs in
+            one forward; None: chosen from the free memory.
+        progress: let methods with many forwards show a progress bar on a terminal.
 
     Returns:
-        An :class:`Explanation` with (N, K, ...) maps.
+        An :class:`Explanation` with (N, K, ...) maps, or for a sequence of methods a dict from each
+        method's name to its explanation (they share ``scores``, ``activations`` and ``guided``).
     """
     if not isinstance(image, torch.Tensor) or image.dim() != 4:
         shape = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
         raise GradCamError(f"explain needs an (N, C, H, W) image tensor, got {shape}")
+    names = [method] if isinstance(method, str) else list(method)
+    if not names:
+        raise GradCamError("no CAM method given: name at least one (e.g. method='gradcam')")
+    methods = [lookup(name) for name in dict.fromkeys(names)]  # an unknown name fails before any work
     target_list = _as_targets(targets)
+    if counterfactual:
+        target_list = [Negated(t) for t in target_list]
+    options = _Options(guided, torch7_ties, eigen_smooth, batch_size, progress)
+    if aug_smooth:
+        from .smoothing import explain_augmented
+
+        results = explain_augmented(_explain_once, model, image, layer, target_list, methods, options)
+    else:
+        results = _explain_once(model, image, layer, target_list, methods, options)
+    return results[names[0]] if isinstance(method, str) else results
+
+
+@dataclass(frozen=True)
+class _Options:
+    guided: bool
+    torch7_ties: bool | None
+    eigen_smooth: bool
+    batch_size: int | None
+    progress: bool
+
+
+def _explain_once(model: nn.Module, image: torch.Tensor, layer: LayerRef, targets: list[Target],
+                  methods: Sequence[CamMethod], options: _Options) -> dict[str, Explanation]:
+    """One forward, the backwards the methods need, then each method's map: {name: explanation}."""
+    guided = options.guided
     grad_module, value_module = resolve_layer(model, layer)
     image = _to_model(model, image)
+    needs_gradients = any(m.uses_gradients for m in methods)
 
     switch = GuideSwitch()
     with contextlib.ExitStack() as stack:
         stack.enter_context(_frozen_parameters(model))
         if guided:
             stack.enter_context(switchable_activations(model, switch))
-            if default_torch7_ties(model) if torch7_ties is None else torch7_ties:
+            if default_torch7_ties(model) if options.torch7_ties is None else options.torch7_ties:
                 stack.enter_context(torch7_conv_forward(model))
         tap = stack.enter_context(_LayerTap(grad_module, value_module, detach_below=not guided))
         stack.enter_context(torch.enable_grad())
 
         x = image.detach().requires_grad_(guided)
         output = model(x)
-        target_scores = torch.stack([_score(t, output) for t in target_list], dim=1)  # (N, K)
+        target_scores = torch.stack([_score(t, output) for t in targets], dim=1)  # (N, K)
         a_grad, activations = tap.result(layer)
 
-        grads = _batched_grad(target_scores, a_grad, retain_graph=guided)  # (K, N, C, h, w)
+        grads = None
+        if needs_gradients:
+            grads = _batched_grad(target_scores, a_grad, retain_graph=guided)  # (K, N, C, h, w)
         gb = None
         if guided:
             switch.guided = True
             gb = _batched_grad(target_scores, x, retain_graph=False).transpose(0, 1)  # (N, K, C, H, W)
 
-    weights = grads.sum(dim=(-2, -1)).transpose(0, 1)  # (N, K, C)
-    cam_raw = torch.einsum("nkc,nchw->nkhw", weights, activations).clamp_min(0)
-    cam = scale(cam_raw, image.shape[-1], image.shape[-2])
-    return Explanation(
-        scores=output.detach(),
-        target_scores=target_scores.detach(),
-        activations=activations,
-        weights=weights,
-        cam_raw=cam_raw,
-        cam=cam,
-        guided=gb,
-        guided_cam=None if gb is None else gb * cam[:, :, None],
+    # the hooks and the guided activations are gone: perturbation methods run the plain model
+    ctx = LayerContext(
+        model=model, image=image.detach(), output=output.detach(), targets=targets,
+        target_scores=target_scores.detach(), activations=activations,
+        gradients=None if grads is None else grads.transpose(0, 1), layer_module=value_module,
+        batch_size=options.batch_size, progress=options.progress,
     )
+    first: Explanation | None = None
+    results: dict[str, Explanation] = {}
+    for method in methods:
+        cam_raw, weights = method.compute(ctx, eigen_smooth=options.eigen_smooth)
+        cam = scale(cam_raw, image.shape[-1], image.shape[-2])
+        if first is None:
+            first = Explanation(
+                scores=output.detach(), target_scores=target_scores.detach(), activations=activations,
+                weights=weights, cam_raw=cam_raw, cam=cam, guided=gb,
+                guided_cam=None if gb is None else gb * cam[:, :, None], method=method.name,
+            )
+            results[method.name] = first
+        else:
+            results[method.name] = replace(first, weights=weights, cam_raw=cam_raw, cam=cam, method=method.name,
+                                           guided_cam=None if gb is None else gb * cam[:, :, None])
+    return results
 
 
 def resolve_layer(model: nn.Module, layer: LayerRef) -> tuple[nn.Module, nn.Module]:

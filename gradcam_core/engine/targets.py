@@ -10,6 +10,11 @@ follows the gradient of that score, exactly as the Lua scripts seeded their back
   (``gradcam_core.tasks.caption``).
 
 :func:`score_of` is the index-or-predicted choice the classification and VQA targets share.
+
+Methods that score perturbed inputs (Score-CAM, Ablation-CAM) need each target as it chose on the
+unperturbed image: a target that picks "the predicted class" must keep that class on a masked copy.
+A target may define ``pin(output, n) -> Target`` for that (:func:`pin`); :class:`Negated` is the
+counterfactual of any target.
 """
 from __future__ import annotations
 
@@ -45,6 +50,34 @@ class ClassTarget:
             what = self.label or f"class index {self.index}"
             raise GradCamError(f"{what} is out of range: the model has {n_out} outputs")
         return score_of(flat, self.index)
+
+    def pin(self, output: torch.Tensor, n: int) -> ClassTarget:
+        """This target as it chose for image ``n`` of ``output``: the predicted class made explicit."""
+        if self.index is not None:
+            return self
+        return ClassTarget(int(output[n : n + 1].reshape(1, -1).argmax(dim=1)), self.label)
+
+
+@dataclass(frozen=True)
+class Negated:
+    """The counterfactual of a target (the Grad-CAM paper's counterfactual explanation): its score
+    negated, so a map shows the regions whose removal would raise the target's score."""
+
+    target: Target
+
+    def __call__(self, output: torch.Tensor) -> torch.Tensor:
+        return -self.target(output)
+
+    def pin(self, output: torch.Tensor, n: int) -> Negated:
+        return Negated(pin(self.target, output, n))
+
+
+def pin(target: Target, output: torch.Tensor, n: int) -> Target:
+    """``target`` fixed to what it chose for image ``n`` of the unperturbed ``output`` (N, ...): the
+    returned target scores outputs (B, ...) of B perturbed copies of that image. Targets without a
+    ``pin`` method are returned as they are (they choose nothing from the output)."""
+    method = getattr(target, "pin", None)
+    return target if method is None else method(output, n)
 
 
 def score_of(scores: torch.Tensor, index: int | None) -> torch.Tensor:

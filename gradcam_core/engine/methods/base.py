@@ -1,0 +1,168 @@
+"""The CAM method registry: what every method is given (:class:`LayerContext`) and how it turns that
+into maps (:class:`CamMethod`).
+
+The engine (:func:`gradcam_core.engine.explain`) owns the forward pass, the hooks, the targets and the
+guided path; a method only turns what the engine gathered at the chosen layer - its activations ``A``,
+the gradients ``G = d y_k / d A`` of each target score ``y_k``, or scores of perturbed inputs - into one
+map per image and target. ``@register`` files a method class under its :attr:`CamMethod.name`;
+:func:`lookup` finds it. Importing :mod:`gradcam_core.engine.methods` (one file per method) registers
+every method; :func:`lookup` and :func:`method_names` import it themselves.
+
+Symbols used in the methods' docstrings: ``A^c`` the activation map of channel ``c`` at the layer
+(h x w), ``G^c_k = d y_k / d A^c`` its gradient for target ``k``, ``(i, j)`` a position in the map,
+``ReLU(x) = max(x, 0)``. Every method's map is ``cam_raw`` (N, K, h, w): after the method's ReLU,
+before scaling to the input.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from ...errors import GradCamError
+from ..targets import Target, pin
+
+
+@dataclass
+class LayerContext:
+    """What the engine gathered for one call, given to every method.
+
+    Attributes:
+        model: the model, in the state the call found it (parameters frozen for the call's forward
+            only; the guided activations and the layer hooks are gone when a method runs).
+        image: (N, C_in, H, W) the input, on the model's device and dtype.
+        output: the model's output for ``image``, detached, (N, ...).
+        targets: the K targets (with ``counterfactual``, the negated ones).
+        target_scores: (N, K) each target's score on the unperturbed input.
+        activations: (N, C, h, w) the layer's activations ``A``, detached.
+        gradients: (N, K, C, h, w) ``d y_k / d A``, or None when no method of the call uses them.
+        layer_module: the module whose output is ``activations`` (perturbation methods replace it).
+        batch_size: the most perturbed inputs a method runs in one forward (None: its own choice).
+        progress: whether a method with many forwards may show a progress bar (tqdm on a terminal).
+    """
+
+    model: nn.Module
+    image: torch.Tensor
+    output: torch.Tensor
+    targets: list[Target]
+    target_scores: torch.Tensor
+    activations: torch.Tensor
+    gradients: torch.Tensor | None
+    layer_module: nn.Module
+    batch_size: int | None = None
+    progress: bool = False
+    _pinned: dict[int, list[Target]] = field(default_factory=dict, repr=False)
+
+    def pinned_targets(self, n: int) -> list[Target]:
+        """Image ``n``'s K targets fixed to what they chose on the unperturbed input (a "predicted
+        class" target keeps that class on a masked image): each maps an output (B, ...) of B
+        perturbed copies of image ``n`` to (B,) scores."""
+        if n not in self._pinned:
+            self._pinned[n] = [pin(t, self.output, n) for t in self.targets]
+        return self._pinned[n]
+
+    def score_images(self, images: torch.Tensor, n: int) -> torch.Tensor:
+        """The K target scores of B perturbed versions of image ``n``: images (B, C_in, H, W) -> (B, K),
+        one forward of the whole model without gradients."""
+        with torch.no_grad():
+            out = self.model(images.to(device=self.image.device, dtype=self.image.dtype))
+            return torch.stack([t(out) for t in self.pinned_targets(n)], dim=1)
+
+    def score_activations(self, activations: torch.Tensor, n: int) -> torch.Tensor:
+        """The K target scores of image ``n`` with the layer's output replaced by each of B versions
+        of it: activations (B, C, h, w) -> (B, K), without gradients. The part of the model below the
+        layer runs once, on image ``n`` alone, where the model allows a batch that grows at the layer;
+        else on B copies of it."""
+        from .perturb import score_replaced  # the forward-hook machinery lives with the perturbation helpers
+
+        return score_replaced(self, activations, n)
+
+
+class CamMethod:
+    """One CAM method. Subclasses set :attr:`name`, :attr:`summary` and override one of:
+
+    * :meth:`channel_weights` - methods whose map is ``ReLU(sum_c w^c_k A^c)`` (Grad-CAM, Grad-CAM++,
+      XGrad-CAM, Score-CAM, Ablation-CAM);
+    * :meth:`weighted_activations` - methods whose map is ``ReLU(sum_c M^c_k)`` for a per-position
+      product ``M^c_k`` (HiResCAM, element-wise Grad-CAM, LayerCAM);
+    * :meth:`compute` - anything else (Eigen-CAM, FullGrad).
+
+    ``eigen_smooth`` (pytorch-grad-cam's): the sum over channels is replaced by the projection of
+    the weighted activations on their first principal component (:func:`first_component`).
+    """
+
+    name: ClassVar[str]
+    """The name ``explain(method=...)`` and ``-method`` take."""
+    summary: ClassVar[str]
+    """One line for ``--help`` and the web page."""
+    uses_gradients: ClassVar[bool] = True
+    """Whether the engine must compute ``d y_k / d A`` at the layer for it."""
+    uses_target: ClassVar[bool] = True
+    """False for methods whose map is the same for every target (Eigen-CAM)."""
+
+    def channel_weights(self, ctx: LayerContext) -> torch.Tensor | None:
+        """(N, K, C) channel weights ``w^c_k``, or None for a method that has none."""
+        return None
+
+    def weighted_activations(self, ctx: LayerContext) -> torch.Tensor:
+        """(N, K, C, h, w): the terms summed over channels (default ``w^c_k A^c``)."""
+        weights = self.channel_weights(ctx)
+        if weights is None:
+            raise NotImplementedError(f"{type(self).__name__} defines neither channel weights nor weighted activations")
+        return weights[..., None, None] * ctx.activations[:, None]
+
+    def compute(self, ctx: LayerContext, *, eigen_smooth: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(cam_raw (N, K, h, w) after the ReLU, channel weights (N, K, C) or None)."""
+        weights = self.channel_weights(ctx)
+        if weights is not None and not eigen_smooth:
+            return torch.einsum("nkc,nchw->nkhw", weights, ctx.activations).clamp_min(0), weights
+        terms = self.weighted_activations(ctx)
+        cam = first_component(terms) if eigen_smooth else terms.sum(dim=2)
+        return cam.clamp_min(0), weights
+
+
+def first_component(terms: torch.Tensor) -> torch.Tensor:
+    """(..., C, h, w) -> (..., h, w): each map's projection on its first principal component.
+
+    The C maps of one image and target are read as h*w samples of C features, centred per feature;
+    the map is the samples' coordinate along the first right-singular vector (pytorch-grad-cam's
+    ``get_2d_projection``). Non-finite entries count as 0.
+    """
+    *lead, c, h, w = terms.shape
+    x = torch.nan_to_num(terms.reshape(-1, c, h * w).transpose(1, 2), nan=0.0, posinf=0.0, neginf=0.0)
+    x = x - x.mean(dim=1, keepdim=True)  # (B, hw, C)
+    _, _, vh = torch.linalg.svd(x.double(), full_matrices=False)
+    projection = (x.double() @ vh[:, 0, :, None])[..., 0]  # (B, hw)
+    return projection.to(terms.dtype).reshape(*lead, h, w)
+
+
+_METHODS: dict[str, CamMethod] = {}
+
+
+def register(cls: type[CamMethod]) -> type[CamMethod]:
+    """Class decorator: file one instance of the method under ``cls.name``."""
+    if cls.name in _METHODS:
+        raise ValueError(f"two CAM methods named {cls.name!r}")
+    _METHODS[cls.name] = cls()
+    return cls
+
+
+def method_names() -> list[str]:
+    """Every registered method's name, in the order of ``--help`` (Grad-CAM first)."""
+    _load()
+    return list(_METHODS)
+
+
+def lookup(name: str) -> CamMethod:
+    """The method named ``name``, or a GradCamError listing the known names."""
+    _load()
+    method = _METHODS.get(name)
+    if method is None:
+        raise GradCamError(f"unknown CAM method {name!r}; the methods are: {', '.join(_METHODS)}")
+    return method
+
+
+def _load() -> None:
+    from . import _all  # noqa: F401  (registers every method)
