@@ -18,7 +18,7 @@ are averaged (their mean map, the factor 1.1 copy weighing in with its larger va
 result keeps the map's units as ``aug_smooth=False`` does, and it is pytorch-grad-cam's
 ``aug_smooth`` map with its scaling step removed (which the tests check). pytorch-grad-cam's targets
 for ``targets=None`` are chosen again on every copy. Mirroring at the layer's resolution equals
-mirroring the resized map (the resize is symmetric). Guided backprop, the scores, the activations and
+mirroring the resized map (both resizes are mirror-symmetric). Guided backprop, the scores, the activations and
 the channel weights of the result are the unaugmented input's.
 """
 from __future__ import annotations

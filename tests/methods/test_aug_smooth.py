@@ -15,9 +15,9 @@ from .conftest import assert_maps_close, pgc_map
 METHODS = ["gradcam", "gradcam++", "xgradcam", "hirescam", "gradcam-elementwise", "layercam"]
 
 
-# every method on the fast nets, one on each of the slower ones
-PAIRS = [(n, m) for n in ("resnet18", "mobilenet_v3_small", "caffe") for m in METHODS] + [
-    ("vgg11", "gradcam++"), ("densenet121", "layercam")]
+# every method on the two fastest nets, one on two others (six forwards and backwards each)
+PAIRS = [(n, m) for n in ("mobilenet_v3_small", "caffe") for m in METHODS] + [
+    ("resnet18", "gradcam"), ("densenet121", "layercam")]
 
 
 @pytest.mark.parametrize(("net", "method"), PAIRS)

@@ -43,3 +43,20 @@ def test_finite_maps_for_constant_channels_and_zero_gradients(method):
     nothing = explain(nn.Sequential(nn.Conv2d(3, 2, 1), nn.ReLU(), nn.Flatten(), nn.Linear(128, 2)).eval(),
                       -torch.ones(1, 3, 8, 8), "1", [0], method=method, guided=False)
     assert torch.isfinite(nothing.cam_raw).all()
+
+
+def test_help_order_does_not_depend_on_which_method_module_was_imported_first():
+    """A method module imported on its own registers its method early; the names still come in
+    ``_all``'s order (simulated by reversing the registry)."""
+    from gradcam_core.engine.methods import base
+
+    expected = method_names()
+    before = dict(base._METHODS)
+    try:
+        base._METHODS.clear()
+        base._METHODS.update(reversed(before.items()))
+        assert method_names() == expected
+        assert expected[: len(METHODS)] == METHODS
+    finally:
+        base._METHODS.clear()
+        base._METHODS.update(before)

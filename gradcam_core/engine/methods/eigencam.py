@@ -19,7 +19,7 @@ from .base import CamMethod, LayerContext, first_component, register
 @register
 class EigenCAM(CamMethod):
     name = "eigencam"
-    summary = "Eigen-CAM: first principal component of the activations; no gradients, same for every target"
+    summary = "Eigen-CAM: the activations' first principal component, the same for every target (Muhammad & Yeasin 2020)"
     uses_gradients = False
     uses_target = False
 

@@ -16,7 +16,7 @@ from .base import CamMethod, LayerContext, register
 @register
 class GradCAMElementWise(CamMethod):
     name = "gradcam-elementwise"
-    summary = "element-wise Grad-CAM: rectified gradient x activation at each position (pytorch-grad-cam's)"
+    summary = "Element-wise Grad-CAM: rectified gradient x activation at each position (pytorch-grad-cam's)"
 
     def weighted_activations(self, ctx: LayerContext) -> torch.Tensor:
         """(N, K, C, h, w) ``ReLU(G^c_k A^c)`` from ``ctx.gradients`` (N, K, C, h, w) and ``ctx.activations``."""

@@ -6,6 +6,7 @@ convolutional neural networks", arXiv:2011.08891, 2020).
 the gradient multiplied with the activation position by position, with no average over the map (for a
 net whose layer is followed by a flatten and one linear layer, the exact contribution of each
 position to the score). Same as Grad-CAM wherever the gradient is constant over each channel's map.
+With ``eigen_smooth`` that exactness is lost (the map is then a projection, not a sum).
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from .base import CamMethod, LayerContext, register
 @register
 class HiResCAM(CamMethod):
     name = "hirescam"
-    summary = "HiResCAM: gradient times activation at each position, summed over channels (Draelos & Carin 2020)"
+    summary = "HiResCAM: gradient x activation at each position, summed over channels (Draelos & Carin 2020)"
 
     def weighted_activations(self, ctx: LayerContext) -> torch.Tensor:
         """(N, K, C, h, w) ``G^c_k A^c`` from ``ctx.gradients`` (N, K, C, h, w) and ``ctx.activations``."""
