@@ -10,16 +10,18 @@ left-right or not, times each brightness factor ``f`` in (0.9, 1, 1.1)::
 ``L[x]`` is a method's map (N, K, h, w) at the layer's resolution (``cam_raw``, after its ReLU) for
 input ``x``; mirrored maps are mirrored back before the mean, which is then scaled to the input size
 as every map is. Each augmented input is explained with the same targets, fixed to what they chose on
-the unaugmented input (a "predicted class" target keeps that class; :func:`~.targets.pin`).
+the unaugmented input (a "predicted class" target keeps that class; :func:`~.targets.pin`; a target
+without ``pin`` is used as it is).
 
 Where this differs from pytorch-grad-cam: it averages each augmentation's map after its resize to the
 input and its min-max normalisation (each copy counts equally whatever its scale); here the raw maps
 are averaged (their mean map, the factor 1.1 copy weighing in with its larger values), so the
 result keeps the map's units as ``aug_smooth=False`` does, and it is pytorch-grad-cam's
 ``aug_smooth`` map with its scaling step removed (which the tests check). pytorch-grad-cam's targets
-for ``targets=None`` are chosen again on every copy. Mirroring at the layer's resolution equals
-mirroring the resized map (both resizes are mirror-symmetric). Guided backprop, the scores, the activations and
-the channel weights of the result are the unaugmented input's.
+for ``targets=None`` are chosen again on every copy, and its principal components (Eigen-CAM) keep
+LAPACK's sign on each (ours are oriented: :func:`~.methods.first_component`). Mirroring at the layer's
+resolution equals mirroring the resized map (both resizes are mirror-symmetric). Guided backprop, the
+scores, the activations and the channel weights of the result are the unaugmented input's.
 """
 from __future__ import annotations
 
@@ -87,4 +89,4 @@ class _PerImage:
 def _pin_batch(target: Target, output: torch.Tensor) -> Target:
     """``target`` as it chose on each image of ``output`` (N, ...); itself where it chooses nothing."""
     pinned = tuple(pin(target, output, n) for n in range(output.shape[0]))
-    return target if all(p == target for p in pinned) else _PerImage(pinned)
+    return target if all(p is target or p == target for p in pinned) else _PerImage(pinned)

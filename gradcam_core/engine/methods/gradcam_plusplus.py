@@ -7,9 +7,10 @@ Visual Explanations for Deep Convolutional Networks", WACV 2018, arXiv:1710.1106
 
 with ``S^c = sum_ab A^c(a, b)`` the sum of channel ``c``'s activations and ``eps = 1e-6``. The powers of
 the first derivative stand for the second and third ones, as the paper derives for an exponential of
-the score. ``alpha`` is 0 where the gradient is 0 (the paper's ReLU-masked positions) and where the
-denominator is 0, so a zero gradient or a channel whose terms cancel gives a zero weight, never a NaN;
-``eps`` is pytorch-grad-cam's (an absolute term, so its maps match ours).
+the score. ``alpha`` is 0 where the gradient is 0 (as pytorch-grad-cam sets it) and also where the
+denominator is exactly 0 (where it would divide by zero), so a zero gradient or a channel whose terms
+cancel gives a zero weight, never a NaN or an infinity. ``eps`` is pytorch-grad-cam's value: an
+absolute term, it damps the weights of small gradients, so maps agree only with the same value.
 """
 from __future__ import annotations
 
