@@ -18,7 +18,7 @@ import torch
 
 from ..engine import Explanation, resolve_layer
 from ..run import outputs
-from ..run.batches import ImageOutput, explain_images, nonfinite_message
+from ..run.batches import ImageOutput, explain_images, nonfinite_message, unguided_message
 from ..run.inputs import Inputs
 from .shapecheck import input_size_errors
 
@@ -110,10 +110,14 @@ def run_program(program: Program[Any], opts: RunOptions, log: Log = print) -> li
     def explain_batch(images: torch.Tensor, rgbs: Sequence[torch.Tensor | None] | None) -> list[ImageOutput]:
         with input_size_errors(input_sz):
             expl, results = program.explain(images, layer)
-        return [ImageOutput([], [], error=nonfinite_message(bad, program.model_name, program.nonfinite_hint))
+        outs = [ImageOutput([], [], error=nonfinite_message(bad, program.model_name, program.nonfinite_hint))
                 if (bad := expl.nonfinite(n)) else
                 _image_output(program, opts, expl, n, program.describe(r), rgbs[n] if rgbs is not None else None)
                 for n, r in enumerate(results)]
+        if expl.unguided:  # one stderr line per run (the batch loop prints each warning once)
+            for out in outs:
+                out.warning = unguided_message(expl.unguided)
+        return outs
 
     batch_size = program.fixed_batch or opts.batch_size
     return explain_images(opts.inputs, batch_size, input_sz, explain_batch, dtype=program.dtype,

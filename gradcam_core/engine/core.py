@@ -28,6 +28,7 @@ size with ``image.scale`` semantics.
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import overload
@@ -146,7 +147,7 @@ def explain(
         guided: also compute guided backprop and the guided map (guided backprop x the method's map).
             Guided backprop does not depend on the method. Every activation the model's forward calls,
             as a module or as a function, takes the guided rule; those it cannot take are named in
-            ``Explanation.unguided`` (their plain gradient passes through).
+            ``Explanation.unguided`` (their plain gradient passes through), with a ``UserWarning``.
         torch7_ties: with ``guided``, run the forward convolutions the way Torch7 did (im2col + GEMM,
             bit for bit PyTorch's native CPU path) instead of oneDNN. Both compute equal receptive
             fields alike, but they round differently; where two different receptive fields round to the
@@ -200,6 +201,10 @@ def explain(
         results = explain_augmented(_explain_once, model, image, layer, target_list, methods, options)
     else:
         results = _explain_once(model, image, layer, target_list, methods, options)
+    unguided = next(iter(results.values())).unguided
+    if unguided:  # once per call site and set of names (Python's default warning filter)
+        warnings.warn(f"guided backprop has no rule for {', '.join(unguided)}: their plain gradient passes "
+                      "through (Explanation.unguided)", UserWarning, stacklevel=2)
     return results[names[0]] if isinstance(method, str) else results
 
 

@@ -470,7 +470,7 @@ def _survey(model: nn.Module) -> tuple[list[nn.Module], bool, list[str]]:
         if isinstance(m, torch.jit.ScriptModule) and not any(name.startswith(p) for p in script_roots):
             script_roots.append(f"{name}." if name else "")
             if _holds_activations(m):
-                fixed.append(f"TorchScript module {name!r}" if name else "the TorchScript model")
+                fixed.append(f"TorchScript module {name!r}")
     return chosen, watched, fixed
 
 

@@ -37,7 +37,7 @@ from ..image.decode import image_size
 from ..image.png import png_bytes
 from ..image.preprocessing import Preprocessing, load_rgb, net_input
 from ..run import outputs
-from ..run.batches import nonfinite_message
+from ..run.batches import nonfinite_message, unguided_message
 from ..tasks.classify import Classifier, default_classifier_layer, explain_classes
 
 ENGINE_LOCK = threading.Lock()
@@ -91,6 +91,9 @@ class Result:
     images: dict[str, bytes]
     files: dict[str, str]
     explain_seconds: float
+    unguided: tuple[str, ...] = ()
+    """The activations guided backprop could not change (``Explanation.unguided``); in the JSON with
+    the warning the CLI prints, only when there are any."""
 
     def to_json(self) -> dict[str, Any]:
         """The JSON body: images as ``data:image/png;base64,...`` URLs."""
@@ -101,6 +104,9 @@ class Result:
         }
         if self.predictions is not None:
             body["predictions"] = self.predictions
+        if self.unguided:
+            body["unguided"] = list(self.unguided)
+            body["warning"] = unguided_message(self.unguided)
         return body
 
 
@@ -232,7 +238,7 @@ class DemoTask(abc.ABC):
         files = {"input": outputs.safe_filename(f"{self.prefix}_input_", outcome.name)}
         files |= {k: r.filename for k, r in rendered.items()}
         return Result(self.name, layer, outcome.target, outcome.predicted, outcome.predictions,
-                      images, files, seconds)
+                      images, files, seconds, outcome.expl.unguided)
 
 
 # ------------------------------------------------------------------------------------ classification
