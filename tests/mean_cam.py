@@ -3,11 +3,14 @@ method whatever the registry holds: ``test-mean+``, the mean of the layer's acti
 channels, ReLU'd, the same map for every target (no gradients). Its name has a ``+`` so that the file
 token rule shows (``test-meanp``).
 
-Importing this module registers it (once per process); :func:`wrapper_script` writes a script that
-registers it and then runs an entry script as ``python script args`` would, for the CLI tests, and
-:data:`PRELUDE` does the same for a web server started by the tests."""
+:func:`register_mean_cam` files it in a process's registry (:func:`mean_cam_registered`: for a block
+only); :func:`wrapper_script` writes a script that registers it and then runs an entry script as
+``python script args`` would, for the CLI tests, and :data:`PRELUDE` registers it in a web server
+started by the tests."""
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -24,23 +27,41 @@ def mean_map(activations: torch.Tensor, k: int) -> torch.Tensor:
     return activations.mean(dim=1, keepdim=True).clamp_min(0).expand(-1, k, -1, -1)
 
 
-if NAME not in method_names():  # the real methods registered first, so they keep their order
+class MeanActivation(CamMethod):
+    """L_k = ReLU((1 / C) sum_c A^c) for every target k (a test method, no paper)."""
 
-    @register
-    class MeanActivation(CamMethod):
-        """L_k = ReLU((1 / C) sum_c A^c) for every target k (a test method, no paper)."""
+    name = NAME
+    summary = "Mean activation: the layer's channels averaged (a test method)"
+    uses_gradients = False
+    uses_target = False
 
-        name = NAME
-        summary = "Mean activation: the layer's channels averaged (a test method)"
-        uses_gradients = False
-        uses_target = False
-
-        def compute(self, ctx: LayerContext, *, eigen_smooth: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
-            k = len(ctx.targets)
-            return ctx.activations.mean(dim=1, keepdim=True).clamp_min(0).expand(-1, k, -1, -1).contiguous(), None
+    def compute(self, ctx: LayerContext, *, eigen_smooth: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        k = len(ctx.targets)
+        return ctx.activations.mean(dim=1, keepdim=True).clamp_min(0).expand(-1, k, -1, -1).contiguous(), None
 
 
-PRELUDE = f"import sys\nsys.path.insert(0, {str(HERE)!r})\nimport mean_cam\n"
+def register_mean_cam() -> None:
+    """File the method in this process's registry (after the real methods, so they keep their order)."""
+    if NAME not in method_names():
+        register(MeanActivation)
+
+
+@contextlib.contextmanager
+def mean_cam_registered() -> Iterator[None]:
+    """The method registered for the block only (a test in the pytest process: other tests' lists of
+    the registered methods must not see it)."""
+    from gradcam_core.engine.methods import base
+
+    was = NAME in method_names()
+    register_mean_cam()
+    try:
+        yield
+    finally:
+        if not was:
+            base._METHODS.pop(NAME, None)
+
+
+PRELUDE = f"import sys\nsys.path.insert(0, {str(HERE)!r})\nimport mean_cam\nmean_cam.register_mean_cam()\n"
 """Python that registers the method in a process (a web server's ``prelude``)."""
 
 
