@@ -8,7 +8,8 @@ For one target the Lua scripts wrote, into ``out_path``:
 3. ``<prefix>_gb_gcam_<name>.png``: guided backprop times the (unnormalised) scaled map.
 
 Each image is min-max normalised on its own (``toDisplayTensor``) and written with truncated bytes
-(see :mod:`gradcam_core.image.png`).
+(see :mod:`gradcam_core.image.png`). Another CAM method's map and guided map carry its token instead of
+``gcam`` (:func:`render_map`, :func:`render_guided_map`; :func:`gradcam_core.run.task.method_token`).
 
 Names: ``<name>`` is the label, answer or caption as given. It can never write outside the output
 folder, and never fails to be written:
