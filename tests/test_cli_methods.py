@@ -273,3 +273,35 @@ def test_every_registered_method_runs_on_the_fixture(cli, tmp_path, task):
             assert file in written, (method, sorted(written))
             pixels = read_png(tmp_path / file)
             assert pixels.shape[:2] == (224, 224) and np.ptp(pixels) > 0, (method, file)
+
+
+def test_the_registrys_methods_by_their_tokens_are_the_librarys_maps(cli, tmp_path):
+    """Grad-CAM++, element-wise Grad-CAM and Eigen-CAM (a map without a target) with Grad-CAM, for two
+    labels: each method's files carry its token (``+`` as ``p``), and their pixels are the library's
+    explain(method=[...]) rendered."""
+    from gradcam_core import image as imageops
+    from gradcam_core.engine import explain
+    from gradcam_core.run.outputs import render_guided_map, render_map
+    from gradcam_core.run.task import method_token
+    from gradcam_core.tasks.classify import load_classifier
+
+    names = [n for n in ("gradcam++", "gradcam-elementwise", "eigencam") if n in method_names()]
+    if not names:
+        pytest.skip("none of these methods is registered")
+    assert method_token("gradcam++") == "gradcampp" and method_token("gradcam-elementwise") == "gradcam-elementwise"
+    script, args, prefix, _ = task_case("caffe")
+    args = [a for a in args if a not in ("-label", "3")]
+    result = run(cli, script, tmp_path, *args, "-label", "3,5", "-method", ",".join(["gradcam", *names]))
+    assert result.returncode == 0, result.stderr
+    got = files(tmp_path)
+    net = load_classifier(MINI_PROTO, MINI_MODEL)
+    expls = explain(net, imageops.preprocess(str(IMAGE), 224, 224)[None], "relu5_3", [2, 4],
+                    method=["gradcam", *names])
+    assert set(got) == {f"{prefix}_{kind}_{label}.png" for kind in ("gcam_hm", "gb", "gb_gcam") for label in (3, 5)} | {
+        f for n in names for label in (3, 5) for f in method_files(prefix, method_token(n), str(label))}
+    for n in names:
+        token, expl = method_token(n), expls[n]
+        for k, label in enumerate(("3", "5")):
+            assert got[f"{prefix}_{token}_hm_{label}.png"] == render_map(prefix, token, label, expl.cam[0, k]).png, n
+            assert got[f"{prefix}_gb_{token}_{label}.png"] == render_guided_map(
+                prefix, token, label, expl.guided[0, k], expl.cam[0, k]).png, n

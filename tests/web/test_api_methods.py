@@ -126,13 +126,27 @@ def test_the_modifiers_are_the_clis(client, tmp_path, fields, args, token, gb):
 
 
 @pytest.mark.parametrize("fields, pattern", [
-    ({"method": "nope"}, r"^unknown CAM method 'nope'; the methods are: " + re.escape(", ".join(method_names()))),
+    ({"method": "nope"}, r"^unknown CAM method 'nope'; the methods are: {methods}$"),
     ({"method": "gradcam,nope"}, r"unknown CAM method 'gradcam,nope'"),
     ({"counterfactual": "yes"}, r"^counterfactual 'yes': expected 0 or 1$"),
     ({"eigen_smooth": "2"}, r"^eigen_smooth '2': expected 0 or 1$"),
 ])
 def test_an_unknown_method_or_a_bad_switch_is_a_400(client, fields, pattern):
+    pattern = pattern.replace("{methods}", re.escape(", ".join(method_names())))  # with the test method
     response = explain(client, task="captioning", **fields)
     assert response.status_code == 400 and list(response.json()) == ["error"], response.text
     assert re.search(pattern, response.json()["error"]), response.json()["error"]
     assert NAME in response.json()["error"] or "method" not in fields or "expected" in response.json()["error"]
+
+
+@pytest.mark.parametrize("method", ["gradcam++", "eigencam"])
+def test_a_registered_method_gives_the_clis_files(client, tmp_path, method):
+    if method not in method_names():
+        pytest.skip(f"{method} is not registered")
+    from gradcam_core.run.task import method_token
+
+    body = ok(explain(client, task="vqa", question="What animal?", answer="dog", method=method))
+    token = method_token(method)
+    assert body["method"] == method and body["files"]["gcam"] == f"vqa_{token}_hm_dog.png"
+    assert_images_are_the_clis(body["images"], body["files"],
+                               cli_files(tmp_path, "vqa", "-answer", "dog", "-method", method), method)
