@@ -18,10 +18,11 @@ table's :meth:`OptionTable.command` over a body that receives the converted valu
 
 An option of all four commands (the three scripts and ``python -m gradcam_core.web``) is one entry here::
 
-    METHOD = Option("method", "gradcam", "the CAM method: gradcam or gradcam++.", choice("gradcam", "gradcam++"))
+    COLOURS = Option("colours", "jet", "the heatmap's colour map: jet or grey.", choice("jet", "grey"))
 
-plus one line ``opt.METHOD,`` in each command's table (cli/commands/classification.py, vqa.py,
-captioning.py; web/__main__.py); each body then reads ``v.method``.
+plus one line ``opt.COLOURS,`` in each command's table (cli/commands/classification.py, vqa.py,
+captioning.py; web/__main__.py); each body then reads ``v.colours`` (as the three scripts' bodies read
+``-method`` and its modifiers, :data:`METHOD_OPTIONS`, in ``commands/common.run_fields``).
 
 Every value is converted before the body runs, in table order (the first bad option in ``--help`` order
 is the one named): a typed value arrives as the string the user typed, a default as its own type (see
