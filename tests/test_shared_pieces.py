@@ -106,31 +106,6 @@ def test_class_and_answer_targets_choose_alike():
         assert torch.equal(vqa.AnswerTarget(answer_net, question, index)(feature), ClassTarget(index)(scores))
 
 
-def test_answer_and_caption_targets_pinned_keep_what_they_chose():
-    """A "predicted" target pinned to image n (for the perturbed copies Score-CAM scores) keeps image n's
-    own answer or generated caption, however the copies' features differ."""
-    torch.manual_seed(0)
-    answer_net = vqa.AnswerNet(4, 4096, 3, 5).double()
-    question = torch.randn(1, 4, dtype=torch.float64)
-    feature, other = torch.randn(2, 4096, dtype=torch.float64), torch.randn(3, 4096, dtype=torch.float64)
-    target = vqa.AnswerTarget(answer_net, question, None)
-    for n in range(2):
-        pinned = target.pin(feature, n)
-        assert pinned.index == int(answer_net(question, feature[n : n + 1]).argmax())
-        assert torch.equal(pinned(feature[n : n + 1]), target(feature[n : n + 1]))
-        assert torch.equal(pinned(other), ClassTarget(pinned.index)(answer_net(question, other)))
-    model = captioner.load_checkpoint(DATA / "neuraltalk2" / "mini_caption_model.t7")
-    generated = captioner.CaptionTarget(model, None)
-    features = torch.randn(2, model.lm.input_size) * 3
-    copies = torch.randn(4, model.lm.input_size) * 3
-    for n in range(2):
-        caption = captioner.generate(model.lm, model.vocab, features[n : n + 1])[0]
-        pinned = generated.pin(features, n)
-        assert torch.equal(pinned(copies), captioner.CaptionTarget(model, caption)(copies)), caption
-        assert torch.equal(pinned(features[n : n + 1]), generated(features[n : n + 1]))
-    assert captioner.CaptionTarget(model, "a dog").pin(features, 1).caption == "a dog"
-
-
 # -------------------------------------------------------------------------------------- the runner
 
 

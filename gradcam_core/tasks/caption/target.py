@@ -2,7 +2,6 @@
 <-> label rules of neuraltalk2 (``utils.sent_to_label``, ``net_utils.decode_sequence``)."""
 from __future__ import annotations
 
-import copy
 import re
 from collections.abc import Sequence
 
@@ -81,15 +80,6 @@ class CaptionTarget:
     def __call__(self, feature: torch.Tensor) -> torch.Tensor:
         """(N, E) -> (N,)."""
         return caption_score(self.lm, feature, self.label_columns(feature))
-
-    def pin(self, feature: torch.Tensor, n: int) -> CaptionTarget:
-        """This target as it chose for image ``n`` of ``feature`` (N, E), for B perturbed copies of that
-        image: the caption generated for image ``n`` made explicit (a masked copy would get its own)."""
-        if self.labels is not None:
-            return self
-        pinned = copy.copy(self)
-        pinned.labels = self.label_columns(feature[n : n + 1])[:, 0].cpu()
-        return pinned
 
 
 def generate(lm: LanguageModel, vocab: Vocabulary, feature: torch.Tensor) -> list[str]:
