@@ -139,7 +139,7 @@ def test_an_unknown_method_or_a_bad_switch_is_a_400(client, fields, pattern):
     assert NAME in response.json()["error"] or "method" not in fields or "expected" in response.json()["error"]
 
 
-@pytest.mark.parametrize("method", ["gradcam++", "eigencam"])
+@pytest.mark.parametrize("method", ["gradcam++", "eigencam", "scorecam"])
 def test_a_registered_method_gives_the_clis_files(client, tmp_path, method):
     if method not in method_names():
         pytest.skip(f"{method} is not registered")
