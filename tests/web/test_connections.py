@@ -29,13 +29,13 @@ LIMITS = ["-header_timeout", f"{HEADER_S:g}", "-body_timeout", f"{BODY_S:g}", "-
 SLOW_RUN = """
 import time
 from gradcam_core.web import demo
-run = demo.ClassificationTask.run
+run = demo.DemoTask.run
 def slow_run(self, x, checked, layer):
-    if checked == 0:
+    if self.name == "classification" and checked.targets.classes == [0]:
         print("slow run", flush=True)
         time.sleep(2)
     return run(self, x, checked, layer)
-demo.ClassificationTask.run = slow_run
+demo.DemoTask.run = slow_run
 """
 
 

@@ -41,9 +41,15 @@ def explain_answers(
         the explanation (its ``scores`` are the image features (N, 4096)), the answer scores (N, A),
         and per image the 0-based answer index of each target.
     """
-    targets = [AnswerTarget(answer_net, question, index) for index in answers]
-    expl = explain(image_net, image, layer, targets)
+    expl = explain(image_net, image, layer, [AnswerTarget(answer_net, question, index) for index in answers])
+    return (expl, *resolve_answers(answer_net, question, expl.scores, answers))
+
+
+def resolve_answers(answer_net: AnswerNet, question: torch.Tensor, features: torch.Tensor,
+                    answers: Sequence[int | None]) -> tuple[torch.Tensor, list[list[int]]]:
+    """The answer scores (N, A) of the image features (N, 4096) and, per image, the 0-based answer
+    index of each target (None: its predicted answer)."""
     with torch.no_grad():
-        scores = answer_net(question, expl.scores)
+        scores = answer_net(question, features)
     predicted = scores.argmax(dim=1).tolist()
-    return expl, scores, [[p if index is None else index for index in answers] for p in predicted]
+    return scores, [[p if index is None else index for index in answers] for p in predicted]
