@@ -180,7 +180,8 @@ def _load() -> None:
     (methods registered from elsewhere follow, in their registration order)."""
     from . import _all
 
-    order = {v.__name__: i for i, v in enumerate(vars(_all).values()) if isinstance(v, ModuleType)}
+    modules = [v.__name__ for v in vars(_all).values() if isinstance(v, ModuleType)]
+    order = {name: i for i, name in enumerate(modules)}
     ranked = sorted(_METHODS.items(), key=lambda item: order.get(type(item[1]).__module__, len(order)))
     if list(_METHODS) != [name for name, _ in ranked]:
         _METHODS.clear()
