@@ -61,16 +61,18 @@ class FullGrad(CamMethod):
         if eigen_smooth:
             cam = _eigen(torch.cat(maps, dim=2), size)
         else:
-            cam = sum(m.sum(dim=2) for m in maps)
-        assert isinstance(cam, torch.Tensor)
+            cam = maps[0].sum(dim=2)
+            for m in maps[1:]:
+                cam = cam + m.sum(dim=2)
         return cam.transpose(0, 1).contiguous(), None
 
 
 def bias_of(module: nn.Module) -> torch.Tensor | None:
     """The per-channel bias ``b`` of a bias layer (C,), or None for a module that is not one."""
-    if type(module) not in BIAS_LAYERS or getattr(module, "bias", None) is None:
+    bias = getattr(module, "bias", None)
+    if type(module) not in BIAS_LAYERS or not isinstance(bias, torch.Tensor):
         return None
-    bias = module.bias.detach()
+    bias = bias.detach()
     if isinstance(module, nn.BatchNorm2d) and module.running_mean is not None and module.running_var is not None:
         weight = module.weight.detach() if module.weight is not None else torch.ones_like(bias)
         bias = bias - module.running_mean * weight / torch.sqrt(module.running_var + module.eps)
