@@ -3,6 +3,7 @@ by the targets, a constant channel's blank image scored once, batches within ``b
 from __future__ import annotations
 
 import io
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -159,6 +160,17 @@ def test_memory_budget_follows_the_free_memory(monkeypatch):
     assert perturb.memory_budget(torch.device("cpu")) == perturb.CPU_BATCH_BYTES
     monkeypatch.setattr(perturb, "free_memory", lambda device: None)
     assert perturb.memory_budget(torch.device("cpu")) == 256 << 20
+
+
+def test_batch_size_rule(monkeypatch):
+    monkeypatch.setattr(perturb, "memory_budget", lambda device: 1000)
+    ctx = SimpleNamespace(image=torch.zeros(1), batch_size=None)
+    assert perturb.batch_size(ctx, 10, 500, whole_model=False) == 100  # what the budget holds
+    assert perturb.batch_size(ctx, 10, 500, whole_model=True) == perturb.CPU_BATCH_IMAGES
+    assert perturb.batch_size(ctx, 10, 50, whole_model=False) == 50  # no more than there are
+    assert perturb.batch_size(ctx, 5000, 50, whole_model=False) == 1  # at least one
+    ctx.batch_size = 7
+    assert perturb.batch_size(ctx, 10, 500, whole_model=False) == 7
 
 
 def test_free_memory_reads_this_machine():

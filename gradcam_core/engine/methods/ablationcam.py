@@ -57,7 +57,7 @@ class AblationCAM(CamMethod):
                     with OutputBytes(ctx.model, after=ctx.layer_module) as measured:
                         y = ctx.score_activations(a[None].clone(), n)[0]  # (K,)
                     per_copy = a.numel() * a.element_size() + forward_bytes(measured.largest)
-                    size = batch_size(ctx, per_copy, max(int(changed[n].sum()), 1))
+                    size = batch_size(ctx, per_copy, c, whole_model=False)
                 else:
                     y = ctx.score_activations(a[None].clone(), n)[0]
                 bar.update(1)

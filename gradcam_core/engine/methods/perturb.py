@@ -15,8 +15,10 @@ if TYPE_CHECKING:
 
 _GIB = 1 << 30
 CPU_BATCH_BYTES = _GIB
-"""The most memory a CPU batch of perturbed forwards is planned to take: past a few dozen images a
-batch no longer speeds a CPU forward up, it only holds more memory."""
+"""The most memory a CPU batch of perturbed forwards is planned to take."""
+CPU_BATCH_IMAGES = 64
+"""The most whole-model forwards of one CPU batch (Score-CAM's masked images): past a few dozen
+images a batch no longer makes a CPU forward faster per image, it only holds more memory."""
 
 
 class _Replace:
@@ -110,12 +112,16 @@ def forward_bytes(largest_output: int) -> int:
     return 3 * largest_output
 
 
-def batch_size(ctx: LayerContext, bytes_per_item: int, items: int) -> int:
+def batch_size(ctx: LayerContext, bytes_per_item: int, items: int, *, whole_model: bool) -> int:
     """How many perturbed inputs of ``bytes_per_item`` working memory each one forward takes: what
     the memory budget (:func:`memory_budget`) holds, at most ``ctx.batch_size`` and ``items``, at
-    least 1."""
-    fit = memory_budget(ctx.image.device) // max(bytes_per_item, 1)
+    least 1; for ``whole_model`` forwards on the CPU at most :data:`CPU_BATCH_IMAGES` (a batch of
+    replaced activations has no such cap: the larger it is, the fewer times the layers below run)."""
+    device = ctx.image.device
+    fit = memory_budget(device) // max(bytes_per_item, 1)
     cap = items if ctx.batch_size is None else min(items, ctx.batch_size)
+    if whole_model and device.type == "cpu":
+        cap = min(cap, CPU_BATCH_IMAGES)
     return max(1, min(fit, cap))
 
 

@@ -16,7 +16,8 @@ same blank image ``X * 0``, scored once (pytorch-grad-cam's rounding can leave n
 constant non-zero channel, divided by ``1e-8``; here it is exactly 0, and never NaN, in any precision).
 
 One masked forward serves all K targets; the masks of a batch are made when it runs (not all C at
-once), and the batch size follows the free memory (:func:`.perturb.batch_size`), at most ``batch_size``.
+once), and the batch size follows the free memory (:func:`.perturb.batch_size`: at most 64 images on
+the CPU, at most ``batch_size``).
 """
 from __future__ import annotations
 
@@ -69,7 +70,7 @@ class ScoreCAM(CamMethod):
                     scores[live[:1]] = ctx.score_images(self._masked(image, acts[live[:1]]), n)
                     first, live = 1, live[1:]
             per_item = forward_bytes(measured.largest) + (image[:1].numel() + image.numel()) * image.element_size()
-            size = batch_size(ctx, per_item, max(len(live), 1))
+            size = batch_size(ctx, per_item, acts.shape[0], whole_model=True)  # C: later images' too
         else:
             first = self._blank(ctx, n, scores, constant) if bool(constant.any()) else 0
         bar.update(first)
