@@ -55,6 +55,8 @@ class LayerContext:
     batch_size: int | None = None
     progress: bool = False
     _pinned: dict[int, list[Target]] = field(default_factory=dict, repr=False)
+    _scratch: dict[str, object] = field(default_factory=dict, repr=False)
+    """What the perturbation helpers learnt about the model during the call (:mod:`.perturb`)."""
 
     def pinned_targets(self, n: int) -> list[Target]:
         """Image ``n``'s K targets fixed to what they chose on the unperturbed input (a "predicted

@@ -26,6 +26,16 @@ class AnswerTarget:
     def __call__(self, feature: torch.Tensor) -> torch.Tensor:
         return score_of(self.answer_net(self.question, feature), self.index)
 
+    def pin(self, feature: torch.Tensor, n: int) -> AnswerTarget:
+        """This target for B perturbed copies of image ``n`` of ``feature`` (N, 4096): image ``n``'s
+        question row, and for the predicted answer the answer predicted for that image unperturbed."""
+        question = self.question if self.question.shape[0] == 1 else self.question[n : n + 1]
+        index = self.index
+        if index is None:
+            with torch.no_grad():
+                index = int(self.answer_net(question, feature[n : n + 1]).argmax(dim=1))
+        return AnswerTarget(self.answer_net, question, index)
+
 
 def explain_answers(
     image_net: nn.Module, answer_net: AnswerNet, image: torch.Tensor, question: torch.Tensor,
