@@ -9,3 +9,6 @@ from . import gradcam_elementwise  # noqa: F401
 from . import layercam  # noqa: F401
 from . import eigencam  # noqa: F401
 from . import eigengradcam  # noqa: F401
+from . import scorecam  # noqa: F401
+from . import ablationcam  # noqa: F401
+from . import fullgrad  # noqa: F401

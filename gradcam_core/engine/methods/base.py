@@ -55,6 +55,8 @@ class LayerContext:
     batch_size: int | None = None
     progress: bool = False
     _pinned: dict[int, list[Target]] = field(default_factory=dict, repr=False)
+    _scratch: dict[str, object] = field(default_factory=dict, repr=False)
+    """What the perturbation helpers learnt about the model during the call (:mod:`.perturb`)."""
 
     def pinned_targets(self, n: int) -> list[Target]:
         """Image ``n``'s K targets fixed to what they chose on the unperturbed input (a "predicted
@@ -180,7 +182,8 @@ def _load() -> None:
     (methods registered from elsewhere follow, in their registration order)."""
     from . import _all
 
-    order = {v.__name__: i for i, v in enumerate(vars(_all).values()) if isinstance(v, ModuleType)}
+    modules = [v.__name__ for v in vars(_all).values() if isinstance(v, ModuleType)]
+    order = {name: i for i, name in enumerate(modules)}
     ranked = sorted(_METHODS.items(), key=lambda item: order.get(type(item[1]).__module__, len(order)))
     if list(_METHODS) != [name for name, _ in ranked]:
         _METHODS.clear()
