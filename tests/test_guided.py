@@ -33,9 +33,14 @@ ACTIVATIONS = [
     (lambda: nn.SiLU(inplace=True), lambda x: x / (1 + torch.exp(-x))),
     (lambda: nn.GELU(), lambda x: 0.5 * x * (1 + torch.erf(x / math.sqrt(2)))),
     (lambda: nn.GELU(approximate="tanh"), _gelu_tanh),
+    (lambda: nn.Hardtanh(-1.5, 2.5), lambda x: torch.where(x < -1.5, -1.5, torch.where(x > 2.5, 2.5, x))),
+    (lambda: nn.LeakyReLU(0.1), lambda x: torch.where(x > 0, x, 0.1 * x)),
+    (lambda: nn.LeakyReLU(0.2, inplace=True), lambda x: torch.where(x > 0, x, 0.2 * x)),
+    (lambda: nn.LeakyReLU(-0.3), lambda x: torch.where(x > 0, x, -0.3 * x)),
+    (lambda: nn.PReLU(1, 0.25).requires_grad_(False), lambda x: torch.where(x > 0, x, 0.25 * x)),
 ]
 IDS = ["relu", "relu_inplace", "relu6", "relu6_inplace", "hardswish", "hardswish_inplace", "silu",
-       "silu_inplace", "gelu", "gelu_tanh"]
+       "silu_inplace", "gelu", "gelu_tanh", "hardtanh", "leaky", "leaky_inplace", "leaky_negative", "prelu"]
 
 
 def _inputs(dtype=torch.float64):
@@ -53,7 +58,7 @@ def _inputs(dtype=torch.float64):
 def _through(module: nn.Module, x: torch.Tensor, dy: torch.Tensor, guided: bool):
     """(output, d x) of ``module`` under the switchable activations, with the rule ``guided``."""
     switch = GuideSwitch()
-    net = nn.Sequential(nn.Identity(), module)
+    net = nn.Sequential(nn.Identity(), module).to(x.dtype)  # (PReLU's slope in the input's precision)
     with switchable_activations(net, switch):
         leaf = x.clone().requires_grad_()
         y = net(leaf * 1)  # a non-leaf input, so in-place modules may write it
@@ -78,7 +83,7 @@ def test_plain_rule_is_the_modules_own_backward_bit_for_bit(make, formula):
         x, dy = _inputs(dtype)
         y, dx = _through(make(), x, dy, guided=False)
         leaf = x.clone().requires_grad_()
-        ref = make()(leaf * 1)
+        ref = make().to(dtype)(leaf * 1)
         (ref_dx,) = torch.autograd.grad(ref, leaf, dy)
         assert torch.equal(y, ref.detach()) and torch.equal(dx, ref_dx)
 
@@ -99,7 +104,8 @@ def test_relu6_guided_passes_nothing_where_it_clips():
 
 
 @pytest.mark.parametrize("make", [lambda: nn.ReLU(True), lambda: nn.ReLU6(True), lambda: nn.Hardswish(True),
-                                  lambda: nn.SiLU(True)], ids=["relu", "relu6", "hardswish", "silu"])
+                                  lambda: nn.SiLU(True), lambda: nn.LeakyReLU(0.2, True)],
+                         ids=["relu", "relu6", "hardswish", "silu", "leaky"])
 def test_in_place_modules_stay_in_place(make):
     """The module's input tensor holds the activation afterwards (as the module alone does), and the
     result is that same tensor."""
@@ -112,11 +118,24 @@ def test_in_place_modules_stay_in_place(make):
     assert y is b and torch.equal(b.detach(), make()(x.clone()))
 
 
-def test_gates_and_other_activations_keep_their_backward():
-    model = nn.Sequential(nn.Sigmoid(), nn.Hardsigmoid(), nn.Tanh(), nn.LeakyReLU())
-    with switchable_activations(model, GuideSwitch()):
-        assert not any("forward" in vars(m) for m in model.modules())
-    assert set(GUIDED_ACTIVATIONS) == {nn.ReLU, nn.ReLU6, nn.Hardswish, nn.SiLU, nn.GELU}
+@pytest.mark.parametrize("make", [nn.Sigmoid, nn.Hardsigmoid, nn.Tanh], ids=["sigmoid", "hardsigmoid", "tanh"])
+def test_gates_keep_their_backward_and_nothing_is_shadowed(make):
+    """Gates (squeeze-and-excitation's sigmoids, an LSTM's tanh) are not activations on the signal path:
+    their guided-mode backward is their own, negative gradients included, and nothing is reported."""
+    x, dy = _inputs()
+    model = nn.Sequential(make())
+    switch = GuideSwitch()
+    with switchable_activations(model, switch) as seen:
+        leaf = x.clone().requires_grad_()
+        y = model(leaf * 1)
+    switch.guided = True
+    (dx,) = torch.autograd.grad(y, leaf, dy)
+    ref_leaf = x.clone().requires_grad_()
+    (ref,) = torch.autograd.grad(make()(ref_leaf), ref_leaf, dy)
+    assert torch.equal(dx, ref) and (dx < 0).any() and not seen.unguided
+    assert not any("forward" in vars(m) for m in model.modules())
+    assert set(GUIDED_ACTIVATIONS) == {nn.ReLU, nn.ReLU6, nn.Hardtanh, nn.LeakyReLU, nn.PReLU, nn.Hardswish,
+                                       nn.SiLU, nn.GELU}
 
 
 class _Net(nn.Module):

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from ..engine import resolve_layer
-from ..run.batches import ImageOutput, explain_images, nonfinite_message
+from ..run.batches import ImageOutput, explain_images, nonfinite_message, unguided_message
 from ..run.inputs import Inputs
 from ..run.task import Methods, Task, render_image
 from .shapecheck import input_size_errors
@@ -61,10 +61,14 @@ def run_task(task: Task[Any], targets: Any, opts: RunOptions, log: Log = print) 
     def explain_batch(images: torch.Tensor, rgbs: Sequence[torch.Tensor | None] | None) -> list[ImageOutput]:
         with input_size_errors(input_sz):
             batch = task.explain(images, layer, targets, methods)
+        # guided backprop that could not guide every activation: one stderr line per run (the batch
+        # loop prints each warning once)
+        warning = unguided_message(batch.unguided) if batch.unguided else ""
         return [ImageOutput([], [], error=nonfinite_message(bad, task.model_name, opts.nonfinite_hint))
                 if (bad := batch.nonfinite(n)) else
                 ImageOutput(image.lines, render_image(task.prefix, batch, n, methods, heatmap=opts.save_as_heatmap,
-                                                      dtype=dtype, rgb=rgbs[n] if rgbs is not None else None))
+                                                      dtype=dtype, rgb=rgbs[n] if rgbs is not None else None),
+                            warning=warning)
                 for n, image in enumerate(batch.images)]
 
     batch_size = task.fixed_batch or opts.batch_size

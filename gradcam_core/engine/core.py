@@ -3,11 +3,11 @@
 The Lua original ran two forwards and two full backwards per image and label, on the network and on a
 deep clone whose ReLUs were swapped for guided ones. Here:
 
-* one forward, with the ``forward`` of every activation guided backprop applies to (``nn.ReLU``,
-  ``nn.ReLU6``, ``nn.Hardswish``, ``nn.SiLU``, ``nn.GELU``; see :mod:`.guided`) shadowed for the call
-  (an instance attribute, removed afterwards) by a twin whose *backward* can be switched between the
-  plain rule and the guided one (for ReLU ``dx = dy * [x > 0] * [dy > 0]``); the network is never
-  copied, nothing stays changed;
+* one forward, with every activation guided backprop applies to (ReLU, ReLU6, Leaky ReLU, Hardswish,
+  SiLU, GELU, ..., called as a module or as a function; see :mod:`.guided`) routed, by a torch-function
+  mode active for that forward only, through a twin whose *backward* can be switched between the plain
+  rule and the guided one (for ReLU ``dx = dy * [x > 0] * [dy > 0]``); the network is never copied,
+  nothing stays changed; what cannot be guided is named in ``Explanation.unguided``;
 * Grad-CAM: the gradient of the target scores w.r.t. the chosen layer only (``torch.autograd.grad``
   stops there: no backward below the layer, no weight gradients since parameters are frozen for the
   call); without guided backprop, nothing below the layer is even recorded for autograd;
@@ -28,6 +28,7 @@ size with ``image.scale`` semantics.
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import overload
@@ -65,6 +66,11 @@ class Explanation:
             input), or None when ``guided=False``.
         guided_cam: (N, K, C_in, H, W), ``guided * cam`` (both unnormalised), or None.
         method: the name of the CAM method that made ``cam``.
+        unguided: the activations whose plain gradient passed through ``guided`` because guided
+            backprop cannot change them: functions its rule does not know
+            (``"torch.nn.functional.elu"``) and TorchScript submodules holding activations
+            (``"TorchScript module 'features'"``), in order of appearance; () when every activation was
+            guided, and without guided backprop.
     """
 
     scores: torch.Tensor
@@ -76,6 +82,7 @@ class Explanation:
     guided: torch.Tensor | None = None
     guided_cam: torch.Tensor | None = None
     method: str = "gradcam"
+    unguided: tuple[str, ...] = ()
 
     def nonfinite(self, n: int) -> str:
         """What of image ``n``'s results holds a NaN or an infinity ("scores", "Grad-CAM map",
@@ -138,7 +145,9 @@ def explain(
             (:class:`~gradcam_core.targets.ClassTarget`); any callable mapping the model output to (N,)
             scores works.
         guided: also compute guided backprop and the guided map (guided backprop x the method's map).
-            Guided backprop does not depend on the method.
+            Guided backprop does not depend on the method. Every activation the model's forward calls,
+            as a module or as a function, takes the guided rule; those it cannot take are named in
+            ``Explanation.unguided`` (their plain gradient passes through), with a ``UserWarning``.
         torch7_ties: with ``guided``, run the forward convolutions the way Torch7 did (im2col + GEMM,
             bit for bit PyTorch's native CPU path) instead of oneDNN. Both compute equal receptive
             fields alike, but they round differently; where two different receptive fields round to the
@@ -192,6 +201,10 @@ def explain(
         results = explain_augmented(_explain_once, model, image, layer, target_list, methods, options)
     else:
         results = _explain_once(model, image, layer, target_list, methods, options)
+    unguided = next(iter(results.values())).unguided
+    if unguided:  # once per call site and set of names (Python's default warning filter)
+        warnings.warn(f"guided backprop has no rule for {', '.join(unguided)}: their plain gradient passes "
+                      "through (Explanation.unguided)", UserWarning, stacklevel=2)
     return results[names[0]] if isinstance(method, str) else results
 
 
@@ -213,10 +226,10 @@ def _explain_once(model: nn.Module, image: torch.Tensor, layer: LayerRef, target
     needs_gradients = any(m.uses_gradients for m in methods)
 
     switch = GuideSwitch()
+    unguided: tuple[str, ...] = ()
     with contextlib.ExitStack() as stack:
         stack.enter_context(_frozen_parameters(model))
         if guided:
-            stack.enter_context(switchable_activations(model, switch))
             if default_torch7_ties(model) if options.torch7_ties is None else options.torch7_ties:
                 stack.enter_context(torch7_conv_forward(model))
         tap = stack.enter_context(_LayerTap(grad_module, value_module, detach_below=not guided,
@@ -225,7 +238,12 @@ def _explain_once(model: nn.Module, image: torch.Tensor, layer: LayerRef, target
         stack.enter_context(torch.enable_grad() if guided or needs_gradients else torch.no_grad())
 
         x = image.detach().requires_grad_(guided)
-        output = model(x)
+        if guided:  # the activations' calls switchable for this forward only (the backwards run plain torch)
+            with switchable_activations(model, switch) as activations_seen:
+                output = model(x)
+            unguided = tuple(activations_seen.unguided)
+        else:
+            output = model(x)
         target_scores = torch.stack([_score(t, output) for t in targets], dim=1)  # (N, K)
         a_grad, activations = tap.result(layer)
 
@@ -253,7 +271,7 @@ def _explain_once(model: nn.Module, image: torch.Tensor, layer: LayerRef, target
             first = Explanation(
                 scores=output.detach(), target_scores=target_scores.detach(), activations=activations,
                 weights=weights, cam_raw=cam_raw, cam=cam, guided=gb,
-                guided_cam=None if gb is None else gb * cam[:, :, None], method=method.name,
+                guided_cam=None if gb is None else gb * cam[:, :, None], method=method.name, unguided=unguided,
             )
             results[method.name] = first
         else:

@@ -72,6 +72,9 @@ class GraphNet(nn.Module):
     otherwise has it False.
     """
 
+    # its forward calls only its modules (engine.guided: no need to watch every torch call for activations)
+    calls_activation_functions = False
+
     def __init__(self, nodes: Sequence[Node], modules: Sequence[nn.Module], input_spec: InputSpec,
                  *, torch7_ties: bool = False, aliases: Mapping[str, str] | None = None) -> None:
         """``aliases``: names (Caffe's Split tops and Split layers) that stand for another blob, for

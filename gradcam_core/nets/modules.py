@@ -1,5 +1,10 @@
 """Modules that PyTorch lacks, shared by the formats: Caffe's pooling and within-channel LRN, Torch7's
-``nn.View``, ``nn.Normalize`` and old-style Dropout. Shapes are (N, ...) with the batch axis first."""
+``nn.View``, ``nn.Normalize`` and old-style Dropout. Shapes are (N, ...) with the batch axis first.
+
+Each says ``calls_activation_functions = False``: its forward calls no activation function (``F.relu``,
+...), so guided backprop need not watch the torch calls of a net built from them (:mod:`gradcam_core
+.engine.guided`). A module whose forward calls one must not say so.
+"""
 from __future__ import annotations
 
 import math
@@ -17,6 +22,8 @@ class View(nn.Module):
     dimensions. Without ``k`` the Lua input was unbatched, so only our batch axis stays in front.
     """
 
+    calls_activation_functions = False
+
     def __init__(self, size: tuple[int, ...], num_input_dims: int | None) -> None:
         super().__init__()
         self.size, self.num_input_dims = size, num_input_dims
@@ -32,6 +39,8 @@ class View(nn.Module):
 class Normalize(nn.Module):
     """``nn.Normalize(p, eps)``: each sample divided by ``(sum |x|^p + eps)^(1/p)`` (eps inside the root,
     as Torch computes it), or by ``max |x| + eps`` for p = inf. (N, ...) -> same shape."""
+
+    calls_activation_functions = False
 
     def __init__(self, p: float, eps: float) -> None:
         super().__init__()
@@ -56,6 +65,8 @@ class Scale(nn.Module):
     """Multiplies by a constant: an old (pre-"v2") ``nn.Dropout`` at evaluation time, which scaled its
     input by 1 - p instead of scaling during training."""
 
+    calls_activation_functions = False
+
     def __init__(self, factor: float) -> None:
         super().__init__()
         self.factor = factor
@@ -79,6 +90,8 @@ class CaffePool2d(nn.Module):
     implemented here: pad explicitly until every window lies inside, then pool without padding.
     ``kernel`` None means global pooling (the whole H x W).
     """
+
+    calls_activation_functions = False
 
     def __init__(self, method: str, kernel: tuple[int, int] | None, stride: tuple[int, int],
                  pad: tuple[int, int], ceil: bool) -> None:
@@ -153,6 +166,8 @@ class WithinChannelLRN(nn.Module):
     window (Caffe's AVE pooling with pad (size-1)/2, whose divisor is always size^2 here). ``k`` is
     not used by Caffe in this mode."""
 
+    calls_activation_functions = False
+
     def __init__(self, size: int, alpha: float, beta: float) -> None:
         super().__init__()
         self.size, self.alpha, self.beta = size, alpha, beta
@@ -172,6 +187,8 @@ class WithinChannelLRN(nn.Module):
 class Concat(nn.Module):
     """Caffe's Concat (concat_layer.cpp): k tensors (N, ...) joined along ``axis`` (>= 1)."""
 
+    calls_activation_functions = False
+
     def __init__(self, axis: int) -> None:
         super().__init__()
         self.axis = axis
@@ -186,6 +203,8 @@ class Concat(nn.Module):
 class Eltwise(nn.Module):
     """Caffe's Eltwise (eltwise_layer.cpp): k tensors of one shape -> their SUM (each times its
     ``coeff``), PROD or MAX. The result is always a new tensor (never one of the inputs)."""
+
+    calls_activation_functions = False
 
     def __init__(self, operation: str, coeff: tuple[float, ...]) -> None:
         super().__init__()
@@ -215,6 +234,8 @@ class Narrow(nn.Module):
     """One top of Caffe's Slice (slice_layer.cpp): (N, ...) -> the ``length`` entries from ``start`` along
     ``axis`` (>= 1). A Slice of k tops is k of these, so each top is a module of its own (a Grad-CAM layer)."""
 
+    calls_activation_functions = False
+
     def __init__(self, axis: int, start: int, length: int) -> None:
         super().__init__()
         self.axis, self.start, self.length = axis, start, length
@@ -239,6 +260,8 @@ class AxisAffine(nn.Module):
     Caffe's BatchNorm at inference is this too: weight = 1 / sqrt(var + eps), bias = -mean * weight.
     """
 
+    calls_activation_functions = False
+
     def __init__(self, weight: torch.Tensor | None, bias: torch.Tensor | None, axis: int) -> None:
         super().__init__()
         self.axis = axis
@@ -259,6 +282,8 @@ class CaffeBatchNorm(nn.Module):
     """Caffe's BatchNorm with stored statistics (batch_norm_layer.cpp, use_global_stats):
     y = (x - mean) / sqrt(var + eps) per channel (axis 1). (N, C, ...) -> same shape. ``mean``/``var``
     are the blobs already divided by the scale factor."""
+
+    calls_activation_functions = False
 
     mean: torch.Tensor  # buffers
     var: torch.Tensor
@@ -282,6 +307,8 @@ class ScaleBy(nn.Module):
     y = x + s, s (N, d1, ..., dk) matching x's leading axes, broadcast over the others.
     (N, ...), (N, ...) -> (N, ...)."""
 
+    calls_activation_functions = False
+
     def __init__(self, multiply: bool) -> None:
         super().__init__()
         self.multiply = multiply
@@ -296,6 +323,8 @@ class ScaleBy(nn.Module):
 
 class Power(nn.Module):
     """Caffe's Power (power_layer.cpp): y = (shift + scale * x) ^ power. (N, ...) -> same shape."""
+
+    calls_activation_functions = False
 
     def __init__(self, power: float, scale: float, shift: float) -> None:
         super().__init__()
@@ -312,13 +341,19 @@ class Power(nn.Module):
 class AbsVal(nn.Module):
     """Caffe's AbsVal: y = |x|. (N, ...) -> same shape."""
 
+    calls_activation_functions = False
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x.abs()
 
 
 class BNLL(nn.Module):
     """Caffe's BNLL (bnll_layer.cpp): y = log(1 + exp(x)), computed as Caffe does without overflow:
-    x + log(1 + exp(-x)) for x > 0. (N, ...) -> same shape."""
+    x + log(1 + exp(-x)) for x > 0. (N, ...) -> same shape. An activation guided backprop has no
+    rule for (``unguided_activation``: it is reported)."""
+
+    calls_activation_functions = False
+    unguided_activation = "Caffe BNLL"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.clamp_min(x, 0) + torch.log1p(torch.exp(-x.abs()))
@@ -326,6 +361,8 @@ class BNLL(nn.Module):
 
 class CaffeReshape(nn.Module):
     """Caffe's Reshape with the batch axis kept: (N, ...) -> (N, *shape)."""
+
+    calls_activation_functions = False
 
     def __init__(self, shape: tuple[int, ...]) -> None:
         super().__init__()
@@ -342,6 +379,8 @@ class Crop(nn.Module):
     """Caffe's Crop (crop_layer.cpp): x cut, from axis ``axis`` on, to the reference's sizes starting at
     ``offsets`` (one per cropped axis). (N, ...), reference (N, ...) -> (N, ...) of x's leading and the
     reference's trailing sizes."""
+
+    calls_activation_functions = False
 
     def __init__(self, axis: int, offsets: tuple[int, ...]) -> None:
         super().__init__()

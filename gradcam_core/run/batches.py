@@ -78,6 +78,9 @@ class ImageOutput:
     """Why the image has no results (one line naming what failed, e.g. non-finite scores), or "": in
     folder and glob mode the image is skipped with it, in single-image mode the run stops with it
     (prefixed with the image's path); nothing is printed or written for it either way."""
+    warning: str = ""
+    """A caveat about its results (:func:`unguided_message`), or "": printed on stderr as
+    ``warning: <it>`` once per run, however many images carry it."""
 
 
 class ImagesSkipped(GradCamError):
@@ -156,6 +159,7 @@ class _Run:
         self.written: list[Path] = []
         self.skipped = 0
         self.bar: Any = None
+        self.warned: set[str] = set()
 
     @contextlib.contextmanager
     def progress(self, total: int) -> Iterator[None]:
@@ -197,6 +201,9 @@ class _Run:
         rgbs = [rgb for _, (_, rgb) in batch] if keep_rgb else None
         results = explain_batch(images, rgbs)
         for (job, _), result in zip(batch, results):
+            if result.warning and result.warning not in self.warned:
+                self.warned.add(result.warning)
+                self.say(f"warning: {result.warning}", _stderr)
             if result.error:
                 self.attempt(job, _fail, f"{job.path}: {result.error}" if not self.many else result.error)
                 continue
@@ -237,6 +244,13 @@ def nonfinite_message(what: str, model: str, hint: str, image: str = "") -> str:
     itself, as it does to every line of an image)."""
     on = f" on {image}" if image else ""
     return f"non-finite {what} (NaN/inf) from {model}{on}: {hint}"
+
+
+def unguided_message(unguided: Sequence[str]) -> str:
+    """The line for guided backprop that could not change some activations (``Explanation.unguided``:
+    their plain gradient went through), naming them; shared with the web demo."""
+    return (f"guided backprop has no rule for {', '.join(unguided)} in this model: the gradient passes "
+            "through unguided there, so the guided images are partly plain backprop")
 
 
 def _fail(message: str) -> None:

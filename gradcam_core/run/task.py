@@ -150,6 +150,12 @@ class BatchResult:
     explanations: dict[str, Explanation]
     images: list[ImageResult]
 
+    @property
+    def unguided(self) -> tuple[str, ...]:
+        """The activations guided backprop could not guide (``Explanation.unguided``, the same for
+        every method: one forward)."""
+        return next(iter(self.explanations.values())).unguided if self.explanations else ()
+
     def nonfinite(self, n: int) -> str:
         """What of image ``n`` holds a NaN or an infinity, in any method's explanation ("" if none)."""
         for expl in self.explanations.values():

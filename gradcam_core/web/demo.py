@@ -35,7 +35,7 @@ from ..image.decode import image_size
 from ..image.png import png_bytes
 from ..image.preprocessing import load_rgb, net_input
 from ..run import outputs
-from ..run.batches import nonfinite_message
+from ..run.batches import nonfinite_message, unguided_message
 from ..run.task import DEFAULT_METHOD, ImageResult, Methods, Task, method_list, render_target
 
 ENGINE_LOCK = threading.Lock()
@@ -91,6 +91,9 @@ class Result:
     explain_seconds: float
     method: str = DEFAULT_METHOD
     modifiers: dict[str, bool] = field(default_factory=dict)
+    unguided: tuple[str, ...] = ()
+    """The activations guided backprop could not change (``Explanation.unguided``): in the JSON with
+    the warning the CLI prints, only when there are any."""
 
     def to_json(self) -> dict[str, Any]:
         """The JSON body: images as ``data:image/png;base64,...`` URLs."""
@@ -102,6 +105,9 @@ class Result:
         }
         if self.predictions is not None:
             body["predictions"] = self.predictions
+        if self.unguided:
+            body["unguided"] = list(self.unguided)
+            body["warning"] = unguided_message(self.unguided)
         return body
 
 
@@ -243,7 +249,7 @@ class DemoTask:
         files = {"input": outputs.safe_filename(f"{self.prefix}_input_", target.name)}
         files |= {k: r.filename for k, r in rendered.items()}
         return Result(self.name, layer, target.shown, outcome.image.predicted, outcome.image.predictions,
-                      images, files, seconds, outcome.expl.method, outcome.methods.modifiers)
+                      images, files, seconds, outcome.expl.method, outcome.methods.modifiers, outcome.expl.unguided)
 
 
 # ----------------------------------------------------------------------------------------- the demo

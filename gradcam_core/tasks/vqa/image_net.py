@@ -23,6 +23,8 @@ class ImageFeatureNet(nn.Module):
     ``explain(net, x, "relu5_4", ...)`` works as on a :class:`GraphNet`.
     """
 
+    calls_activation_functions = False  # (as GraphNet)
+
     def __init__(self, cnn: GraphNet) -> None:
         super().__init__()
         self.cnn = cnn
