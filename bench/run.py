@@ -683,100 +683,47 @@ def cli_run(proto: Path, model: Path, image: Path, repeats: int, threads: int, r
 # Model formats: a Caffe ResNet-50 and the real SqueezeNet 1.1 in three forms
 
 
-def _conv_out(size: int, kernel: int, pad: int, stride: int, dilation: int = 1) -> int:
-    return (size + 2 * pad - dilation * (kernel - 1) - 1) // stride + 1
-
-
-def _pool_out(size: int, kernel: int, pad: int, stride: int, ceil: bool) -> int:
-    """Caffe's pooled size: ceil rounding by default, minus one if the last window starts in the padding."""
-    span = size + 2 * pad - kernel
-    out = (-(-span // stride) if ceil else span // stride) + 1
-    if pad and (out - 1) * stride >= size + pad:
-        out -= 1
-    return out
-
-
-def _hw(p, name: str, default: int) -> tuple[int, int]:
-    """(h, w) of a convolution/pooling geometry field: ``name_h``/``name_w`` or ``name`` (once or twice)."""
-    if p.has(f"{name}_h") or p.has(f"{name}_w"):
-        return p.get(f"{name}_h"), p.get(f"{name}_w")
-    values = p.all(name) if p.type.by_name[name].repeated else ([p.get(name)] if p.has(name) else [])
-    return (values[0], values[-1]) if values else (default, default)
-
-
 def random_weights(proto: Path, seed: int = 0) -> list[dict]:
     """Random parameter blobs for the layers of a deploy prototxt, as layer dicts for
-    :func:`caffe_writer.write_caffemodel` (tests/caffe_writer.py), shaped as Caffe requires them (the
-    bottoms' shapes are followed through the net): Convolution weight (out, in / group, kh, kw) and
-    bias (out,) when ``bias_term``; InnerProduct (out, C·H·W of its bottom) and (out,); BatchNorm
-    mean (C,), variance (C,), scale factor (1,); Scale weight (C,) and, with ``bias_term``, bias (C,).
-    He-normal weights, small biases, BatchNorm statistics of a unit normal and factor 1.
-    Layer types this benchmark's nets do not use raise ValueError."""
+    :func:`caffe_writer.write_caffemodel` (tests/caffe_writer.py), in the shapes the package's own
+    builders plan for them (:func:`gradcam_core.formats.caffe.planned_blobs`: the bottoms' shapes
+    followed through the net as ``load_caffe`` follows them). Convolution and InnerProduct: He-normal
+    weights (fan-in: all but the first axis; std sqrt(2 / fan-in) and sqrt(1 / fan-in)), small
+    biases; BatchNorm: mean, variance of a unit normal and factor 1; Scale: weights near 1, small
+    biases. Layer types with blobs that this benchmark's nets do not use raise ValueError."""
     import math
 
     import numpy as np
 
-    from gradcam_core.formats.caffe import prototxt, schema
+    from gradcam_core.formats.caffe import planned_blobs
 
-    tree = prototxt.to_msg(prototxt.parse_file(proto), schema.NET_PARAMETER, str(proto))
-    net = schema.interpret_net(tree, str(proto), with_blobs=False)
     rng = np.random.default_rng(seed)
-    shapes: dict[str, tuple[int, int, int]] = {}  # blob name -> (C, H, W)
-    layers = []
 
     def normal(shape: tuple[int, ...], std: float) -> np.ndarray:
         return (rng.standard_normal(shape, dtype=np.float32) * np.float32(std)).astype(np.float32)
 
-    for spec in net.layers:
-        if spec.type in ("Input", "Data") and not spec.bottoms:
-            for top, shape in zip(spec.tops, spec.input_shapes):
-                shapes[top] = tuple(shape[1:4])
-            continue
-        c, h, w = shapes[spec.bottoms[0]]
+    layers = []
+    for spec, shapes in planned_blobs(proto):
+        if any(None in shape for shape in shapes):
+            raise ValueError(f"{proto}: layer '{spec.name}' has a blob of unknown size")
+        sizes = [tuple(shape) for shape in shapes]
         blobs: list[np.ndarray] = []
-        out = (c, h, w)
-        if spec.type == "Convolution":
-            p = spec.param("convolution_param")
-            (kh, kw), (sh, sw), (ph, pw) = _hw(p, "kernel_size", 0), _hw(p, "stride", 1), _hw(p, "pad", 0)
-            dil = p.all("dilation")
-            dh, dw = (dil[0], dil[-1]) if dil else (1, 1)
-            n, group = p.get("num_output"), p.get("group")
-            weight_shape = (n, c // group, kh, kw)
-            blobs.append(normal(weight_shape, math.sqrt(2.0 / math.prod(weight_shape[1:]))))
-            if p.get("bias_term"):
-                blobs.append(normal((n,), 0.01))
-            out = (n, _conv_out(h, kh, ph, sh, dh), _conv_out(w, kw, pw, sw, dw))
-        elif spec.type == "InnerProduct":
-            p = spec.param("inner_product_param")
-            n = p.get("num_output")
-            blobs.append(normal((n, c * h * w), math.sqrt(1.0 / (c * h * w))))
-            if p.get("bias_term"):
-                blobs.append(normal((n,), 0.01))
-            out = (n, 1, 1)
+        if spec.type in ("Convolution", "InnerProduct"):
+            weight = sizes[0]
+            gain = 2.0 if spec.type == "Convolution" else 1.0
+            blobs.append(normal(weight, math.sqrt(gain / math.prod(weight[1:]))))
+            blobs += [normal(bias, 0.01) for bias in sizes[1:]]
         elif spec.type == "BatchNorm":
-            blobs += [normal((c,), 0.1), (1 + np.abs(normal((c,), 0.1))).astype(np.float32),
-                      np.ones(1, np.float32)]
+            mean, var, factor = sizes
+            blobs += [normal(mean, 0.1), (1 + np.abs(normal(var, 0.1))).astype(np.float32),
+                      np.ones(factor, np.float32)]
         elif spec.type == "Scale":
-            blobs.append((1 + normal((c,), 0.1)).astype(np.float32))
-            if spec.param("scale_param").get("bias_term"):
-                blobs.append(normal((c,), 0.01))
-        elif spec.type == "Pooling":
-            p = spec.param("pooling_param")
-            if p.get("global_pooling"):
-                out = (c, 1, 1)
-            else:
-                (kh, kw), (sh, sw), (ph, pw) = _hw(p, "kernel_size", 0), _hw(p, "stride", 1), _hw(p, "pad", 0)
-                ceil = p.get("round_mode") in (None, 0, "CEIL") and p.get("ceil_mode")
-                out = (c, _pool_out(h, kh, ph, sh, ceil), _pool_out(w, kw, pw, sw, ceil))
-        elif spec.type == "Concat":
-            out = (sum(shapes[b][0] for b in spec.bottoms), h, w)
-        elif spec.type not in ("ReLU", "Eltwise", "Softmax", "Dropout", "Split", "Sigmoid", "TanH", "LRN"):
+            blobs.append((1 + normal(sizes[0], 0.1)).astype(np.float32))
+            blobs += [normal(bias, 0.01) for bias in sizes[1:]]
+        else:
             raise ValueError(f"{proto}: layer '{spec.name}' has type {spec.type}, which random_weights "
                              "does not know")
-        for top in spec.tops:
-            shapes[top] = out
-        if blobs:
-            layers.append({"name": spec.name, "type": spec.type, "blobs": blobs})
+        layers.append({"name": spec.name, "type": spec.type, "blobs": blobs})
     return layers
 
 

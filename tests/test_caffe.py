@@ -18,12 +18,15 @@ from hypothesis import strategies as st
 from torch import nn
 
 from gradcam_core.caffe import load_caffe
+from gradcam_core.data import bundled
 from gradcam_core.errors import GradCamError
+from gradcam_core.formats.caffe import planned_blobs, schema, wire
 from gradcam_core.nets.graph import GraphNet, InputSpec
 
 DATA = Path(__file__).parent / "data"
 MODELS = DATA / "models"
 CASES = DATA / "cases"
+BUNDLED = bundled("squeezenet1_1")
 
 
 def files(name: str) -> tuple[Path, Path]:
@@ -328,6 +331,25 @@ def test_alexnet_pools_with_caffes_ceil_rounding(size, conv1, pool1):
     assert shapes == {"conv1": (conv1, conv1), "pool1": (pool1, pool1), "pool2": (13, 13), "pool5": (6, 6)}
     assert out.shape == (1, 10)
 
+
+
+@pytest.mark.parametrize("proto, model", [
+    (BUNDLED / "deploy.prototxt", BUNDLED / "squeezenet1_1.caffemodel"),  # written by Caffe itself
+    files("mini_alexnet_v1"), files("mini_alexnet_grouped"), files("mini_vgg16_v2"),
+])
+def test_planned_blobs_are_the_blob_shapes_of_the_caffemodel(proto, model):
+    """planned_blobs (the prototxt alone) names every layer that has blobs in the caffemodel, with
+    the caffemodel's shapes (a V1 blob's legacy leading 1s aside): the shapes bench/run.py writes."""
+    with wire.WireFile(model) as source:
+        trained = schema.interpret_net(source.decode(schema.NET_PARAMETER), str(model))
+    stored = {spec.name: [b.shape for b in spec.blobs] for spec in trained.layers if spec.blobs}
+    planned = {spec.name: shapes for spec, shapes in planned_blobs(proto)}
+    assert planned.keys() == stored.keys()
+    for name, shapes in planned.items():
+        assert len(shapes) == len(stored[name])
+        for want, got in zip(shapes, stored[name]):
+            lead = len(got) - len(want)
+            assert lead >= 0 and got[lead:] == want and all(d == 1 for d in got[:lead]), (name, want, got)
 
 def caffe_pool(x, kernel, stride, pad, method, ceil):
     """pooling_layer.cpp Forward_cpu, literally; None if some window covers no input (Caffe then

@@ -39,6 +39,7 @@ def test_torchvision_model_with_class_names(cli, tmp_path):
         f"classify_{kind}_{label}.png" for kind in ("gcam_hm", "gb", "gb_gcam") for label in (243, 283))
 
 
+@pytest.mark.slow  # a CLI run; the predicted-label line is also checked by the oracle runs
 def test_predicted_class_prints_its_name(cli, tmp_path):
     result = run(cli, tmp_path, *TORCHVISION, "-layer_name", "features")
     assert result.returncode == 0, result.stderr
@@ -54,9 +55,9 @@ def test_an_ambiguous_class_name_lists_the_candidates(cli, tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["-preprocess", "opencv"], r"-preprocess opencv: expected one of"),
     (["-channel_order", "gbr"], r"-channel_order gbr: expected one of"),
-    (["-mean_value", "1,2"], r"mean"),
+    pytest.param(["-mean_value", "1,2"], r"mean", marks=pytest.mark.slow),  # these two take a CLI run of a second or more
     (["-mean_value", "a,b,c"], r"-mean_value 'a,b,c' must be numbers"),
-    (["-input_scale", "0"], r"input_scale must be a positive"),
+    pytest.param(["-input_scale", "0"], r"input_scale must be a positive", marks=pytest.mark.slow),
     (["-arch", "resnet_9000"], r"resnet_9000"),
 ])
 def test_bad_model_options_are_one_line(cli, tmp_path, args, message):
@@ -66,6 +67,7 @@ def test_bad_model_options_are_one_line(cli, tmp_path, args, message):
     assert_refused(result, out, message)
 
 
+@pytest.mark.slow  # a CLI run; in process: test_torchvision.py
 def test_a_pickled_module_is_refused(cli, tmp_path):
     import torch
     import torchvision
@@ -78,12 +80,14 @@ def test_a_pickled_module_is_refused(cli, tmp_path):
     assert "pickle" in result.stderr or "module" in result.stderr
 
 
+@pytest.mark.slow  # a CLI run; in process: test_torchvision.py
 def test_a_state_dict_of_another_architecture_names_the_first_key(cli, tmp_path):
     out = tmp_path / "out"
     result = run(cli, out, "-arch", "resnet18", "-model_file", str(SQUEEZE / "squeezenet1_1.pth"))
     assert_refused(result, out, r"squeezenet1_1.pth")
 
 
+@pytest.mark.slow  # two CLI runs; the options in process: test_preprocessing.py
 def test_the_caffe_preprocessing_options_change_the_input(cli, tmp_path):
     """-mean_value, -input_scale and -channel_order reach the network: other values, other maps (the
     default keeps the original's VGG preprocessing, tested against the oracle elsewhere)."""
@@ -142,6 +146,7 @@ def test_the_caffe_and_torchvision_squeezenets_give_the_same_logits():
     assert caffe.names.name(282) == tv.names.name(282) == "tiger cat"
 
 
+@pytest.mark.slow  # two CLI runs; the same logits in process above
 def test_the_caffe_and_torchvision_squeezenets_give_the_same_gradcam_through_the_cli(cli, tmp_path):
     """The same class at the same layer (the last fire module's concatenated output) in both forms: the
     same Grad-CAM heatmap. (Guided backprop is a gradient w.r.t. each form's own input, which the two
@@ -154,6 +159,7 @@ def test_the_caffe_and_torchvision_squeezenets_give_the_same_gradcam_through_the
         assert np.abs(pixels(tmp_path / "caffe" / name) - pixels(tmp_path / "tv" / name)).max() <= 2, name
 
 
+@pytest.mark.slow  # a fresh interpreter; the class-dependent maps in process: test_torchvision.py
 def test_the_readme_command_explains_each_class_where_it_is(tmp_path):
     """README's first command, as a new user runs it (a new interpreter, relative paths from the
     checkout), on the real SqueezeNet: the boxer map and the tiger-cat map differ; the boxer map sits
@@ -175,6 +181,7 @@ def test_the_readme_command_explains_each_class_where_it_is(tmp_path):
     assert heat["cat"][top:].mean() > heat["boxer"][top:].mean() + 20
 
 
+@pytest.mark.slow  # three CLI runs; mean files in process: test_meanfile.py
 def test_a_mean_file_reaches_the_network(cli, tmp_path):
     """-mean_file with a constant mean image (B, G, R) = (100, 110, 120), at another size than the input
     (it is scaled to -input_sz): the files of -mean_value 100,110,120 (a grey level at most: the mean

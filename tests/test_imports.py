@@ -13,6 +13,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 from conftest import DATA, ROOT
 
 FORBIDDEN = ("torchvision", "cv2", "matplotlib", "scipy", "captum", "nltk")
@@ -37,6 +38,7 @@ print("REPORT " + json.dumps(report))
 """
 
 
+@pytest.mark.slow  # the three CLIs in a fresh interpreter
 def test_clis_import_no_heavy_unused_modules(tmp_path):
     models = DATA / "models"
     image = str(ROOT / "images" / "cat_dog.jpg")

@@ -129,6 +129,7 @@ def test_small_cnn_explains_as_the_torch_model(tmp_path, opset):
     assert net.resolve_layer(node) == net.resolve_layer(tensor)
 
 
+@pytest.mark.slow  # ResNet-18 exported and explained three times; the small CNN above has BatchNorm
 def test_resnet18_explains_as_the_torch_model(tmp_path):
     """torchvision's ResNet-18 (random weights, 64 x 64): torch's exporter folds the BatchNorms into
     the convolutions and feeds shared weights through Identity nodes (folded here)."""
@@ -147,6 +148,7 @@ def test_resnet18_explains_as_the_torch_model(tmp_path):
     compare_explanations(model, "layer3.1", net, "/layer3/layer3.1/relu_1/Relu", x, targets=(2,))
 
 
+@pytest.mark.slow  # the quick run has the same comparison through the CLI (test_cli_formats.py)
 def test_real_squeezenet_onnx_explains_as_torchvision(tmp_path):
     """The bundled ImageNet SqueezeNet 1.1 (torchvision form) exported to ONNX: the same Grad-CAM and
     guided backprop as torchvision's model at its last fire module, and a map that depends on the class."""
@@ -560,6 +562,7 @@ def check_conversion(proto: Path, weights: Path, out: Path, layer: str, *, targe
     assert rel_err(got.cam_raw, want.cam_raw) <= 1e-5 and rel_err(got.guided, want.guided) <= 1e-5
 
 
+@pytest.mark.slow  # the quick run converts the pooling net below through the same checks
 @pytest.mark.parametrize("name, layer", [("mini_vgg16_v1", "relu5_3"), ("mini_vgg16_v2", "relu5_3"),
                                          ("mini_alexnet_grouped", "relu5")])
 def test_fixture_nets_convert_exactly(tmp_path, name, layer):
@@ -637,6 +640,7 @@ def test_pooling_padding_ceil_and_average_divisor_convert_exactly(tmp_path):
     check_conversion(proto, weights, tmp_path / "pools.onnx", "relu3", targets=(0, 2, 4))
 
 
+@pytest.mark.slow  # the quick run converts the pooling net above through the same checks
 def test_real_squeezenet_converts_exactly(tmp_path):
     proto, weights = SQUEEZENET / "deploy.prototxt", SQUEEZENET / "squeezenet1_1.caffemodel"
     if not proto.exists() or not weights.exists():

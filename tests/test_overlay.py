@@ -67,6 +67,7 @@ def test_classification_writes_one_overlay_per_target_equal_to_its_formula(tmp_p
     assert_overlay(out / "classify_overlay_3.png", CAT_DOG, out / "classify_gcam_hm_3.png")
 
 
+@pytest.mark.slow  # three CLI runs; the default run's bytes are the oracle tests'
 def test_without_the_option_no_overlay_and_the_other_files_are_the_same_bytes(tmp_path):
     common = [*CLS, "-input_image_path", str(CAT_DOG), "-label", "3,-1"]
     run_ok("classification.py", *common, "-out_path", str(tmp_path / "default"))
@@ -80,6 +81,7 @@ def test_without_the_option_no_overlay_and_the_other_files_are_the_same_bytes(tm
     assert {name: overlay[name] for name in default} == default
 
 
+@pytest.mark.slow  # a CLI run; one overlay per target: the VQA and captioning tests below
 def test_several_labels_give_one_overlay_each_from_its_own_map(tmp_path):
     out = tmp_path / "out"
     run_ok("classification.py", *CLS, "-input_image_path", str(CAT_DOG), "-label", "1,2", "-save_overlay", "1",
@@ -90,6 +92,7 @@ def test_several_labels_give_one_overlay_each_from_its_own_map(tmp_path):
     assert files(out)["classify_overlay_1.png"] != files(out)["classify_overlay_2.png"]
 
 
+@pytest.mark.slow  # two CLI runs
 def test_the_overlay_is_the_colour_heatmap_with_save_as_heatmap_0_too(tmp_path):
     common = [*CLS, "-input_image_path", str(CAT_DOG), "-label", "3", "-save_overlay", "1"]
     run_ok("classification.py", *common, "-save_as_heatmap", "0", "-out_path", str(tmp_path / "grey"))

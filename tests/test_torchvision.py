@@ -143,6 +143,7 @@ def test_an_unknown_architecture_lists_close_matches_and_the_valid_ones():
     assert "resnet50" in tv.architectures() and "fasterrcnn_resnet50_fpn" not in tv.architectures()
 
 
+@pytest.mark.slow  # a DenseNet-121 built, saved and loaded
 def test_old_densenet_keys_are_renamed(tmp_path):
     torch.manual_seed(0)
     state = torchvision.models.densenet121(weights=None).state_dict()
@@ -199,8 +200,9 @@ def test_default_layer_of_a_caffe_net_is_a_caffe_layer_name():
 # --- against Captum ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("arch, layer", [("resnet18", "layer4"), ("resnet18", "layer3.1.conv1"),
-                                         ("mobilenet_v3_small", "features")])
+@pytest.mark.parametrize("arch, layer", [("resnet18", "layer4"),
+                                         pytest.param("resnet18", "layer3.1.conv1", marks=pytest.mark.slow),
+                                         pytest.param("mobilenet_v3_small", "features", marks=pytest.mark.slow)])
 def test_grad_cam_equals_captums(arch, layer):
     """Our channel weights are the SUM of the gradients over the map, Captum's the mean: ours / (h * w)."""
     from captum.attr import LayerGradCam
@@ -254,6 +256,7 @@ def _reference_guided(model: torch.nn.Module, x: torch.Tensor, target: int) -> t
     return g
 
 
+@pytest.mark.slow  # two real architectures; the rules, in place and beside gates, on small nets: test_guided.py
 @pytest.mark.parametrize("arch", ["mobilenet_v2", "mobilenet_v3_small"])
 def test_guided_backprop_through_relu6_and_hardswish_equals_the_reference(arch):
     """In-place ReLU6 (MobileNetV2) and Hardswish and ReLU beside Hardsigmoid gates (MobileNetV3) against

@@ -75,7 +75,13 @@ def question_feature(answerer: vqa.QuestionAnswerer, question: str) -> torch.Ten
 # --------------------------------------------------------------------------- the original's command lines
 
 
-@pytest.mark.parametrize("case_id", VQA_CASES)
+# The CLI runs of these cases are in the slow set only; their tensors are compared in process below.
+SLOW_CLI_CASES = {"vqa_catdog_animal_dog", "vqa_hydrant_color_yellow", "vqa_catdog_oov_question_cat",
+                  "vqa_catdog_animal_cat_raw"}
+
+
+@pytest.mark.parametrize("case_id", [pytest.param(c, marks=pytest.mark.slow) if c in SLOW_CLI_CASES else c
+                                     for c in VQA_CASES])
 def test_oracle_command_line(case_id, tmp_path, vocab):
     """The exact original command, run where its default -model_path and data_prepro.json resolve."""
     script, args = oracle_args(case_id, tmp_path / "out")
@@ -183,6 +189,7 @@ def _assert_scores_differ(model: vqa.QuestionAnswerer, image_net: vqa.ImageFeatu
         assert_rel_close(scores.numpy(), oracle_tensor(case_id, "scores"), 1e-4, "mis-sliced scores")
 
 
+@pytest.mark.slow  # five explanations; several answers against the oracle: test_batch.py
 def test_several_answers_in_one_call_equal_separate_calls(vocab, answerer, image_net):
     image, question, _ = case_inputs("vqa_catdog_animal_dog", answerer)
     answers = [None, vocab.answer_index("dog"), vocab.answer_index("2"), vocab.answer_index("cat")]

@@ -72,6 +72,26 @@ def run_cli(main: Callable[..., None], argv: Sequence[str] | None = None) -> NoR
     sys.exit(0)
 
 
+def console_script(main: Callable[..., None], prog: str) -> Callable[[], NoReturn]:
+    """A console script (``gradcam-classify = ...:entry``) running ``main`` as ``prog`` (its name in
+    messages and ``--help``)."""
+
+    def entry() -> NoReturn:
+        sys.argv[0] = prog
+        run_cli(main)
+
+    entry.__doc__ = f"The ``{prog}`` command."
+    return entry
+
+
+def seed_torch(seed: int) -> None:
+    """torch's random generator seeded (the Lua scripts' ``torch.manualSeed(opt.seed)``); torch is
+    imported here, once the options have been read, not when the command is."""
+    import torch
+
+    torch.manual_seed(seed)
+
+
 class Terminated(BaseException):
     """SIGTERM, raised like KeyboardInterrupt so that ``finally`` clauses run (see :func:`run_cli`)."""
 

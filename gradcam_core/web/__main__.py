@@ -10,32 +10,25 @@ loads the models once (:mod:`.demo`) and runs the server (:mod:`.app`) under uvi
 """
 from __future__ import annotations
 
-import sys
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
-from ..cli.app import Terminated, run_cli
-from ..cli.options import (
-    as_float,
-    as_input_options,
-    as_input_size,
-    as_int,
-    as_positive_int,
-    as_str,
-    given,
-)
+from ..cli import optiontable as opt
+from ..cli.app import Terminated, console_script, seed_torch
+from ..cli.options import as_float, as_input_options, as_int, as_positive_int, as_str
 from ..cli.paths import arch_weights_missing, device_for, input_path
 from ..data import IMAGES, SQUEEZENET, bundled
 from ..errors import GradCamError
 
-DEFAULT_INPUT_SIZE = 224  # -input_sz when not given (an ONNX classifier: its own size)
+DEFAULT_INPUT_SIZE = opt.MODEL_INPUT_SZ.default  # -input_sz when not given (an ONNX classifier: its own size)
 
 BUNDLED = bundled(SQUEEZENET)
 PROTO = str(BUNDLED / "deploy.prototxt")
 MODEL = str(BUNDLED / "squeezenet1_1.caffemodel")
 SAMPLES = str(bundled(IMAGES))
-VQA_PROTO = "models/VGG_ILSVRC_19_layers_deploy.prototxt"
-VQA_MODEL = "models/VGG_ILSVRC_19_layers.caffemodel"
+VQA_PROTO = opt.VQA_PROTO_FILE.default
+VQA_MODEL = opt.VQA_MODEL_FILE.default
 ENABLE = {
     "vqa": "start the server with -vqa_model_path <lstm.t7> -vqa_vocab_file <data_prepro.json> "
            "(and the VQA image net: -vqa_proto_file, -vqa_model_file)",
@@ -43,45 +36,81 @@ ENABLE = {
 }
 
 
-def main(
-    port=8000,
-    host="127.0.0.1",
-    allowed_hosts="",
-    proto_file="",
-    model_file="",
-    arch="",
-    layer_name="",
-    input_sz=224,
-    synset_file="",
-    preprocess="",
-    mean_value="",
-    mean_file="",
-    input_scale="",
-    channel_order="",
-    vqa_model_path="",
-    vqa_vocab_file="",
-    vqa_proto_file=VQA_PROTO,
-    vqa_model_file=VQA_MODEL,
-    vqa_layer_name="relu5_4",
-    vqa_question="What animal?",
-    vqa_input_encoding_size=200,
-    vqa_rnn_size=512,
-    vqa_rnn_layers=2,
-    vqa_common_embedding_size=1024,
-    vqa_num_output=1000,
-    caption_model_path="",
-    caption_layer="30",
-    samples=SAMPLES,
-    max_upload_mb=20,
-    max_pixels=40_000_000,
-    max_queue=8,
-    max_uploads=16,
-    max_connections=64,
-    body_timeout=60,
-    header_timeout=10,
-    gpuid=-1,
-    seed=123,
-):
+def _port(name: str, value: object) -> int:
+    """A TCP port (0 = any free one)."""
+    port = as_int(name, value)
+    if not 0 <= port <= 65535:
+        raise GradCamError(f"-{name} {port} is not a TCP port (0 to 65535)")
+    return port
+
+
+def _host(name: str, value: object) -> str:
+    """An address to bind, surrounding spaces dropped."""
+    host = as_str(value).strip()
+    if not host:
+        raise GradCamError(f"-{name} needs an address, e.g. 127.0.0.1")
+    return host
+
+
+def _names(name: str, value: object) -> list[str]:
+    """Comma-separated names, spaces and empty ones dropped."""
+    return [h.strip() for h in as_str(value).split(",") if h.strip()]
+
+
+def _seconds(name: str, value: object) -> float:
+    """A time limit: a positive number of seconds (at most a day)."""
+    seconds = as_float(name, value)
+    if not 0 < seconds <= 86400:
+        raise GradCamError(f"-{name} must be a number of seconds above 0 (at most 86400), got {value!r}")
+    return seconds
+
+
+OPTIONS = opt.OptionTable(
+    opt.Option("port", 8000, 'the TCP port (0 = any free port; the line "Serving on ..." names it).', _port),
+    opt.Option("host", "127.0.0.1", "the address to bind; anything but 127.0.0.1 / localhost / ::1 is said on start.",
+               _host),
+    opt.Option("allowed_hosts", "", "further Host names to answer, comma-separated (localhost, 127.0.0.1, [::1] and "
+               "-host are always answered; other names are refused against DNS rebinding).", _names),
+    opt.PROTO_FILE.but(help="classification: Caffe deploy prototxt (as classification.py)."),
+    opt.MODEL_FILE.but(help="classification: Caffe weights, an ONNX file, or a torchvision state_dict with -arch."),
+    opt.ARCH.but(help="classification: a torchvision architecture (-model_file is its state_dict)."),
+    opt.LAYER_NAME.but(default="", help="classification: the default layer ('' = relu5_3 if the net has it, else the "
+                       "last layer with a spatial output); the page lists the others."),
+    opt.MODEL_INPUT_SZ.but(help="side of the square network input (every task; default: an ONNX model's own size, "
+                           "else 224)."),
+    opt.SYNSET_FILE.but(help="classification: class names (synset_words.txt format)."),
+    opt.PREPROCESS.but(help="classification: caffe or torchvision (default: the model format's)."),
+    opt.MEAN_VALUE.but(help="classification: per-channel means in the net's channel order."),
+    opt.MEAN_FILE.but(help="classification: a Caffe mean image (mean.binaryproto)."),
+    opt.INPUT_SCALE.but(help="classification: Caffe's transform_param scale."),
+    opt.CHANNEL_ORDER.but(help="classification: bgr or rgb."),
+    opt.Option("vqa_model_path", "", "VQA: the LSTM checkpoint (lstm.t7); turns VQA on."),
+    opt.Option("vqa_vocab_file", "", "VQA: its vocabulary (data_prepro.json)."),
+    opt.VQA_PROTO_FILE.but(name="vqa_proto_file", help="VQA: the image net's prototxt (VGG-19)."),
+    opt.VQA_MODEL_FILE.but(name="vqa_model_file", help="VQA: the image net's caffemodel."),
+    opt.VQA_LAYER_NAME.but(name="vqa_layer_name", help="VQA: the default layer."),
+    opt.QUESTION.but(name="vqa_question", help="VQA: the question the page starts with."),
+    *(o.prefixed("vqa_", "VQA: ") for o in opt.VQA_SIZES),
+    opt.Option("caption_model_path", "", "captioning: a neuraltalk2 checkpoint (.t7); turns captioning on."),
+    opt.Option("caption_layer", "30", "captioning: the default layer (a module number or name, as captioning.py -layer)."),
+    opt.Option("samples", SAMPLES, "a folder whose JPEG and PNG files are offered as samples ('' = none)."),
+    opt.Option("max_upload_mb", 20, "the largest upload accepted, in MB (larger: 413).", as_positive_int),
+    opt.Option("max_pixels", 40_000_000, "the largest image accepted, width x height (larger: 400).", as_positive_int),
+    opt.Option("max_queue", 8, "requests in the server at once (waiting or running); past it 503 with Retry-After. "
+               "A request joins it once its whole form has arrived.", as_positive_int),
+    opt.Option("max_uploads", 16, "forms being received at once; past it 503 with Retry-After.", as_positive_int),
+    opt.Option("max_connections", 64, "open connections; past it a request is answered 503 and its connection closed.",
+               as_positive_int),
+    opt.Option("body_timeout", 60, "seconds a form may take to arrive, in all (past it 408).", _seconds),
+    opt.Option("header_timeout", 10, "seconds a request's line and headers may take to arrive, and the longest pause "
+               "within a form (past it the connection is closed, within a form 408).", _seconds),
+    opt.GPUID,
+    opt.SEED,
+)
+
+
+@OPTIONS.command
+def main(v: SimpleNamespace) -> None:
     """The Grad-CAM web demo: classification, VQA and captioning in the browser, on your own models.
 
     python -m gradcam_core.web [-port 8000] [-host 127.0.0.1] [model options]
@@ -90,125 +119,60 @@ def main(
     The models are named by the command-line scripts' own options and loaded once. Classification:
     default the bundled SqueezeNet 1.1 (gradcam_core/data/squeezenet1_1); VQA is on with -vqa_model_path and
     -vqa_vocab_file, captioning with -caption_model_path; a task left off is shown disabled.
-
-    Args:
-        port: the TCP port (0 = any free port; the line "Serving on ..." names it).
-        host: the address to bind; anything but 127.0.0.1 / localhost / ::1 is said on start.
-        allowed_hosts: further Host names to answer, comma-separated (localhost, 127.0.0.1, [::1] and
-            -host are always answered; other names are refused against DNS rebinding).
-        proto_file: classification: Caffe deploy prototxt (as classification.py).
-        model_file: classification: Caffe weights, an ONNX file, or a torchvision state_dict with -arch.
-        arch: classification: a torchvision architecture (-model_file is its state_dict).
-        layer_name: classification: the default layer ('' = relu5_3 if the net has it, else the last
-            layer with a spatial output); the page lists the others.
-        input_sz: side of the square network input (every task; default: an ONNX model's own size, else 224).
-        synset_file: classification: class names (synset_words.txt format).
-        preprocess: classification: caffe or torchvision (default: the model format's).
-        mean_value: classification: per-channel means in the net's channel order.
-        mean_file: classification: a Caffe mean image (mean.binaryproto).
-        input_scale: classification: Caffe's transform_param scale.
-        channel_order: classification: bgr or rgb.
-        vqa_model_path: VQA: the LSTM checkpoint (lstm.t7); turns VQA on.
-        vqa_vocab_file: VQA: its vocabulary (data_prepro.json).
-        vqa_proto_file: VQA: the image net's prototxt (VGG-19).
-        vqa_model_file: VQA: the image net's caffemodel.
-        vqa_layer_name: VQA: the default layer.
-        vqa_question: VQA: the question the page starts with.
-        vqa_input_encoding_size: VQA: as visual_question_answering.py's -input_encoding_size.
-        vqa_rnn_size: VQA: -rnn_size.
-        vqa_rnn_layers: VQA: -rnn_layers.
-        vqa_common_embedding_size: VQA: -common_embedding_size.
-        vqa_num_output: VQA: -num_output.
-        caption_model_path: captioning: a neuraltalk2 checkpoint (.t7); turns captioning on.
-        caption_layer: captioning: the default layer (a module number or name, as captioning.py -layer).
-        samples: a folder whose JPEG and PNG files are offered as samples ('' = none).
-        max_upload_mb: the largest upload accepted, in MB (larger: 413).
-        max_pixels: the largest image accepted, width x height (larger: 400).
-        max_queue: requests in the server at once (waiting or running); past it 503 with Retry-After.
-            A request joins it once its whole form has arrived.
-        max_uploads: forms being received at once; past it 503 with Retry-After.
-        max_connections: open connections; past it a request is answered 503 and its connection closed.
-        body_timeout: seconds a form may take to arrive, in all (past it 408).
-        header_timeout: seconds a request's line and headers may take to arrive, and the longest pause
-            within a form (past it the connection is closed, within a form 408).
-        gpuid: -1 = CPU, N = CUDA device N.
-        seed: random seed.
     """
     from ..extras import require
 
     require("web")
     from .demo import ENGINE, Demo, find_samples
 
-    port = as_int("port", port)
-    if not 0 <= port <= 65535:
-        raise GradCamError(f"-port {port} is not a TCP port (0 to 65535)")
-    host = as_str(host).strip()
-    if not host:
-        raise GradCamError("-host needs an address, e.g. 127.0.0.1")
-    extra_hosts = [h.strip() for h in as_str(allowed_hosts).split(",") if h.strip()]
-    input_sz = as_input_size("input_sz", input_sz) if given(input_sz) else None  # None: the model's own
-    upload = as_positive_int("max_upload_mb", max_upload_mb) << 20
-    pixels = as_positive_int("max_pixels", max_pixels)
-    limits = {
-        "max_queue": as_positive_int("max_queue", max_queue),
-        "max_uploads": as_positive_int("max_uploads", max_uploads),
-        "max_connections": as_positive_int("max_connections", max_connections),
-        "body_seconds": _seconds("body_timeout", body_timeout),
-        "header_seconds": _seconds("header_timeout", header_timeout),
-    }
-    sample_dir = as_str(samples)
-    samples_found = find_samples(Path(sample_dir)) if sample_dir else {}
-    device = device_for(as_int("gpuid", gpuid))
-    import torch
-
-    torch.manual_seed(as_int("seed", seed))
+    limits = {"max_queue": v.max_queue, "max_uploads": v.max_uploads, "max_connections": v.max_connections,
+              "body_seconds": v.body_timeout, "header_seconds": v.header_timeout}
+    samples_found = find_samples(Path(v.samples)) if v.samples else {}
+    device = device_for(v.gpuid)
+    seed_torch(v.seed)
 
     def load_tasks() -> dict:
         """The models, loaded on the engine thread (see demo.EngineThread)."""
         tasks: dict = {}
         tasks["classification"] = _classification(
-            as_str(model_file), as_str(proto_file), as_str(arch), as_str(synset_file), as_str(layer_name),
-            as_input_options(preprocess, mean_value, mean_file, input_scale, channel_order), input_sz, device)
-        if as_str(vqa_model_path):
+            v.model_file, v.proto_file, v.arch, v.synset_file, v.layer_name,
+            as_input_options(v.preprocess, v.mean_value, v.mean_file, v.input_scale, v.channel_order), v.input_sz,
+            device)
+        if v.vqa_model_path:
             from ..extras import require
             from ..tasks.vqa.model import VQASizes
 
             require("vqa")
             from .demo import load_vqa
 
-            if not as_str(vqa_vocab_file):
+            if not v.vqa_vocab_file:
                 raise GradCamError("-vqa_model_path needs -vqa_vocab_file (data_prepro.json) too")
             tasks["vqa"] = load_vqa(
-                input_path("vqa_model_path", as_str(vqa_model_path), ""),
-                input_path("vqa_vocab_file", as_str(vqa_vocab_file), ""),
-                input_path("vqa_proto_file", as_str(vqa_proto_file), VQA_PROTO),
-                input_path("vqa_model_file", as_str(vqa_model_file), VQA_MODEL),
-                sizes=VQASizes(
-                    input_encoding_size=as_positive_int("vqa_input_encoding_size", vqa_input_encoding_size),
-                    rnn_size=as_positive_int("vqa_rnn_size", vqa_rnn_size),
-                    rnn_layers=as_positive_int("vqa_rnn_layers", vqa_rnn_layers),
-                    common_embedding_size=as_positive_int("vqa_common_embedding_size", vqa_common_embedding_size),
-                    num_output=as_positive_int("vqa_num_output", vqa_num_output),
-                ),
-                layer=as_str(vqa_layer_name), input_sz=input_sz or DEFAULT_INPUT_SIZE, device=device,
-                question=as_str(vqa_question),
+                input_path("vqa_model_path", v.vqa_model_path, ""),
+                input_path("vqa_vocab_file", v.vqa_vocab_file, ""),
+                input_path("vqa_proto_file", v.vqa_proto_file, VQA_PROTO),
+                input_path("vqa_model_file", v.vqa_model_file, VQA_MODEL),
+                sizes=VQASizes(**opt.subset(v, opt.VQA_SIZES, "vqa_")),
+                layer=v.vqa_layer_name, input_sz=v.input_sz or DEFAULT_INPUT_SIZE, device=device,
+                question=v.vqa_question,
             )
-        elif as_str(vqa_vocab_file):
+        elif v.vqa_vocab_file:
             raise GradCamError("-vqa_vocab_file needs -vqa_model_path (the LSTM checkpoint) too")
-        if as_str(caption_model_path):
+        if v.caption_model_path:
             from .demo import load_captioning
 
-            tasks["captioning"] = load_captioning(input_path("caption_model_path", as_str(caption_model_path), ""),
-                                                  layer=as_str(caption_layer), input_sz=input_sz or DEFAULT_INPUT_SIZE,
+            tasks["captioning"] = load_captioning(input_path("caption_model_path", v.caption_model_path, ""),
+                                                  layer=v.caption_layer, input_sz=v.input_sz or DEFAULT_INPUT_SIZE,
                                                   device=device)
         return tasks
 
     tasks = ENGINE.call(load_tasks)
-    demo = Demo(tasks, {k: v for k, v in ENABLE.items() if k not in tasks}, samples_found, upload, pixels)
+    demo = Demo(tasks, {k: why for k, why in ENABLE.items() if k not in tasks}, samples_found, v.max_upload_mb << 20,
+                v.max_pixels)
     for name in ("classification", "vqa", "captioning"):
         task = tasks.get(name)
         _say(f"{name}: {task.model_name}, layer {task.default_layer}" if task else f"{name}: off ({ENABLE[name]})")
-    serve(demo, host, port, extra_hosts, **limits)
+    serve(demo, v.host, v.port, v.allowed_hosts, **limits)
 
 
 def _classification(given: str, proto_given: str, arch: str, synset: str, layer: str, inputs: Any,
@@ -229,14 +193,6 @@ def _classification(given: str, proto_given: str, arch: str, synset: str, layer:
     return load_classification(model, proto_file=proto, arch=arch,
                                synset_file=input_path("synset_file", synset, "") if synset else None,
                                inputs=inputs, layer=layer, input_sz=input_sz, device=device)
-
-
-def _seconds(name: str, value: object) -> float:
-    """A time limit: a positive number of seconds (at most a day)."""
-    seconds = as_float(name, value)
-    if not 0 < seconds <= 86400:
-        raise GradCamError(f"-{name} must be a number of seconds above 0 (at most 86400), got {value!r}")
-    return seconds
 
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
@@ -290,12 +246,7 @@ def _say(line: str) -> None:
     print(line, flush=True)
 
 
-def entry() -> None:
-    """The ``gradcam-web`` console script."""
-    sys.argv[0] = "gradcam-web"
-    run_cli(main)
-
+entry = console_script(main, "gradcam-web")
 
 if __name__ == "__main__":
-    sys.argv[0] = "python -m gradcam_core.web"
-    run_cli(main)
+    console_script(main, "python -m gradcam_core.web")()

@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from dataclasses import replace
 from pathlib import Path
+from typing import Protocol
 
 import torch
 from torch import nn
@@ -52,6 +53,41 @@ def load_caffe(
     return net.eval()
 
 
+#: One layer's parameter blob shapes as its builder plans them (None: any size).
+BlobShapes = list[tuple[int | None, ...]]
+
+
+def planned_blobs(proto_file: str | Path) -> list[tuple[schema.LayerSpec, BlobShapes]]:
+    """The parameter blobs the layers of a prototxt take, without a caffemodel: (layer, blob shapes) for
+    each layer with blobs, in prototxt order. These are the shapes :func:`load_caffe` checks a
+    caffemodel's blobs against, the bottoms' shapes followed through the net by the same builders: the
+    net is built as :func:`load_caffe` builds it, on zero-filled blobs, so a prototxt it refuses raises
+    the same :class:`GradCamError` here (e.g. a Convolution weight (out, in / group, kh, kw), an
+    InnerProduct weight (out, C*H*W of its bottom))."""
+    proto_name = str(proto_file)
+    tree = prototxt.to_msg(prototxt.parse_file(proto_file), schema.NET_PARAMETER, proto_name)
+    structure = schema.interpret_net(tree, proto_name, with_blobs=False)
+    recorder = _PlannedBlobs()
+    _build(structure, recorder, proto_name)
+    return recorder.layers
+
+
+class _Blobs(Protocol):
+    def load(self, spec: schema.LayerSpec, expected: BlobShapes) -> list[torch.Tensor]: ...
+
+
+class _PlannedBlobs:
+    """A stand-in for the caffemodel: records the blob shapes each layer asks for, supplies zeros."""
+
+    def __init__(self) -> None:
+        self.layers: list[tuple[schema.LayerSpec, BlobShapes]] = []
+
+    def load(self, spec: schema.LayerSpec, expected: BlobShapes) -> list[torch.Tensor]:
+        if expected:
+            self.layers.append((spec, list(expected)))
+        return [torch.zeros(tuple(1 if n is None else n for n in shape)) for shape in expected]
+
+
 class _BlobLoader:
     """Reads the blobs of a prototxt layer from the caffemodel into tensors of the requested
     device/dtype, after checking their number and shapes."""
@@ -60,7 +96,7 @@ class _BlobLoader:
                  device: torch.device, dtype: torch.dtype) -> None:
         self.source, self.weights, self.device, self.dtype = source, weights, device, dtype
 
-    def load(self, spec: schema.LayerSpec, expected: list[tuple[int | None, ...]]) -> list[torch.Tensor]:
+    def load(self, spec: schema.LayerSpec, expected: BlobShapes) -> list[torch.Tensor]:
         if not expected:
             return []
         trained = self.weights.get(spec.name)
@@ -125,7 +161,7 @@ class CaffeLayer:
         return names.get(msg.get(field))
 
 
-def _build(structure: schema.NetSpec, loader: _BlobLoader, proto_name: str) -> GraphNet:
+def _build(structure: schema.NetSpec, loader: _Blobs, proto_name: str) -> GraphNet:
     shapes: dict[str, schema.Shape] = {}  # blob name -> shape, as layers produce them
     alias: dict[str, str] = {}  # Split tops -> the blob they stand for
     inputs: list[tuple[str, schema.Shape]] = []
