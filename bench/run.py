@@ -41,7 +41,7 @@ What it does:
    clients at once (threads, each on its own connection, M requests back to back) against one
    client sending the same 4·M requests, the two bursts alternated: throughput, latency
    percentiles, failed requests (anything but 200, a 503 included).
-6. The CAM methods (``--only methods`` runs these alone; bench/methods.py, whose docstring says how each
+6. The CAM methods (``--only methods`` runs these alone; bench/cam_methods.py, whose docstring says how each
    row is measured): the gradient methods and Eigen-CAM against the floor on VGG-16 and a random-weight
    torchvision ResNet-50; Score-CAM against its own floor (one forward per channel) and pytorch-grad-cam's
    ``ScoreCAM`` on VGG-16 and the bundled SqueezeNet, with each call's peak memory in a fresh process;
@@ -1146,7 +1146,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="'formats': only the model-format rows (Caffe ResNet-50, SqueezeNet 1.1 as Caffe, "
                          "torchvision and ONNX), a few minutes; 'web': only the web demo rows (a warm request "
                          "against the engine, 4 clients at once), about a minute; 'methods': only the CAM "
-                         "methods' rows (bench/methods.py); default: everything")
+                         "methods' rows (bench/cam_methods.py); default: everything")
     ap.add_argument("--scorecam-rounds", type=int, default=1,
                     help="rounds of the Score-CAM and Ablation-CAM rows on VGG-16 and ResNet-50, each call a "
                          "forward per channel (1; SqueezeNet's Score-CAM rows get 3x as many)")
@@ -1233,10 +1233,10 @@ def main(argv: list[str] | None = None) -> int:
             "pairs of bursts: one client, then 4 clients at once (or the other way round)")
     if args.only in ("all", "methods"):
         print("CAM methods ...", flush=True)
-        sys.modules.setdefault("run", sys.modules[__name__])  # bench/methods.py imports this module as `run`
-        import methods
+        sys.modules.setdefault("run", sys.modules[__name__])  # bench/cam_methods.py imports this module as `run`
+        import cam_methods
 
-        agree &= methods.methods_run(args.cache, args.image, args.repeats, args.scorecam_rounds,
+        agree &= cam_methods.methods_run(args.cache, args.image, args.repeats, args.scorecam_rounds,
                                      args.scorecam_size, args.threads, report, model_lines)
     # keep the batch rows together
     order = ["one image, one target", "k = 4 targets, one image (ours: one call; peers: 4 runs)",

@@ -288,7 +288,7 @@ def gradient_rows(n: Net, names: list[str], repeats: int, report: Report, lines:
 
 
 def probe(argv: list[str]) -> None:
-    """In a fresh process (``methods.probe``, see :func:`probe_run`): load a net, one plain forward,
+    """In a fresh process (``cam_methods.probe``, see :func:`probe_run`): load a net, one plain forward,
     the peak reset, then ONE call of a variant; prints a JSON line (the peak over the RSS before the
     call, seconds, the batches ours ran) and saves the map to ``out``."""
     import re
@@ -337,7 +337,7 @@ def probe_run(net: str, method: str, variant: str, cache: Path, image: Path, siz
         out = str(Path(tmp) / "map.npy")
         spec = {"net": net, "method": method, "variant": variant, "cache": str(cache), "image": str(image),
                 "size": size, "threads": threads, "out": out}
-        code = f"import sys; sys.path.insert(0, {str(ROOT / 'bench')!r}); import methods; methods.probe(sys.argv[1:])"
+        code = f"import sys; sys.path.insert(0, {str(ROOT / 'bench')!r}); import cam_methods; cam_methods.probe(sys.argv[1:])"
         wall, vmhwm, rc, stdout, stderr = run.run_child(["-c", code, json.dumps(spec)], ROOT, run.child_env(threads))
         if rc != 0:
             return {"error": (stderr.strip().splitlines() or [f"exit code {rc}"])[-1][:300]}
@@ -488,7 +488,7 @@ def scorecam_rows(n: Net, rounds: int, cache: Path, image: Path, size: int, thre
 # 3. Ablation-CAM
 
 
-def ablation_rows(n: Net, rounds: int, cache: Path, image: Path, threads: int, report: Report,
+def ablation_rows(n: Net, rounds: int, cache: Path, image: Path, size: int, threads: int, report: Report,
                   lines: list[str]) -> bool:
     from gradcam_core.engine import explain
 
@@ -498,7 +498,7 @@ def ablation_rows(n: Net, rounds: int, cache: Path, image: Path, threads: int, r
         skipped(report, f"{label}: ours, Ablation-CAM, one target", s, ["ablationcam"],
                 "≤ 0.50× pytorch-grad-cam's")
         return True
-    ours_probe, theirs_probe, ok = probes(n, "ablationcam", cache, image, 224, threads, lines)
+    ours_probe, theirs_probe, ok = probes(n, "ablationcam", cache, image, size, threads, lines)
     v: dict[str, Callable[[], object]] = {
         "floor": run.floor_of(n.net, n.x),
         "ours": lambda: explain(n.net, n.x, n.layer, [CLASS], guided=False, method="ablationcam"),
@@ -571,8 +571,8 @@ def methods_run(cache: Path, image: Path, repeats: int, scorecam_rounds: int, sc
     squeeze = load_net("squeezenet", cache, image)
     guided_rows(squeeze, max(4 * repeats, 8), 3, report)
 
-    ok &= ablation_rows(vgg, scorecam_rounds, cache, image, threads, report, lines)
-    ok &= ablation_rows(resnet, scorecam_rounds, cache, image, threads, report, lines)
+    ok &= ablation_rows(vgg, scorecam_rounds, cache, image, 224, threads, report, lines)
+    ok &= ablation_rows(resnet, scorecam_rounds, cache, image, 224, threads, report, lines)
     del resnet
     ok &= scorecam_rows(squeeze, 3 * scorecam_rounds, cache, image, 224, threads, report, lines)
     if scorecam_size != 224:
