@@ -156,15 +156,32 @@ def pgc_map(method: str, n: Net, target: int = CLASS, flipped: list | None = Non
     from pytorch_grad_cam.utils.svd_on_activations import get_2d_projection
 
     cls = getattr(pytorch_grad_cam, PGC_CLASS[method])
+    # its targets take one image's output; ClassifierOutputTarget indexes a (classes,) row, and the Caffe
+    # SqueezeNet gives (1000, 1, 1): there the same class of the flattened row
+    pick = ClassifierOutputTarget(target) if n.key != "squeezenet" else _FlatTarget(target)
+    out = None
     with contextlib.redirect_stderr(io.StringIO()), cls(model=n.net, target_layers=[n.module]) as cam:
-        out = cam(input_tensor=n.x, targets=[ClassifierOutputTarget(target)])[0]
+        out = cam(input_tensor=n.x, targets=[pick])[0]
         if flipped is not None and method in ("eigencam", "eigengradcam"):
             terms = cam.activations_and_grads.activations[0].numpy()
             if method == "eigengradcam":
                 terms = terms * cam.activations_and_grads.gradients[0].numpy()
             flipped.append(normalised(np.maximum(-get_2d_projection(terms)[0], 0), out.shape[1], out.shape[0]))
     n.net.zero_grad(set_to_none=True)
+    if out is None:  # its __exit__ swallows an IndexError (after printing it)
+        raise RuntimeError(f"pytorch-grad-cam's {cls.__name__} failed with an IndexError")
     return out
+
+
+class _FlatTarget:
+    """One class of an image's flattened output (pytorch-grad-cam's ClassifierOutputTarget for outputs
+    with trailing 1 x 1 axes)."""
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+
+    def __call__(self, output):
+        return output.reshape(-1)[self.index]
 
 
 def compare(method: str, ours_raw, theirs, n: Net, flipped: list | None = None) -> tuple[bool, str]:
@@ -402,12 +419,13 @@ def masked_images(n: Net, activations):
         return n.x * ((up - lo) / (hi - lo + 1e-8))[:, None]
 
 
-def scorecam_rows(n: Net, rounds: int, cache: Path, image: Path, size: int, threads: int, report: Report,
+def scorecam_rows(n: Net, rounds: int, cache: Path, image: Path, threads: int, report: Report,
                   lines: list[str]) -> bool:
     from gradcam_core.engine import explain
 
     s = SECTION_SCORE
-    label = f"{n.what} ({size}×{size}, `{n.layer}`)"
+    size = n.x.shape[-1]
+    label = f"{n.what} (`{n.layer}`)"
     if "scorecam" not in registered():
         for what, target in (("floor: one forward per channel, batched", ""), ("ours, one target", "≤ 1.10× floor"),
                              ("ours, 4 targets in one call", "≤ 0.30× pytorch-grad-cam's 4 runs"),
@@ -488,7 +506,7 @@ def scorecam_rows(n: Net, rounds: int, cache: Path, image: Path, size: int, thre
 # 3. Ablation-CAM
 
 
-def ablation_rows(n: Net, rounds: int, cache: Path, image: Path, size: int, threads: int, report: Report,
+def ablation_rows(n: Net, rounds: int, cache: Path, image: Path, threads: int, report: Report,
                   lines: list[str]) -> bool:
     from gradcam_core.engine import explain
 
@@ -498,7 +516,7 @@ def ablation_rows(n: Net, rounds: int, cache: Path, image: Path, size: int, thre
         skipped(report, f"{label}: ours, Ablation-CAM, one target", s, ["ablationcam"],
                 "≤ 0.50× pytorch-grad-cam's")
         return True
-    ours_probe, theirs_probe, ok = probes(n, "ablationcam", cache, image, size, threads, lines)
+    ours_probe, theirs_probe, ok = probes(n, "ablationcam", cache, image, n.x.shape[-1], threads, lines)
     v: dict[str, Callable[[], object]] = {
         "floor": run.floor_of(n.net, n.x),
         "ours": lambda: explain(n.net, n.x, n.layer, [CLASS], guided=False, method="ablationcam"),
@@ -523,7 +541,9 @@ def ablation_rows(n: Net, rounds: int, cache: Path, image: Path, size: int, thre
 # 4. The CLI's default guided path
 
 
-def guided_rows(n: Net, rounds: int, calls: int, report: Report) -> None:
+def guided_rows(n: Net, rounds: int, calls: int, report: Report, also: str = "") -> None:
+    """The floor, ours at the net's layer (and at ``also``, where given), with ``torch7_ties=False``
+    and Grad-CAM alone, interleaved; each sample the mean of ``calls`` back-to-back calls."""
     from gradcam_core.engine import explain
 
     v: dict[str, Callable[[], object]] = {
@@ -532,6 +552,8 @@ def guided_rows(n: Net, rounds: int, calls: int, report: Report) -> None:
         "fast": lambda: explain(n.net, n.x, n.layer, [CLASS], torch7_ties=False),
         "cam": lambda: explain(n.net, n.x, n.layer, [CLASS], guided=False),
     }
+    if also:
+        v["also"] = lambda: explain(n.net, n.x, also, [CLASS])
     if calls > 1:
         v = {k: (lambda fn=fn: [fn() for _ in range(calls)]) for k, fn in v.items()}
     print(f"{n.what} guided path: timing {len(v)} variants, {rounds} rounds of {calls} call(s) ...", flush=True)
@@ -545,13 +567,16 @@ def guided_rows(n: Net, rounds: int, calls: int, report: Report) -> None:
             extra=f"over the floor: {1000 * (statistics.median(times['ours']) - statistics.median(times['floor'])):.1f} ms")
     add_row(report, times, "fast", f"{label}: same with `torch7_ties=False` (extra row)", s, "floor")
     add_row(report, times, "cam", f"{label}: Grad-CAM alone (`guided=False`, extra row)", s, "floor")
+    if also:
+        add_row(report, times, "also", f"{n.what} (`{also}`, the CLI's default layer for it): ours, the same call",
+                s, "floor", "≤ 1.15× floor", 1.15)
 
 
 # --------------------------------------------------------------------------------------------------
 
 
-def methods_run(cache: Path, image: Path, repeats: int, scorecam_rounds: int, scorecam_size: int,
-                threads: int, report: Report, header: list[str]) -> bool:
+def methods_run(cache: Path, image: Path, repeats: int, scorecam_rounds: int, threads: int, report: Report,
+                header: list[str]) -> bool:
     """Every row of this module (see its docstring). Returns whether the maps agree with
     pytorch-grad-cam's; ``header`` gets the section's lines for the report's header."""
     names = registered()
@@ -569,15 +594,13 @@ def methods_run(cache: Path, image: Path, repeats: int, scorecam_rounds: int, sc
     resnet = load_net("resnet50", cache, image)
     ok &= gradient_rows(resnet, names, repeats, report, lines)
     squeeze = load_net("squeezenet", cache, image)
-    guided_rows(squeeze, max(4 * repeats, 8), 3, report)
+    guided_rows(squeeze, max(4 * repeats, 8), 3, report, also="relu_conv10")
 
-    ok &= ablation_rows(vgg, scorecam_rounds, cache, image, 224, threads, report, lines)
-    ok &= ablation_rows(resnet, scorecam_rounds, cache, image, 224, threads, report, lines)
+    ok &= ablation_rows(vgg, scorecam_rounds, cache, image, threads, report, lines)
+    ok &= ablation_rows(resnet, scorecam_rounds, cache, image, threads, report, lines)
     del resnet
-    ok &= scorecam_rows(squeeze, 3 * scorecam_rounds, cache, image, 224, threads, report, lines)
-    if scorecam_size != 224:
-        vgg = load_net("vgg16", cache, image, scorecam_size)
-    ok &= scorecam_rows(vgg, scorecam_rounds, cache, image, scorecam_size, threads, report, lines)
+    ok &= scorecam_rows(squeeze, 3 * scorecam_rounds, cache, image, threads, report, lines)
+    ok &= scorecam_rows(vgg, scorecam_rounds, cache, image, threads, report, lines)
 
     mine = report.rows[first_row:]  # one block per section, in SECTIONS' order
     mine.sort(key=lambda r: SECTIONS.index(r.section))
@@ -585,7 +608,7 @@ def methods_run(cache: Path, image: Path, repeats: int, scorecam_rounds: int, sc
     missing = [m for m in (*GRADIENT_METHODS, EIGENGRAD, "eigencam", "scorecam", "ablationcam") if m not in names]
     header.append(
         f"- CAM methods (`--only methods`): {NET_LINES['vgg16']}; {NET_LINES['resnet50']}; {NET_LINES['squeezenet']}; "
-        f"input 1×3×224×224 ({image.name}; VGG-16's Score-CAM rows at {scorecam_size}×{scorecam_size}), class {CLASS} "
+        f"input 1×3×224×224 ({image.name}), class {CLASS} "
         f"(0-based), 4 targets {CLASSES_K4}; gradient and guided rows: {repeats} rounds after a warm-up round "
         f"(SqueezeNet's guided rows: {max(4 * repeats, 8)} rounds of 3 calls); Score-CAM and Ablation-CAM: "
         f"{scorecam_rounds} round(s) without warm-up on VGG-16 and ResNet-50, {3 * scorecam_rounds} on "

@@ -1150,8 +1150,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--scorecam-rounds", type=int, default=1,
                     help="rounds of the Score-CAM and Ablation-CAM rows on VGG-16 and ResNet-50, each call a "
                          "forward per channel (1; SqueezeNet's Score-CAM rows get 3x as many)")
-    ap.add_argument("--scorecam-size", type=int, default=224,
-                    help="input side of VGG-16's Score-CAM rows (224; a smaller one for smoke tests)")
     args = ap.parse_args(argv)
     if args.quick:
         args.repeats, args.cli_repeats, args.folder_repeats = 2, 1, 1
@@ -1237,7 +1235,7 @@ def main(argv: list[str] | None = None) -> int:
         import cam_methods
 
         agree &= cam_methods.methods_run(args.cache, args.image, args.repeats, args.scorecam_rounds,
-                                     args.scorecam_size, args.threads, report, model_lines)
+                                         args.threads, report, model_lines)
     # keep the batch rows together
     order = ["one image, one target", "k = 4 targets, one image (ours: one call; peers: 4 runs)",
              "batches (per image, against the one-image floor)", "model load and whole command (subprocesses)",
