@@ -83,7 +83,7 @@ def test_v2_files_give_what_the_same_v1_weights_give(v2_case, v1_case, tmp_path)
 def _library_run(case_id: str):
     """The case through the library: (explanation, resolved labels) at the case's options."""
     from gradcam_core import image as imageops
-    from gradcam_core.cli.classification import class_indices
+    from gradcam_core.run.classification import label_classes
     from gradcam_core.tasks.classify import explain_classes, load_classifier
 
     _, args = oracle_args(case_id, Path("unused"))
@@ -91,7 +91,7 @@ def _library_run(case_id: str):
     net = load_classifier(Path(opt["-proto_file"]), Path(opt["-model_file"]))
     size = int(opt.get("-input_sz", 224))
     image = imageops.preprocess(opt["-input_image_path"], size, size)[None]
-    expl, indices = explain_classes(net, image, opt.get("-layer_name", "relu5_3"), class_indices([int(opt["-label"])]))
+    expl, indices = explain_classes(net, image, opt.get("-layer_name", "relu5_3"), label_classes([int(opt["-label"])]))
     return expl, [[i + 1 for i in per_image] for per_image in indices]  # 1-based labels, as the oracle's
 
 
@@ -217,4 +217,5 @@ def test_defaults_are_the_original_ones():
         "arch": "", "synset_file": "", "preprocess": "", "mean_value": "", "mean_file": "",
         "input_scale": "", "channel_order": "",
         "save_overlay": 0,  # ours: the original's three files by default
+        "method": "gradcam", "counterfactual": 0, "aug_smooth": 0, "eigen_smooth": 0,  # ours: the original's method
     }

@@ -1,5 +1,5 @@
 """The pieces the three tasks share, each written once: the Torch7 LSTM cell, the vocabulary and its UNK,
-the index-or-predicted score, and the program runner of the CLIs."""
+the index-or-predicted score, and the runner the CLIs drive their tasks with."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,10 +10,11 @@ import torch
 from conftest import DATA, ROOT
 
 from gradcam_core import GradCamError
-from gradcam_core.cli.program import Described, Program, RunOptions, run_program
+from gradcam_core.cli.program import RunOptions, run_task
 from gradcam_core.engine.targets import ClassTarget, score_of
 from gradcam_core.nets.lstm import Torch7LSTMCell
 from gradcam_core.run.inputs import Inputs
+from gradcam_core.run.task import BatchResult, ImageResult, Methods, TargetResult, Task
 from gradcam_core.tasks import caption as captioner
 from gradcam_core.tasks import vocabulary, vqa
 from gradcam_core.tasks.vqa import tokenize
@@ -117,47 +118,54 @@ class _Net:
         return self, self
 
 
-class _Program(Program[str]):
-    """Explains every image for the targets "x" and "y"; records what the runner asked, in order."""
+class _Task(Task[list[str]]):
+    """Explains every image for its targets ("x" and "y"); records what the runner asked, in order."""
 
-    prefix = "fake"
+    name, prefix, target_field, original_layer = "fake", "fake", "target", "conv"
 
     def __init__(self) -> None:
         self.calls: list[str] = []
+        self.net, self.model_name = _Net(), "the fake model"
 
-    def load(self, log):
-        self.calls.append("load")
-        log("loaded")
-        return _Net()
+    def targets(self, values, *, option="", strict=False, question=None):
+        return list(values)
 
-    def start(self, log):
+    def start_lines(self, targets):
         self.calls.append("start")
-        log("started")
+        return ["started"]
 
-    def explain(self, images, layer):
+    def explain(self, images, layer, targets, methods):
         self.calls.append(f"explain {tuple(images.shape)} {layer}")
         n, size = images.shape[0], images.shape[-1]
-        cam = torch.rand(n, 2, size, size)
-        expl = SimpleNamespace(cam=cam, guided=torch.randn(n, 2, 3, size, size), nonfinite=lambda n: "")
-        return expl, [f"image {k}" for k in range(n)]
+        expl = SimpleNamespace(cam=torch.rand(n, 2, size, size), guided=torch.randn(n, 2, 3, size, size),
+                               nonfinite=lambda n: "", method=methods.names[0])
+        images = [ImageResult([TargetResult(t, {}) for t in targets], {}, lines=[f"image {k} explained"])
+                  for k in range(n)]
+        return BatchResult({methods.names[0]: expl}, images)
 
-    def describe(self, result):
-        return Described([f"{result} explained"], ["x", "y"])
 
-
-def test_the_runner_loads_checks_the_layer_then_starts_and_writes_each_targets_files(tmp_path):
-    program, lines = _Program(), []
+def test_the_runner_checks_the_layer_then_starts_and_writes_each_targets_files(tmp_path):
+    task, lines = _Task(), []
     opts = RunOptions("conv", Inputs.single(ROOT / "images" / "cat_dog.jpg", tmp_path), 16, 8, True)
-    written = run_program(program, opts, lines.append)
-    assert program.calls == ["load", "start", "explain (1, 3, 16, 16) conv"]
-    assert lines == ["loaded", "started", "image 0 explained"]
+    written = run_task(task, task.targets(["x", "y"]), opts, lines.append)
+    assert task.calls == ["start", "explain (1, 3, 16, 16) conv"]
+    assert lines == ["started", "image 0 explained"]
     assert sorted(p.name for p in written) == sorted(
         f"fake_{kind}_{name}.png" for kind in ("gcam_hm", "gb", "gb_gcam") for name in "xy")
 
 
+def test_the_runner_names_another_methods_files_by_its_token(tmp_path):
+    task = _Task()
+    opts = RunOptions("conv", Inputs.single(ROOT / "images" / "cat_dog.jpg", tmp_path), 16, 8, False,
+                      save_overlay=True, methods=Methods(("gradcam",), counterfactual=True))
+    written = run_task(task, task.targets(["x"]), opts, lambda line: None)
+    assert sorted(p.name for p in written) == ["fake_gb_cf_x.png", "fake_gb_gradcam_cf_x.png",
+                                               "fake_gradcam_cf_x.png", "fake_overlay_gradcam_cf_x.png"]
+
+
 def test_an_unknown_layer_fails_before_start_and_writes_nothing(tmp_path):
-    program = _Program()
+    task = _Task()
     opts = RunOptions("nope", Inputs.single(ROOT / "images" / "cat_dog.jpg", tmp_path / "out"), 16, 8, True)
     with pytest.raises(GradCamError, match="no layer 'nope'"):
-        run_program(program, opts, lambda line: None)
-    assert program.calls == ["load"] and not Path(tmp_path / "out").exists()
+        run_task(task, task.targets(["x", "y"]), opts, lambda line: None)
+    assert task.calls == [] and not Path(tmp_path / "out").exists()

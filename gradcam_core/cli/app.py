@@ -46,7 +46,10 @@ def run_cli(main: Callable[..., None], argv: Sequence[str] | None = None) -> NoR
     try:
         import fire  # in the try: a Ctrl-C during this slow import is handled too
 
-        fire.Fire(main, command=_normalize_argv(args, params), name=prog)
+        command = _normalize_argv(args, params)
+        if command == ["--help"]:
+            fill_methods_help(main)
+        fire.Fire(main, command=command, name=prog)
     except GradCamError as err:
         if debug:  # where it was raised, for bug reports
             raise
@@ -136,6 +139,33 @@ def with_many_images_help(example: str, lines: str) -> Callable[[F], F]:
         return main
 
     return fill
+
+
+METHODS_HELP = """CAM methods (``-method``; several comma-separated, from one forward; ``-batch_size`` also bounds a
+perturbation method's batch of masked images):
+
+{methods}
+
+``gradcam`` writes the original's files. Any other method writes ``<prefix>_<token>_hm_<name>.png``
+(``<prefix>_<token>_<name>.png`` with ``-save_as_heatmap 0``), ``<prefix>_gb_<token>_<name>.png`` and, with
+``-save_overlay 1``, ``<prefix>_overlay_<token>_<name>.png``, where ``<token>`` is the method's name with
+``+`` written ``p`` (``gradcam++`` -> ``gradcampp``); guided backprop, the same for every method, is
+``<prefix>_gb_<name>.png``, written once. ``-counterfactual 1`` adds ``_cf`` to the token (``gradcam_cf``
+for Grad-CAM, so the original's files are never overwritten) and names guided backprop
+``<prefix>_gb_cf_<name>.png``."""
+
+
+def fill_methods_help(main: Callable[..., Any]) -> None:
+    """Fill ``{cam_methods}`` in ``main``'s docstring with the registered CAM methods, one line each
+    (:data:`METHODS_HELP`), when ``--help`` is shown: the registry imports torch, which a command
+    imports only once it runs."""
+    doc = main.__doc__ or ""
+    if "{cam_methods}" not in doc:
+        return
+    from ..engine.methods import lookup, method_names
+
+    lines = "\n".join(f"    {name}: {lookup(name).summary}" for name in method_names())
+    main.__doc__ = doc.replace("{cam_methods}", METHODS_HELP.format(methods=lines))
 
 
 def _die(prog: str, message: str, code: int) -> NoReturn:

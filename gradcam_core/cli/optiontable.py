@@ -18,10 +18,11 @@ table's :meth:`OptionTable.command` over a body that receives the converted valu
 
 An option of all four commands (the three scripts and ``python -m gradcam_core.web``) is one entry here::
 
-    METHOD = Option("method", "gradcam", "the CAM method: gradcam or gradcam++.", choice("gradcam", "gradcam++"))
+    COLOURS = Option("colours", "jet", "the heatmap's colour map: jet or grey.", choice("jet", "grey"))
 
-plus one line ``opt.METHOD,`` in each command's table (cli/commands/classification.py, vqa.py,
-captioning.py; web/__main__.py); each body then reads ``v.method``.
+plus one line ``opt.COLOURS,`` in each command's table (cli/commands/classification.py, vqa.py,
+captioning.py; web/__main__.py); each body then reads ``v.colours`` (as the three scripts' bodies read
+``-method`` and its modifiers, :data:`METHOD_OPTIONS`, in ``commands/common.run_fields``).
 
 Every value is converted before the body runs, in table order (the first bad option in ``--help`` order
 is the one named): a typed value arrives as the string the user typed, a default as its own type (see
@@ -185,6 +186,39 @@ def save_overlay(file: str) -> Option:
     return Option("save_overlay", 0, f"1 = also write {file}: the colour heatmap (half) blended over the image as the "
                   "net saw it (half), input_sz x input_sz; 0 = the original's three files.", as_switch)
 
+
+# the CAM methods (every script); their names are checked against the registry (engine.methods) here, the
+# list in --help is filled in when it is shown (cli.app.fill_methods_help): the registry imports torch
+
+
+def method_names(name: str, value: Any) -> tuple[str, ...]:
+    """``-method``: registered CAM method names, comma-separated (or a list literal); an unknown one is
+    one line listing the known ones."""
+    from ..engine.methods import lookup  # imported here: it brings torch in
+    from ..errors import GradCamError
+
+    names = tuple(dict.fromkeys(as_str_list(name, value, ",")))
+    for method in names:
+        try:
+            lookup(method.strip())
+        except GradCamError as err:
+            raise GradCamError(f"-{name} {method!r}: {err}") from None
+    return tuple(m.strip() for m in names)
+
+
+METHOD = Option("method", "gradcam", "the CAM method(s), comma-separated (-method gradcam,scorecam: one forward); "
+                "gradcam writes the original's files, any other method <prefix>_<method>_hm_<name>.png etc.",
+                method_names)
+COUNTERFACTUAL = Option("counterfactual", 0, "1 = explain each target's negated score (the regions whose removal "
+                        "would raise it); the files' method token gets _cf (gradcam_cf) and guided backprop is gb_cf.",
+                        as_switch)
+AUG_SMOOTH = Option("aug_smooth", 0, "1 = average each map over flipped and brightness-scaled copies of the image "
+                    "(pytorch-grad-cam's aug_smooth).", as_switch)
+EIGEN_SMOOTH = Option("eigen_smooth", 0, "1 = each map from the first principal component of the weighted "
+                      "activations instead of their sum (pytorch-grad-cam's eigen_smooth).", as_switch)
+METHOD_OPTIONS = (METHOD, COUNTERFACTUAL, AUG_SMOOTH, EIGEN_SMOOTH)
+"""Every script's method options, after its own (``-batch_size`` also bounds a perturbation method's
+batch of masked images)."""
 
 # classification (and the web command's classifier)
 MODEL_INPUT_SZ = INPUT_SZ.but(help="side of the square network input (default: an ONNX model's own size, else 224).",

@@ -1,6 +1,5 @@
-"""``visual_question_answering.py`` (``th visual_question_answering.lua``): its options checked, its
-printed lines, its files. Answers are named by their text; :mod:`gradcam_core.tasks.vqa` takes 0-based
-answer indices."""
+"""``visual_question_answering.py`` (``th visual_question_answering.lua``): its options checked, what it
+prints while loading, its targets (answers named by their text: :mod:`gradcam_core.run.vqa`)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -9,17 +8,13 @@ from pathlib import Path
 
 import torch
 
-from ..engine import Explanation
-from ..nets.graph import GraphNet
 from ..run.inputs import Inputs
+from ..run.task import Methods
+from ..run.vqa import VQATask
 from ..tasks.vocabulary import Vocabulary
-from ..tasks.vqa.checkpoint import load_answerer
-from ..tasks.vqa.image_net import load_image_net
-from ..tasks.vqa.model import DTYPE, VQASizes
-from ..tasks.vqa.target import explain_answers
-from ..tasks.vqa.vocabulary import load_vocabulary
+from ..tasks.vqa.model import VQASizes
 from .options import as_str_list
-from .program import Described, Log, Program, RunOptions, run_program
+from .program import Log, RunOptions, run_task
 
 
 @dataclass
@@ -45,6 +40,7 @@ class VQAOptions:
     save_overlay: bool = False  # -save_overlay 1: one more file per target, <prefix>_overlay_<name>.png
     device: torch.device = torch.device("cpu")
     batch_size: int = 8
+    methods: Methods = field(default_factory=Methods)  # -method and its modifiers
 
 
 def expand_answers(values: Sequence[str], vocab: Vocabulary) -> list[str]:
@@ -61,70 +57,13 @@ def expand_answers(values: Sequence[str], vocab: Vocabulary) -> list[str]:
     return expanded
 
 
-@dataclass
-class ImageAnswers:
-    """One image's VQA results: its answer scores (A,) and each target's 0-based answer index."""
-
-    scores: torch.Tensor
-    indices: list[int]
-
-
-class VQAProgram(Program[ImageAnswers]):
-    """visual_question_answering.lua's loading, lines and file names (answers named by their text)."""
-
-    prefix = "vqa"
-    dtype = DTYPE
-
-    def __init__(self, opts: VQAOptions) -> None:
-        self.opts = opts
-
-    def load(self, log: Log) -> GraphNet:
-        opts = self.opts
-        self.vocab = load_vocabulary(opts.vocab_file)
-        self.answers = expand_answers(opts.answers, self.vocab)
-        self.answerer = load_answerer(opts.model_path, self.vocab, opts.sizes, opts.device)
-        self.encoded = self.answerer.encode(opts.question)
-        self.image_net = load_image_net(opts.proto_file, opts.model_file, opts.device)
-        log(f"Successfully loaded {opts.model_file}")
-        self.model_name = f"{opts.model_path} with {opts.model_file}"
-        return self.image_net.cnn
-
-    def start(self, log: Log) -> None:
-        opts, (tokens, ids, length) = self.opts, self.encoded
-        for token in tokens:  # what prepro_ques.py printed
-            log(token)
-        log(str(ids))
-        log(f"Question: \t{opts.question}")
-        self.question = self.answerer.question_feature(
-            torch.tensor([ids], device=opts.device), torch.tensor([length], device=opts.device)
-        )
-        self.requested = [self.vocab.answer_index(a) if a else None for a in self.answers]
-
-    def explain(self, images: torch.Tensor, layer: str) -> tuple[Explanation, list[ImageAnswers]]:
-        expl, scores, indices = explain_answers(
-            self.image_net, self.answerer.answer_net, images, self.question, self.requested, layer
-        )
-        return expl, [ImageAnswers(scores[n], per_image) for n, per_image in enumerate(indices)]
-
-    def describe(self, result: ImageAnswers) -> Described:
-        """The original's "Predicted answer" line (Lua's print joins its arguments with a tab), one
-        "Grad-CAM answer" per target, and a note when a requested answer was replaced by the predicted
-        one; the files are named by the answer."""
-        answers = self.vocab.answers
-        lines, names = [f"Predicted answer: \t{answers[int(result.scores.argmax())]}"], []
-        for want, index in zip(self.answers, result.indices):
-            name = answers[index]
-            lines.append(f"Grad-CAM answer: \t{name}")
-            if not want:
-                lines.append(f"no -answer given; using the predicted answer {name!r}")
-            elif want != name:
-                lines.append(f"answer {want!r} is not one of the model's answers; using the predicted answer {name!r}")
-            names.append(name)
-        return Described(lines, names)
-
-
 def run(opts: VQAOptions, log: Log = print) -> list[Path]:
-    """The whole of ``th visual_question_answering.lua``, for one image or many: returns the written files."""
+    """The whole of ``th visual_question_answering.lua``, for one image or many: returns the written files.
+    An answer the model does not know is its predicted answer, with a note (the original's rule)."""
+    task = VQATask.load(opts.model_path, opts.vocab_file, opts.proto_file, opts.model_file, sizes=opts.sizes,
+                        device=opts.device, question=opts.question)
+    log(f"Successfully loaded {opts.model_file}")
+    targets = task.targets(expand_answers(opts.answers, task.vocab), option="-answer")
     common = RunOptions(opts.layer_name, opts.inputs, opts.input_sz, opts.batch_size, opts.save_as_heatmap,
-                        opts.save_overlay)
-    return run_program(VQAProgram(opts), common, log)
+                        opts.save_overlay, opts.methods)
+    return run_task(task, targets, common, log)

@@ -159,10 +159,14 @@ def explain(
             ``"gradcam++"``, ``"scorecam"``, ...), or a sequence of names: then a dict of one
             explanation per method, from one forward and one backward shared by the gradient methods.
         counterfactual: explain each target's negated score (the regions whose removal would raise it).
-        aug_smooth: average the maps over flipped and brightness-scaled copies of the input
-            (pytorch-grad-cam's ``aug_smooth``).
+        aug_smooth: average the raw maps over six copies of the input: mirrored or not, times 0.9, 1
+            or 1.1, mirrored maps mirrored back (pytorch-grad-cam's ``aug_smooth`` without its
+            per-copy normalisation; :mod:`.smoothing`). Six times the work; guided backprop, scores
+            and weights stay the unaugmented input's.
         eigen_smooth: replace each method's sum over channels by the first principal component of its
-            weighted activations (pytorch-grad-cam's ``eigen_smooth``).
+            weighted activations (pytorch-grad-cam's ``eigen_smooth``, its sign fixed:
+            :func:`~gradcam_core.engine.methods.first_component`); no change for Eigen-CAM and
+            Eigen-Grad-CAM, which are projections already.
         batch_size: the most perturbed inputs a perturbation method (Score-CAM, Ablation-CAM) runs in
             one forward; None: chosen from the free memory.
         progress: let methods with many forwards show a progress bar on a terminal.
@@ -215,8 +219,10 @@ def _explain_once(model: nn.Module, image: torch.Tensor, layer: LayerRef, target
             stack.enter_context(switchable_activations(model, switch))
             if default_torch7_ties(model) if options.torch7_ties is None else options.torch7_ties:
                 stack.enter_context(torch7_conv_forward(model))
-        tap = stack.enter_context(_LayerTap(grad_module, value_module, detach_below=not guided))
-        stack.enter_context(torch.enable_grad())
+        tap = stack.enter_context(_LayerTap(grad_module, value_module, detach_below=not guided,
+                                            track=needs_gradients))
+        # no backward at all (Eigen-CAM, perturbation methods without guided backprop): nothing recorded
+        stack.enter_context(torch.enable_grad() if guided or needs_gradients else torch.no_grad())
 
         x = image.detach().requires_grad_(guided)
         output = model(x)
@@ -341,11 +347,13 @@ class _LayerTap(contextlib.AbstractContextManager):
     The gradient point is the grad module's output; downstream modules get a copy of it, so an
     in-place op further on (an in-place ReLU in a torchvision model) cannot rewrite it. With
     ``detach_below`` the output is cut from the graph below it (a new leaf): a Grad-CAM-only run
-    records and back-propagates nothing under the layer.
+    records and back-propagates nothing under the layer. Without ``track`` (no gradient wanted at the
+    layer) the output is passed on as it is.
     """
 
-    def __init__(self, grad_module: nn.Module, value_module: nn.Module, *, detach_below: bool) -> None:
-        self._detach = detach_below
+    def __init__(self, grad_module: nn.Module, value_module: nn.Module, *, detach_below: bool,
+                 track: bool = True) -> None:
+        self._detach = detach_below and track
         self._grad_point: torch.Tensor | None = None
         self._value: torch.Tensor | None = None
         self._handles = [grad_module.register_forward_hook(self._on_grad_module)]

@@ -8,7 +8,8 @@ For one target the Lua scripts wrote, into ``out_path``:
 3. ``<prefix>_gb_gcam_<name>.png``: guided backprop times the (unnormalised) scaled map.
 
 Each image is min-max normalised on its own (``toDisplayTensor``) and written with truncated bytes
-(see :mod:`gradcam_core.image.png`).
+(see :mod:`gradcam_core.image.png`). Another CAM method's map and guided map carry its token instead of
+``gcam`` (:func:`render_map`, :func:`render_guided_map`; :func:`gradcam_core.run.task.method_token`).
 
 Names: ``<name>`` is the label, answer or caption as given. It can never write outside the output
 folder, and never fails to be written:
@@ -105,29 +106,56 @@ def render_triplet(
     Returns:
         ``Rendered`` images in the order the original wrote them.
     """
-    def png(t: torch.Tensor) -> bytes:
-        # toDisplayTensor copied into the default tensor type before normalising
-        return png_bytes(to_display(t.to(dtype)))
-
-    cam = cam.detach().cpu().float().reshape(1, *cam.shape[-2:])  # the scripts used gcam:float()
-    out = []
-    if heatmap:
-        out.append(Rendered(safe_filename(f"{prefix}_gcam_hm_", name), png(to_heatmap(cam.to(dtype)))))
-    else:
-        out.append(Rendered(safe_filename(f"{prefix}_gcam_", name), png(cam)))
+    out = [render_map(prefix, "gcam", name, cam, heatmap=heatmap, dtype=dtype)]
     if guided_bgr is not None:
-        gb_rgb = guided_bgr.detach().cpu().flip(0)  # BGR -> RGB, as the scripts reordered before saving
-        out.append(Rendered(safe_filename(f"{prefix}_gb_", name), png(gb_rgb)))
-        # gb_viz:float():cmul(gcam): a float32 product in every script
-        out.append(Rendered(safe_filename(f"{prefix}_gb_gcam_", name), png(gb_rgb.float() * cam)))
+        out.append(render_guided(prefix, "gb", name, guided_bgr, dtype=dtype))
+        out.append(render_guided_map(prefix, "gcam", name, guided_bgr, cam, dtype=dtype))
     return out
 
 
-def render_overlay(prefix: str, name: str, cam: torch.Tensor, rgb: torch.Tensor) -> Rendered:
-    """``<prefix>_overlay_<name>.png``: the heatmap of ``cam`` (H, W) blended over ``rgb`` (3, H, W), the
-    image as the net saw it before preprocessing (:func:`gradcam_core.image.render.overlay`)."""
+def _png(t: torch.Tensor, dtype: torch.dtype) -> bytes:
+    # toDisplayTensor copied into the default tensor type before normalising
+    return png_bytes(to_display(t.to(dtype)))
+
+
+def _as_map(cam: torch.Tensor) -> torch.Tensor:
+    """(H, W) or (1, H, W) -> (1, H, W) float32 on the CPU: the scripts used ``gcam:float()``."""
+    return cam.detach().cpu().float().reshape(1, *cam.shape[-2:])
+
+
+def render_map(prefix: str, token: str, name: str, cam: torch.Tensor, *, heatmap: bool = True,
+               dtype: torch.dtype = torch.float32) -> Rendered:
+    """``<prefix>_<token>_hm_<name>.png``: the heatmap colours of the scaled map ``cam`` (H, W), or with
+    ``heatmap`` False ``<prefix>_<token>_<name>.png``, the grey map itself (``token`` ``gcam``: the
+    original's Grad-CAM files)."""
+    cam = _as_map(cam)
+    if heatmap:
+        return Rendered(safe_filename(f"{prefix}_{token}_hm_", name), _png(to_heatmap(cam.to(dtype)), dtype))
+    return Rendered(safe_filename(f"{prefix}_{token}_", name), _png(cam, dtype))
+
+
+def render_guided(prefix: str, token: str, name: str, guided_bgr: torch.Tensor, *,
+                  dtype: torch.dtype = torch.float32) -> Rendered:
+    """``<prefix>_<token>_<name>.png`` (``token`` ``gb``): guided backprop (3, H, W), channels turned from
+    BGR back to RGB, as the scripts reordered before saving."""
+    return Rendered(safe_filename(f"{prefix}_{token}_", name), _png(guided_bgr.detach().cpu().flip(0), dtype))
+
+
+def render_guided_map(prefix: str, token: str, name: str, guided_bgr: torch.Tensor, cam: torch.Tensor, *,
+                      dtype: torch.dtype = torch.float32) -> Rendered:
+    """``<prefix>_gb_<token>_<name>.png``: guided backprop (3, H, W) times the (unnormalised) scaled map
+    (H, W); ``gb_viz:float():cmul(gcam)``, a float32 product in every script."""
+    gb_rgb = guided_bgr.detach().cpu().flip(0)
+    return Rendered(safe_filename(f"{prefix}_gb_{token}_", name), _png(gb_rgb.float() * _as_map(cam), dtype))
+
+
+def render_overlay(prefix: str, name: str, cam: torch.Tensor, rgb: torch.Tensor, token: str = "") -> Rendered:
+    """``<prefix>_overlay_<name>.png`` (``<prefix>_overlay_<token>_<name>.png`` for a method other than
+    Grad-CAM): the heatmap of ``cam`` (H, W) blended over ``rgb`` (3, H, W), the image as the net saw
+    it before preprocessing (:func:`gradcam_core.image.render.overlay`)."""
     cam = cam.detach().cpu().float().reshape(*cam.shape[-2:])
-    return Rendered(safe_filename(f"{prefix}_overlay_", name), png_bytes(overlay(rgb.detach().cpu(), cam)))
+    kind = f"{prefix}_overlay_{token}_" if token else f"{prefix}_overlay_"
+    return Rendered(safe_filename(kind, name), png_bytes(overlay(rgb.detach().cpu(), cam)))
 
 
 def write_all(out_dir: Path, images: list[Rendered], root: Path | None = None) -> list[Path]:

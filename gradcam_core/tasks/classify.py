@@ -48,10 +48,20 @@ def explain_classes(
     Returns:
         the explanation (K targets) and, per image, the 0-based class index of each target.
     """
-    targets = [ClassTarget(c, label=names[k] if k < len(names) else "") for k, c in enumerate(classes)]
-    expl = explain(net, image, layer, targets)
-    predicted = expl.scores.reshape(expl.scores.shape[0], -1).argmax(dim=1).tolist()
-    return expl, [[p if c is None else c for c in classes] for p in predicted]
+    expl = explain(net, image, layer, class_targets(classes, names))
+    return expl, resolve_classes(expl.scores, classes)
+
+
+def class_targets(classes: Sequence[int | None], names: Sequence[str] = ()) -> list[ClassTarget]:
+    """One :class:`ClassTarget` per 0-based class (None = each image's predicted class), each named
+    ``names[k]`` in its out-of-range message."""
+    return [ClassTarget(c, label=names[k] if k < len(names) else "") for k, c in enumerate(classes)]
+
+
+def resolve_classes(scores: torch.Tensor, classes: Sequence[int | None]) -> list[list[int]]:
+    """Per image of ``scores`` (N, ...), the 0-based class of each target (None: its predicted class)."""
+    predicted = scores.reshape(scores.shape[0], -1).argmax(dim=1).tolist()
+    return [[p if c is None else c for c in classes] for p in predicted]
 
 
 ORIGINAL_LAYER = "relu5_3"  # classification.lua's -layer_name (VGG-16's)

@@ -1,10 +1,11 @@
 """The web demo's models, loaded once, and one explanation per request.
 
 A request's image goes through what the command line does with a file: :func:`load_rgb` then the
-model's preprocessing (so the net input is ``load_input``'s), one :func:`~gradcam_core.engine.explain`
-through the task's own function (``explain_classes``, ``explain_answers``, ``explain_captions``), and
-the CLI's renderer (:func:`~gradcam_core.run.outputs.render_triplet`, ``render_overlay``): the PNGs are
-the files the CLI writes for the same image and options, byte for byte.
+model's preprocessing (so the net input is ``load_input``'s), one explanation by the task the command
+line drives too (:class:`~gradcam_core.run.task.Task`: its targets parsed from the form, the method
+and modifiers of the form), and the CLI's renderer (:func:`~gradcam_core.run.task.render_target`): the
+PNGs are the files the CLI writes for the same image and options, byte for byte, and named as it names
+them.
 
 No Starlette here: :mod:`.app` serves what this module computes. Fields arrive as the strings of a
 form; a bad one raises :class:`~gradcam_core.errors.GradCamError` with one line, which the server
@@ -12,7 +13,6 @@ answers with a 400.
 """
 from __future__ import annotations
 
-import abc
 import asyncio
 import base64
 import concurrent.futures
@@ -23,22 +23,20 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 import torch
-from torch import nn
 
 from ..engine import Explanation, resolve_layer
 from ..engine.layers import parameter_dtype, spatial_layers
 from ..errors import GradCamError
-from ..formats.synset import is_label_number
 from ..image.decode import image_size
 from ..image.png import png_bytes
-from ..image.preprocessing import Preprocessing, load_rgb, net_input
+from ..image.preprocessing import load_rgb, net_input
 from ..run import outputs
 from ..run.batches import nonfinite_message
-from ..tasks.classify import Classifier, default_classifier_layer, explain_classes
+from ..run.task import DEFAULT_METHOD, ImageResult, Methods, Task, method_list, render_target
 
 ENGINE_LOCK = threading.Lock()
 """One explanation at a time in the whole process: the engine switches the explained model's
@@ -81,7 +79,7 @@ class Result:
     """One explanation as the API returns it (see docs/web.md, "The API").
 
     ``images`` holds PNG bytes: ``input`` (the image as the net saw it, 3 x S x S), ``overlay``, ``gcam``
-    (the heatmap colours), ``gb`` and ``gb_gcam``; ``files`` the CLI's name of each."""
+    (the method's map in the heatmap colours), ``gb`` and ``gb_gcam``; ``files`` the CLI's name of each."""
 
     task: str
     layer: str
@@ -91,11 +89,14 @@ class Result:
     images: dict[str, bytes]
     files: dict[str, str]
     explain_seconds: float
+    method: str = DEFAULT_METHOD
+    modifiers: dict[str, bool] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         """The JSON body: images as ``data:image/png;base64,...`` URLs."""
         body: dict[str, Any] = {
-            "task": self.task, "layer": self.layer, "target": self.target, "predicted": self.predicted,
+            "task": self.task, "layer": self.layer, "method": self.method, "modifiers": self.modifiers,
+            "target": self.target, "predicted": self.predicted,
             "images": {k: "data:image/png;base64," + base64.b64encode(v).decode("ascii") for k, v in self.images.items()},
             "files": self.files, "seconds": {"explain": round(self.explain_seconds, 4)},
         }
@@ -105,45 +106,51 @@ class Result:
 
 
 @dataclass
+class Checked:
+    """A request's fields checked: the task's targets (one) and the method with its modifiers."""
+
+    targets: Any
+    methods: Methods
+
+
+@dataclass
 class Outcome:
-    """What a task made of one image: the explanation (one target), the name of its files and the
-    JSON parts that say what was explained and what the model predicted."""
+    """What a task made of one image: the explanation (one target, one method) and what the target
+    turned out to be (:class:`~gradcam_core.run.task.ImageResult`)."""
 
     expl: Explanation
-    name: str
-    target: dict[str, Any]
-    predicted: dict[str, Any]
-    predictions: list[dict[str, Any]] | None = None
+    image: ImageResult
+    methods: Methods
 
 
-class DemoTask(abc.ABC):
-    """A loaded model of one task, as the demo offers it.
+MODIFIERS = ("counterfactual", "aug_smooth", "eigen_smooth")
+"""The form's 0/1 fields that modify any method."""
 
-    Subclasses set ``net`` (whose layers are listed and explained), ``default_layer`` and
-    ``preprocessing``, and implement :meth:`check` (form fields -> what :meth:`run` needs, before any
-    image is decoded) and :meth:`run` (the explanation of one preprocessed image)."""
 
-    name: ClassVar[str]
-    prefix: ClassVar[str]
-    """The CLI's file prefix: ``classify``, ``vqa`` or ``caption``."""
-    dtype: ClassVar[torch.dtype] = torch.float32
+def request_methods(fields: Mapping[str, str]) -> Methods:
+    """The form's ``method`` (one registered name; '' = Grad-CAM) and its 0/1 modifiers."""
+    name = fields.get("method", "").strip() or DEFAULT_METHOD
+    flags = {}
+    for key in MODIFIERS:
+        value = fields.get(key, "").strip()
+        if value not in ("", "0", "1"):
+            raise GradCamError(f"{key} {value!r}: expected 0 or 1")
+        flags[key] = value == "1"
+    return Methods((name,), **flags)
 
-    net: nn.Module
-    model_name: str
-    default_layer: str
-    input_sz: int
-    device: torch.device
-    preprocessing: Preprocessing | None = None
 
-    def finish_loading(self) -> None:
-        """List the layers whose output is a spatial map (one forward of zeros) and name the default
-        layer as the list does."""
-        probe = torch.zeros(1, 3, self.input_sz, self.input_sz, device=self.device, dtype=self._net_dtype())
+class DemoTask:
+    """A loaded task (:class:`~gradcam_core.run.task.Task`) as the demo offers it: its layers listed,
+    form fields checked (:meth:`check`, before any image is decoded), one explanation per request
+    (:meth:`run`, :meth:`explain`)."""
+
+    def __init__(self, task: Task[Any], model_name: str, layer: str, input_sz: int, device: torch.device) -> None:
+        self.task, self.name, self.prefix, self.dtype = task, task.name, task.prefix, task.dtype
+        self.net, self.preprocessing = task.net, task.preprocessing
+        self.model_name, self.input_sz, self.device = model_name, input_sz, device
+        probe = torch.zeros(1, 3, input_sz, input_sz, device=device, dtype=parameter_dtype(self.net))
         self.layers = [name for name, _ in spatial_layers(self.net, probe)]
-        self.default_layer = self._listed(self.default_layer)
-
-    def _net_dtype(self) -> torch.dtype:
-        return parameter_dtype(self.net)
+        self.default_layer = self._listed(layer or task.default_layer(input_sz))
 
     def _listed(self, layer: str) -> str:
         """``layer`` as the layer list names it (a module number -> its name); unlisted names stay."""
@@ -175,15 +182,21 @@ class DemoTask(abc.ABC):
     def config(self) -> dict[str, Any]:
         """This task's part of ``GET /api/config``."""
         return {"enabled": True, "model": self.model_name, "layers": self.layers,
-                "default_layer": self.default_layer, "input_sz": self.input_sz}
+                "default_layer": self.default_layer, "input_sz": self.input_sz} | self.task.config()
 
-    @abc.abstractmethod
-    def check(self, fields: Mapping[str, str]) -> Any:
-        """The task's form fields checked (GradCamError with one line), before any work."""
+    def check(self, fields: Mapping[str, str]) -> Checked:
+        """The task's form fields (its target: ``label``, ``answer`` or ``caption``; VQA's ``question``)
+        and the method fields checked (GradCamError with one line), before any work."""
+        methods = request_methods(fields)
+        field_name = self.task.target_field
+        targets = self.task.targets([fields.get(field_name, "").strip()], option=field_name, strict=True,
+                                    question=fields.get("question", "").strip())
+        return Checked(targets, methods)
 
-    @abc.abstractmethod
-    def run(self, x: torch.Tensor, checked: Any, layer: str) -> Outcome:
+    def run(self, x: torch.Tensor, checked: Checked, layer: str) -> Outcome:
         """Explain one preprocessed image ``x`` (1, 3, S, S) for the checked fields."""
+        batch = self.task.explain(x, layer, checked.targets, checked.methods)
+        return Outcome(batch.explanations[checked.methods.names[0]], batch.images[0], checked.methods)
 
     def explain(self, image: Path, fields: Mapping[str, str], max_pixels: int,
                 gone: threading.Event | None = None) -> Result:
@@ -223,148 +236,14 @@ class DemoTask(abc.ABC):
 
     def _result(self, outcome: Outcome, layer: str, rgb: torch.Tensor, seconds: float) -> Result:
         """The four images of the target, rendered as the CLI renders them, and the input."""
-        assert outcome.expl.guided is not None  # the demo always explains with guided backprop
-        cam, guided = outcome.expl.cam[0, 0], outcome.expl.guided[0, 0]
-        triplet = outputs.render_triplet(self.prefix, outcome.name, cam, guided, heatmap=True, dtype=self.dtype)
-        overlay = outputs.render_overlay(self.prefix, outcome.name, cam, rgb)
-        rendered = dict(zip(("gcam", "gb", "gb_gcam"), triplet), overlay=overlay)
+        target = outcome.image.targets[0]
+        rendered = render_target(self.prefix, target.name, outcome.expl, 0, 0, outcome.methods, dtype=self.dtype,
+                                 rgb=rgb)
         images = {"input": png_bytes(rgb)} | {k: r.png for k, r in rendered.items()}
-        files = {"input": outputs.safe_filename(f"{self.prefix}_input_", outcome.name)}
+        files = {"input": outputs.safe_filename(f"{self.prefix}_input_", target.name)}
         files |= {k: r.filename for k, r in rendered.items()}
-        return Result(self.name, layer, outcome.target, outcome.predicted, outcome.predictions,
-                      images, files, seconds)
-
-
-# ------------------------------------------------------------------------------------ classification
-
-
-class ClassificationTask(DemoTask):
-    """A classifier (Caffe, ONNX or torchvision). Labels are 1-based, as the CLI's ``-label``."""
-
-    name, prefix = "classification", "classify"
-
-    def __init__(self, model: Classifier, model_name: str, layer: str, input_sz: int, device: torch.device) -> None:
-        self.model, self.net, self.model_name = model, model.net, model_name
-        # messages name the class names as the page knows them, not by the server's file path
-        self.names = dataclasses.replace(model.names, source="the model's class names") if model.names else None
-        self.preprocessing, self.input_sz, self.device = model.preprocessing, input_sz, device
-        probe = torch.zeros(1, 3, input_sz, input_sz, device=device, dtype=self._net_dtype())
-        self.default_layer = layer or default_classifier_layer(self.net, probe)
-        self.finish_loading()
-        with torch.no_grad():
-            self.classes = int(self.net(probe).reshape(1, -1).shape[1])
-        if model.names is not None:
-            model.names.check_count(self.classes)
-
-    def config(self) -> dict[str, Any]:
-        names = self.names
-        return super().config() | {"classes": [names.name(i) for i in range(len(names))] if names else None}
-
-    def check(self, fields: Mapping[str, str]) -> int | None:
-        """The ``label`` field -> a 0-based class, or None (predicted)."""
-        text = fields.get("label", "").strip()
-        if not text or text == "-1":
-            return None
-        if is_label_number(text):  # as the CLI's -label: "٣" is a class name
-            label = int(text)
-        else:
-            if self.names is None:
-                raise GradCamError(f"label {text!r}: this model has no class names; give a 1-based label")
-            return self.names.lookup(text)
-        if not 1 <= label <= self.classes:
-            raise GradCamError(f"label {label} is not one of this model's labels: 1 to {self.classes} (1-based)")
-        return label - 1
-
-    def run(self, x: torch.Tensor, checked: int | None, layer: str) -> Outcome:
-        expl, resolved = explain_classes(self.net, x, layer, [checked])
-        label = resolved[0][0] + 1
-        probs = torch.softmax(expl.scores.reshape(-1).double(), 0)
-        top = torch.topk(probs, min(5, probs.numel()))
-        predictions = [self._named(int(i) + 1) | {"score": float(p)} for p, i in zip(top.values, top.indices)]
-        predicted = self._named(int(probs.argmax()) + 1)
-        return Outcome(expl, str(label), self._named(label), predicted, predictions)
-
-    def _named(self, label: int) -> dict[str, Any]:
-        names = self.names
-        return {"label": label, "name": names.name(label - 1) if names else None}
-
-
-# ------------------------------------------------------------------------------------------------ VQA
-
-
-class VQATask(DemoTask):
-    """The VQA LSTM + CNN model: a question, and an answer to explain ('' = the predicted one)."""
-
-    name, prefix = "vqa", "vqa"
-
-    def __init__(self, answerer: Any, image_net: Any, model_name: str, layer: str, input_sz: int,
-                 device: torch.device, question: str) -> None:
-        from ..tasks.vqa.model import DTYPE
-
-        self.dtype = DTYPE  # type: ignore[misc]  # the original ran VQA in float64
-        self.answerer, self.image_net, self.net = answerer, image_net, image_net.cnn
-        self.model_name, self.default_layer, self.input_sz, self.device = model_name, layer, input_sz, device
-        self.question = question
-        answerer.encode(question)  # loads the tokenizer now, not in the first request
-        self.finish_loading()
-
-    def config(self) -> dict[str, Any]:
-        return super().config() | {"question": self.question, "answers": list(self.answerer.vocab.answers)}
-
-    def check(self, fields: Mapping[str, str]) -> tuple[str, int | None]:
-        question = fields.get("question", "").strip()
-        if not question:
-            raise GradCamError("a VQA request needs a question")
-        answer = fields.get("answer", "").strip()
-        index = self.answerer.vocab.answer_index(answer) if answer else None
-        if answer and index is None:
-            raise GradCamError(f"answer {answer!r} is not one of the model's answers")
-        return question, index
-
-    def run(self, x: torch.Tensor, checked: tuple[str, int | None], layer: str) -> Outcome:
-        from ..tasks.vqa.target import explain_answers
-
-        question, index = checked
-        _, ids, length = self.answerer.encode(question)
-        feature = self.answerer.question_feature(torch.tensor([ids], device=self.device),
-                                                 torch.tensor([length], device=self.device))
-        expl, scores, indices = explain_answers(self.image_net, self.answerer.answer_net, x, feature, [index], layer)
-        answers = self.answerer.vocab.answers
-        probs = torch.softmax(scores[0].double(), 0)
-        top = torch.topk(probs, min(5, probs.numel()))
-        predictions = [{"answer": answers[int(i)], "score": float(p)} for p, i in zip(top.values, top.indices)]
-        name = answers[indices[0][0]]
-        return Outcome(expl, name, {"answer": name, "question": question},
-                       {"answer": answers[int(scores[0].argmax())]}, predictions)
-
-
-# ----------------------------------------------------------------------------------------- captioning
-
-
-class CaptioningTask(DemoTask):
-    """A neuraltalk2 checkpoint: a caption to explain ('' = the generated one)."""
-
-    name, prefix = "captioning", "caption"
-
-    def __init__(self, captioner: Any, model_name: str, layer: str, input_sz: int, device: torch.device) -> None:
-        self.captioner, self.net = captioner, captioner.cnn
-        self.model_name, self.default_layer, self.input_sz, self.device = model_name, layer, input_sz, device
-        self.finish_loading()
-
-    def check(self, fields: Mapping[str, str]) -> str | None:
-        from ..tasks.caption.target import CaptionTarget
-
-        caption = fields.get("caption", "").strip()
-        if caption:
-            CaptionTarget(self.captioner, caption)  # a caption that does not fit: one line, before any work
-        return caption or None
-
-    def run(self, x: torch.Tensor, checked: str | None, layer: str) -> Outcome:
-        from ..tasks.caption.target import explain_captions
-
-        expl, generated = explain_captions(self.captioner, x, layer, [checked])
-        caption = checked or generated[0]
-        return Outcome(expl, caption, {"caption": caption}, {"caption": generated[0]})
+        return Result(self.name, layer, target.shown, outcome.image.predicted, outcome.image.predictions,
+                      images, files, seconds, outcome.expl.method, outcome.methods.modifiers)
 
 
 # ----------------------------------------------------------------------------------------- the demo
@@ -391,6 +270,7 @@ class Demo:
                 tasks[name] = {"enabled": False, "enable": self.disabled.get(name, "")}
         return {
             "tasks": tasks,
+            "methods": method_list(), "default_method": DEFAULT_METHOD, "modifiers": list(MODIFIERS),
             "samples": [{"name": n, "url": "/samples/" + quote(n, safe="")} for n in self.samples],
             "limits": {"max_upload_bytes": self.max_upload_bytes, "max_pixels": self.max_pixels},
         }
@@ -439,37 +319,35 @@ def model_label(path: Path | None, fmt: str) -> str:
 def load_classification(model_file: Path, *, proto_file: Path | None = None, arch: str = "",
                         synset_file: Path | None = None, inputs: Any = None, layer: str = "",
                         input_sz: int | None = 224,
-                        device: torch.device = torch.device("cpu")) -> ClassificationTask:
+                        device: torch.device = torch.device("cpu")) -> DemoTask:
     """A classifier as ``classification.py`` loads it (``layer`` '' = its default layer; ``input_sz``
     None = the model's own size, as :meth:`Classifier.square_input_size` gives it)."""
-    from ..tasks.classify import InputOptions, load_model
+    from ..run.classification import ClassificationTask
 
-    model = load_model(model_file, proto_file=proto_file, arch=arch, device=device, synset_file=synset_file,
-                       inputs=inputs or InputOptions())
-    return ClassificationTask(model, model_label(model_file, model.fmt), layer, model.square_input_size(input_sz),
-                              device)
+    task = ClassificationTask.load(model_file, proto_file=proto_file, arch=arch, device=device,
+                                   synset_file=synset_file, inputs=inputs)
+    input_sz = task.input_size(input_sz)
+    task.count_outputs(input_sz)  # labels past the model's classes refused with the form's checks
+    if task.names is not None:  # messages name the class names as the page knows them, not by the server's path
+        task.names = dataclasses.replace(task.names, source="the model's class names")
+    return DemoTask(task, model_label(model_file, task.model.fmt), layer, input_sz, device)
 
 
 def load_vqa(model_path: Path, vocab_file: Path, proto_file: Path, model_file: Path, *, sizes: Any = None,
              layer: str = "relu5_4", input_sz: int = 224, device: torch.device = torch.device("cpu"),
-             question: str = "What animal?") -> VQATask:
+             question: str = "What animal?") -> DemoTask:
     """The VQA model as ``visual_question_answering.py`` loads it."""
-    from ..tasks.vqa.checkpoint import load_answerer
-    from ..tasks.vqa.image_net import load_image_net
-    from ..tasks.vqa.model import VQASizes
-    from ..tasks.vqa.vocabulary import load_vocabulary
+    from ..run.vqa import VQATask
 
-    vocab = load_vocabulary(vocab_file)
-    answerer = load_answerer(model_path, vocab, sizes or VQASizes(), device)
-    image_net = load_image_net(proto_file, model_file, device)
-    return VQATask(answerer, image_net, model_label(model_path, "VQA LSTM + " + os.path.basename(model_file)),
-                   layer, input_sz, device, question)
+    task = VQATask.load(model_path, vocab_file, proto_file, model_file, sizes=sizes, device=device, question=question)
+    return DemoTask(task, model_label(model_path, "VQA LSTM + " + os.path.basename(model_file)), layer, input_sz,
+                    device)
 
 
 def load_captioning(model_path: Path, *, layer: str = "30", input_sz: int = 224,
-                    device: torch.device = torch.device("cpu")) -> CaptioningTask:
+                    device: torch.device = torch.device("cpu")) -> DemoTask:
     """A neuraltalk2 checkpoint as ``captioning.py`` loads it."""
-    from ..tasks.caption.checkpoint import load_checkpoint
+    from ..run.captioning import CaptioningTask
 
-    return CaptioningTask(load_checkpoint(model_path, device), model_label(model_path, "neuraltalk2"), layer,
-                          input_sz, device)
+    return DemoTask(CaptioningTask.load(model_path, device=device), model_label(model_path, "neuraltalk2"), layer,
+                    input_sz, device)

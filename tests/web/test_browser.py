@@ -30,7 +30,19 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from .conftest import IMAGE, IMAGE_KEYS, ROOT, assert_images_are_the_clis, cli_run, data_url_pixels
+from .conftest import (
+    CLI_MODEL_ARGS,
+    IMAGE,
+    IMAGE_KEYS,
+    ROOT,
+    CliRun,
+    Server,
+    assert_images_are_the_clis,
+    cli_run,
+    data_url_pixels,
+    read_pixels,
+    run_script,
+)
 
 pytestmark = pytest.mark.slow  # subprocesses, servers or large inputs: not in the quick run
 
@@ -580,3 +592,57 @@ def test_a_top5_row_explains_its_class(page):
     p.keyboard.press("Enter")
     page.wait_for_result()
     assert p.text_content("#target") == f"Answer: {answer}" and p.input_value("#answer") == answer
+
+
+# ------------------------------------------------------------------------------------------ CAM methods
+
+
+@pytest.fixture(scope="module")
+def methods_server():
+    """The bundled SqueezeNet, the test-only method ``test-mean+`` registered (tests/mean_cam.py)."""
+    from mean_cam import PRELUDE
+
+    server = Server(prelude=PRELUDE)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def test_a_method_chosen_on_the_page_shows_its_images(browser, methods_server, tmp_path):
+    """The method selector lists the server's methods (Grad-CAM chosen), shows the chosen one's summary;
+    with the test method and the counterfactual box the result is the CLI's files of ``-method
+    test-mean+ -counterfactual 1``, its pictures and the summary named after the method."""
+    from mean_cam import NAME, TOKEN, wrapper_script
+
+    page = Page(browser, methods_server.url)
+    try:
+        p = page.page
+        methods = p.eval_on_selector_all("#method option", "os => os.map(o => o.value)")
+        assert methods[0] == "gradcam" and NAME in methods and p.input_value("#method") == "gradcam"
+        assert p.text_content("#method-summary").startswith("Grad-CAM: ")
+        p.set_input_files("#file", str(IMAGE))
+        p.fill("#label", "243")
+        p.select_option("#method", NAME)
+        assert p.text_content("#method-summary").startswith("Mean activation: ")
+        p.check("#counterfactual")
+        page.explain()
+        assert page.shown("#result") and not page.shown("#error"), p.text_content("#error")
+        images, files = page.result_images()
+        assert files["gcam"] == f"classify_{TOKEN}_cf_hm_243.png" and files["gb"] == "classify_gb_cf_243.png"
+        script = "classification.py"
+        out = tmp_path / "cli"
+        result = run_script(wrapper_script(tmp_path, script), *CLI_MODEL_ARGS[script], "-input_image_path", str(IMAGE),
+                            "-label", "243", "-method", NAME, "-counterfactual", "1", "-save_overlay", "1",
+                            "-out_path", f"{out}/")
+        assert result.returncode == 0, result.stderr
+        cli = CliRun(result.stdout, {f.name: read_pixels(f.read_bytes()) for f in out.glob("*.png")})
+        assert_images_are_the_clis(images, files, cli, "browser method")
+        assert p.text_content("#result-method") == "Method: Mean activation (counterfactual)"
+        captions = p.eval_on_selector_all("#images figcaption", "fs => fs.map(f => f.firstChild.textContent + "
+                                          "(f.children[0] ? f.children[0].textContent : ''))")
+        assert any("Mean activation (counterfactual)" in c for c in captions), captions
+        assert p.get_attribute("#overlay-view", "data-title") == "Mean activation (counterfactual) overlay"
+        assert_painted_like_the_files(page, images)
+    finally:
+        page.close()

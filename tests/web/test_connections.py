@@ -29,13 +29,13 @@ LIMITS = ["-header_timeout", f"{HEADER_S:g}", "-body_timeout", f"{BODY_S:g}", "-
 SLOW_RUN = """
 import time
 from gradcam_core.web import demo
-run = demo.ClassificationTask.run
+run = demo.DemoTask.run
 def slow_run(self, x, checked, layer):
-    if checked == 0:
+    if self.name == "classification" and checked.targets.classes == [0]:
         print("slow run", flush=True)
         time.sleep(2)
     return run(self, x, checked, layer)
-demo.ClassificationTask.run = slow_run
+demo.DemoTask.run = slow_run
 """
 
 
@@ -313,9 +313,11 @@ def test_the_work_of_disconnected_clients_is_skipped(server):
     response, _ = post(server)
     seconds = time.monotonic() - disconnected
     assert response.status_code == 200, response.text
-    # the four skipped explanations alone would take 8 s
-    assert seconds < 4 * 2, f"the answer came {seconds:.1f} s after the disconnects"
+    # the property: the four abandoned explanations never ran (each would have printed its line)
     assert server.lines.count("slow run") == before + 1, server.lines[3:]
+    # and, as a bound loose enough for a loaded 2-core machine, the sixth did not wait for them
+    # (four more slow runs would add 8 s to the running one's 2 s and its own explanation)
+    assert seconds < 4 * 2 + 6, f"the answer came {seconds:.1f} s after the disconnects"
 
 
 def test_a_client_disconnecting_mid_upload_prints_no_traceback(server):

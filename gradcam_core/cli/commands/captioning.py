@@ -31,6 +31,7 @@ OPTIONS = opt.OptionTable(
     opt.OUT_PATH,
     opt.BATCH_SIZE,
     opt.save_overlay("caption_overlay_<caption>.png"),
+    *opt.METHOD_OPTIONS,
 )
 
 
@@ -54,6 +55,8 @@ def main(v: SimpleNamespace) -> None:
     heatmap blended over the image.
 
     {many_images}
+
+    {cam_methods}
     """
     from .. import captioning as program
 

@@ -45,6 +45,7 @@ OPTIONS = opt.OptionTable(
     opt.INPUT_SCALE,
     opt.CHANNEL_ORDER,
     opt.save_overlay("classify_overlay_<L>.png"),
+    *opt.METHOD_OPTIONS,
 )
 
 
@@ -68,6 +69,8 @@ def main(v: SimpleNamespace) -> None:
     with ``-save_overlay 1`` also ``classify_overlay_<L>.png``, the heatmap blended over the image.
 
     {many_images}
+
+    {cam_methods}
     """
     from ...formats.registry import format_of
     from .. import classification as program

@@ -37,6 +37,7 @@ OPTIONS = opt.OptionTable(
     opt.OUT_PATH,
     opt.BATCH_SIZE,
     opt.save_overlay("vqa_overlay_<answer>.png"),
+    *opt.METHOD_OPTIONS,
 )
 
 
@@ -55,6 +56,8 @@ def main(v: SimpleNamespace) -> None:
     ``vqa_overlay_<answer>.png``, the heatmap blended over the image.
 
     {many_images}
+
+    {cam_methods}
     """
     from ...extras import require
     from .. import vqa as program

@@ -16,6 +16,7 @@ before scaling to the input.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from types import ModuleType
 from typing import ClassVar
 
 import torch
@@ -54,6 +55,8 @@ class LayerContext:
     batch_size: int | None = None
     progress: bool = False
     _pinned: dict[int, list[Target]] = field(default_factory=dict, repr=False)
+    _scratch: dict[str, object] = field(default_factory=dict, repr=False)
+    """What the perturbation helpers learnt about the model during the call (:mod:`.perturb`)."""
 
     def pinned_targets(self, n: int) -> list[Target]:
         """Image ``n``'s K targets fixed to what they chose on the unperturbed input (a "predicted
@@ -127,14 +130,24 @@ def first_component(terms: torch.Tensor) -> torch.Tensor:
     """(..., C, h, w) -> (..., h, w): each map's projection on its first principal component.
 
     The C maps of one image and target are read as h*w samples of C features, centred per feature;
-    the map is the samples' coordinate along the first right-singular vector (pytorch-grad-cam's
+    the map is the samples' coordinate along the first right-singular vector ``v`` (pytorch-grad-cam's
     ``get_2d_projection``). Non-finite entries count as 0.
+
+    A singular vector's sign is arbitrary (LAPACK's choice, which can differ between float32 and
+    float64, libraries and devices; pytorch-grad-cam keeps it, so its map is sometimes the negated one,
+    which after the ReLU shows the complementary region). Here ``v`` is oriented so that
+    ``sum_c v_c >= 0``: the sign for which the map correlates positively with the plain channel sum
+    ``sum_c terms^c`` (their covariance is ``s_1^2 sum_c v_c``, ``s_1`` the first singular value), the
+    map the method gives without ``eigen_smooth``.
     """
     *lead, c, h, w = terms.shape
     x = torch.nan_to_num(terms.reshape(-1, c, h * w).transpose(1, 2), nan=0.0, posinf=0.0, neginf=0.0)
+    x = x.double()
     x = x - x.mean(dim=1, keepdim=True)  # (B, hw, C)
-    _, _, vh = torch.linalg.svd(x.double(), full_matrices=False)
-    projection = (x.double() @ vh[:, 0, :, None])[..., 0]  # (B, hw)
+    _, _, vh = torch.linalg.svd(x, full_matrices=False)
+    v = vh[:, 0, :]  # (B, C)
+    v = torch.where(v.sum(dim=1, keepdim=True) < 0, -v, v)
+    projection = (x @ v[..., None])[..., 0]  # (B, hw)
     return projection.to(terms.dtype).reshape(*lead, h, w)
 
 
@@ -165,4 +178,13 @@ def lookup(name: str) -> CamMethod:
 
 
 def _load() -> None:
-    from . import _all  # noqa: F401  (registers every method)
+    """Register every method, in :mod:`._all`'s order whichever method module was imported first
+    (methods registered from elsewhere follow, in their registration order)."""
+    from . import _all
+
+    modules = [v.__name__ for v in vars(_all).values() if isinstance(v, ModuleType)]
+    order = {name: i for i, name in enumerate(modules)}
+    ranked = sorted(_METHODS.items(), key=lambda item: order.get(type(item[1]).__module__, len(order)))
+    if list(_METHODS) != [name for name, _ in ranked]:
+        _METHODS.clear()
+        _METHODS.update(ranked)

@@ -2,6 +2,7 @@
 <-> label rules of neuraltalk2 (``utils.sent_to_label``, ``net_utils.decode_sequence``)."""
 from __future__ import annotations
 
+import copy
 import re
 from collections.abc import Sequence
 
@@ -80,6 +81,15 @@ class CaptionTarget:
     def __call__(self, feature: torch.Tensor) -> torch.Tensor:
         """(N, E) -> (N,)."""
         return caption_score(self.lm, feature, self.label_columns(feature))
+
+    def pin(self, feature: torch.Tensor, n: int) -> CaptionTarget:
+        """This target for B perturbed copies of image ``n`` of ``feature`` (N, E): a given caption
+        as it is; for the generated caption, the caption generated for that image unperturbed."""
+        if self.labels is not None:
+            return self
+        pinned = copy.copy(self)
+        pinned.labels = self.label_columns(feature[n : n + 1])[:, 0].cpu()  # (T,)
+        return pinned
 
 
 def generate(lm: LanguageModel, vocab: Vocabulary, feature: torch.Tensor) -> list[str]:

@@ -26,6 +26,16 @@ class AnswerTarget:
     def __call__(self, feature: torch.Tensor) -> torch.Tensor:
         return score_of(self.answer_net(self.question, feature), self.index)
 
+    def pin(self, feature: torch.Tensor, n: int) -> AnswerTarget:
+        """This target for B perturbed copies of image ``n`` of ``feature`` (N, 4096): image ``n``'s
+        question row, and for the predicted answer the answer predicted for that image unperturbed."""
+        question = self.question if self.question.shape[0] == 1 else self.question[n : n + 1]
+        index = self.index
+        if index is None:
+            with torch.no_grad():
+                index = int(self.answer_net(question, feature[n : n + 1]).argmax(dim=1))
+        return AnswerTarget(self.answer_net, question, index)
+
 
 def explain_answers(
     image_net: nn.Module, answer_net: AnswerNet, image: torch.Tensor, question: torch.Tensor,
@@ -41,9 +51,15 @@ def explain_answers(
         the explanation (its ``scores`` are the image features (N, 4096)), the answer scores (N, A),
         and per image the 0-based answer index of each target.
     """
-    targets = [AnswerTarget(answer_net, question, index) for index in answers]
-    expl = explain(image_net, image, layer, targets)
+    expl = explain(image_net, image, layer, [AnswerTarget(answer_net, question, index) for index in answers])
+    return (expl, *resolve_answers(answer_net, question, expl.scores, answers))
+
+
+def resolve_answers(answer_net: AnswerNet, question: torch.Tensor, features: torch.Tensor,
+                    answers: Sequence[int | None]) -> tuple[torch.Tensor, list[list[int]]]:
+    """The answer scores (N, A) of the image features (N, 4096) and, per image, the 0-based answer
+    index of each target (None: its predicted answer)."""
     with torch.no_grad():
-        scores = answer_net(question, expl.scores)
+        scores = answer_net(question, features)
     predicted = scores.argmax(dim=1).tolist()
-    return expl, scores, [[p if index is None else index for index in answers] for p in predicted]
+    return scores, [[p if index is None else index for index in answers] for p in predicted]

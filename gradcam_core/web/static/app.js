@@ -3,7 +3,8 @@
 // with the option that enables it. The image comes from a dropped or chosen file, or from a sample
 // (sent by name). "Explain" posts the form to POST /api/explain (a spinner runs meanwhile) and shows the
 // explained and predicted targets, the top-5 table (a row clicked explains that class or answer), the
-// five images with download links and the timings; a failed request shows the server's one-line
+// five images with download links and the timings, labelled with the CAM method (the method selector and
+// the modifier checkboxes are filled from the config's methods); a failed request shows the server's one-line
 // {"error"} message in #error. Changing the task or the image clears the result (and abandons a request
 // still running). The API's images are squares at the net's input size; the page shows them at the
 // uploaded image's aspect ratio, and blends the heatmap over the input itself, with the opacity of the
@@ -12,6 +13,7 @@
 
 const TASKS = ["classification", "vqa", "captioning"];
 const IMAGE_KEYS = ["input", "overlay", "gcam", "gb", "gb_gcam"];
+const MODIFIERS = ["counterfactual", "aug_smooth", "eigen_smooth"];
 
 const state = {
   config: null,
@@ -60,6 +62,7 @@ async function loadConfig() {
   }
   state.config = await response.json();
   setupTasks(state.config.tasks);
+  setupMethods(state.config.methods || [], state.config.default_method || "gradcam");
   setupSamples(state.config.samples || []);
 }
 
@@ -120,6 +123,31 @@ function selectTask(name) {
   const layers = task.layers || [];
   $("layer").replaceChildren(...layers.map((l) => option(l, l)));
   if (task.default_layer) $("layer").value = task.default_layer;
+}
+
+// ---- methods -----------------------------------------------------------------------------------
+
+// How the page names a method: the part of its summary before ":" ("Grad-CAM: ..."), else its name.
+function methodLabel(name) {
+  const method = ((state.config && state.config.methods) || []).find((m) => m.name === name);
+  const head = method && method.summary ? method.summary.split(":")[0].trim() : "";
+  return head && head.length <= 30 ? head : name;
+}
+
+function setupMethods(methods, chosen) {
+  const select = $("method");
+  select.replaceChildren(...methods.map((m) => {
+    const o = option(m.name, methodLabel(m.name));
+    o.title = m.summary;
+    return o;
+  }));
+  if (methods.some((m) => m.name === chosen)) select.value = chosen;
+  const showSummary = () => {
+    const method = methods.find((m) => m.name === select.value);
+    $("method-summary").textContent = method ? method.summary : "";
+  };
+  select.addEventListener("change", showSummary);
+  showSummary();
 }
 
 // ---- image input -------------------------------------------------------------------------------
@@ -270,6 +298,8 @@ function buildForm(task) {
   else form.append("sample", state.sample);
   form.append("task", task);
   form.append("layer", $("layer").value);
+  if ($("method").value) form.append("method", $("method").value);
+  for (const key of MODIFIERS) form.append(key, $(key).checked ? "1" : "0");
   if (task === "classification") form.append("label", labelValue());
   if (task === "vqa") {
     form.append("question", $("question").value);
@@ -342,7 +372,7 @@ function clearResult() {
     setBusy(false);
   }
   $("result").hidden = true;
-  for (const id of ["target", "predicted", "result-layer", "time"]) $(id).textContent = "";
+  for (const id of ["target", "predicted", "result-layer", "result-method", "time"]) $(id).textContent = "";
   $("predictions").hidden = true;
   $("predictions").tBodies[0].replaceChildren();
   for (const img of $("images").querySelectorAll("img")) img.removeAttribute("src");
@@ -412,10 +442,27 @@ function setOpacity() {
   $("opacity-value").textContent = value + " %";
 }
 
+// The result pictures' captions, titles and alt texts name the method that made them.
+function labelMethod(method, modifiers) {
+  const on = MODIFIERS.filter((key) => modifiers && modifiers[key]);
+  const label = methodLabel(method) + (on.includes("counterfactual") ? " (counterfactual)" : "");
+  for (const span of $("images").querySelectorAll(".method-label")) span.textContent = label;
+  const titles = { overlay: label + " overlay", heatmap: label + " heatmap", guided: "Guided " + label };
+  for (const picture of $("images").querySelectorAll(".picture[data-kind]")) {
+    picture.dataset.title = titles[picture.dataset.kind];
+  }
+  $("blend-heat").alt = label + " heatmap over the input image";
+  $("img-gcam").alt = label + " heatmap";
+  $("img-gb_gcam").alt = "Guided " + label;
+  const shown = on.map((key) => key.replace("_", " "));
+  $("result-method").textContent = "Method: " + methodLabel(method) + (shown.length ? " (" + shown.join(", ") + ")" : "");
+}
+
 function showResult(result, shape, browserSeconds) {
   const [target, predicted] = describe(result.target, result.predicted);
   $("target").textContent = target;
   $("result-layer").textContent = "Layer: " + result.layer;
+  labelMethod(result.method || "gradcam", result.modifiers);
   $("predicted").textContent = predicted;
   showPredictions(result.predictions, result.target);
   setAspect(shape);

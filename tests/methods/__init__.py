@@ -1,0 +1,1 @@
+"""The CAM methods' tests (a package, as tests/web is)."""
