@@ -42,12 +42,20 @@ _aten = torch.ops.aten
 
 
 class GuideSwitch:
-    """Which backward rule the switchable activations of one ``explain`` call apply (read at backward time)."""
+    """Which backward rule the switchable activations of one ``explain`` call apply (read at backward time).
 
-    __slots__ = ("guided",)
+    ``watch`` (set during the forward, once the chosen layer's output is made): the activations run
+    from then on are watched; in a plain backward each watched one that the guided rule would have
+    left unchanged, bit for bit, counts itself in ``unchanged``. (Only for backwards without
+    ``is_grads_batched``: the test reads a value.)
+    """
+
+    __slots__ = ("guided", "watch", "unchanged")
 
     def __init__(self) -> None:
         self.guided = False
+        self.watch = False
+        self.unchanged = 0
 
 
 class _SwitchableReLU(torch.autograd.Function):
@@ -65,14 +73,18 @@ class _SwitchableReLU(torch.autograd.Function):
         y = torch.relu(x)
         ctx.save_for_backward(y)
         ctx.switch = switch
+        ctx.watched = switch.watch
         return y
 
     @staticmethod
     def backward(ctx, dy: torch.Tensor):
         (y,) = ctx.saved_tensors
         dx = torch.ops.aten.threshold_backward(dy, y, 0)
-        if ctx.switch.guided:
+        switch = ctx.switch
+        if switch.guided:
             dx.clamp_min_(0)
+        elif ctx.watched and not _clamp_changes(dx):
+            switch.unchanged += 1
         return dx, None
 
 
@@ -87,6 +99,7 @@ class _SwitchableReLUInPlace(torch.autograd.Function):
         ctx.mark_dirty(x)
         ctx.save_for_backward(x)
         ctx.switch = switch
+        ctx.watched = switch.watch
         return x
 
     backward = _SwitchableReLU.backward
@@ -125,13 +138,22 @@ class _SwitchableActivation(torch.autograd.Function):
             ctx.mark_dirty(x)
         ctx.save_for_backward(y if saves_output else saved)
         ctx.rule = (backward, module, switch)
+        ctx.watched = switch.watch
         return y
 
     @staticmethod
     def backward(ctx, dy: torch.Tensor):
         (saved,) = ctx.saved_tensors
         backward, module, switch = ctx.rule
+        if not switch.guided and ctx.watched and not _clamp_changes(dy):
+            switch.unchanged += 1
         return backward(dy.clamp_min(0) if switch.guided else dy, saved, module), None, None
+
+
+def _clamp_changes(grad: torch.Tensor) -> bool:
+    """Whether the guided rule's ``clamp_min(0)`` could change ``grad``'s bits: any entry with its sign
+    bit set (-0.0 and a negative NaN counted too)."""
+    return bool(torch.signbit(grad).any())
 
 
 @contextlib.contextmanager
