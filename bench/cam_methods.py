@@ -332,7 +332,8 @@ def probe(argv: list[str]) -> None:
     if spec["variant"] == "ours":
         from gradcam_core.engine import explain
 
-        hook = n.net.register_forward_pre_hook(lambda _m, args: batches.append(int(args[0].shape[0])))
+        # the batch of each forward at the output: masked images (Score-CAM), ablated copies (Ablation-CAM)
+        hook = n.net.register_forward_hook(lambda _m, _args, out: batches.append(int(out.shape[0])))
         e = explain(n.net, n.x, n.layer, [CLASS], guided=False, method=spec["method"])
         hook.remove()
         seconds = time.perf_counter() - t0
@@ -392,7 +393,7 @@ def memory_row(report: Report, section: str, n: Net, method: str, ours: dict, th
     extra = f"ours {ours['peak'] / MB:.0f} MB"
     batches = ours["batches"][1:]  # the first forward is the engine's own, of the image
     if batches:
-        extra += f" (forwards of {max(batches)} images)"
+        extra += f" (its batches: {max(batches)} {'masked images' if method == 'scorecam' else 'ablated copies'})"
     r = report.add(Row(what, section=section, target=target, extra=extra))
     if theirs is not None:
         ratio = ours["peak"] / max(theirs["peak"], 1)
