@@ -27,7 +27,8 @@ full run). Every row is a ratio measured side by side, in the same rounds, in on
    Score-CAM's on VGG-16.
 4. **The CLI's default guided path** (``explain(net, x, layer, [c])``: Grad-CAM + guided backprop +
    guided Grad-CAM, ``torch7_ties`` as the model says) against the floor on VGG-16 and on the Caffe
-   SqueezeNet (``fire9/concat``; ``4 * --repeats`` rounds of 3 calls, as the formats rows).
+   SqueezeNet at ``fire9/concat`` (the formats rows' layer) and ``relu_conv10`` (the CLI's default
+   layer for it); ``4 * --repeats`` rounds of 3 calls there, as the formats rows.
 
 Every map is checked before timing against pytorch-grad-cam's class for the method, called as its
 README shows on the same torch module (both maps min-max normalised, ours resized by cv2 as it
@@ -606,6 +607,11 @@ def methods_run(cache: Path, image: Path, repeats: int, scorecam_rounds: int, th
     mine = report.rows[first_row:]  # one block per section, in SECTIONS' order
     mine.sort(key=lambda r: SECTIONS.index(r.section))
     report.rows[first_row:] = mine
+    from gradcam_core.engine.methods import lookup
+
+    plain = [m for m in (*GRADIENT_METHODS, EIGENGRAD) if m in names and not lookup(m).uses_gradients]
+    if plain:  # the rows call them gradient methods
+        report.notes.append(f"Registered without gradients (uses_gradients False): {', '.join(plain)}.")
     missing = [m for m in (*GRADIENT_METHODS, EIGENGRAD, "eigencam", "scorecam", "ablationcam") if m not in names]
     header.append(
         f"- CAM methods (`--only methods`): {NET_LINES['vgg16']}; {NET_LINES['resnet50']}; {NET_LINES['squeezenet']}; "
