@@ -41,6 +41,12 @@ What it does:
    clients at once (threads, each on its own connection, M requests back to back) against one
    client sending the same 4·M requests, the two bursts alternated: throughput, latency
    percentiles, failed requests (anything but 200, a 503 included).
+6. The CAM methods (``--only methods`` runs these alone; bench/cam_methods.py, whose docstring says how each
+   row is measured): the gradient methods and Eigen-CAM against the floor on VGG-16 and a random-weight
+   torchvision ResNet-50; Score-CAM against its own floor (one forward per channel) and pytorch-grad-cam's
+   ``ScoreCAM`` on VGG-16 and the bundled SqueezeNet, with each call's peak memory in a fresh process;
+   Ablation-CAM against pytorch-grad-cam's ``AblationCAM``; the CLI's default guided path against the floor.
+   Score-CAM on VGG-16 is 512 forwards (minutes a call here): ``--scorecam-rounds`` (default 1).
 
 The floor is one forward plus one backward to the input, nothing else::
 
@@ -1136,10 +1142,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--image", type=Path, default=ROOT / "images" / "cat_dog.jpg")
     ap.add_argument("--markdown", type=Path, help="also write the report as Markdown to this file")
     ap.add_argument("--quick", action="store_true", help="smoke test: 2 rounds, 1 run of each subprocess")
-    ap.add_argument("--only", choices=("all", "formats", "web"), default="all",
+    ap.add_argument("--only", choices=("all", "formats", "web", "methods"), default="all",
                     help="'formats': only the model-format rows (Caffe ResNet-50, SqueezeNet 1.1 as Caffe, "
                          "torchvision and ONNX), a few minutes; 'web': only the web demo rows (a warm request "
-                         "against the engine, 4 clients at once), about a minute; default: everything")
+                         "against the engine, 4 clients at once), about a minute; 'methods': only the CAM "
+                         "methods' rows (bench/cam_methods.py); default: everything")
+    ap.add_argument("--scorecam-rounds", type=int, default=1,
+                    help="rounds of the Score-CAM and Ablation-CAM rows on VGG-16 and ResNet-50, each call a "
+                         "forward per channel (1; SqueezeNet's Score-CAM rows get 3x as many)")
     args = ap.parse_args(argv)
     if args.quick:
         args.repeats, args.cli_repeats, args.folder_repeats = 2, 1, 1
@@ -1219,6 +1229,13 @@ def main(argv: list[str] | None = None) -> int:
             f"(`tasks.classify.load_model`): {web_rounds(args.repeats)} interleaved rounds of 3 calls of each "
             f"variant (the server idle while this process computes); then {max(args.repeats // 2, 2)} alternated "
             "pairs of bursts: one client, then 4 clients at once (or the other way round)")
+    if args.only in ("all", "methods"):
+        print("CAM methods ...", flush=True)
+        sys.modules.setdefault("run", sys.modules[__name__])  # bench/cam_methods.py imports this module as `run`
+        import cam_methods
+
+        agree &= cam_methods.methods_run(args.cache, args.image, args.repeats, args.scorecam_rounds,
+                                         args.threads, report, model_lines)
     # keep the batch rows together
     order = ["one image, one target", "k = 4 targets, one image (ours: one call; peers: 4 runs)",
              "batches (per image, against the one-image floor)", "model load and whole command (subprocesses)",
