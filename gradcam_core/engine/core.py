@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import overload
 
@@ -40,6 +40,7 @@ from ..errors import GradCamError
 from ..image.resize import scale
 from .guided import GuideSwitch, switchable_activations
 from .methods import CamMethod, LayerContext, lookup
+from .params import frozen_parameters
 from .targets import ClassTarget, Negated, Target
 from .torch7_conv import default_torch7_ties, release_workspace, torch7_conv_forward  # noqa: F401 (API)
 
@@ -228,7 +229,7 @@ def _explain_once(model: nn.Module, image: torch.Tensor, layer: LayerRef, target
     switch = GuideSwitch()
     unguided: tuple[str, ...] = ()
     with contextlib.ExitStack() as stack:
-        stack.enter_context(_frozen_parameters(model))
+        stack.enter_context(frozen_parameters(model))
         if guided:
             if default_torch7_ties(model) if options.torch7_ties is None else options.torch7_ties:
                 stack.enter_context(torch7_conv_forward(model))
@@ -344,19 +345,6 @@ def _batched_grad(scores: torch.Tensor, wrt: torch.Tensor, *, retain_graph: bool
         allow_unused=True,
     )
     return torch.zeros((k, *wrt.shape), dtype=wrt.dtype, device=wrt.device) if g is None else g
-
-
-@contextlib.contextmanager
-def _frozen_parameters(model: nn.Module) -> Iterator[None]:
-    """Parameters stop requiring grad for the call: the backward builds no weight gradients."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    for p in params:
-        p.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for p in params:
-            p.requires_grad_(True)
 
 
 class _LayerTap(contextlib.AbstractContextManager):

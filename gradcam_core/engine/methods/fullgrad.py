@@ -29,12 +29,12 @@ restored before it returns, whatever happens.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..params import frozen_parameters
 from .base import CamMethod, LayerContext, first_component, register
 
 NORM_EPS = 1e-7
@@ -92,7 +92,7 @@ def _gradients(ctx: LayerContext) -> tuple[torch.Tensor, list[tuple[torch.Tensor
         return output.clone()  # later layers get a copy: an in-place ReLU cannot rewrite z
 
     with contextlib.ExitStack() as stack:
-        stack.enter_context(_frozen(model))
+        stack.enter_context(frozen_parameters(model))
         stack.enter_context(torch.enable_grad())
         for module in model.modules():
             if bias_of(module) is not None:
@@ -138,16 +138,3 @@ def _eigen(terms: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
     small = (max(size[0] // 8, 1), max(size[1] // 8, 1))
     projected = first_component(_resize(_normalise(terms), small))  # (K, N, H/8, W/8)
     return _resize(_normalise(projected), size)
-
-
-@contextlib.contextmanager
-def _frozen(model: nn.Module) -> Iterator[None]:
-    """Parameters stop requiring grad for the call (no weight gradients); restored on exit."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    for p in params:
-        p.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for p in params:
-            p.requires_grad_(True)
