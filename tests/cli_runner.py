@@ -115,6 +115,7 @@ class PrewarmedCLI:
     def close(self) -> None:
         self._server.stdin.close()
         self._server.wait(timeout=30)
+        self._server.stdout.close()  # (left open, it is a ResourceWarning at exit once torch.jit has run)
         self._tmp.cleanup()
 
 
