@@ -138,7 +138,7 @@ class _Task(Task[list[str]]):
         self.calls.append(f"explain {tuple(images.shape)} {layer}")
         n, size = images.shape[0], images.shape[-1]
         expl = SimpleNamespace(cam=torch.rand(n, 2, size, size), guided=torch.randn(n, 2, 3, size, size),
-                               nonfinite=lambda n: "", method=methods.names[0])
+                               nonfinite=lambda n: "", method=methods.names[0], unguided=())
         images = [ImageResult([TargetResult(t, {}) for t in targets], {}, lines=[f"image {k} explained"])
                   for k in range(n)]
         return BatchResult({methods.names[0]: expl}, images)
