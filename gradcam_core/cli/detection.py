@@ -12,7 +12,16 @@ import torch
 from ..engine import resolve_layer
 from ..errors import GradCamError
 from ..run.batches import ImageOutput, explain_images, nonfinite_message, unguided_message
-from ..run.detection import MAX_BOXES, SCORE_THRESHOLD, DetectionTargets, DetectionTask, render_boxes
+from ..run.detection import (
+    MAX_BOXES,
+    SCORE_THRESHOLD,
+    DetectionTargets,
+    DetectionTask,
+    check_boxes,
+    lookup_label,
+    parse_box,
+    render_boxes,
+)
 from ..run.inputs import Inputs
 from ..run.task import Methods, render_image
 from .program import Log
@@ -37,11 +46,27 @@ class DetectionOptions:
 
 
 def run(opts: DetectionOptions, log: Log = print) -> list[Path]:
-    """The whole run: the detector loaded, then :func:`run_detection`."""
+    """The whole run: the boxes checked (against a single image's size too), the detector loaded, then
+    :func:`run_detection`."""
+    from functools import partial
+
+    from ..tasks.detect import categories
+
+    boxes = [parse_box(b, "box", partial(lookup_label, categories(opts.arch))) for b in opts.boxes if b.strip()]
+    check_single_image(DetectionTargets(tuple(boxes), option="box"), opts.inputs)
     task = DetectionTask.load(opts.arch, opts.model_file, device=opts.device)
     log(f"Successfully loaded {opts.model_file}" if opts.model_file else
         f"No -model_file: {opts.arch} with random weights (its detections mean nothing)")
     return run_detection(task, opts, log)
+
+
+def check_single_image(targets: DetectionTargets, inputs: Inputs) -> None:
+    """Refuse a given box outside the one input image (its size read from its header) before any work;
+    in folder and glob mode an image that a box leaves is skipped with that line."""
+    if targets.boxes and not inputs.many:
+        from ..image.decode import image_size
+
+        check_boxes(targets, *image_size(inputs.jobs[0].path))
 
 
 def run_detection(task: DetectionTask, opts: DetectionOptions, log: Log = print) -> list[Path]:
@@ -53,10 +78,7 @@ def run_detection(task: DetectionTask, opts: DetectionOptions, log: Log = print)
         layer = task.default_layer()
         log(f"Grad-CAM layer: {layer} (the backbone's last stage; -layer_name chooses another)")
     resolve_layer(task.net, layer)
-    if targets.boxes and not opts.inputs.many:
-        from ..image.decode import image_size
-
-        task.check_boxes(targets, *image_size(opts.inputs.jobs[0].path))
+    check_single_image(targets, opts.inputs)
     methods = opts.methods
 
     def explain_batch(images: torch.Tensor, rgbs: Sequence[torch.Tensor | None] | None) -> list[ImageOutput]:

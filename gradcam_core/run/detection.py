@@ -99,18 +99,7 @@ class DetectionTask(Task[DetectionTargets]):
 
     def lookup(self, text: str, option: str = "box") -> int:
         """A class given by name (case-insensitive) or torchvision label number -> the label."""
-        if text.isascii() and text.isdigit():
-            label = int(text)
-            if self.names is not None and not 0 < label < len(self.names):
-                raise GradCamError(f"-{option} label {label} is out of range: this detector's labels are 1 to "
-                                   f"{len(self.names) - 1}")
-            return label
-        if self.names is None:
-            raise GradCamError(f"-{option} label {text!r}: this detector has no class names; give a label number")
-        lowered = [n.lower() for n in self.names]
-        if text.lower() not in lowered or text.lower() in ("n/a", "__background__"):
-            raise GradCamError(f"-{option} label {text!r} is not one of this detector's classes (e.g. person, dog, car)")
-        return lowered.index(text.lower())
+        return lookup_label(self.names, text, option)
 
     def targets(self, values: Sequence[str], *, option: str = "", strict: bool = False, question: str | None = None,
                 score_threshold: float = SCORE_THRESHOLD, max_boxes: int = MAX_BOXES) -> DetectionTargets:
@@ -121,20 +110,12 @@ class DetectionTask(Task[DetectionTargets]):
             raise GradCamError(f"-score_threshold {score_threshold} must be between 0 and 1")
         return DetectionTargets(boxes, score_threshold, max_boxes, option)
 
-    def check_boxes(self, targets: DetectionTargets, width: int, height: int) -> None:
-        """Refuse a given box that leaves a ``width`` x ``height`` image (one line naming it)."""
-        for req in targets.boxes:
-            x1, y1, x2, y2 = req.box
-            if x1 < 0 or y1 < 0 or x2 > width or y2 > height:
-                raise GradCamError(f"-{targets.option} {req.text}: the box leaves the {width}x{height} image "
-                                   f"(x from 0 to {width}, y from 0 to {height})")
-
     def explain(self, images: torch.Tensor, layer: str, targets: DetectionTargets, methods: Methods) -> BatchResult:
         """Explain ``images`` (N, 3, H, W), RGB in [0, 1], for the given boxes, or (N = 1) for the boxes detected."""
         if methods.aug_smooth:
             raise GradCamError("-aug_smooth does not apply to detection: a flipped image's boxes are elsewhere")
         height, width = images.shape[-2:]
-        self.check_boxes(targets, int(width), int(height))
+        check_boxes(targets, int(width), int(height))
         if targets.boxes:
             wanted = [BoxScoreTarget(r.box, r.label) for r in targets.boxes]
             detected: list[dict[str, Any]] | None = None
@@ -176,8 +157,33 @@ class DetectionTask(Task[DetectionTargets]):
                 shown = {"box": box, "label": label, "name": self.label_name(label), "score": score}
                 lines.append(f"Box {i}: {self.label_name(label)} {score:.3f} at ({', '.join(f'{v:g}' for v in box)})")
             results.append(TargetResult(name, shown))
-            drawn.append(shown | {"index": i, "box": shown["box"]})
+            drawn.append(shown | {"index": i})
         return ImageResult(results, {"boxes": drawn}, None, lines)
+
+
+def check_boxes(targets: DetectionTargets, width: int, height: int) -> None:
+    """Refuse a given box that leaves a ``width`` x ``height`` image (one line naming it)."""
+    for req in targets.boxes:
+        x1, y1, x2, y2 = req.box
+        if x1 < 0 or y1 < 0 or x2 > width or y2 > height:
+            raise GradCamError(f"-{targets.option} {req.text}: the box leaves the {width}x{height} image "
+                               f"(x from 0 to {width}, y from 0 to {height})")
+
+
+def lookup_label(names: Sequence[str] | None, text: str, option: str = "box") -> int:
+    """A class given by name (case-insensitive, among ``names``) or torchvision label number -> the label."""
+    if text.isascii() and text.isdigit():
+        label = int(text)
+        if names is not None and not 0 < label < len(names):
+            raise GradCamError(f"-{option} label {label} is out of range: this detector's labels are 1 to "
+                               f"{len(names) - 1}")
+        return label
+    if names is None:
+        raise GradCamError(f"-{option} label {text!r}: this detector has no class names; give a label number")
+    lowered = [n.lower() for n in names]
+    if text.lower() not in lowered or text.lower() in ("n/a", "__background__"):
+        raise GradCamError(f"-{option} label {text!r} is not one of this detector's classes (e.g. person, dog, car)")
+    return lowered.index(text.lower())
 
 
 def parse_box(text: str, option: str = "box", lookup: Any = None) -> BoxRequest:

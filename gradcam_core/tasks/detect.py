@@ -174,17 +174,17 @@ def load_detector(arch: str, weights: str | os.PathLike[str] | None, device: str
 
     arch = check_arch(arch)
     state = None if weights is None else _read_state_dict(weights)
+    shown = repr(os.fspath(weights)) if weights is not None else ""
+    if state is not None and not any(k.startswith("backbone.") for k in state):  # before the model is built
+        first = next(iter(state))
+        raise GradCamError(f"torchvision weights {shown} are not a detector's (their first key is {first!r}: a "
+                           f"classifier's?); {arch} takes a detector's state_dict (backbone.* keys and its heads)")
     try:
         model = torchvision.models.get_model(arch, weights=None, weights_backbone=None, **builder_kwargs)
     except (TypeError, ValueError) as err:
         raise GradCamError(f"cannot build torchvision model {arch!r}: {err}") from err
     if state is not None:
         assert weights is not None
-        shown = repr(os.fspath(weights))
-        if not any(k.startswith(("backbone.", "head.", "rpn.", "roi_heads.")) for k in state):
-            first = next(iter(state))
-            raise GradCamError(f"torchvision weights {shown} are not a detector's (their first key is {first!r}, a "
-                               f"classifier's?): {arch} needs a state_dict with backbone.* and head keys")
         _check_fits(model, state, weights, arch)
         try:
             model.load_state_dict(state)
