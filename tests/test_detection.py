@@ -249,3 +249,28 @@ def test_help_lists_the_option_table(cli, tmp_path):
     assert result.returncode == 0, result.stderr
     shown = help_flags(result.stdout + result.stderr)
     assert [(name, help_) for name, _, help_ in shown] == [(o.name, o.help) for o in OPTIONS.options]
+
+
+def test_the_box_head_on_the_boxes_own_proposals_changes_nothing(task, tmp_path):
+    """Detected boxes are explained with the box head on their proposals only: the same target scores,
+    maps and guided backprop as with every proposal (the image resized by 1.6 inside the detector, so the
+    proposals are matched in its coordinates, not the input's)."""
+    from gradcam_core.tasks.detect import detect_with_proposals
+
+    x = torch.rand(1, 3, 30, 40, generator=torch.Generator().manual_seed(4))
+    found, pins = detect_with_proposals(task.net, x)
+    assert pins is not None and len(set(pins)) == len(pins) == found["boxes"].shape[0]
+    targets = task.targets([], max_boxes=3)
+    methods = Methods(("gradcam", "hirescam"))
+    pinned = task.explain(x, "backbone", targets, methods)
+    task.only_proposals = False
+    try:
+        full = task.explain(x, "backbone", targets, methods)
+    finally:
+        del task.only_proposals
+    for name in methods.names:
+        a, b = pinned.explanations[name], full.explanations[name]
+        torch.testing.assert_close(a.target_scores, b.target_scores)
+        torch.testing.assert_close(a.cam_raw, b.cam_raw, rtol=1e-4, atol=1e-4 * float(b.cam_raw.abs().max()))
+        torch.testing.assert_close(a.guided, b.guided, rtol=1e-4, atol=1e-4 * float(b.guided.abs().max()))
+    assert [t.name for t in pinned.images[0].targets] == ["1_thing", "2_thing", "3_thing"]

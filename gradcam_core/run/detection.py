@@ -19,6 +19,7 @@ scored by whatever it detects at that place as that class (0 when nothing overla
 """
 from __future__ import annotations
 
+import contextlib
 import io
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -31,7 +32,15 @@ from torch import nn
 from ..engine import explain
 from ..errors import GradCamError
 from ..image.preprocessing import Preprocessing
-from ..tasks.detect import BoxScoreTarget, categories, default_detector_layer, detections_above, load_detector
+from ..tasks.detect import (
+    BoxScoreTarget,
+    OnlyProposals,
+    categories,
+    default_detector_layer,
+    detect_with_proposals,
+    detections_above,
+    load_detector,
+)
 from .outputs import Rendered, safe_filename
 from .task import BatchResult, ImageResult, Methods, TargetResult, Task
 
@@ -69,6 +78,9 @@ class DetectionTask(Task[DetectionTargets]):
     name, prefix, target_field = "detection", "detect", "box"
     original_layer = ""
     preprocessing = DETECTOR_INPUT
+    only_proposals = True
+    """A two-stage detector's detected boxes are explained with its box head on their own proposals only
+    (:class:`~gradcam_core.tasks.detect.OnlyProposals`: the same scores and gradients, a fraction of the work)."""
 
     def __init__(self, net: nn.Module, names: list[str] | None = None, model_name: str = "detector", arch: str = "",
                  device: torch.device = torch.device("cpu")) -> None:
@@ -122,8 +134,7 @@ class DetectionTask(Task[DetectionTargets]):
         else:
             if images.shape[0] != 1:
                 raise GradCamError("detection explains the boxes detected one image at a time (batch of 1)")
-            with torch.no_grad():
-                found = self.net(images.to(self.device))[0]
+            found, proposals = detect_with_proposals(self.net, images.to(self.device))
             keep = detections_above(found, targets.score_threshold, targets.max_boxes)
             wanted = [BoxScoreTarget(tuple(float(v) for v in found["boxes"][i]), int(found["labels"][i]))  # type: ignore[arg-type]
                       for i in keep]
@@ -133,7 +144,10 @@ class DetectionTask(Task[DetectionTargets]):
                 best = f" (the best scores {top:.3f})" if top is not None else " (none at all)"
                 line = f"no detection scores {targets.score_threshold:g} or more{best}: nothing to explain"
                 return BatchResult({}, [ImageResult([], {"boxes": []}, [], [line])])
-        expls = explain(self.net, images, layer, wanted, **methods.explain_options())
+        with contextlib.ExitStack() as stack:
+            if detected is not None and proposals is not None and self.only_proposals:
+                stack.enter_context(OnlyProposals(self.net, [proposals[i] for i in keep]))
+            expls = explain(self.net, images, layer, wanted, **methods.explain_options())
         output = expls[methods.names[0]].scores if detected is None else detected
         return BatchResult(expls, [self._image(output[n], wanted, targets) for n in range(images.shape[0])])
 

@@ -215,3 +215,71 @@ def default_detector_layer(model: nn.Module, arch: str = "") -> str:
     if isinstance(backbone, nn.Module):
         return "backbone"
     raise GradCamError("this detector has no 'backbone': name the layer to explain with -layer_name")
+
+
+# ------------------------------------------------------------- two-stage detectors: the boxes' own proposals
+
+
+def detect_with_proposals(model: nn.Module, images: torch.Tensor) -> tuple[dict[str, torch.Tensor], list[int] | None]:
+    """One forward without gradients of image ``images`` (1, 3, H, W): its detections and, for a two-stage
+    detector (torchvision's R-CNN ``roi_heads``), the index of the region proposal each detection came
+    from (None for any other detector, or where a detection's proposal is not found)."""
+    roi = getattr(model, "roi_heads", None)
+    if roi is None or not hasattr(roi, "box_coder") or not hasattr(roi, "box_predictor"):
+        with torch.no_grad():
+            return model(images)[0], None
+    seen: dict[str, Any] = {}
+    handles = [
+        roi.register_forward_pre_hook(lambda _m, args: seen.update(proposals=args[1][0], shape=args[2][0])),
+        roi.box_predictor.register_forward_hook(lambda _m, _args, out: seen.update(regression=out[1])),
+        # a copy: the model's transform then rescales the boxes of that dict to the input's size
+        roi.register_forward_hook(lambda _m, _args, out: seen.update(result=dict(out[0][0]))),
+    ]
+    try:
+        with torch.no_grad():
+            found = model(images)[0]
+    finally:
+        for h in handles:
+            h.remove()
+    if not {"proposals", "regression", "result"} <= seen.keys():
+        return found, None
+    from torchvision.ops import boxes as box_ops
+
+    decoded = box_ops.clip_boxes_to_image(roi.box_coder.decode(seen["regression"], [seen["proposals"]]), seen["shape"])
+    pins = []
+    for box, label in zip(seen["result"]["boxes"], seen["result"]["labels"]):
+        err = (decoded[:, int(label)] - box).abs().amax(dim=1)  # (P,): the detection is one proposal's box
+        p = int(err.argmin())
+        if float(err[p]) > 1e-3 * max(1.0, float(box.abs().max())):
+            return found, None
+        pins.append(p)
+    return found, pins
+
+
+class OnlyProposals:
+    """While active, a two-stage detector's box head sees only the region proposals ``pins`` (indices
+    into the proposals of the one image, as :func:`detect_with_proposals` found them).
+
+    A detection's score and box depend only on its own proposal's features (the box head runs on each
+    region alone; the proposals themselves carry no gradient), and detections that survived
+    non-maximum suppression among all proposals survive it among these: so the detections explained
+    keep their scores, and their gradients, while the box head's forward and backward run on a few
+    regions instead of a thousand (most of a detector's backward otherwise)."""
+
+    def __init__(self, model: nn.Module, pins: Sequence[int]) -> None:
+        roi = model.roi_heads
+        assert isinstance(roi, nn.Module)
+        self.roi = roi
+        self.pins = list(pins)
+
+    def _select(self, _m: nn.Module, args: tuple) -> tuple:
+        proposals = args[1]
+        index = torch.tensor(self.pins, dtype=torch.long, device=proposals[0].device)
+        return (args[0], [proposals[0][index]], *args[2:])
+
+    def __enter__(self) -> OnlyProposals:
+        self._handle = self.roi.register_forward_pre_hook(self._select)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._handle.remove()
