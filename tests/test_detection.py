@@ -17,7 +17,6 @@ from torch import nn
 
 from gradcam_core.cli.detection import DetectionOptions, run_detection
 from gradcam_core.cli.paths import input_images
-from gradcam_core.engine import explain
 from gradcam_core.errors import GradCamError
 from gradcam_core.run.detection import DetectionTask, parse_box
 from gradcam_core.run.task import Methods
@@ -160,7 +159,8 @@ def _dog_detector(arch: str, **builder_kwargs) -> nn.Module:
 @pytest.mark.slow
 @pytest.mark.parametrize("method", ["gradcam", "eigencam"])
 def test_equals_pytorch_grad_cam_with_its_box_score_target(method):
-    """fasterrcnn_mobilenet_v3_large_fpn at its default layer, K = 3 detected boxes: pytorch-grad-cam's
+    """fasterrcnn_mobilenet_v3_large_fpn at its default layer, K = 3 detected boxes explained as the
+    command explains them (``DetectionTask.explain``: the box head on their own proposals): pytorch-grad-cam's
     map before its resize and min-max (its K targets on K copies of the image), times h * w for
     Grad-CAM (ours sums the gradients where it averages them); Eigen-CAM's sign oriented as ours. The
     detector's transform resizes to 320 pixels instead of 800 (the same network, a shorter test)."""
@@ -181,8 +181,10 @@ def test_equals_pytorch_grad_cam_with_its_box_score_target(method):
     keep = detections_above(found, 0.5, 3)
     assert len(keep) == 3
     boxes, labels = found["boxes"][keep], found["labels"][keep]
-    ours = explain(model, x, layer, [BoxScoreTarget(tuple(b.tolist()), int(lab)) for b, lab in zip(boxes, labels)],
-                   method=method, guided=False)
+    # the command's path: the detections found again, the box head on their own proposals
+    task = DetectionTask(model, None, "random", "fasterrcnn_mobilenet_v3_large_fpn")
+    ours = task.explain(x, layer, task.targets([], max_boxes=3), Methods((method,))).explanations[method]
+    torch.testing.assert_close(ours.target_scores[0], 1 + found["scores"][keep])  # the same boxes: IoU 1 + score
 
     module = dict(model.named_modules())[layer]
     xk = x.repeat(3, 1, 1, 1).requires_grad_()  # pytorch-grad-cam: one target per image
@@ -261,7 +263,7 @@ def test_the_box_head_on_the_boxes_own_proposals_changes_nothing(task, tmp_path)
     found, pins = detect_with_proposals(task.net, x)
     assert pins is not None and len(set(pins)) == len(pins) == found["boxes"].shape[0]
     targets = task.targets([], max_boxes=3)
-    methods = Methods(("gradcam", "hirescam"))
+    methods = Methods(("gradcam",))
     pinned = task.explain(x, "backbone", targets, methods)
     task.only_proposals = False
     try:
