@@ -132,7 +132,12 @@ def test_bad_boxes_are_one_line(task, image, tmp_path):
 
 
 def test_a_classifier_is_refused(tmp_path):
+    """... by name and by its state_dict, before a detector is built; the detectors' COCO names come
+    from torchvision's metadata (no download)."""
     from gradcam_core.cli.commands.detection import main
+    from gradcam_core.tasks.detect import ARCHITECTURES, categories
+
+    assert all(categories(a)[18] == "dog" and len(categories(a)) == 91 for a in ARCHITECTURES)
 
     with pytest.raises(GradCamError, match="^-arch resnet18 is a classification architecture"):
         main(arch="resnet18", out_path=str(tmp_path / "out"))
@@ -276,3 +281,14 @@ def test_the_box_head_on_the_boxes_own_proposals_changes_nothing(task, tmp_path)
         torch.testing.assert_close(a.cam_raw, b.cam_raw, rtol=1e-4, atol=1e-4 * float(b.cam_raw.abs().max()))
         torch.testing.assert_close(a.guided, b.guided, rtol=1e-4, atol=1e-4 * float(b.guided.abs().max()))
     assert [t.name for t in pinned.images[0].targets] == ["1_thing", "2_thing", "3_thing"]
+
+
+def test_a_folder_skips_the_images_a_box_leaves(task, tmp_path):
+    rng = np.random.default_rng(2)
+    for name, (h, w) in {"big.png": (48, 64), "small.png": (20, 24)}.items():
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(tmp_path / name)
+    inputs = input_images("input_image_path", str(tmp_path / "*.png"), "", tmp_path / "out")
+    lines: list[str] = []
+    with pytest.raises(GradCamError, match="skipped 1 of 2 images"):
+        run_detection(task, DetectionOptions("tiny", None, inputs, boxes=["2,2,30,30"]), lines.append)
+    assert (tmp_path / "out" / "big.png" / "detect_boxes.png").is_file() and not (tmp_path / "out" / "small.png").exists()

@@ -83,11 +83,10 @@ def run_detection(task: DetectionTask, opts: DetectionOptions, log: Log = print)
 
     def explain_batch(images: torch.Tensor, rgbs: Sequence[torch.Tensor | None] | None) -> list[ImageOutput]:
         try:
-            batch = task.explain(images, layer, targets, methods)
+            check_boxes(targets, images.shape[-1], images.shape[-2])
         except GradCamError as err:  # a box outside this image: skipped in folder mode
-            if "leaves the" not in str(err):
-                raise
             return [ImageOutput([], [], error=str(err))]
+        batch = task.explain(images, layer, targets, methods)
         warning = unguided_message(batch.unguided) if batch.unguided else ""
         out = []
         for n, image in enumerate(batch.images):
