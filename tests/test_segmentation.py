@@ -185,8 +185,8 @@ def test_a_class_an_image_does_not_predict_is_skipped_with_a_line():
     task.count_outputs(SIZE)
     batch = task.explain(x[:1], "backbone.3", task.targets([str(absent[0] + 1)], option="-label"), Methods())
     assert batch.images[0].targets == []
-    assert batch.images[0].lines == [f"-label {absent[0] + 1}: not predicted in this image, skipped (-mask names "
-                                     "the region to explain it over)"]
+    assert batch.images[0].lines == [f"-label {absent[0] + 1}: not predicted in this image, skipped (no pixels to "
+                                     "sum its logits over)"]
     with pytest.raises(GradCamError, match=r"^-label 5 is not one of this model's labels: 1 to 4"):
         task.targets(["5"], option="-label")
     with pytest.raises(GradCamError, match="no class names to look it up in"):
@@ -365,3 +365,39 @@ def test_the_command_runs_a_torchvision_state_dict(tmp_path):
     labels = [line.split(":")[0].split()[1] for line in result.stdout.splitlines() if line.startswith("Label ")]
     assert labels and {f"segment_gcam_hm_{label}.png" for label in labels} <= {
         p.name for p in (tmp_path / "out").iterdir()}
+
+
+
+# ------------------------------------------------------------------------------------ the web demo
+
+
+def test_the_web_demo_explains_the_largest_class_and_shows_its_region(files):
+    """A request's label '' is the class with the most pixels; its ``mask`` image is that class's
+    predicted pixels, named as the command line names the file; a class the image does not predict is
+    the task's one line."""
+    import io
+
+    from gradcam_core.web.demo import load_segmentation
+
+    demo_task = load_segmentation(files["onnx"], input_sz=None)
+    config = demo_task.config()
+    assert config["enabled"] and config["input_sz"] == 64 and config["default_layer"] == "/backbone/backbone.3/Relu"
+    x = load_input(files["image"], 64, 64, Preprocessing.torchvision_imagenet())
+    with torch.no_grad():
+        pred = files["model"](x[None])[0].argmax(0)
+    counts = torch.bincount(pred.reshape(-1), minlength=CLASSES)
+    largest = int(counts.argmax())
+    result = demo_task.explain(files["image"], {"label": ""}, 10**6).to_json()
+    assert result["target"] == {"label": largest + 1, "name": None, "pixels": int(counts[largest])}
+    assert result["files"]["mask"] == f"segment_mask_{largest + 1}.png"
+    png = result["images"]["mask"].removeprefix("data:image/png;base64,")
+    import base64
+
+    mask = np.asarray(Image.open(io.BytesIO(base64.b64decode(png))))
+    assert np.array_equal(mask == 255, (pred == largest).numpy())
+    assert [p["label"] for p in result["predictions"]] == [int(c) + 1 for c in counts.argsort(descending=True)
+                                                           if counts[c] > 0][:5]
+    absent = [c for c in range(CLASSES) if counts[c] == 0]
+    if absent:
+        with pytest.raises(GradCamError, match="not predicted in this image"):
+            demo_task.explain(files["image"], {"label": str(absent[0] + 1)}, 10**6)

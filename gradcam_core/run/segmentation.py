@@ -38,6 +38,9 @@ from .task import BatchResult, ImageResult, Methods, TargetResult, Task
 PREDICTED = -1
 """The label of "every class predicted in the image" (``-label -1``; '' in a form)."""
 
+TOP = 5
+"""How many of the most predicted classes a result lists."""
+
 TORCHVISION_INPUT_SIZE = 520
 """The input side for a torchvision architecture when ``-input_sz`` is not given: its segmentation
 weights' own evaluation transform resizes images to 520."""
@@ -55,6 +58,9 @@ class SegmentTargets:
     mask: torch.Tensor | None = None
     option: str = "label"
     output_name: str = ""
+    largest: bool = False
+    """:data:`PREDICTED` is the one class with the most predicted pixels (``__background__`` only
+    where nothing else is predicted), as a front end explaining one target per request wants it."""
 
 
 @dataclass
@@ -138,7 +144,9 @@ class SegmentationTask(Task[SegmentTargets]):
                 question: str | None = None, mask: torch.Tensor | None = None,
                 output_name: str = "") -> SegmentTargets:
         """Each value a 1-based label (ASCII digits), ``-1`` or '' for every predicted class, or a class
-        name (case-insensitive); ``mask`` (H, W) bool: the region every class is explained over."""
+        name (case-insensitive); ``mask`` (H, W) bool: the region every class is explained over.
+        ``strict`` (a front end explaining one target per request, the web demo): '' or ``-1`` is the
+        class with the most predicted pixels (:attr:`SegmentTargets.largest`)."""
         option = option or self.target_field
         labels = []
         for value in values:
@@ -149,7 +157,8 @@ class SegmentationTask(Task[SegmentTargets]):
                 labels.append(int(text))
             else:
                 labels.append(self._lookup(text, option) + 1)
-        return SegmentTargets(labels, label_classes(labels, option, self.classes), mask, option, output_name)
+        return SegmentTargets(labels, label_classes(labels, option, self.classes), mask, option, output_name,
+                              largest=strict)
 
     def _lookup(self, name: str, option: str) -> int:
         if self.names is None:
@@ -190,6 +199,13 @@ class SegmentationTask(Task[SegmentTargets]):
         (inside ``mask``), or per class asked for where a mask is given."""
         results, regions, lines = [], [], []
         present = set(torch.unique(pred if mask is None else pred[mask.bool()]).tolist())
+        counts = torch.bincount(pred.reshape(-1), minlength=self.classes or 0)
+        if every and targets.largest:  # one class: the largest (inside the mask), background last
+            inside = torch.bincount(pred[mask.bool()] if mask is not None else pred.reshape(-1),
+                                    minlength=counts.numel())
+            if self._background() is not None and len(present - {self._background()}) > 0:
+                inside[self._background()] = -1
+            present = {int(inside.argmax())} | (present & set(asked))
         n_files = len(classes)
         for k, c in enumerate(classes):
             label = c + 1
@@ -197,7 +213,7 @@ class SegmentationTask(Task[SegmentTargets]):
             if c not in present and (mask is None or c not in asked):
                 if c in asked:  # never predicted: the target would be an empty sum
                     lines.append(f"{targets.option} {label}{self._called(c)}: not predicted in this image, skipped "
-                                 "(-mask names the region to explain it over)")
+                                 "(no pixels to sum its logits over)")
                 continue
             pixels = int(((pred == c) & region).sum())
             results.append(TargetResult(_output_name(targets.output_name, label, n_files),
@@ -205,12 +221,18 @@ class SegmentationTask(Task[SegmentTargets]):
             regions.append(_at_size(region, size))
             lines.append(f"Label {label}{self._called(c)}: {pixels} pixels predicted"
                          + (" inside the mask" if mask is not None else ""))
-        counts = torch.bincount(pred.reshape(-1), minlength=self.classes or 0)
-        top = int(counts.argmax())
+        top, total = int(counts.argmax()), int(counts.sum())
+        # the most predicted classes, their share of the pixels as their "score"
         return SegmentImage(results, self.named(top + 1) | {"pixels": int(counts[top])},
-                            [self.named(int(c) + 1) | {"pixels": int(counts[c])}
-                             for c in counts.argsort(descending=True) if counts[c] > 0],
+                            [self.named(int(c) + 1) | {"pixels": int(counts[c]), "score": int(counts[c]) / total}
+                             for c in counts.argsort(descending=True)[:TOP] if counts[c] > 0],
                             lines, regions)
+
+    def _background(self) -> int | None:
+        """The class named ``__background__`` (torchvision's VOC class 0), or None."""
+        if self.names is None:
+            return None
+        return next((i for i in range(len(self.names)) if self.names.name(i) == "__background__"), None)
 
     def _called(self, c: int) -> str:
         return f" ({self.names.name(c)})" if self.names is not None else ""
