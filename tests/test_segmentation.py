@@ -338,10 +338,19 @@ def test_the_command_names_classes_and_sums_over_a_mask(files, tmp_path):
     pytest.param(("-label", "7"), "-label 7 is not one of this model's labels: 1 to 4 (1-based)",
                  marks=pytest.mark.slow),
     (("-mask", "{mask}"), "-mask {mask} is 30x20 but the image {image} is 128x128: a mask has its image's size"),
+    (("-model_file", "{names}"), "-model_file {names} is not an ONNX model: a torchvision state_dict needs -arch "
+                                 "(fcn_resnet50, deeplabv3_resnet50, ...)"),
+    (("-model_file", "", "-arch", "fcn_resnet50"), "-arch fcn_resnet50 needs its weights: give its torchvision "
+     "state_dict (a .pth file of model.state_dict()) with -model_file; nothing is downloaded"),
+    pytest.param(("-arch", "deeplab", "-model_file", "{names}"), "unknown torchvision architecture 'deeplab': did "
+                 "you mean deeplabv3_resnet50, deeplabv3_resnet101? the segmentation architectures are "
+                 "deeplabv3_mobilenet_v3_large, deeplabv3_resnet101, deeplabv3_resnet50, fcn_resnet101, fcn_resnet50, "
+                 "lraspp_mobilenet_v3_large", marks=pytest.mark.slow),
     pytest.param(("-model_file", "{classifier}"), "{classifier} is not a segmentation model: its output is (1, 4), "
                  "not (N, classes, H, W)", marks=pytest.mark.slow),
 ])
 def test_bad_input_is_one_line_and_exit_2(files, tmp_path, args, line):
+    """Each bad input's line (those before the model is loaded are quick; the rest load the ONNX file)."""
     Image.fromarray(np.full((20, 30), 255, np.uint8)).save(tmp_path / "small.png")
     names = {"mask": tmp_path / "small.png", "image": files["image"], "classifier": files["classifier"],
              "names": files["names"]}
