@@ -256,6 +256,26 @@ VQA_SIZES = (  # the names of tasks.vqa.model.VQASizes' fields
     Option("num_output", 1000, "number of answers.", as_positive_int),
 )
 
+# semantic segmentation (segmentation.py, gradcam-segment)
+SEGMENT_MODEL_FILE = MODEL_FILE.but(default="", help="an ONNX segmentation model (one output, N x classes x H x W), "
+                                    "or with -arch the architecture's state_dict (.pth, weights_only=True).")
+SEGMENT_ARCH = ARCH.but(help="a torchvision segmentation architecture (fcn_resnet50, deeplabv3_resnet50, "
+                        "deeplabv3_mobilenet_v3_large, lraspp_mobilenet_v3_large, ...); its output 'out' is explained; "
+                        "-model_file is its state_dict; nothing is downloaded.")
+SEGMENT_INPUT_SZ = MODEL_INPUT_SZ.but(help="side of the square network input (default: an ONNX model's own size, "
+                                      "520 for -arch, else 224).")
+SEGMENT_LAYER_NAME = LAYER_NAME.but(default="", help="layer to explain, by module name; '' = the backbone's output "
+                                    "(backbone.layer4, backbone.16) or the last feature map below the class scores.")
+SEGMENT_LABEL = LABEL.but(help="1-based class label(s) (1 = __background__, 16 = person for VOC) or class names, "
+                          "comma-separated; -1 = every class the image's prediction holds (one set of files each).")
+SEGMENT_MASK = Option("mask", "", "an image of the input image's size whose non-zero pixels are the region each class's "
+                      "logits are summed over; '' = the class's predicted pixels.")
+SEGMENT_SYNSET_FILE = SYNSET_FILE.but(help="class names, one per line in output order; default: an ONNX file's own, "
+                                      "or torchvision's 21 VOC names for -arch.")
+SEGMENT_SAVE_OVERLAY = Option("save_overlay", 0, "1 = also write segment_overlay_<L>.png (the colour heatmap blended "
+                              "over the image) and segment_mask_<L>.png (white: the pixels the class's score sums over).",
+                              as_switch)
+
 # detection (detection.py, gradcam-detect)
 
 
