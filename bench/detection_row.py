@@ -67,7 +67,7 @@ def detection_run(image: Path, repeats: int, report: Report, model_lines: list[s
         torch.autograd.grad(out[0]["scores"][0], xi)
 
     times = run.interleaved({"ours": ours, "maps": maps_only, "floor": floor}, repeats)
-    floor_s = run.fmt_s(statistics.median(times["floor"]))
+    floor_s = f"{run.fmt_s(statistics.median(times['floor']))} ({run.fmt_s(min(times['floor']))})"
     for key, what, bound in (("ours", "Grad-CAM + guided backprop, as detection.py", BOUND),
                              ("maps", "Grad-CAM maps only (guided=False)", None)):
         ratio = statistics.median(a / b for a, b in zip(times[key], times["floor"]))
