@@ -260,15 +260,16 @@ def test_help_lists_the_option_table(cli, tmp_path):
 
 def test_the_box_head_on_the_boxes_own_proposals_changes_nothing(task, tmp_path):
     """Detected boxes are explained with the box head on their proposals only: the same target scores,
-    maps and guided backprop as with every proposal (the image resized by 1.6 inside the detector, so the
-    proposals are matched in its coordinates, not the input's)."""
+    maps and guided backprop as with every proposal, also for a perturbation method (whose masked
+    copies run the whole box head). The image is resized by 1.6 inside the detector, so the proposals
+    are matched in its coordinates, not the input's."""
     from gradcam_core.tasks.detect import detect_with_proposals
 
     x = torch.rand(1, 3, 30, 40, generator=torch.Generator().manual_seed(4))
     found, pins = detect_with_proposals(task.net, x)
     assert pins is not None and len(set(pins)) == len(pins) == found["boxes"].shape[0]
     targets = task.targets([], max_boxes=3)
-    methods = Methods(("gradcam",))
+    methods = Methods(("gradcam", "ablationcam"))  # Ablation-CAM's forwards: the whole box head
     pinned = task.explain(x, "backbone", targets, methods)
     task.only_proposals = False
     try:

@@ -264,7 +264,8 @@ class OnlyProposals:
     region alone; the proposals themselves carry no gradient), and detections that survived
     non-maximum suppression among all proposals survive it among these: so the detections explained
     keep their scores, and their gradients, while the box head's forward and backward run on a few
-    regions instead of a thousand (most of a detector's backward otherwise)."""
+    regions instead of a thousand (most of a detector's backward otherwise). Only the first forward
+    (the explanation's) is restricted."""
 
     def __init__(self, model: nn.Module, pins: Sequence[int]) -> None:
         roi = model.roi_heads
@@ -273,6 +274,9 @@ class OnlyProposals:
         self.pins = list(pins)
 
     def _select(self, _m: nn.Module, args: tuple) -> tuple:
+        # once: the explanation's own forward; the forwards of masked or ablated copies that follow
+        # (Score-CAM, Ablation-CAM) have proposals of their own, and run the whole box head
+        self._handle.remove()
         proposals = args[1]
         index = torch.tensor(self.pins, dtype=torch.long, device=proposals[0].device)
         return (args[0], [proposals[0][index]], *args[2:])
