@@ -293,7 +293,7 @@ DETECT_ARCH = Option("arch", "fasterrcnn_resnet50_fpn", "a torchvision detection
                      "(_v2), fasterrcnn_mobilenet_v3_large(_320)_fpn, retinanet_resnet50_fpn(_v2), fcos_resnet50_fpn, "
                      "ssd300_vgg16, ssdlite320_mobilenet_v3_large.")
 DETECT_MODEL_FILE = Option("model_file", "", "the detector's torchvision state_dict (.pth, loaded with "
-                           "weights_only=True; nothing is downloaded); '' = random weights (nothing is detected).")
+                           "weights_only=True; nothing is downloaded); '' = random weights (their detections mean nothing).")
 DETECT_LAYER_NAME = LAYER_NAME.but(default="", help="layer to explain, a named_modules() name; '' = the backbone's "
                                    "last stage (backbone.body.layer4 for ResNet-50 FPN models).")
 BOX = Option("box", "", "boxes to explain, x1,y1,x2,y2[:label] in the input image's pixels, several separated by ';' "
