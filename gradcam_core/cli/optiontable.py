@@ -40,6 +40,7 @@ from typing import Any
 
 from .options import (
     as_choice,
+    as_float,
     as_input_size,
     as_int,
     as_label_list,
@@ -274,3 +275,30 @@ SEGMENT_SYNSET_FILE = SYNSET_FILE.but(help="class names, one per line in output 
 SEGMENT_SAVE_OVERLAY = Option("save_overlay", 0, "1 = also write segment_overlay_<L>.png (the colour heatmap blended "
                               "over the image) and segment_mask_<L>.png (white: the pixels the class's score sums over).",
                               as_switch)
+
+# detection (detection.py, gradcam-detect)
+
+
+def as_fraction(name: str, value: Any) -> float:
+    """A number from 0 to 1 (``-score_threshold``)."""
+    from ..errors import GradCamError
+
+    number = as_float(name, value)
+    if not 0 <= number <= 1:
+        raise GradCamError(f"-{name} {value}: expected a number from 0 to 1")
+    return number
+
+
+DETECT_ARCH = Option("arch", "fasterrcnn_resnet50_fpn", "a torchvision detection architecture: fasterrcnn_resnet50_fpn"
+                     "(_v2), fasterrcnn_mobilenet_v3_large(_320)_fpn, retinanet_resnet50_fpn(_v2), fcos_resnet50_fpn, "
+                     "ssd300_vgg16, ssdlite320_mobilenet_v3_large.")
+DETECT_MODEL_FILE = Option("model_file", "", "the detector's torchvision state_dict (.pth, loaded with "
+                           "weights_only=True; nothing is downloaded); '' = random weights (their detections mean nothing).")
+DETECT_LAYER_NAME = LAYER_NAME.but(default="", help="layer to explain, a named_modules() name; '' = the backbone's "
+                                   "last stage (backbone.body.layer4 for ResNet-50 FPN models).")
+BOX = Option("box", "", "boxes to explain, x1,y1,x2,y2[:label] in the input image's pixels, several separated by ';' "
+             "(label: a COCO class name or number); '' = every detection above -score_threshold.", separated(";"))
+SCORE_THRESHOLD = Option("score_threshold", 0.5, "without -box: explain the detections scoring at least this "
+                         "(0 to 1).", as_fraction)
+MAX_BOXES = Option("max_boxes", 20, "without -box: explain at most this many detections per image, best first.",
+                   as_positive_int)

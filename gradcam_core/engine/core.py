@@ -35,7 +35,7 @@ import contextlib
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Any, overload
+from typing import Any, TypeVar, overload
 
 import torch
 from torch import nn
@@ -57,7 +57,8 @@ class Explanation:
     """Maps for N images and K targets.
 
     Attributes:
-        scores: the model output, (N, ...) detached.
+        scores: the model output, (N, ...) detached (a detector's: its list of N dicts of tensors, each
+            detached).
         target_scores: (N, K), the score of each target (the thing explained).
         activations: (N, C, h, w), the chosen layer's activations A.
         weights: (N, K, C), the method's channel weights (Grad-CAM: the gradients summed over h, w), or
@@ -96,12 +97,13 @@ class Explanation:
         parts = (("scores", self.scores), ("scores", self.target_scores), ("Grad-CAM map", self.cam_raw),
                  ("Grad-CAM map", self.cam), ("guided backprop", self.guided))
         for what, tensor in parts:
-            if tensor is not None and tensor.is_floating_point() and not bool(torch.isfinite(tensor[n]).all()):
+            if isinstance(tensor, torch.Tensor) and tensor.is_floating_point() and not bool(torch.isfinite(tensor[n]).all()):
                 return what
         return ""
 
 
 MethodSpec = str | list[str] | tuple[str, ...]
+T = TypeVar("T")
 
 
 @overload
@@ -148,7 +150,8 @@ def explain(
         layer: the layer whose activations are weighted (e.g. ``"relu5_3"`` or ``30``).
         targets: one target or a sequence of K; an ``int`` is a 0-based class index
             (:class:`~gradcam_core.targets.ClassTarget`); any callable mapping the model output to (N,)
-            scores works.
+            scores works (a detector's output, a list of N dicts: e.g.
+            :class:`~gradcam_core.tasks.detect.BoxScoreTarget`).
         guided: also compute guided backprop and the guided map (guided backprop x the method's map).
             Guided backprop does not depend on the method. Every activation the model's forward calls,
             as a module or as a function, takes the guided rule; those it cannot take are named in
@@ -271,7 +274,7 @@ def _explain_once(model: nn.Module, image: torch.Tensor, layer: LayerRef, target
 
     # the hooks and the guided activations are gone: perturbation methods run the plain model
     ctx = LayerContext(
-        model=model, image=image.detach(), output=output.detach(), targets=targets,
+        model=model, image=image.detach(), output=detached(output), targets=targets,
         target_scores=target_scores.detach(), activations=activations,
         gradients=None if grads is None else grads.transpose(0, 1), layer_module=value_module,
         batch_size=options.batch_size, progress=options.progress,
@@ -283,7 +286,7 @@ def _explain_once(model: nn.Module, image: torch.Tensor, layer: LayerRef, target
         cam = scale(cam_raw, image.shape[-1], image.shape[-2])
         if first is None:
             first = Explanation(
-                scores=output.detach(), target_scores=target_scores.detach(), activations=activations,
+                scores=detached(output), target_scores=target_scores.detach(), activations=activations,
                 weights=weights, cam_raw=cam_raw, cam=cam, guided=gb,
                 guided_cam=None if gb is None else gb * cam[:, :, None], method=method.name, unguided=unguided,
             )
@@ -325,11 +328,23 @@ def _as_targets(targets: TargetSpec | Sequence[TargetSpec]) -> list[Target]:
 
 def _score(target: Target, output: torch.Tensor) -> torch.Tensor:
     s = target(output)
-    if s.dim() != 1 or s.shape[0] != output.shape[0]:
-        raise GradCamError(
-            f"a target must give one score per image, shape ({output.shape[0]},); got {tuple(s.shape)}"
-        )
+    n = len(output) if isinstance(output, (list, tuple)) else output.shape[0]  # a detector's: one dict per image
+    if s.dim() != 1 or s.shape[0] != n:
+        raise GradCamError(f"a target must give one score per image, shape ({n},); got {tuple(s.shape)}")
     return s
+
+
+def detached(output: T) -> T:
+    """A model output detached: a tensor, or the lists, tuples and dicts of tensors a detector returns
+    (torchvision's: one dict of ``boxes``, ``labels``, ``scores`` per image), rebuilt with each tensor
+    detached; anything else as it is."""
+    if isinstance(output, torch.Tensor):
+        return output.detach()  # type: ignore[return-value]
+    if isinstance(output, dict):
+        return type(output)((k, detached(v)) for k, v in output.items())
+    if isinstance(output, (list, tuple)):
+        return type(output)(detached(v) for v in output)
+    return output
 
 
 def _to_model(model: nn.Module, image: torch.Tensor) -> torch.Tensor:

@@ -23,13 +23,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 from ..errors import GradCamError
 
-Target = Callable[[torch.Tensor], torch.Tensor]
-"""Maps the model output (N, ...) to scores (N,) whose gradient is explained."""
+Target = Callable[[Any], torch.Tensor]
+"""Maps the model output (N, ...) to scores (N,) whose gradient is explained (a detector's output is a
+list of N dicts: :class:`~gradcam_core.tasks.detect.BoxScoreTarget`)."""
 
 
 @dataclass(frozen=True)
