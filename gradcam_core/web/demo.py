@@ -290,6 +290,8 @@ class DetectionResult:
     explain_seconds: float
     score_threshold: float
     max_boxes: int
+    size: tuple[int, int]
+    """The image's (width, height): the boxes' coordinates are its pixels."""
     message: str = ""
     """Why no box is explained (no detection scores the threshold); '' when there are boxes."""
     method: str = DEFAULT_METHOD
@@ -304,6 +306,7 @@ class DetectionResult:
         body: dict[str, Any] = {
             "task": "detection", "layer": self.layer, "method": self.method, "modifiers": self.modifiers,
             "score_threshold": self.score_threshold, "max_boxes": self.max_boxes,
+            "width": self.size[0], "height": self.size[1],
             "boxes": [box | {"images": {k: url(v) for k, v in box["images"].items()}} for box in self.boxes],
             "images": {k: url(v) for k, v in self.images.items()}, "files": self.files,
             "seconds": {"explain": round(self.explain_seconds, 4)},
@@ -373,8 +376,9 @@ class DetectionDemoTask(DemoTask):
         images = {"input": png_bytes(rgb), "boxes": overview.png}
         files = {"input": outputs.safe_filename(f"{self.prefix}_", "input"), "boxes": overview.filename}
         message = "" if boxes else (image_result.lines[0] if image_result.lines else "no detection to explain")
+        size = (int(rgb.shape[-1]), int(rgb.shape[-2]))
         return DetectionResult(layer, boxes, images, files, seconds, checked.targets.score_threshold,
-                               checked.targets.max_boxes, message, methods.names[0], methods.modifiers,
+                               checked.targets.max_boxes, size, message, methods.names[0], methods.modifiers,
                                batch.unguided)
 
 

@@ -61,6 +61,7 @@ def test_each_box_s_images_are_the_cli_s_files(client, task, image, tmp_path):
     body = ok(client.explain(image=image.read_bytes(), filename=image.name, task="detection"))
     lines, files = cli_files(task, image, tmp_path / "out", max_boxes=2)
     assert body["task"] == "detection" and body["layer"] == "backbone" and "message" not in body
+    assert (body["width"], body["height"]) == (64, 48)
     assert [b["index"] for b in body["boxes"]] == [1, 2]
     for box, line in zip(body["boxes"], lines[1:], strict=True):
         assert line == f"Box {box['index']}: thing {box['score']:.3f} at ({', '.join(f'{v:g}' for v in box['box'])})"
