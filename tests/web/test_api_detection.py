@@ -1,7 +1,7 @@
 """The web API's detection task, in process (as test_api.py) on tests/test_detection.py's tiny seeded
 detector: each box's images are the bytes of detection.py's files for that box, the overview is its
-``detect_boxes.png``; no detection above the threshold is a 200 with the overview and a message; bad
-fields are a one-line 400."""
+``detect_boxes.png``, a box's overlay its heatmap blended half over the input; no detection above the
+threshold is a 200 with the overview and a message; bad fields are a one-line 400."""
 from __future__ import annotations
 
 import base64
@@ -47,6 +47,13 @@ def png(url: str) -> bytes:
     return base64.b64decode(url.removeprefix("data:image/png;base64,"))
 
 
+def pixels(url: str) -> np.ndarray:
+    """A PNG data URL's RGB pixels (H, W, 3) as floats."""
+    with Image.open(io.BytesIO(png(url))) as im:
+        assert im.mode == "RGB", im.mode
+        return np.asarray(im).astype(float)
+
+
 def cli_files(task, image, out, **options) -> tuple[list[str], dict[str, bytes]]:
     lines: list[str] = []
     inputs = input_images("input_image_path", str(image), "", out)
@@ -70,6 +77,9 @@ def test_each_box_s_images_are_the_cli_s_files(client, task, image, tmp_path):
         for kind in ("gcam", "gb", "gb_gcam"):
             assert png(box["images"][kind]) == files[box["files"][kind]], (box["index"], kind)
         assert box["files"]["gcam"] == f"detect_gcam_hm_{box['index']}_thing.png"
+        # the overlay (no CLI file): the box's heatmap blended half over the input
+        blend = 0.5 * pixels(body["images"]["input"]) + 0.5 * pixels(box["images"]["gcam"])
+        assert np.abs(pixels(box["images"]["overlay"]) - blend).max() <= 1.0, box["index"]
     assert body["files"]["boxes"] == "detect_boxes.png"
     assert png(body["images"]["boxes"]) == files["detect_boxes.png"]
     with Image.open(io.BytesIO(png(body["images"]["input"]))) as shown:
