@@ -217,6 +217,9 @@ AUG_SMOOTH = Option("aug_smooth", 0, "1 = average each map over flipped and brig
 EIGEN_SMOOTH = Option("eigen_smooth", 0, "1 = each map from the first principal component of the weighted "
                       "activations instead of their sum (pytorch-grad-cam's eigen_smooth).", as_switch)
 METHOD_OPTIONS = (METHOD, COUNTERFACTUAL, AUG_SMOOTH, EIGEN_SMOOTH)
+LAYER_LAYOUT = Option("layer_layout", "auto", "how the layer's output holds its map: auto (recognised from its shape), "
+                      "nchw (N,C,H,W: convolutional nets), nhwc (N,H,W,C: Swin, ConvNeXt blocks) or tokens (N,T,C: "
+                      "ViT, with its class token).", choice("auto", "nchw", "nhwc", "tokens"))
 """Every script's method options, after its own (``-batch_size`` also bounds a perturbation method's
 batch of masked images)."""
 
