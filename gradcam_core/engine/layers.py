@@ -7,12 +7,13 @@ import torch
 from torch import nn
 
 from ..errors import GradCamError
-from .layouts import Layout, patch_size_of, recognise
+from .layouts import Layout, patch_size_of, recognise, windowed_modules
 
 
 def spatial_layers(model: nn.Module, example_input: torch.Tensor) -> list[tuple[str, tuple[int, ...]]]:
     """(name, output shape) of every layer whose output is a spatial map in any layout (:mod:`.layouts`:
-    (N, C, H, W), (N, H, W, C) or tokens, as ``layer_layout="auto"`` recognises it) with H, W > 1, in
+    (N, C, H, W), (N, H, W, C) or tokens, as ``layer_layout="auto"`` recognises it; not a window
+    partition) with H, W > 1, in
     the order their forwards finish, found by one forward of ``example_input`` (N, C, H, W) under
     ``no_grad`` with a forward hook on every module (the hooks are removed afterwards, also on errors).
 
@@ -33,6 +34,7 @@ def _spatial(model: nn.Module, example_input: torch.Tensor
     names = _layer_names(model)
     size = (int(example_input.shape[-2]), int(example_input.shape[-1]))
     patch = patch_size_of(model)
+    windowed = windowed_modules(model)
     finished: dict[str, tuple[tuple[int, ...], nn.Module, Layout]] = {}
 
     def record(name: str):
@@ -40,7 +42,7 @@ def _spatial(model: nn.Module, example_input: torch.Tensor
             if not isinstance(output, torch.Tensor) or output.dim() not in (3, 4):
                 return
             layout = recognise(tuple(output.shape), size, patch=patch if output.dim() == 3 else None, module=module)
-            if isinstance(layout, Layout) and min(layout.grid) > 1:
+            if isinstance(layout, Layout) and min(layout.grid) > 1 and not (layout.kind == "nhwc" and module in windowed):
                 finished.pop(name, None)  # re-inserted: dicts keep insertion order, i.e. the last call
                 finished[name] = (tuple(output.shape), module, layout)
 

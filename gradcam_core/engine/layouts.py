@@ -28,6 +28,9 @@ the model's patch size where it has one (``model.patch_size``, torchvision's Vis
   ``nn.LayerNorm`` over one axis or an ``nn.Linear``: the norms and MLPs of Swin and ConvNeXt blocks),
   else NCHW (convolutions, batch norms, ConvNeXt's ``LayerNorm2d``, modules that declare nothing).
   ``layer_layout="nhwc"`` or ``"nchw"`` overrides the rule (and reads any 4-D output so).
+* Window partitions are not maps: inside a window-attention layer that partitions its input
+  (:data:`WINDOWED`: MaxViT's ``PartitionAttentionLayer``, whose inner outputs are (N, windows, cells,
+  C)), a 4-D output read as NHWC is refused with ``"auto"`` (its input and output are NCHW maps).
 
 Replacing a layer's output (Ablation-CAM, :meth:`LayerContext.score_activations`) goes the other way:
 :meth:`Layout.from_nchw` writes (B, C, h, w) back in the layer's layout; tokens keep their E extra
@@ -46,6 +49,8 @@ LAYOUTS = ("auto", "nchw", "nhwc", "tokens")
 """What ``explain(layer_layout=...)`` and ``-layer_layout`` take."""
 MAX_EXTRA_TOKENS = 2
 """The most leading non-patch tokens a token layout has (DeiT: class + distillation)."""
+WINDOWED = ("PartitionAttentionLayer",)
+"""Class names of layers whose submodules' outputs are window partitions (torchvision's MaxViT)."""
 _ASPECT_CELLS = 2
 """How many cells a grid's aspect may be off the input's (border rounding of the strided layers)."""
 
@@ -123,6 +128,15 @@ def channels_last_module(module: nn.Module | None) -> bool:
     return False
 
 
+def windowed_modules(model: nn.Module | None) -> set[nn.Module]:
+    """The submodules of ``model``'s :data:`WINDOWED` layers (their outputs are window partitions)."""
+    inside: set[nn.Module] = set()
+    for m in () if model is None else model.modules():
+        if type(m).__name__ in WINDOWED:
+            inside.update(sub for sub in m.modules() if sub is not m)
+    return inside
+
+
 def recognise(shape: tuple[int, ...], input_size: tuple[int, int], *, requested: str = "auto",
               patch: tuple[int, int] | None = None, module: nn.Module | None = None) -> Layout | str:
     """The layout of an output of ``shape`` for an input of ``input_size`` (H, W), or the reason there is
@@ -167,6 +181,8 @@ def layout_of(output: torch.Tensor, input_size: tuple[int, int], model: nn.Modul
                            "(N, T, C) tokens)")
     found = recognise(tuple(output.shape), input_size, requested=requested,
                       patch=patch_size_of(model) if output.dim() == 3 else None, module=module)
+    if requested == "auto" and isinstance(found, Layout) and found.kind == "nhwc" and module in windowed_modules(model):
+        found = "it is a window partition (N, windows, cells, C); name the layer it is in"
     if isinstance(found, str):
         raise GradCamError(f"layer {layer!r} gives activations of shape {tuple(output.shape)}, not a spatial map: {found}")
     return found
