@@ -111,9 +111,7 @@ TINY: dict[str, Callable[[], Case]] = {
     "maxvit": lambda: _case("maxvit", tiny_maxvit(), "blocks.1", 32, 2, (1, 4, 7), None),
 }
 FULL: dict[str, Callable[[], Case]] = {
-    # float64: XGrad-CAM divides by sum_ij A^c, near 0 for a LayerNorm's channels, where float32's rounding
-    # (ours and pytorch-grad-cam's alike) moves the map by 2e-4 of its maximum
-    "vit_b_16": lambda: _case("vit_b_16", _full("vit_b_16").double(), "encoder.layers.encoder_layer_11.ln_1", 224, 1,
+    "vit_b_16": lambda: _case("vit_b_16", _full("vit_b_16"), "encoder.layers.encoder_layer_11.ln_1", 224, 1,
                               (3, 500), tokens_to_nchw(1, (14, 14))),
     "swin_t": lambda: _case("swin_t", _full("swin_t"), "features.7.1.norm2", 224, 1, (3, 500), nhwc_to_nchw),
     "maxvit_t": lambda: _case("maxvit_t", _full("maxvit_t"), "blocks.3", 224, 1, (3, 500), None),
@@ -123,9 +121,11 @@ LAYOUT_OF = {"vit": "tokens", "swin": "nhwc", "maxvit": "nchw", "vit_b_16": "tok
 
 
 def _full(arch: str) -> nn.Module:
+    """In float64: XGrad-CAM divides by sum_ij A^c, near 0 for some channels of a full-size net, where
+    float32's rounding (ours and pytorch-grad-cam's alike) moves the map by 1-2e-4 of its maximum."""
     torch.manual_seed(0)
     model = torchvision.models.get_model(arch, weights=None)
-    return _frozen(_calibrated(model, 224) if arch == "maxvit_t" else model)
+    return _frozen(_calibrated(model, 224) if arch == "maxvit_t" else model).double()
 
 
 _BUILT: dict[str, Case] = {}
