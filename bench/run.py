@@ -48,6 +48,9 @@ What it does:
    ``ScoreCAM`` on VGG-16 and the bundled SqueezeNet, with each call's peak memory in a fresh process;
    Ablation-CAM against pytorch-grad-cam's ``AblationCAM``; the CLI's default guided path against the floor.
    Score-CAM on VGG-16 is 512 forwards (minutes a call here): ``--scorecam-rounds`` (default 1).
+7. Object detection (``--only detection``; bench/detection_row.py, whose docstring says what is timed):
+   what detection.py computes for 5 boxes of a random-weight fasterrcnn_mobilenet_v3_large_fpn against
+   one forward + backward of that detector.
 
 The floor is one forward plus one backward to the input, nothing else::
 
@@ -1179,12 +1182,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--image", type=Path, default=ROOT / "images" / "cat_dog.jpg")
     ap.add_argument("--markdown", type=Path, help="also write the report as Markdown to this file")
     ap.add_argument("--quick", action="store_true", help="smoke test: 2 rounds, 1 run of each subprocess")
-    ap.add_argument("--only", choices=("all", "formats", "web", "methods", "vit"), default="all",
+    ap.add_argument("--only", choices=("all", "formats", "web", "methods", "vit", "detection"), default="all",
                     help="'formats': only the model-format rows (Caffe ResNet-50, SqueezeNet 1.1 as Caffe, "
                          "torchvision and ONNX), a few minutes; 'web': only the web demo rows (a warm request "
                          "against the engine, 4 clients at once), about a minute; 'methods': only the CAM "
                          "methods' rows (bench/cam_methods.py); 'vit': only the ViT-B/16 Grad-CAM row (a token "
-                         "layer against its floor), about a minute; default: everything")
+                         "layer against its floor), about a minute; 'detection': the object detection row "
+                         "(bench/detection_row.py); default: everything")
     ap.add_argument("--scorecam-rounds", type=int, default=1,
                     help="rounds of the Score-CAM and Ablation-CAM rows on VGG-16 and ResNet-50, each call a "
                          "forward per channel (1; SqueezeNet's Score-CAM rows get 3x as many)")
@@ -1277,6 +1281,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.only in ("all", "vit"):
         print("ViT-B/16 ...", flush=True)
         model_lines.append(vit_run(args.image, args.repeats, report))
+    if args.only in ("all", "detection"):
+        print("object detection ...", flush=True)
+        sys.modules.setdefault("run", sys.modules[__name__])  # bench/detection_row.py imports this module as `run`
+        import detection_row
+
+        agree &= detection_row.detection_run(args.image, args.repeats, report, model_lines)
     # keep the batch rows together
     order = ["one image, one target", "k = 4 targets, one image (ours: one call; peers: 4 runs)",
              "batches (per image, against the one-image floor)", "model load and whole command (subprocesses)",

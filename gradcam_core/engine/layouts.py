@@ -28,6 +28,9 @@ the model's patch size where it has one (``model.patch_size``, torchvision's Vis
   ``nn.LayerNorm`` over one axis or an ``nn.Linear``: the norms and MLPs of Swin and ConvNeXt blocks),
   else NCHW (convolutions, batch norms, ConvNeXt's ``LayerNorm2d``, modules that declare nothing).
   ``layer_layout="nhwc"`` or ``"nchw"`` overrides the rule (and reads any 4-D output so).
+* A model that resizes its input inside (a detector: its output is not a tensor but, for torchvision's,
+  a list of dicts) gives no input size to compare with: a 4-D output is NCHW unless the layer module's
+  channels are on the last axis (as above), and a token output needs ``layer_layout``.
 * Window partitions are not maps: inside a window-attention layer that partitions its input
   (:data:`WINDOWED`: MaxViT's ``PartitionAttentionLayer``, whose inner outputs are (N, windows, cells,
   C)), a 4-D output read as NHWC is refused with ``"auto"`` (its input and output are NCHW maps).
@@ -137,11 +140,21 @@ def windowed_modules(model: nn.Module | None) -> set[nn.Module]:
     return inside
 
 
-def recognise(shape: tuple[int, ...], input_size: tuple[int, int], *, requested: str = "auto",
+def recognise(shape: tuple[int, ...], input_size: tuple[int, int] | None, *, requested: str = "auto",
               patch: tuple[int, int] | None = None, module: nn.Module | None = None) -> Layout | str:
     """The layout of an output of ``shape`` for an input of ``input_size`` (H, W), or the reason there is
     none (a string: the end of the one-line error). ``requested`` is one of :data:`LAYOUTS`; ``patch``
-    the model's patch size; ``module`` the layer (its channel axis breaks a 4-D tie)."""
+    the model's patch size; ``module`` the layer (its channel axis breaks a 4-D tie). ``input_size``
+    None: the model resizes its input inside (module docstring)."""
+    if input_size is None:
+        if len(shape) == 4 and requested in ("auto", "nchw", "nhwc"):
+            channels_last = requested == "nhwc" or (requested == "auto" and channels_last_module(module))
+            return Layout("nhwc", (shape[1], shape[2])) if channels_last else Layout("nchw", (shape[2], shape[3]))
+        if len(shape) == 3 and requested == "auto":
+            return "the model resizes its input, so its token grid is unknown; set layer_layout"
+        # the rules below with an input as large as any grid: a 4-D output of the wrong layout is named
+        # there; layer_layout="tokens" gets the grid closest to a square
+        input_size = (1 << 30, 1 << 30)
     height, width = input_size
     if len(shape) == 3 and requested in ("auto", "tokens"):
         found = _token_grid(shape[1], height, width, patch)
@@ -169,7 +182,7 @@ def recognise(shape: tuple[int, ...], input_size: tuple[int, int], *, requested:
             "name another layer or set layer_layout")
 
 
-def layout_of(output: torch.Tensor, input_size: tuple[int, int], model: nn.Module | None, module: nn.Module | None,
+def layout_of(output: torch.Tensor, input_size: tuple[int, int] | None, model: nn.Module | None, module: nn.Module | None,
               requested: str, layer: object) -> Layout:
     """The layer's :class:`Layout` for its ``output``, or a one-line GradCamError naming the layer and
     its shape. An NCHW output of a plausible grid costs a few integer comparisons."""

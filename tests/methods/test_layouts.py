@@ -386,6 +386,16 @@ def test_the_override_reads_the_layer_as_told():
     assert "unknown layer_layout 'chw'" in _refusal(swin, x, "norm", layer_layout="chw")
 
 
+def test_a_model_that_resizes_inside_has_no_input_size_to_compare():
+    """A detector's backbone sees its own resized image: its maps are read as NCHW (or NHWC where the
+    layer's channels are last), whatever the caller's image size; tokens need the user's word."""
+    assert recognise((1, 8, 16, 16), None) == Layout("nchw", (16, 16))
+    assert recognise((1, 8, 16, 16), None, requested="nhwc") == Layout("nhwc", (8, 16))
+    assert recognise((1, 7, 7, 96), None, module=nn.LayerNorm(96)) == Layout("nhwc", (7, 7))
+    assert "set layer_layout" in str(recognise((1, 197, 768), None))
+    assert recognise((1, 197, 768), None, requested="tokens") == Layout("tokens", (14, 14), 1)
+
+
 def test_the_nchw_path_is_untouched():
     """An NCHW layer's activations are the layer's output itself, the maps those of the default call."""
     net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4))
