@@ -254,3 +254,19 @@ VQA_SIZES = (  # the names of tasks.vqa.model.VQASizes' fields
     Option("common_embedding_size", 1024, "size of the joint question-image embedding.", as_positive_int),
     Option("num_output", 1000, "number of answers.", as_positive_int),
 )
+
+# gradcam-evaluate (cli/commands/evaluate.py)
+
+
+def every_method_or_names(name: str, value: Any) -> tuple[str, ...]:
+    """``-methods``: '' = every registered method (an empty tuple here: the command fills them in), else
+    :func:`method_names`."""
+    return () if not str(value).strip() else method_names(name, value)
+
+
+EVALUATE_METHODS = Option("methods", "", "the CAM methods to compare, comma-separated (default: every method).",
+                          every_method_or_names)
+BOXES = Option("boxes", "", "ground-truth boxes: a folder of Pascal VOC XML files named after the images, or a CSV "
+               "file image,x1,y1,x2,y2,label; without it no localization or pointing game.")
+STEPS = Option("steps", 224, "deletion and insertion steps (RISE's: 224 steps of 224 pixels at 224 x 224).",
+               as_positive_int)
