@@ -55,7 +55,11 @@ def confidence_change(model: nn.Module, images: torch.Tensor, maps: torch.Tensor
     after = torch.empty(n, dtype=torch.float64)
     for i in range(n):
         pair = torch.stack([x[i], masked[i]])
-        s = images_scores(model, lambda a, b, pair=pair: pair[a:b], 2, as_score(targets[i]), batch_size).double()
+
+        def make(a: int, b: int, pair: torch.Tensor = pair) -> torch.Tensor:
+            return pair[a:b]
+
+        s = images_scores(model, make, 2, as_score(targets[i]), batch_size).double()
         before[i], after[i] = s[0], s[1]
     drop = 100 * (before - after).clamp_min(0) / before
     increase = 100 * (after > before).double()

@@ -146,7 +146,14 @@ def road(model: nn.Module, images: torch.Tensor, maps: torch.Tensor, targets: Se
     out = torch.empty((n_images, len(percentiles)), dtype=torch.float64)
     for n in range(n_images):
         score = as_score(targets[n])
-        before = images_scores(model, lambda a, b: x[n:n + 1], 1, score, batch_size)
-        after = images_scores(model, lambda a, b: imputed[a:b, n], len(percentiles), score, batch_size)
+
+        def original(a: int, b: int, n: int = n) -> torch.Tensor:
+            return x[n:n + 1]
+
+        def versions(a: int, b: int, n: int = n) -> torch.Tensor:
+            return imputed[a:b, n]
+
+        before = images_scores(model, original, 1, score, batch_size)
+        after = images_scores(model, versions, len(percentiles), score, batch_size)
         out[n] = (after - before).double()
     return out

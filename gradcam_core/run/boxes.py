@@ -128,8 +128,8 @@ def _voc_folder(folder: Path, images: Sequence[tuple[Path, str]], label_of: Call
                 bnd = obj.find("bndbox")
                 if not name or bnd is None:
                     raise GradCamError("needs a name and a bndbox")
-                coords = [_number(bnd.findtext(k), k) for k in ("xmin", "ymin", "xmax", "ymax")]
-                found.setdefault(path, []).append((RawBox(*coords, label_of(name)), where))
+                x1, y1, x2, y2 = (_number(bnd.findtext(k), k) for k in ("xmin", "ymin", "xmax", "ymax"))
+                found.setdefault(path, []).append((RawBox(x1, y1, x2, y2, label_of(name)), where))
             except GradCamError as err:
                 truth.problems.append(f"{where}: {err}; left out")
     return found
@@ -159,8 +159,8 @@ def _csv_file(file: Path, by_key: dict[str, Path], label_of: Callable[[str], int
             truth.problems.append(f"{where}: no image {cells[0]!r} in this run; left out")
             continue
         try:
-            coords = [_number(v, k) for v, k in zip(cells[1:5], CSV_FIELDS[1:5])]
-            found.setdefault(path, []).append((RawBox(*coords, label_of(cells[5])), where))
+            x1, y1, x2, y2 = (_number(v, k) for v, k in zip(cells[1:5], CSV_FIELDS[1:5]))
+            found.setdefault(path, []).append((RawBox(x1, y1, x2, y2, label_of(cells[5])), where))
         except GradCamError as err:
             truth.problems.append(f"{where}: {err}; left out")
     return found

@@ -86,6 +86,8 @@ class Evaluation:
     curves: dict[str, dict[str, list[torch.Tensor]]] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
     without_boxes: int = 0
+    localized: set[str] = field(default_factory=set)
+    """The images with a box of a target's class (scored with localization)."""
     images: int = 0
     skipped: int = 0
     written: list[Path] = field(default_factory=list)
@@ -138,6 +140,9 @@ def evaluate(task: ClassificationTask, inputs: Inputs, targets: ClassTargets, op
             images = torch.stack([x for _, x, _ in chunk])
             names = [f"-label {lab} (labels are 1-based)" for lab in targets.labels]
             maps: dict[str, torch.Tensor] = {}
+            if start == 0:  # one untimed forward first: the first call's one-off costs are no method's
+                with torch.no_grad():
+                    task.net(images.to(task.device))
             for method in opts.methods:
                 began = time.perf_counter()
                 expl = explain(task.net, images, opts.layer, class_targets(targets.classes, names), method=method,
@@ -154,7 +159,7 @@ def evaluate(task: ClassificationTask, inputs: Inputs, targets: ClassTargets, op
                              for n, (job, _, rgb) in enumerate(chunk) if rgb is not None]
     if result.images == 0:
         raise GradCamError("no image could be read (see the 'skipping' lines above)")
-    result.without_boxes = sum(1 for j in jobs if str(j.path) not in truth.boxes) if opts.boxes else result.images
+    result.without_boxes = result.images - len(result.localized)
     files = [Rendered("results.csv", _csv(result.rows)),
              Rendered("summary.md", summary_markdown(result, opts, task, len(targets.labels)).encode()),
              *plots(result, opts)]
@@ -214,8 +219,9 @@ def _score_method(task: ClassificationTask, images: torch.Tensor, chunk: Sequenc
             for i, p in enumerate(metrics.PERCENTILES):
                 values[f"road_morf_{p}"] = float(morf[n, i])
                 values[f"road_lerf_{p}"] = float(lerf[n, i])
-            raw = truth.boxes.get(str(job.path))
-            if raw:
+            raw = [b for b in truth.boxes.get(str(job.path), []) if b.label == cls[n]]
+            if raw:  # a box of the target's class: else the target is scored without localization
+                result.localized.add(str(job.path))
                 boxes = _scaled(raw, image_size(job.path), input_sz)
                 values["localization"], values["localization_iou"] = metrics.localization(maps[n], boxes, cls[n])
                 values["pointing"] = metrics.pointing(maps[n], boxes, cls[n])
@@ -268,9 +274,13 @@ def bootstrap_interval(values: Sequence[float], resamples: int, seed: int) -> tu
     return mean, float(low), float(high)
 
 
-def summary_table(result: Evaluation, opts: EvaluationOptions) -> tuple[list[Metric], dict[str, dict[str, tuple[float, float, float]]]]:
+Stats = dict[str, dict[str, tuple[float, float, float]]]
+"""Per method, per metric: (mean, low, high)."""
+
+
+def summary_table(result: Evaluation, opts: EvaluationOptions) -> tuple[list[Metric], Stats]:
     """The summary's columns (metrics with values) and per method per metric (mean, low, high)."""
-    stats: dict[str, dict[str, tuple[float, float, float]]] = {}
+    stats: Stats = {}
     columns = [m for m in METRICS if any(r["metric"] == m.name for r in result.rows)]
     for method in opts.methods:
         stats[method] = {}
@@ -310,8 +320,8 @@ def summary_markdown(result: Evaluation, opts: EvaluationOptions, task: Classifi
         lines.append("No ground-truth boxes (-boxes): no localization or pointing game.")
     else:
         with_boxes = result.images - result.without_boxes
-        lines.append(f"Localization and pointing over the {with_boxes} image(s) with boxes; {result.without_boxes} "
-                     f"image(s) scored without localization (no box of theirs was usable).")
+        lines.append(f"Localization and pointing over the {with_boxes} image(s) with a box of the explained class; "
+                     f"{result.without_boxes} image(s) scored without localization (no usable box of the class).")
     if result.skipped:
         lines.append(f"{result.skipped} image(s) could not be read and were skipped.")
     lines += ["", "Metrics:", ""] + [f"- `{m.name}`: {m.what} ({'higher' if m.higher_is_better else 'lower'} is better)"
