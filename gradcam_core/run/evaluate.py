@@ -140,9 +140,9 @@ def evaluate(task: ClassificationTask, inputs: Inputs, targets: ClassTargets, op
             images = torch.stack([x for _, x, _ in chunk])
             names = [f"-label {lab} (labels are 1-based)" for lab in targets.labels]
             maps: dict[str, torch.Tensor] = {}
-            if start == 0:  # one untimed forward first: the first call's one-off costs are no method's
-                with torch.no_grad():
-                    task.net(images.to(task.device))
+            if start == 0:  # one untimed call first: the first forward's and backward's one-off costs are no method's
+                explain(task.net, images[:1], opts.layer, class_targets(targets.classes), method=opts.methods[0],
+                        guided=False, batch_size=opts.batch_size)
             for method in opts.methods:
                 began = time.perf_counter()
                 expl = explain(task.net, images, opts.layer, class_targets(targets.classes, names), method=method,
