@@ -47,6 +47,8 @@ What it does:
    ``ScoreCAM`` on VGG-16 and the bundled SqueezeNet, with each call's peak memory in a fresh process;
    Ablation-CAM against pytorch-grad-cam's ``AblationCAM``; the CLI's default guided path against the floor.
    Score-CAM on VGG-16 is 512 forwards (minutes a call here): ``--scorecam-rounds`` (default 1).
+7. The evaluation (``--only evaluate``; bench/evaluate_bench.py): ``gradcam-evaluate`` on the sample
+   folder against the time of its maps alone.
 
 The floor is one forward plus one backward to the input, nothing else::
 
@@ -1142,11 +1144,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--image", type=Path, default=ROOT / "images" / "cat_dog.jpg")
     ap.add_argument("--markdown", type=Path, help="also write the report as Markdown to this file")
     ap.add_argument("--quick", action="store_true", help="smoke test: 2 rounds, 1 run of each subprocess")
-    ap.add_argument("--only", choices=("all", "formats", "web", "methods"), default="all",
+    ap.add_argument("--only", choices=("all", "formats", "web", "methods", "evaluate"), default="all",
                     help="'formats': only the model-format rows (Caffe ResNet-50, SqueezeNet 1.1 as Caffe, "
                          "torchvision and ONNX), a few minutes; 'web': only the web demo rows (a warm request "
                          "against the engine, 4 clients at once), about a minute; 'methods': only the CAM "
-                         "methods' rows (bench/cam_methods.py); default: everything")
+                         "methods' rows (bench/cam_methods.py); 'evaluate': gradcam-evaluate on the sample folder "
+                         "against its maps alone (bench/evaluate_bench.py); default: everything")
     ap.add_argument("--scorecam-rounds", type=int, default=1,
                     help="rounds of the Score-CAM and Ablation-CAM rows on VGG-16 and ResNet-50, each call a "
                          "forward per channel (1; SqueezeNet's Score-CAM rows get 3x as many)")
@@ -1236,6 +1239,14 @@ def main(argv: list[str] | None = None) -> int:
 
         agree &= cam_methods.methods_run(args.cache, args.image, args.repeats, args.scorecam_rounds,
                                          args.threads, report, model_lines)
+    if args.only in ("all", "evaluate"):
+        print("gradcam-evaluate ...", flush=True)
+        sys.modules.setdefault("run", sys.modules[__name__])  # bench/evaluate_bench.py imports this module as `run`
+        import evaluate_bench
+
+        evaluate_bench.evaluate_run(1 if args.quick else max(1, args.cli_repeats // 5), args.threads, report)
+        model_lines.append("- Evaluation: `gradcam-evaluate` (the bundled Caffe SqueezeNet 1.1, its default layer) on "
+                           "the 4 sample images with the sample boxes, every method, its defaults, in a fresh process")
     # keep the batch rows together
     order = ["one image, one target", "k = 4 targets, one image (ours: one call; peers: 4 runs)",
              "batches (per image, against the one-image floor)", "model load and whole command (subprocesses)",
