@@ -86,6 +86,8 @@ class Evaluation:
     curves: dict[str, dict[str, list[torch.Tensor]]] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
     without_boxes: int = 0
+    shared: dict[str, dict[str, int]] = field(default_factory=dict)
+    """Per method, the earlier method whose figures it took (the same map) and for how many targets."""
     localized: set[str] = field(default_factory=set)
     """The images with a box of a target's class (scored with localization)."""
     images: int = 0
@@ -140,6 +142,7 @@ def evaluate(task: ClassificationTask, inputs: Inputs, targets: ClassTargets, op
             images = torch.stack([x for _, x, _ in chunk])
             names = [f"-label {lab} (labels are 1-based)" for lab in targets.labels]
             maps: dict[str, torch.Tensor] = {}
+            done: dict[tuple[int, int], list[Any]] = {}  # the maps scored in this chunk (_score_method)
             if start == 0:  # one untimed call first: the first forward's and backward's one-off costs are no method's
                 explain(task.net, images[:1], opts.layer, class_targets(targets.classes), method=opts.methods[0],
                         guided=False, batch_size=opts.batch_size)
@@ -151,7 +154,7 @@ def evaluate(task: ClassificationTask, inputs: Inputs, targets: ClassTargets, op
                 classes = resolve_classes(expl.scores, targets.classes)
                 maps[method] = expl.cam.detach().float().cpu()
                 _score_method(task, images, chunk, classes, method, maps[method], seconds, truth, input_sz, opts,
-                              generator, result)
+                              generator, result, done)
                 bar.update(len(chunk))
             result.images += len(chunk)
             if opts.save_overlay:
@@ -190,46 +193,80 @@ def _box_label(task: ClassificationTask, name: str) -> int:
     return c
 
 
+SAME_MAP = 1e-6
+"""Two methods' maps of an image and target are the same when they differ by at most this after each is
+divided by its maximum (and rank the pixels alike): their figures are computed once."""
+
+
+def _same_map(a: torch.Tensor, b: torch.Tensor) -> bool:
+    from ..metrics.causal import ranks
+
+    return bool((a - b).abs().max() <= SAME_MAP) and torch.equal(ranks(a), ranks(b))
+
+
 def _score_method(task: ClassificationTask, images: torch.Tensor, chunk: Sequence[tuple[ImageJob, Any, Any]],
                   classes: list[list[int]], method: str, cams: torch.Tensor, seconds: float, truth: GroundTruth,
-                  input_sz: int, opts: EvaluationOptions, generator: torch.Generator, result: Evaluation) -> None:
-    """Every metric of one method's maps ``cams`` (N, K, S, S) for the images of a chunk."""
+                  input_sz: int, opts: EvaluationOptions, generator: torch.Generator, result: Evaluation,
+                  done: dict[tuple[int, int], list[tuple[str, torch.Tensor, dict[str, float], dict[str, torch.Tensor]]]],
+                  ) -> None:
+    """Every metric of one method's maps ``cams`` (N, K, S, S) for the images of a chunk. ``done``
+    holds, per (image, target), the maps already scored in this chunk and their figures: a map the same
+    as one of them (:data:`SAME_MAP`) takes its figures instead of being scored again."""
     from .. import metrics
 
     net, bs = task.net, opts.batch_size
     curves = result.curves.setdefault(method, {"deletion": [], "insertion": []})
     for k in range(cams.shape[1]):
-        maps = cams[:, k]
+        unit = metrics.unit_maps(cams[:, k])
         cls = [classes[n][k] for n in range(len(chunk))]
-        dele = metrics.deletion(net, images, maps, cls, steps=opts.steps, batch_size=bs)
-        ins = metrics.insertion(net, images, maps, cls, steps=opts.steps, batch_size=bs)
-        conf = metrics.confidence_change(net, images, maps, cls, batch_size=bs)
-        unit = metrics.unit_maps(maps)
-        morf = metrics.road(net, images, unit, cls, most_relevant_first=True, generator=generator, batch_size=bs)
-        lerf = metrics.road(net, images, unit, cls, most_relevant_first=False, generator=generator, batch_size=bs)
-        curves["deletion"].append(dele.scores)
-        curves["insertion"].append(ins.scores)
+        found: dict[int, tuple[str, dict[str, float], dict[str, torch.Tensor]]] = {}
+        for n in range(len(chunk)):
+            for other, other_map, other_values, other_curves in done.get((n, k), []):
+                if _same_map(unit[n], other_map):
+                    found[n] = (other, other_values, other_curves)
+                    break
+        todo = [n for n in range(len(chunk)) if n not in found]
+        computed: dict[int, tuple[dict[str, float], dict[str, torch.Tensor]]] = {}
+        if todo:
+            sub, maps, sub_cls = images[todo], unit[todo], [cls[n] for n in todo]
+            dele = metrics.deletion(net, sub, maps, sub_cls, steps=opts.steps, batch_size=bs)
+            ins = metrics.insertion(net, sub, maps, sub_cls, steps=opts.steps, batch_size=bs)
+            conf = metrics.confidence_change(net, sub, maps, sub_cls, batch_size=bs)
+            morf = metrics.road(net, sub, maps, sub_cls, most_relevant_first=True, generator=generator, batch_size=bs)
+            lerf = metrics.road(net, sub, maps, sub_cls, most_relevant_first=False, generator=generator, batch_size=bs)
+            for i, n in enumerate(todo):
+                figures: dict[str, float] = {
+                    "deletion_auc": float(dele.auc[i]), "insertion_auc": float(ins.auc[i]),
+                    "average_drop": float(conf.average_drop[i]), "increase_confidence": float(conf.increase[i]),
+                    "road_morf": float(morf[i].mean()), "road_lerf": float(lerf[i].mean()),
+                    "road_combined": float((lerf[i].mean() - morf[i].mean()) / 2),
+                }
+                for j, p in enumerate(metrics.PERCENTILES):
+                    figures[f"road_morf_{p}"] = float(morf[i, j])
+                    figures[f"road_lerf_{p}"] = float(lerf[i, j])
+                job = chunk[n][0]
+                raw = [b for b in truth.boxes.get(str(job.path), []) if b.label == cls[n]]
+                if raw:  # a box of the target's class: else the target is scored without localization
+                    result.localized.add(str(job.path))
+                    boxes = _scaled(raw, image_size(job.path), input_sz)
+                    figures["localization"], figures["localization_iou"] = metrics.localization(unit[n], boxes, cls[n])
+                    figures["pointing"] = metrics.pointing(unit[n], boxes, cls[n])
+                computed[n] = (figures, {"deletion": dele.scores[i], "insertion": ins.scores[i]})
         for n, (job, _, _) in enumerate(chunk):
-            values: dict[str, float] = {
-                "deletion_auc": float(dele.auc[n]), "insertion_auc": float(ins.auc[n]),
-                "average_drop": float(conf.average_drop[n]), "increase_confidence": float(conf.increase[n]),
-                "road_morf": float(morf[n].mean()), "road_lerf": float(lerf[n].mean()),
-                "road_combined": float((lerf[n].mean() - morf[n].mean()) / 2),
-            }
-            for i, p in enumerate(metrics.PERCENTILES):
-                values[f"road_morf_{p}"] = float(morf[n, i])
-                values[f"road_lerf_{p}"] = float(lerf[n, i])
-            raw = [b for b in truth.boxes.get(str(job.path), []) if b.label == cls[n]]
-            if raw:  # a box of the target's class: else the target is scored without localization
-                result.localized.add(str(job.path))
-                boxes = _scaled(raw, image_size(job.path), input_sz)
-                values["localization"], values["localization_iou"] = metrics.localization(maps[n], boxes, cls[n])
-                values["pointing"] = metrics.pointing(maps[n], boxes, cls[n])
-            values["seconds"] = seconds
+            if n in found:
+                other, values, per_image = found[n]
+                result.shared.setdefault(method, {}).setdefault(other, 0)
+                result.shared[method][other] += 1
+            else:
+                values, per_image = computed[n]
+                done.setdefault((n, k), []).append((method, unit[n], values, per_image))
+            curves["deletion"].append(per_image["deletion"][None])
+            curves["insertion"].append(per_image["insertion"][None])
             label = cls[n] + 1
             name = task.names.name(cls[n]) if task.names is not None else ""
             result.rows += [{"image": _relative(job), "label": label, "class": name, "method": method,
-                             "metric": metric, "value": value} for metric, value in values.items()]
+                             "metric": metric, "value": value}
+                            for metric, value in {**values, "seconds": seconds}.items()]
 
 
 def _scaled(raw: Sequence[RawBox], size: tuple[int, int], input_sz: int) -> list[Any]:
@@ -324,6 +361,11 @@ def summary_markdown(result: Evaluation, opts: EvaluationOptions, task: Classifi
                      f"{result.without_boxes} image(s) scored without localization (no usable box of the class).")
     if result.skipped:
         lines.append(f"{result.skipped} image(s) could not be read and were skipped.")
+    if result.shared:
+        same = "; ".join(f"{method} as {other} ({count})" for method, others in result.shared.items()
+                         for other, count in others.items())
+        lines += ["", "The same maps (to 1e-6 after division by the maximum), so the same figures, for that many "
+                  f"image targets: {same}."]
     lines += ["", "Metrics:", ""] + [f"- `{m.name}`: {m.what} ({'higher' if m.higher_is_better else 'lower'} is better)"
                                      for m in columns]
     return "\n".join(lines) + "\n"
