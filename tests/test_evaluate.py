@@ -197,3 +197,14 @@ def test_the_help_lists_the_option_table(tmp_path):
     shown = help_flags(result.stdout + result.stderr)
     assert [name for name, _, _ in shown] == [o.name for o in evaluate.OPTIONS.options]
     assert all(help_ == o.help for (_, _, help_), o in zip(shown, evaluate.OPTIONS.options))
+
+
+@pytest.mark.slow  # a fresh interpreter with matplotlib blocked
+def test_the_command_without_the_evaluate_extra_names_it(tmp_path):
+    from test_package import RUN_CLI, _blocked, _one_line
+
+    argv = ["gradcam-evaluate", "-out_path", str(tmp_path / "out")]
+    result = _blocked(("matplotlib",), RUN_CLI.format(argv=argv, module="gradcam_core.cli.commands.evaluate"), tmp_path)
+    _one_line(result, "gradcam-evaluate",
+              "gradcam-evaluate needs the 'evaluate' extra: pip install 'gradcam-core[evaluate]'")
+    assert not (tmp_path / "out").exists()
