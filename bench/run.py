@@ -1244,7 +1244,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.modules.setdefault("run", sys.modules[__name__])  # bench/evaluate_bench.py imports this module as `run`
         import evaluate_bench
 
-        evaluate_bench.evaluate_run(1 if args.quick else max(1, args.cli_repeats // 5), args.threads, report)
+        evaluate_bench.evaluate_run(args.cache, 1 if args.quick else max(1, args.cli_repeats // 5), args.threads, report)
         model_lines.append("- Evaluation: `gradcam-evaluate` (the bundled Caffe SqueezeNet 1.1, its default layer) on "
                            "the 4 sample images with the sample boxes, every method, its defaults, in a fresh process")
     # keep the batch rows together

@@ -142,8 +142,8 @@ def tiny_classifier() -> nn.Module:
 def case():
     model = tiny_classifier()
     generator = torch.Generator().manual_seed(1)
-    images = torch.randn(2, 3, 24, 20, generator=generator)
-    maps = metrics.unit_maps(torch.rand(2, 24, 20, generator=generator))
+    images = torch.randn(2, 3, 16, 12, generator=generator)
+    maps = metrics.unit_maps(torch.rand(2, 16, 12, generator=generator))
     return model, images, maps, [3, 1]
 
 

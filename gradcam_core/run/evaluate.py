@@ -193,15 +193,14 @@ def _box_label(task: ClassificationTask, name: str) -> int:
     return c
 
 
-SAME_MAP = 1e-6
+SAME_MAP = 1e-5
 """Two methods' maps of an image and target are the same when they differ by at most this after each is
-divided by its maximum (and rank the pixels alike): their figures are computed once."""
+divided by its maximum (float rounding: Grad-CAM, XGrad-CAM and HiResCAM at a layer right before global
+average pooling): their figures are computed once."""
 
 
 def _same_map(a: torch.Tensor, b: torch.Tensor) -> bool:
-    from ..metrics.causal import ranks
-
-    return bool((a - b).abs().max() <= SAME_MAP) and torch.equal(ranks(a), ranks(b))
+    return bool((a - b).abs().max() <= SAME_MAP)
 
 
 def _score_method(task: ClassificationTask, images: torch.Tensor, chunk: Sequence[tuple[ImageJob, Any, Any]],
@@ -350,7 +349,7 @@ def summary_markdown(result: Evaluation, opts: EvaluationOptions, task: Classifi
                 continue
             mean, low, high = stats[method][m.name]
             text = f"{_fmt(mean)} [{_fmt(low)}, {_fmt(high)}]"
-            cells.append(f"**{text}**" if mean == best.get(m.name) else text)
+            cells.append(f"**{text}**" if m.name in best and _fmt(mean) == _fmt(best[m.name]) else text)  # ties as shown
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
     lines.append("")
     if opts.boxes is None:
@@ -364,7 +363,7 @@ def summary_markdown(result: Evaluation, opts: EvaluationOptions, task: Classifi
     if result.shared:
         same = "; ".join(f"{method} as {other} ({count})" for method, others in result.shared.items()
                          for other, count in others.items())
-        lines += ["", "The same maps (to 1e-6 after division by the maximum), so the same figures, for that many "
+        lines += ["", f"The same maps (to {SAME_MAP:g} after division by the maximum), so the same figures, for that many "
                   f"image targets: {same}."]
     lines += ["", "Metrics:", ""] + [f"- `{m.name}`: {m.what} ({'higher' if m.higher_is_better else 'lower'} is better)"
                                      for m in columns]
