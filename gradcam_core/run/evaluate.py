@@ -383,12 +383,14 @@ def plots(result: Evaluation, opts: EvaluationOptions) -> list[Rendered]:
 
     out = []
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), dpi=80)
+    colours = plt.get_cmap("tab20").colors  # more methods than the default cycle's 10 colours
     for ax, kind in zip(axes, ("deletion", "insertion")):
-        for method in opts.methods:
+        for i, method in enumerate(opts.methods):
             curves = result.curves.get(method, {}).get(kind)
             if curves:
                 mean = torch.cat(curves).mean(dim=0)
-                ax.plot(torch.linspace(0, 1, mean.numel()).numpy(), mean.numpy(), label=method, linewidth=1)
+                ax.plot(torch.linspace(0, 1, mean.numel()).numpy(), mean.numpy(), label=method, linewidth=1,
+                        color=colours[i % len(colours)], linestyle="-" if i < len(colours) else "--")
         ax.set_title(f"{kind} (mean over images)")
         ax.set_xlabel("fraction of pixels " + ("removed" if kind == "deletion" else "inserted"))
         ax.set_ylabel("class probability")
