@@ -383,7 +383,7 @@ def plots(result: Evaluation, opts: EvaluationOptions) -> list[Rendered]:
 
     out = []
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), dpi=80)
-    colours = plt.get_cmap("tab20").colors  # more methods than the default cycle's 10 colours
+    colours = [plt.get_cmap("tab20")(i) for i in range(20)]  # more methods than the default cycle's 10 colours
     for ax, kind in zip(axes, ("deletion", "insertion")):
         for i, method in enumerate(opts.methods):
             curves = result.curves.get(method, {}).get(kind)
