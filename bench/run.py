@@ -47,7 +47,10 @@ What it does:
    ``ScoreCAM`` on VGG-16 and the bundled SqueezeNet, with each call's peak memory in a fresh process;
    Ablation-CAM against pytorch-grad-cam's ``AblationCAM``; the CLI's default guided path against the floor.
    Score-CAM on VGG-16 is 512 forwards (minutes a call here): ``--scorecam-rounds`` (default 1).
-7. The evaluation (``--only evaluate``; bench/evaluate_bench.py): ``gradcam-evaluate`` on the sample
+7. Object detection (``--only detection``; bench/detection_row.py, whose docstring says what is timed):
+   what detection.py computes for 5 boxes of a random-weight fasterrcnn_mobilenet_v3_large_fpn against
+   one forward + backward of that detector.
+8. The evaluation (``--only evaluate``; bench/evaluate_bench.py): ``gradcam-evaluate`` on the sample
    folder against the time of its maps alone.
 
 The floor is one forward plus one backward to the input, nothing else::
@@ -1144,12 +1147,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--image", type=Path, default=ROOT / "images" / "cat_dog.jpg")
     ap.add_argument("--markdown", type=Path, help="also write the report as Markdown to this file")
     ap.add_argument("--quick", action="store_true", help="smoke test: 2 rounds, 1 run of each subprocess")
-    ap.add_argument("--only", choices=("all", "formats", "web", "methods", "evaluate"), default="all",
+    ap.add_argument("--only", choices=("all", "formats", "web", "methods", "detection", "evaluate"), default="all",
                     help="'formats': only the model-format rows (Caffe ResNet-50, SqueezeNet 1.1 as Caffe, "
                          "torchvision and ONNX), a few minutes; 'web': only the web demo rows (a warm request "
                          "against the engine, 4 clients at once), about a minute; 'methods': only the CAM "
-                         "methods' rows (bench/cam_methods.py); 'evaluate': gradcam-evaluate on the sample folder "
-                         "against its maps alone (bench/evaluate_bench.py); default: everything")
+                         "methods' rows (bench/cam_methods.py); 'detection': the object detection row "
+                         "(bench/detection_row.py); 'evaluate': gradcam-evaluate on the sample folder against its "
+                         "maps alone (bench/evaluate_bench.py); default: everything")
     ap.add_argument("--scorecam-rounds", type=int, default=1,
                     help="rounds of the Score-CAM and Ablation-CAM rows on VGG-16 and ResNet-50, each call a "
                          "forward per channel (1; SqueezeNet's Score-CAM rows get 3x as many)")
@@ -1239,6 +1243,12 @@ def main(argv: list[str] | None = None) -> int:
 
         agree &= cam_methods.methods_run(args.cache, args.image, args.repeats, args.scorecam_rounds,
                                          args.threads, report, model_lines)
+    if args.only in ("all", "detection"):
+        print("object detection ...", flush=True)
+        sys.modules.setdefault("run", sys.modules[__name__])  # bench/detection_row.py imports this module as `run`
+        import detection_row
+
+        agree &= detection_row.detection_run(args.image, args.repeats, report, model_lines)
     if args.only in ("all", "evaluate"):
         print("gradcam-evaluate ...", flush=True)
         sys.modules.setdefault("run", sys.modules[__name__])  # bench/evaluate_bench.py imports this module as `run`

@@ -56,6 +56,7 @@ def test_oracle_case_gives_the_same_images(case_id, tmp_path):
             assert line.rstrip() in result.stdout.splitlines()
 
 
+@pytest.mark.slow  # a fresh interpreter (2 s); the same oracle cases run quick through the prewarmed CLI
 def test_a_fresh_interpreter_gives_the_oracle_images(tmp_path):
     """A command as a new user runs it (a new interpreter, relative paths from the checkout, -out_path
     with a trailing slash) on the mini VGG-16 fixture gives the l3 heatmap case's images. (README's

@@ -113,6 +113,7 @@ def squeezenet_onnx(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.mark.slow  # an export and a CLI run (4 s); ONNX through the CLI stays quick in test_onnx_defects.py
 def test_an_onnx_model_explains_as_its_torchvision_twin(cli, tmp_path, squeezenet_onnx):
     """The same weights through ONNX (torchvision's preprocessing by default for ONNX) give the same
     PNGs as the torchvision model, at the same layer (the ReLU after the last fire module)."""

@@ -87,7 +87,11 @@ def method_files(prefix: str, token: str, name: str, *, heatmap: bool = True) ->
 # ------------------------------------------------------------------------------------ every task
 
 
-@pytest.mark.parametrize("task", ["caffe", "onnx", "torchvision", "vqa", "captioning"])
+# one CLI run each (3-4 s for onnx, torchvision, vqa: slow; caffe and captioning stay quick, and the web
+# tests give the VQA files of a method)
+@pytest.mark.parametrize("task", ["caffe", pytest.param("onnx", marks=pytest.mark.slow),
+                                  pytest.param("torchvision", marks=pytest.mark.slow),
+                                  pytest.param("vqa", marks=pytest.mark.slow), "captioning"])
 def test_a_method_list_adds_each_methods_files_and_keeps_gradcams_bytes(cli, wrappers, onnx_model, tmp_path, task):
     script, args, prefix, name = task_case(task, onnx_model)
     default = run(cli, script, tmp_path / "default", *args)
@@ -253,7 +257,8 @@ def test_torchrun_ranks_with_a_method_list_give_the_single_process_files(wrapper
 # ---------------------------------------------------------------------------- every registered method
 
 
-@pytest.mark.parametrize("task", ["vqa", "captioning"])
+# VQA: slow (2 s); captioning keeps every method on a Torch7 task in the quick run
+@pytest.mark.parametrize("task", [pytest.param("vqa", marks=pytest.mark.slow), "captioning"])
 def test_every_registered_method_runs_on_the_fixture(cli, tmp_path, task):
     """All the registry's methods in one run (one forward), with the predicted answer or the generated
     caption: each writes its map and guided map (finite, or the image would be skipped with a line);

@@ -195,6 +195,7 @@ TEXT = st.one_of(
 PROPERTY_EXAMPLES = 2000
 
 
+@pytest.mark.slow  # hypothesis, 2 s; the quick run keeps the worked cases above and the VQA oracles
 @settings(max_examples=PROPERTY_EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(text=TEXT)
 def test_property_equals_nltk(text: str) -> None:
@@ -218,6 +219,7 @@ def _prepro_ques_reference(question: str, wtoi: dict[str, int],
     return tokens[:26], ids, min(26, len(tokens))
 
 
+@pytest.mark.slow  # hypothesis, 1.7 s; the encoding of the oracle questions stays quick
 @settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(text=TEXT)
 def test_property_encoding_equals_prepro_ques(text: str) -> None:

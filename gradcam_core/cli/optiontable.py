@@ -40,6 +40,7 @@ from typing import Any
 
 from .options import (
     as_choice,
+    as_float,
     as_input_size,
     as_int,
     as_label_list,
@@ -254,6 +255,53 @@ VQA_SIZES = (  # the names of tasks.vqa.model.VQASizes' fields
     Option("common_embedding_size", 1024, "size of the joint question-image embedding.", as_positive_int),
     Option("num_output", 1000, "number of answers.", as_positive_int),
 )
+
+# semantic segmentation (segmentation.py, gradcam-segment)
+SEGMENT_MODEL_FILE = MODEL_FILE.but(default="", help="an ONNX segmentation model (one output, N x classes x H x W), "
+                                    "or with -arch the architecture's state_dict (.pth, weights_only=True).")
+SEGMENT_ARCH = ARCH.but(help="a torchvision segmentation architecture (fcn_resnet50, deeplabv3_resnet50, "
+                        "deeplabv3_mobilenet_v3_large, lraspp_mobilenet_v3_large, ...); its output 'out' is explained; "
+                        "-model_file is its state_dict; nothing is downloaded.")
+SEGMENT_INPUT_SZ = MODEL_INPUT_SZ.but(help="side of the square network input (default: an ONNX model's own size, "
+                                      "520 for -arch, else 224).")
+SEGMENT_LAYER_NAME = LAYER_NAME.but(default="", help="layer to explain, by module name; '' = the backbone's output "
+                                    "(backbone.layer4, backbone.16) or the last feature map below the class scores.")
+SEGMENT_LABEL = LABEL.but(help="1-based class label(s) (1 = __background__, 16 = person for VOC) or class names, "
+                          "comma-separated; -1 = every class the image's prediction holds (one set of files each).")
+SEGMENT_MASK = Option("mask", "", "an image of the input image's size whose non-zero pixels are the region each class's "
+                      "logits are summed over; '' = the class's predicted pixels.")
+SEGMENT_SYNSET_FILE = SYNSET_FILE.but(help="class names, one per line in output order; default: an ONNX file's own, "
+                                      "or torchvision's 21 VOC names for -arch.")
+SEGMENT_SAVE_OVERLAY = Option("save_overlay", 0, "1 = also write segment_overlay_<L>.png (the colour heatmap blended "
+                              "over the image) and segment_mask_<L>.png (white: the pixels the class's score sums over).",
+                              as_switch)
+
+# detection (detection.py, gradcam-detect)
+
+
+def as_fraction(name: str, value: Any) -> float:
+    """A number from 0 to 1 (``-score_threshold``)."""
+    from ..errors import GradCamError
+
+    number = as_float(name, value)
+    if not 0 <= number <= 1:
+        raise GradCamError(f"-{name} {value}: expected a number from 0 to 1")
+    return number
+
+
+DETECT_ARCH = Option("arch", "fasterrcnn_resnet50_fpn", "a torchvision detection architecture: fasterrcnn_resnet50_fpn"
+                     "(_v2), fasterrcnn_mobilenet_v3_large(_320)_fpn, retinanet_resnet50_fpn(_v2), fcos_resnet50_fpn, "
+                     "ssd300_vgg16, ssdlite320_mobilenet_v3_large.")
+DETECT_MODEL_FILE = Option("model_file", "", "the detector's torchvision state_dict (.pth, loaded with "
+                           "weights_only=True; nothing is downloaded); '' = random weights (their detections mean nothing).")
+DETECT_LAYER_NAME = LAYER_NAME.but(default="", help="layer to explain, a named_modules() name; '' = the backbone's "
+                                   "last stage (backbone.body.layer4 for ResNet-50 FPN models).")
+BOX = Option("box", "", "boxes to explain, x1,y1,x2,y2[:label] in the input image's pixels, several separated by ';' "
+             "(label: a COCO class name or number); '' = every detection above -score_threshold.", separated(";"))
+SCORE_THRESHOLD = Option("score_threshold", 0.5, "without -box: explain the detections scoring at least this "
+                         "(0 to 1).", as_fraction)
+MAX_BOXES = Option("max_boxes", 20, "without -box: explain at most this many detections per image, best first.",
+                   as_positive_int)
 
 # gradcam-evaluate (cli/commands/evaluate.py)
 

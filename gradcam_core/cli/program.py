@@ -52,7 +52,7 @@ def run_task(task: Task[Any], targets: Any, opts: RunOptions, log: Log = print) 
     if layer == task.original_layer:
         layer = task.default_layer(input_sz)
         if layer != opts.layer:
-            log(f"Grad-CAM layer: {layer} (the last layer with a spatial output; -layer_name chooses another)")
+            log(f"Grad-CAM layer: {layer} ({task.default_layer_reason}; -layer_name chooses another)")
     resolve_layer(task.net, layer)  # an unknown layer fails before any work, listing valid names
     for line in task.start_lines(targets):
         log(line)
@@ -67,7 +67,8 @@ def run_task(task: Task[Any], targets: Any, opts: RunOptions, log: Log = print) 
         return [ImageOutput([], [], error=nonfinite_message(bad, task.model_name, opts.nonfinite_hint))
                 if (bad := batch.nonfinite(n)) else
                 ImageOutput(image.lines, render_image(task.prefix, batch, n, methods, heatmap=opts.save_as_heatmap,
-                                                      dtype=dtype, rgb=rgbs[n] if rgbs is not None else None),
+                                                      dtype=dtype, rgb=rgbs[n] if rgbs is not None else None)
+                            + task.extra_images(batch, n, overlay=opts.save_overlay),
                             warning=warning)
                 for n, image in enumerate(batch.images)]
 

@@ -11,7 +11,11 @@ deep clone whose ReLUs were swapped for guided ones. Here:
 * Grad-CAM: the gradient of the target scores w.r.t. the chosen layer only (``torch.autograd.grad``
   stops there: no backward below the layer, no weight gradients since parameters are frozen for the
   call); without guided backprop, nothing below the layer is even recorded for autograd;
-* guided backprop: one more backward, to the input, with the switch on "guided";
+* guided backprop: one more backward, to the input, with the switch on "guided". With one target it
+  starts at the layer, from the plain gradient there, where that is bit for bit what the guided
+  backward would bring to it: the activations above the layer are watched in the first backward and
+  none would have its gradient changed by the guided rule, and every path from the input to the
+  scores crosses the layer (the layers above it then run backward once, not twice);
 * K targets share the forward; their backwards are batched (``is_grads_batched``);
 * with guided backprop on a net loaded from Caffe or Torch7 files, the convolutions' forward runs
   with Torch7's numerics (``torch7_ties``):
@@ -31,14 +35,14 @@ import contextlib
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import overload
+from typing import Any, TypeVar, overload
 
 import torch
 from torch import nn
 
 from ..errors import GradCamError
 from ..image.resize import scale
-from .guided import GuideSwitch, switchable_activations
+from .guided import SWITCHABLE_FUNCTIONS, GuideSwitch, switchable_activations
 from .methods import CamMethod, LayerContext, lookup
 from .params import frozen_parameters
 from .targets import ClassTarget, Negated, Target
@@ -53,7 +57,8 @@ class Explanation:
     """Maps for N images and K targets.
 
     Attributes:
-        scores: the model output, (N, ...) detached.
+        scores: the model output, (N, ...) detached (a detector's: its list of N dicts of tensors, each
+            detached).
         target_scores: (N, K), the score of each target (the thing explained).
         activations: (N, C, h, w), the chosen layer's activations A.
         weights: (N, K, C), the method's channel weights (Grad-CAM: the gradients summed over h, w), or
@@ -92,12 +97,13 @@ class Explanation:
         parts = (("scores", self.scores), ("scores", self.target_scores), ("Grad-CAM map", self.cam_raw),
                  ("Grad-CAM map", self.cam), ("guided backprop", self.guided))
         for what, tensor in parts:
-            if tensor is not None and tensor.is_floating_point() and not bool(torch.isfinite(tensor[n]).all()):
+            if isinstance(tensor, torch.Tensor) and tensor.is_floating_point() and not bool(torch.isfinite(tensor[n]).all()):
                 return what
         return ""
 
 
 MethodSpec = str | list[str] | tuple[str, ...]
+T = TypeVar("T")
 
 
 @overload
@@ -144,7 +150,8 @@ def explain(
         layer: the layer whose activations are weighted (e.g. ``"relu5_3"`` or ``30``).
         targets: one target or a sequence of K; an ``int`` is a 0-based class index
             (:class:`~gradcam_core.targets.ClassTarget`); any callable mapping the model output to (N,)
-            scores works.
+            scores works (a detector's output, a list of N dicts: e.g.
+            :class:`~gradcam_core.tasks.detect.BoxScoreTarget`).
         guided: also compute guided backprop and the guided map (guided backprop x the method's map).
             Guided backprop does not depend on the method. Every activation the model's forward calls,
             as a module or as a function, takes the guided rule; those it cannot take are named in
@@ -233,8 +240,10 @@ def _explain_once(model: nn.Module, image: torch.Tensor, layer: LayerRef, target
         if guided:
             if default_torch7_ties(model) if options.torch7_ties is None else options.torch7_ties:
                 stack.enter_context(torch7_conv_forward(model))
+        # one target with guided backprop: the activations above the layer are watched (see below)
+        watch = guided and needs_gradients and len(targets) == 1
         tap = stack.enter_context(_LayerTap(grad_module, value_module, detach_below=not guided,
-                                            track=needs_gradients))
+                                            track=needs_gradients, switch=switch if watch else None))
         # no backward at all (Eigen-CAM, perturbation methods without guided backprop): nothing recorded
         stack.enter_context(torch.enable_grad() if guided or needs_gradients else torch.no_grad())
 
@@ -254,11 +263,18 @@ def _explain_once(model: nn.Module, image: torch.Tensor, layer: LayerRef, target
         gb = None
         if guided:
             switch.guided = True
-            gb = _batched_grad(target_scores, x, retain_graph=False).transpose(0, 1)  # (N, K, C, H, W)
+            if grads is not None and watch and tap.crossed_only_by_layer(target_scores, x, switch.unchanged):
+                # Above the layer the guided backward would repeat the plain one bit for bit (its rule
+                # changes nothing there), and the input reaches the scores only through the layer: it
+                # starts at the layer, from the gradient just made.
+                gb = _grad_below(a_grad, grads[0], x)
+            else:
+                gb = _batched_grad(target_scores, x, retain_graph=False)
+            gb = gb.transpose(0, 1)  # (N, K, C, H, W)
 
     # the hooks and the guided activations are gone: perturbation methods run the plain model
     ctx = LayerContext(
-        model=model, image=image.detach(), output=output.detach(), targets=targets,
+        model=model, image=image.detach(), output=detached(output), targets=targets,
         target_scores=target_scores.detach(), activations=activations,
         gradients=None if grads is None else grads.transpose(0, 1), layer_module=value_module,
         batch_size=options.batch_size, progress=options.progress,
@@ -270,7 +286,7 @@ def _explain_once(model: nn.Module, image: torch.Tensor, layer: LayerRef, target
         cam = scale(cam_raw, image.shape[-1], image.shape[-2])
         if first is None:
             first = Explanation(
-                scores=output.detach(), target_scores=target_scores.detach(), activations=activations,
+                scores=detached(output), target_scores=target_scores.detach(), activations=activations,
                 weights=weights, cam_raw=cam_raw, cam=cam, guided=gb,
                 guided_cam=None if gb is None else gb * cam[:, :, None], method=method.name, unguided=unguided,
             )
@@ -312,11 +328,23 @@ def _as_targets(targets: TargetSpec | Sequence[TargetSpec]) -> list[Target]:
 
 def _score(target: Target, output: torch.Tensor) -> torch.Tensor:
     s = target(output)
-    if s.dim() != 1 or s.shape[0] != output.shape[0]:
-        raise GradCamError(
-            f"a target must give one score per image, shape ({output.shape[0]},); got {tuple(s.shape)}"
-        )
+    n = len(output) if isinstance(output, (list, tuple)) else output.shape[0]  # a detector's: one dict per image
+    if s.dim() != 1 or s.shape[0] != n:
+        raise GradCamError(f"a target must give one score per image, shape ({n},); got {tuple(s.shape)}")
     return s
+
+
+def detached(output: T) -> T:
+    """A model output detached: a tensor, or the lists, tuples and dicts of tensors a detector returns
+    (torchvision's: one dict of ``boxes``, ``labels``, ``scores`` per image), rebuilt with each tensor
+    detached; anything else as it is."""
+    if isinstance(output, torch.Tensor):
+        return output.detach()  # type: ignore[return-value]
+    if isinstance(output, dict):
+        return type(output)((k, detached(v)) for k, v in output.items())
+    if isinstance(output, (list, tuple)):
+        return type(output)(detached(v) for v in output)
+    return output
 
 
 def _to_model(model: nn.Module, image: torch.Tensor) -> torch.Tensor:
@@ -347,6 +375,12 @@ def _batched_grad(scores: torch.Tensor, wrt: torch.Tensor, *, retain_graph: bool
     return torch.zeros((k, *wrt.shape), dtype=wrt.dtype, device=wrt.device) if g is None else g
 
 
+def _grad_below(point: torch.Tensor, grad: torch.Tensor, wrt: torch.Tensor) -> torch.Tensor:
+    """The backward from ``point`` (the layer's output), ``grad`` there, to ``wrt``: (1, *wrt.shape)."""
+    (g,) = torch.autograd.grad(point, wrt, grad_outputs=grad, allow_unused=True)
+    return (torch.zeros_like(wrt) if g is None else g).unsqueeze(0)
+
+
 class _LayerTap(contextlib.AbstractContextManager):
     """Forward hooks that capture the chosen layer's gradient point and activation.
 
@@ -354,12 +388,15 @@ class _LayerTap(contextlib.AbstractContextManager):
     in-place op further on (an in-place ReLU in a torchvision model) cannot rewrite it. With
     ``detach_below`` the output is cut from the graph below it (a new leaf): a Grad-CAM-only run
     records and back-propagates nothing under the layer. Without ``track`` (no gradient wanted at the
-    layer) the output is passed on as it is.
+    layer) the output is passed on as it is. With a ``switch``, the activations run after the layer
+    are watched (:class:`~.guided.GuideSwitch`).
     """
 
     def __init__(self, grad_module: nn.Module, value_module: nn.Module, *, detach_below: bool,
-                 track: bool = True) -> None:
+                 track: bool = True, switch: GuideSwitch | None = None) -> None:
         self._detach = detach_below and track
+        self._switch = switch
+        self._cut: object = None  # the autograd node of the copy passed on
         self._grad_point: torch.Tensor | None = None
         self._value: torch.Tensor | None = None
         self._handles = [grad_module.register_forward_hook(self._on_grad_module)]
@@ -373,6 +410,9 @@ class _LayerTap(contextlib.AbstractContextManager):
         point = output.detach().requires_grad_() if self._detach else output
         self._grad_point = point
         passed_on = point.clone()
+        self._cut = passed_on.grad_fn
+        if self._switch is not None:
+            self._switch.watch = True  # what runs from here on is above the layer
         if self._same:
             self._value = passed_on
         return passed_on
@@ -391,6 +431,33 @@ class _LayerTap(contextlib.AbstractContextManager):
                 "convolutional layer with (N, C, H, W) output"
             )
         return self._grad_point, value
+
+    def crossed_only_by_layer(self, scores: torch.Tensor, leaf: torch.Tensor, unchanged: int) -> bool:
+        """Whether the autograd graph walked back from ``scores``, stopping at the copy of the layer's
+        output, reaches that copy, never ``leaf`` (a skip connection around the layer would), and holds
+        no more switchable activations (:data:`~.guided.SWITCHABLE_FUNCTIONS`, called as modules or as
+        functions) than ``unchanged``, the watched ones whose guided rule changed nothing in the plain
+        backward. Other nodes, custom autograd functions included, do not read the switch: their
+        backward is the same in both passes."""
+        cut, root = self._cut, scores.grad_fn
+        if cut is None or root is None:
+            return False
+        seen: set[object] = set()
+        stack: list[Any] = [root]
+        crossed, switchable = False, 0
+        while stack:
+            node = stack.pop()
+            if node is None or node in seen:
+                continue
+            seen.add(node)
+            if node is cut:
+                crossed = True
+                continue
+            if getattr(node, "variable", None) is leaf:
+                return False
+            switchable += getattr(node, "_forward_cls", None) in SWITCHABLE_FUNCTIONS
+            stack.extend(n for n, _ in node.next_functions)
+        return crossed and switchable == unchanged
 
     def __exit__(self, *exc: object) -> None:
         for h in self._handles:

@@ -65,12 +65,26 @@ _nn = torch._C._nn
 
 
 class GuideSwitch:
-    """Which backward rule the switchable activations of one ``explain`` call apply (read at backward time)."""
+    """Which backward rule the switchable activations of one ``explain`` call apply (read at backward time).
 
-    __slots__ = ("guided",)
+    ``watch`` (set during the forward, once the chosen layer's output is made): the activations run
+    from then on are watched; in a plain backward each watched one that the guided rule would have
+    left unchanged, bit for bit, counts itself in ``unchanged``. (Only for backwards without
+    ``is_grads_batched``: the test reads a value.)
+    """
+
+    __slots__ = ("guided", "watch", "unchanged")
 
     def __init__(self) -> None:
         self.guided = False
+        self.watch = False
+        self.unchanged = 0
+
+
+def _clamp_changes(grad: torch.Tensor) -> bool:
+    """Whether the guided rule's ``clamp_min(0)`` could change ``grad``'s bits: any entry with its sign
+    bit set (-0.0 and a negative NaN counted too)."""
+    return bool(torch.signbit(grad).any())
 
 
 class _SwitchableReLU(torch.autograd.Function):
@@ -88,14 +102,18 @@ class _SwitchableReLU(torch.autograd.Function):
         y = torch.relu(x)
         ctx.save_for_backward(y)
         ctx.switch = switch
+        ctx.watched = switch.watch
         return y
 
     @staticmethod
     def backward(ctx, dy: torch.Tensor):
         (y,) = ctx.saved_tensors
         dx = torch.ops.aten.threshold_backward(dy, y, 0)
-        if ctx.switch.guided:
+        switch = ctx.switch
+        if switch.guided:
             dx.clamp_min_(0)
+        elif ctx.watched and not _clamp_changes(dx):
+            switch.unchanged += 1
         return dx, None
 
 
@@ -111,6 +129,7 @@ class _SwitchableReLUInPlace(torch.autograd.Function):
         ctx.mark_dirty(x)
         ctx.save_for_backward(x)
         ctx.switch = switch
+        ctx.watched = switch.watch
         return x
 
     backward = _SwitchableReLU.backward
@@ -163,13 +182,22 @@ class _SwitchableActivation(torch.autograd.Function):
             ctx.mark_dirty(x)
         ctx.save_for_backward(y if saves_output else saved)
         ctx.rule = (slope, switch)
+        ctx.watched = switch.watch
         return y
 
     @staticmethod
     def backward(ctx, dy: torch.Tensor):
         (saved,) = ctx.saved_tensors
         slope, switch = ctx.rule
+        if not switch.guided and ctx.watched and not _clamp_changes(dy):
+            switch.unchanged += 1
         return slope(dy.clamp_min(0) if switch.guided else dy, saved), None, None, None, None
+
+
+SWITCHABLE_FUNCTIONS: tuple[type[torch.autograd.Function], ...] = (
+    _SwitchableReLU, _SwitchableReLUInPlace, _SwitchableActivation)
+"""The autograd functions whose backward the switch steers (the only ones whose guided and plain
+backwards differ)."""
 
 
 # --- the functions guided backprop sees ------------------------------------------------------------

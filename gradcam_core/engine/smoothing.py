@@ -11,7 +11,8 @@ left-right or not, times each brightness factor ``f`` in (0.9, 1, 1.1)::
 input ``x``; mirrored maps are mirrored back before the mean, which is then scaled to the input size
 as every map is. Each augmented input is explained with the same targets, fixed to what they chose on
 the unaugmented input (a "predicted class" target keeps that class; :func:`~.targets.pin`; a target
-without ``pin`` is used as it is).
+without ``pin`` is used as it is); a mirrored copy's targets are mirrored (:func:`~.targets.mirror`: a
+segmentation target's region of pixels flips with the image).
 
 Where this differs from pytorch-grad-cam: it averages each augmentation's map after its resize to the
 input and its min-max normalisation (each copy counts equally whatever its scale); here the raw maps
@@ -33,7 +34,7 @@ import torch
 from torch import nn
 
 from ..image.resize import scale
-from .targets import Target, pin
+from .targets import Target, mirror, pin
 
 if TYPE_CHECKING:
     from .core import Explanation, LayerRef, _Options
@@ -56,6 +57,7 @@ def explain_augmented(explain_once: ExplainOnce, model: nn.Module, image: torch.
     plain = explain_once(model, image, layer, targets, methods, options)
     first = next(iter(plain.values()))
     fixed = [_pin_batch(t, first.scores) for t in targets]
+    mirrored = [mirror(t) for t in fixed]
     sums = {name: e.cam_raw.clone() for name, e in plain.items()}
     unguided = replace(options, guided=False)
     for flip in FLIPS:
@@ -64,7 +66,7 @@ def explain_augmented(explain_once: ExplainOnce, model: nn.Module, image: torch.
                 continue  # the unaugmented input, done above
             x = image.flip(-1) if flip else image
             x = x * factor if factor != 1.0 else x
-            for name, e in explain_once(model, x, layer, fixed, methods, unguided).items():
+            for name, e in explain_once(model, x, layer, mirrored if flip else fixed, methods, unguided).items():
                 sums[name] += e.cam_raw.flip(-1) if flip else e.cam_raw
     count = len(FLIPS) * len(FACTORS)
     results = {}
@@ -84,6 +86,9 @@ class _PerImage:
 
     def __call__(self, output: torch.Tensor) -> torch.Tensor:
         return torch.cat([t(output[n : n + 1]) for n, t in enumerate(self.targets)])
+
+    def mirrored(self) -> _PerImage:
+        return _PerImage(tuple(mirror(t) for t in self.targets))
 
 
 def _pin_batch(target: Target, output: torch.Tensor) -> Target:

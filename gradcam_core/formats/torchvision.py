@@ -1,5 +1,5 @@
-"""torchvision classification models from a state_dict file, their ImageNet class names and their input
-normalisation.
+"""torchvision classification and semantic segmentation models from a state_dict file, their class names
+(ImageNet's, Pascal VOC's) and their input normalisation.
 
 ``load_torchvision("resnet50", Path("resnet50.pth"))`` builds the architecture with ``weights=None``
 (nothing is ever downloaded) and loads the file with ``torch.load(..., weights_only=True)``: a file that
@@ -132,10 +132,75 @@ def categories(arch: str) -> list[str]:
     return list(next(iter(enum)).meta["categories"])
 
 
+# --- semantic segmentation -----------------------------------------------------------------------
+
+SEGMENTATION_PREFIX = "aux_classifier."
+"""The state_dict keys of a segmentation model's auxiliary head (in torchvision's trained weights;
+its output ``"aux"`` is not explained)."""
+
+
+def segmentation_architectures() -> list[str]:
+    """torchvision's semantic segmentation architectures (``deeplabv3_resnet50``, ``fcn_resnet50``,
+    ``lraspp_mobilenet_v3_large``, ...)."""
+    from torchvision.models import segmentation
+
+    return sorted(torchvision_models(segmentation))
+
+
+def torchvision_models(module: Any) -> list[str]:
+    import torchvision
+
+    return list(torchvision.models.list_models(module=module))
+
+
+def load_segmentation(arch: str, weights: str | os.PathLike[str] | None, device: str | torch.device = "cpu"
+                      ) -> nn.Module:
+    """The torchvision segmentation model ``arch`` with the state_dict in ``weights`` (None: random
+    weights), in eval mode; built with ``weights=None, weights_backbone=None`` (nothing is downloaded),
+    its class count and auxiliary head as the file has them. The model maps (N, 3, H, W) normalised
+    RGB to ``{"out": (N, classes, H, W), "aux": ...}`` (``"aux"`` only with the auxiliary head).
+    Errors as :func:`load_torchvision`'s."""
+    from torchvision.models import segmentation
+
+    arch = _known_arch(arch, torchvision_models(segmentation), "segmentation")
+    state = None if weights is None else _read_state_dict(weights)
+    aux = state is not None and any(k.startswith(SEGMENTATION_PREFIX) for k in state)
+
+    def build(**extra: Any) -> nn.Module:
+        import torchvision
+
+        try:
+            return torchvision.models.get_model(arch, weights=None, weights_backbone=None, **extra)
+        except (TypeError, ValueError) as err:
+            raise GradCamError(f"cannot build torchvision model {arch!r}: {err}") from err
+
+    model = build(aux_loss=True) if aux else build()
+    if state is not None:
+        assert weights is not None
+        width = _file_classes(model, state)
+        if width is not None:
+            model = build(num_classes=width, aux_loss=True) if aux else build(num_classes=width)
+        _check_fits(model, state, weights, arch)
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as err:
+            detail = " ".join(str(err).split())[:200]
+            raise GradCamError(f"torchvision weights {os.fspath(weights)!r} do not fit {arch}: {detail}") from None
+    return model.to(device).eval()
+
+
+def segmentation_categories() -> list[str]:
+    """The 21 Pascal VOC class names of torchvision's segmentation weights, by 0-based class
+    (``[0] == "__background__"``, ``[15] == "person"``), from the weights' metadata: no download."""
+    from torchvision.models.segmentation import DeepLabV3_ResNet50_Weights
+
+    return list(DeepLabV3_ResNet50_Weights.COCO_WITH_VOC_LABELS_V1.meta["categories"])
+
+
 # --- internals -----------------------------------------------------------------------------------
 
 
-def _known_arch(arch: str, names: list[str]) -> str:
+def _known_arch(arch: str, names: list[str], kind: str = "classification") -> str:
     if arch in names:
         return arch
     lowered = {n.lower(): n for n in names}
@@ -144,7 +209,7 @@ def _known_arch(arch: str, names: list[str]) -> str:
     close = difflib.get_close_matches(arch.lower(), list(lowered), n=5, cutoff=0.5)
     hint = f"did you mean {', '.join(lowered[c] for c in close)}? " if close else ""
     raise GradCamError(
-        f"unknown torchvision architecture {arch!r}: {hint}the classification architectures are "
+        f"unknown torchvision architecture {arch!r}: {hint}the {kind} architectures are "
         + ", ".join(sorted(names))
     )
 
@@ -263,4 +328,4 @@ def _shape(t: torch.Tensor) -> str:
 
 
 __all__ = ["CHANNEL_ORDER", "MEAN", "STD", "VALUE_RANGE", "architectures", "categories", "imagenet_categories",
-           "load_torchvision"]
+           "load_segmentation", "load_torchvision", "segmentation_architectures", "segmentation_categories"]

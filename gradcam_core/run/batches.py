@@ -99,7 +99,7 @@ class ImagesSkipped(GradCamError):
 def explain_images(
     inputs: Inputs,
     batch_size: int,
-    input_sz: int,
+    input_sz: int | None,
     explain_batch: ExplainBatch,
     *,
     dtype: torch.dtype | None = None,
@@ -113,7 +113,8 @@ def explain_images(
     Args:
         input_sz: each image is preprocessed to (3, input_sz, input_sz) by the model's
             ``preprocessing`` (default: the original's ``image.preprocess``: BGR, mean-subtracted), in
-            ``dtype`` (default float32); a bad image raises GradCamError.
+            ``dtype`` (default float32); a bad image raises GradCamError. None: each image at its own
+            size (no scaling; give ``batch_size`` 1 unless all images have one size).
         explain_batch: ``(images, rgbs)`` -> one :class:`ImageOutput` per image, in order (see
             :data:`ExplainBatch`).
         keep_rgb: also keep each image's RGB before preprocessing (``load_rgb``; its net input is
@@ -127,12 +128,16 @@ def explain_images(
     """
     import torch
 
+    from ..image.decode import load_image, to_rgb
     from ..image.preprocessing import load_input, load_rgb, net_input
 
     dtype = dtype or torch.float32
 
     def load(path: Path) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The net input (3, S, S) and, with ``keep_rgb``, the RGB it was made from (else None)."""
+        if input_sz is None:  # the image's own size (a detector resizes it itself)
+            rgb = to_rgb(load_image(path, dtype=dtype))
+            return net_input(rgb, preprocessing, dtype), rgb if keep_rgb else None
         if not keep_rgb:
             return load_input(path, input_sz, input_sz, preprocessing, dtype), None
         rgb = load_rgb(path, input_sz, input_sz, dtype)  # loaded once: load_input is apply(load_rgb(...))

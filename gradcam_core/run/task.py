@@ -129,6 +129,13 @@ class TargetResult:
 
     name: str
     shown: dict[str, Any]
+    index: int | None = None
+    """The target's position in the batch's explanations (K), where an image explains only some of
+    them (segmentation's classes present in that image); None: its position in the image's list."""
+
+    def position(self, k: int) -> int:
+        """Where this target, ``k``-th of its image, is in the explanations."""
+        return k if self.index is None else self.index
 
 
 @dataclass
@@ -179,6 +186,8 @@ class Task(abc.ABC, Generic[S]):
     """What a target is called in options and fields: ``label``, ``answer``, ``caption``."""
     original_layer: ClassVar[str]
     """The original script's default layer."""
+    default_layer_reason: str = "the last layer with a spatial output"
+    """Why :meth:`default_layer` chose its layer, as a command line prints it."""
     dtype: ClassVar[torch.dtype] = torch.float32
     """The precision of the images and of the rendered maps (the original's default tensor type)."""
 
@@ -222,6 +231,11 @@ class Task(abc.ABC, Generic[S]):
     def explain(self, images: torch.Tensor, layer: str, targets: S, methods: Methods) -> BatchResult:
         """Explain the batch ``images`` (N, 3, S, S), preprocessed, for ``targets`` at ``layer``."""
 
+    def extra_images(self, batch: BatchResult, n: int, *, overlay: bool = False) -> list[Rendered]:
+        """Image ``n``'s files beyond every method's (:func:`render_image`), e.g. segmentation's class
+        masks with ``overlay`` (``-save_overlay 1``); none here."""
+        return []
+
 
 def render_target(prefix: str, name: str, expl: Explanation, n: int, k: int, methods: Methods, *,
                   heatmap: bool = True, dtype: torch.dtype = torch.float32, rgb: torch.Tensor | None = None,
@@ -252,6 +266,6 @@ def render_image(prefix: str, batch: BatchResult, n: int, methods: Methods, *, h
     out: list[Rendered] = []
     for k, target in enumerate(batch.images[n].targets):
         for i, name in enumerate(methods.names):
-            out += render_target(prefix, target.name, batch.explanations[name], n, k, methods, heatmap=heatmap,
-                                 dtype=dtype, rgb=rgb, guided=i == 0).values()
+            out += render_target(prefix, target.name, batch.explanations[name], n, target.position(k), methods,
+                                 heatmap=heatmap, dtype=dtype, rgb=rgb, guided=i == 0).values()
     return out

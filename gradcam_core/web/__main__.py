@@ -33,6 +33,8 @@ ENABLE = {
     "vqa": "start the server with -vqa_model_path <lstm.t7> -vqa_vocab_file <data_prepro.json> "
            "(and the VQA image net: -vqa_proto_file, -vqa_model_file)",
     "captioning": "start the server with -caption_model_path <a neuraltalk2 checkpoint .t7>",
+    "segmentation": "start the server with -segment_model_file <an ONNX segmentation model>, or -segment_arch "
+                    "<deeplabv3_resnet50, fcn_resnet50, ...> -segment_model_file <its state_dict>",
 }
 
 
@@ -93,6 +95,13 @@ OPTIONS = opt.OptionTable(
     *(o.prefixed("vqa_", "VQA: ") for o in opt.VQA_SIZES),
     opt.Option("caption_model_path", "", "captioning: a neuraltalk2 checkpoint (.t7); turns captioning on."),
     opt.Option("caption_layer", "30", "captioning: the default layer (a module number or name, as captioning.py -layer)."),
+    opt.Option("segment_model_file", "", "segmentation: an ONNX segmentation model, or with -segment_arch its "
+               "state_dict; turns segmentation on."),
+    opt.Option("segment_arch", "", "segmentation: a torchvision segmentation architecture (deeplabv3_resnet50, ...)."),
+    opt.Option("segment_layer_name", "", "segmentation: the default layer ('' = the backbone's output, as "
+               "segmentation.py)."),
+    opt.Option("segment_synset_file", "", "segmentation: class names (default: the ONNX file's, or torchvision's VOC "
+               "names)."),
     opt.Option("samples", SAMPLES, "a folder whose JPEG and PNG files are offered as samples ('' = none)."),
     opt.Option("max_upload_mb", 20, "the largest upload accepted, in MB (larger: 413).", as_positive_int),
     opt.Option("max_pixels", 40_000_000, "the largest image accepted, width x height (larger: 400).", as_positive_int),
@@ -111,19 +120,20 @@ OPTIONS = opt.OptionTable(
 
 @OPTIONS.command
 def main(v: SimpleNamespace) -> None:
-    """The Grad-CAM web demo: classification, VQA and captioning in the browser, on your own models.
+    """The Grad-CAM web demo: classification, VQA, captioning and segmentation in the browser, on your own models.
 
     python -m gradcam_core.web [-port 8000] [-host 127.0.0.1] [model options]
 
     Serves http://HOST:PORT/ (the page) and POST /api/explain (the JSON API the page uses; see docs/web.md).
     The models are named by the command-line scripts' own options and loaded once. Classification:
     default the bundled SqueezeNet 1.1 (gradcam_core/data/squeezenet1_1); VQA is on with -vqa_model_path and
-    -vqa_vocab_file, captioning with -caption_model_path; a task left off is shown disabled.
+    -vqa_vocab_file, captioning with -caption_model_path, segmentation with -segment_model_file; a task left
+    off is shown disabled.
     """
     from ..extras import require
 
     require("web")
-    from .demo import ENGINE, Demo, find_samples
+    from .demo import ENGINE, TASKS, Demo, find_samples
 
     limits = {"max_queue": v.max_queue, "max_uploads": v.max_uploads, "max_connections": v.max_connections,
               "body_seconds": v.body_timeout, "header_seconds": v.header_timeout}
@@ -164,12 +174,23 @@ def main(v: SimpleNamespace) -> None:
             tasks["captioning"] = load_captioning(input_path("caption_model_path", v.caption_model_path, ""),
                                                   layer=v.caption_layer, input_sz=v.input_sz or DEFAULT_INPUT_SIZE,
                                                   device=device)
+        if v.segment_model_file:
+            from .demo import load_segmentation
+
+            tasks["segmentation"] = load_segmentation(
+                input_path("segment_model_file", v.segment_model_file, ""), arch=v.segment_arch,
+                synset_file=input_path("segment_synset_file", v.segment_synset_file, "")
+                if v.segment_synset_file else None,
+                layer=v.segment_layer_name, input_sz=v.input_sz, device=device)
+        elif v.segment_arch:
+            raise GradCamError(f"-segment_arch {v.segment_arch} needs its weights: give its torchvision state_dict "
+                               "with -segment_model_file; nothing is downloaded")
         return tasks
 
     tasks = ENGINE.call(load_tasks)
     demo = Demo(tasks, {k: why for k, why in ENABLE.items() if k not in tasks}, samples_found, v.max_upload_mb << 20,
                 v.max_pixels)
-    for name in ("classification", "vqa", "captioning"):
+    for name in TASKS:
         task = tasks.get(name)
         _say(f"{name}: {task.model_name}, layer {task.default_layer}" if task else f"{name}: off ({ENABLE[name]})")
     serve(demo, v.host, v.port, v.allowed_hosts, **limits)

@@ -79,7 +79,8 @@ class Result:
     """One explanation as the API returns it (see docs/web.md, "The API").
 
     ``images`` holds PNG bytes: ``input`` (the image as the net saw it, 3 x S x S), ``overlay``, ``gcam``
-    (the method's map in the heatmap colours), ``gb`` and ``gb_gcam``; ``files`` the CLI's name of each."""
+    (the method's map in the heatmap colours), ``gb`` and ``gb_gcam``, and for segmentation ``mask`` (the
+    pixels the class's logits are summed over, white); ``files`` the CLI's name of each."""
 
     task: str
     layer: str
@@ -127,6 +128,8 @@ class Outcome:
     expl: Explanation
     image: ImageResult
     methods: Methods
+    extra: dict[str, outputs.Rendered] = field(default_factory=dict)
+    """The task's images beyond the methods' (segmentation: ``mask``, the class's region)."""
 
 
 MODIFIERS = ("counterfactual", "aug_smooth", "eigen_smooth")
@@ -202,7 +205,12 @@ class DemoTask:
     def run(self, x: torch.Tensor, checked: Checked, layer: str) -> Outcome:
         """Explain one preprocessed image ``x`` (1, 3, S, S) for the checked fields."""
         batch = self.task.explain(x, layer, checked.targets, checked.methods)
-        return Outcome(batch.explanations[checked.methods.names[0]], batch.images[0], checked.methods)
+        image = batch.images[0]
+        if not image.targets:  # (segmentation: a class this image does not predict)
+            raise GradCamError(image.lines[0] if image.lines else f"nothing to explain in this image for {self.name}")
+        extra = self.task.extra_images(batch, 0, overlay=True)
+        return Outcome(batch.explanations[checked.methods.names[0]], image, checked.methods,
+                       {"mask": extra[0]} if extra else {})
 
     def explain(self, image: Path, fields: Mapping[str, str], max_pixels: int,
                 gone: threading.Event | None = None) -> Result:
@@ -243,8 +251,8 @@ class DemoTask:
     def _result(self, outcome: Outcome, layer: str, rgb: torch.Tensor, seconds: float) -> Result:
         """The four images of the target, rendered as the CLI renders them, and the input."""
         target = outcome.image.targets[0]
-        rendered = render_target(self.prefix, target.name, outcome.expl, 0, 0, outcome.methods, dtype=self.dtype,
-                                 rgb=rgb)
+        rendered = render_target(self.prefix, target.name, outcome.expl, 0, target.position(0), outcome.methods,
+                                 dtype=self.dtype, rgb=rgb) | outcome.extra
         images = {"input": png_bytes(rgb)} | {k: r.png for k, r in rendered.items()}
         files = {"input": outputs.safe_filename(f"{self.prefix}_input_", target.name)}
         files |= {k: r.filename for k, r in rendered.items()}
@@ -300,7 +308,7 @@ class Demo:
         raise GradCamError(f"unknown task {name!r}: expected one of {', '.join(TASKS)}")
 
 
-TASKS = ("classification", "vqa", "captioning")
+TASKS = ("classification", "vqa", "captioning", "segmentation")
 SAMPLE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 
@@ -348,6 +356,22 @@ def load_vqa(model_path: Path, vocab_file: Path, proto_file: Path, model_file: P
     task = VQATask.load(model_path, vocab_file, proto_file, model_file, sizes=sizes, device=device, question=question)
     return DemoTask(task, model_label(model_path, "VQA LSTM + " + os.path.basename(model_file)), layer, input_sz,
                     device)
+
+
+def load_segmentation(model_file: Path, *, arch: str = "", synset_file: Path | None = None, inputs: Any = None,
+                      layer: str = "", input_sz: int | None = None,
+                      device: torch.device = torch.device("cpu")) -> DemoTask:
+    """A segmentation model as ``segmentation.py`` loads it (``layer`` '' = its default layer; ``input_sz``
+    None = the model's own size, 520 for a torchvision architecture). A request's label '' is the class
+    with the most predicted pixels; the result's ``mask`` is the pixels its logits are summed over."""
+    from ..run.segmentation import SegmentationTask
+
+    task = SegmentationTask.load(model_file, arch=arch, device=device, synset_file=synset_file, inputs=inputs)
+    input_sz = task.input_size(input_sz)
+    task.count_outputs(input_sz)  # a classifier refused; labels past the classes refused with the form's checks
+    if task.names is not None:
+        task.names = dataclasses.replace(task.names, source="the model's class names")
+    return DemoTask(task, model_label(model_file, task.model.fmt), layer, input_sz, device)
 
 
 def load_captioning(model_path: Path, *, layer: str = "30", input_sz: int = 224,

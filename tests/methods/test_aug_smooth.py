@@ -16,8 +16,12 @@ METHODS = ["gradcam", "gradcam++", "xgradcam", "hirescam", "gradcam-elementwise"
 
 
 # every method on the two fastest nets, one on two others (six forwards and backwards each)
-PAIRS = [(n, m) for n in ("mobilenet_v3_small", "caffe") for m in METHODS] + [
-    ("resnet18", "gradcam"), ("densenet121", "layercam")]
+# (the torchvision ones but mobilenet's Grad-CAM are slow: 0.3-1.4 s each; the Caffe net keeps every
+# method quick)
+PAIRS = [pytest.param("mobilenet_v3_small", m, marks=[pytest.mark.slow] if m != "gradcam" else [])
+         for m in METHODS] + [("caffe", m) for m in METHODS] + [
+    pytest.param("resnet18", "gradcam", marks=pytest.mark.slow),
+    pytest.param("densenet121", "layercam", marks=pytest.mark.slow)]
 
 
 @pytest.mark.parametrize(("net", "method"), PAIRS)

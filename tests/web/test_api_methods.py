@@ -92,7 +92,8 @@ def test_config_lists_every_method_with_its_summary(client):
     assert body["default_method"] == "gradcam" and body["modifiers"] == ["counterfactual", "aug_smooth", "eigen_smooth"]
 
 
-@pytest.mark.parametrize("task", ["classification", "vqa", "captioning"])
+# vqa: slow (1.7 s); classification and captioning stay quick
+@pytest.mark.parametrize("task", ["classification", pytest.param("vqa", marks=pytest.mark.slow), "captioning"])
 def test_a_method_gives_the_clis_files_of_that_method(client, tmp_path, task):
     field, value, option = TARGET[task]
     body = ok(explain(client, task=task, method=NAME, **{field: value}, **QUESTION.get(task, {})))
@@ -139,7 +140,10 @@ def test_an_unknown_method_or_a_bad_switch_is_a_400(client, fields, pattern):
     assert NAME in response.json()["error"] or "method" not in fields or "expected" in response.json()["error"]
 
 
-@pytest.mark.parametrize("method", ["gradcam++", "eigencam", "scorecam"])
+# eigencam and scorecam: slow (1.5-2 s each); a gradient method stays quick, and every method's map
+# through the task interface is checked in process by tests/test_cli_methods.py
+@pytest.mark.parametrize("method", ["gradcam++", pytest.param("eigencam", marks=pytest.mark.slow),
+                                    pytest.param("scorecam", marks=pytest.mark.slow)])
 def test_a_registered_method_gives_the_clis_files(client, tmp_path, method):
     if method not in method_names():
         pytest.skip(f"{method} is not registered")

@@ -646,3 +646,54 @@ def test_a_method_chosen_on_the_page_shows_its_images(browser, methods_server, t
         assert_painted_like_the_files(page, images)
     finally:
         page.close()
+
+
+# ------------------------------------------------------------------------------------------ segmentation
+
+
+@pytest.fixture(scope="module")
+def segment_server(tmp_path_factory):
+    """The bundled SqueezeNet and, for segmentation, an ONNX export of tests/test_segmentation.py's tiny
+    model (64 x 64 inputs)."""
+    import warnings
+
+    import torch
+    from test_segmentation import tiny
+
+    path = tmp_path_factory.mktemp("seg") / "tiny_seg.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(tiny(), torch.zeros(1, 3, 64, 64), str(path), dynamo=False, input_names=["x"],
+                          dynamic_axes={"x": {0: "n"}})
+    server = Server("-segment_model_file", str(path))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def test_segmentation_shows_the_class_region_over_the_input(browser, segment_server, tmp_path):
+    """The segmentation task: its label empty (the class with the most pixels), the result's pictures
+    the server's, and the class region the server's mask blended over the input at the slider's 50 %."""
+    page = Page(browser, segment_server.url)
+    try:
+        p = page.page
+        assert "tiny_seg.onnx" in p.text_content("#task-segmentation-note")
+        p.check("#task-segmentation")
+        assert page.shown("#fields-segmentation") and not page.shown("#fields-classification")
+        p.set_input_files("#file", str(IMAGE))
+        page.explain()
+        assert page.shown("#result") and not page.shown("#error"), p.text_content("#error")
+        assert page.shown("#mask-figure")
+        images, files = page.result_images()
+        mask = p.get_attribute("#mask-region", "src")
+        label = p.text_content("#target").split()[1]
+        assert p.get_attribute("#dl-mask", "download") == f"segment_mask_{label}.png"
+        assert files["gcam"] == f"segment_gcam_hm_{label}.png" and p.get_attribute("#mask-input", "src") == images["input"]
+        blend = 0.5 * data_url_pixels(images["input"]).astype(float) + 0.5 * data_url_pixels(mask)[..., None]
+        assert_painted_like(page.painted_element("#mask-figure .picture"), blend, "class region")
+        page.screenshot("segmentation", tmp_path)
+        p.check("#task-classification")  # another task: the result (and the region) cleared
+        assert not page.shown("#result")
+    finally:
+        page.close()

@@ -139,13 +139,21 @@ def first_component(terms: torch.Tensor) -> torch.Tensor:
     ``sum_c v_c >= 0``: the sign for which the map correlates positively with the plain channel sum
     ``sum_c terms^c`` (their covariance is ``s_1^2 sum_c v_c``, ``s_1`` the first singular value), the
     map the method gives without ``eigen_smooth``.
+
+    ``v`` is found from the smaller Gram matrix rather than a full SVD (a few times faster, the same
+    vector to double precision): the top eigenvector of ``x^T x`` (C x C) is ``v`` itself; that of
+    ``x x^T`` (hw x hw) is ``u``, and ``v = x^T u / |x^T u|``. Centred maps that are all zero give 0.
     """
     *lead, c, h, w = terms.shape
     x = torch.nan_to_num(terms.reshape(-1, c, h * w).transpose(1, 2), nan=0.0, posinf=0.0, neginf=0.0)
     x = x.double()
     x = x - x.mean(dim=1, keepdim=True)  # (B, hw, C)
-    _, _, vh = torch.linalg.svd(x, full_matrices=False)
-    v = vh[:, 0, :]  # (B, C)
+    if h * w < c:
+        u = torch.linalg.eigh(x @ x.transpose(1, 2))[1][..., -1]  # (B, hw), eigenvalues ascending
+        v = (x.transpose(1, 2) @ u[..., None])[..., 0]
+    else:
+        v = torch.linalg.eigh(x.transpose(1, 2) @ x)[1][..., -1]  # (B, C)
+    v = v / v.norm(dim=1, keepdim=True).clamp_min(torch.finfo(v.dtype).tiny)
     v = torch.where(v.sum(dim=1, keepdim=True) < 0, -v, v)
     projection = (x @ v[..., None])[..., 0]  # (B, hw)
     return projection.to(terms.dtype).reshape(*lead, h, w)

@@ -9,9 +9,12 @@
 // still running). The API's images are squares at the net's input size; the page shows them at the
 // uploaded image's aspect ratio, and blends the heatmap over the input itself, with the opacity of the
 // slider (the downloads stay the server's files). A result image clicked opens large in #lightbox.
+// Segmentation also shows the class's region (the server's mask) over the input.
 "use strict";
 
-const TASKS = ["classification", "vqa", "captioning"];
+const TASKS = ["classification", "vqa", "captioning", "segmentation"];
+// the tasks whose target is a label: their label field and class-name completions
+const LABEL_FIELDS = { classification: ["label", "classes"], segmentation: ["seg-label", "seg-classes"] };
 const IMAGE_KEYS = ["input", "overlay", "gcam", "gb", "gb_gcam"];
 const MODIFIERS = ["counterfactual", "aug_smooth", "eigen_smooth"];
 
@@ -78,10 +81,12 @@ function setupTasks(tasks) {
     else showOptions(note, task.enable || "disabled");
     if (task.enabled && first === null) first = name;
   }
-  const classes = tasks.classification && tasks.classification.classes;
-  if (classes) {
-    // "243 boxer": completion by number or by name; labelValue() sends the number.
-    $("classes").replaceChildren(...classes.map((c, i) => option(i + 1 + " " + c)));
+  for (const [name, [, list]] of Object.entries(LABEL_FIELDS)) {
+    const classes = tasks[name] && tasks[name].classes;
+    if (classes) {
+      // "243 boxer": completion by number or by name; labelValue() sends the number.
+      $(list).replaceChildren(...classes.map((c, i) => option(i + 1 + " " + c)));
+    }
   }
   const vqa = tasks.vqa;
   if (vqa && vqa.enabled) {
@@ -284,9 +289,9 @@ function setupDropzone() {
 // ---- the request -------------------------------------------------------------------------------
 
 // The label field as the server takes it: "243 boxer" (a completion) -> "243"; anything else as typed.
-function labelValue() {
-  const text = $("label").value.trim();
-  const classes = state.config.tasks.classification.classes || [];
+function labelValue(task) {
+  const text = $(LABEL_FIELDS[task][0]).value.trim();
+  const classes = state.config.tasks[task].classes || [];
   const match = /^(\d+)\s+(.+)$/.exec(text);
   if (match && classes[Number(match[1]) - 1] === match[2]) return match[1];
   return text;
@@ -300,7 +305,7 @@ function buildForm(task) {
   form.append("layer", $("layer").value);
   if ($("method").value) form.append("method", $("method").value);
   for (const key of MODIFIERS) form.append(key, $(key).checked ? "1" : "0");
-  if (task === "classification") form.append("label", labelValue());
+  if (task in LABEL_FIELDS) form.append("label", labelValue(task));
   if (task === "vqa") {
     form.append("question", $("question").value);
     form.append("answer", $("answer").value.trim());
@@ -385,7 +390,9 @@ function describe(target, predicted) {
   if ("caption" in target) return ["Caption: " + target.caption, "Generated caption: " + predicted.caption];
   if ("answer" in target) return ["Answer: " + target.answer, "Predicted answer: " + predicted.answer];
   const name = (t, sep) => (t.name ? sep + t.name : "");
-  return ["Label " + target.label + name(target, ": "), "Predicted: " + predicted.label + name(predicted, " ")];
+  const pixels = (t) => ("pixels" in t ? " (" + t.pixels + " pixels)" : "");
+  return ["Label " + target.label + name(target, ": ") + pixels(target),
+    "Predicted: " + predicted.label + name(predicted, " ") + pixels(predicted)];
 }
 
 function percent(score) {
@@ -395,7 +402,7 @@ function percent(score) {
 // Explain a row of the top 5: its label (or answer) into the form, and the form sent.
 function explainRow(prediction) {
   if ("answer" in prediction) $("answer").value = prediction.answer;
-  else $("label").value = String(prediction.label);
+  else $(LABEL_FIELDS[currentTask()][0]).value = String(prediction.label);
   $("form").requestSubmit();
 }
 
@@ -477,6 +484,15 @@ function showResult(result, shape, browserSeconds) {
   // the overlay shown is the browser's blend of the heatmap over the input (the slider's opacity)
   $("blend-input").src = result.images.input;
   $("blend-heat").src = result.images.gcam;
+  // segmentation: the class's region (white) over the input, at the same opacity
+  const mask = result.images.mask;
+  $("mask-figure").hidden = !mask;
+  if (mask) {
+    $("mask-input").src = result.images.input;
+    $("mask-region").src = mask;
+    $("dl-mask").href = mask;
+    $("dl-mask").download = files.mask || "mask.png";
+  }
   const s = result.seconds;
   $("time").textContent = "explained in " + s.explain.toFixed(2) + " s (request " + s.total.toFixed(2) + " s)";
   $("time").title = browserSeconds.toFixed(2) + " s in the browser, upload and download included";
