@@ -5,6 +5,7 @@
     python bench/run.py --repeats 9 --markdown bench/RESULTS.md
     python bench/run.py --quick               # smoke test: 2 repeats, 1 CLI run
     python bench/run.py --only web            # the web demo's rows alone (about a minute)
+    python bench/run.py --only vit            # the ViT-B/16 Grad-CAM row alone (about a minute)
 
 What it does:
 
@@ -101,6 +102,7 @@ RESNET50_PROTO = ROOT / "tests" / "data" / "prototxts" / "ResNet-50-deploy.proto
 SQUEEZENET = ROOT / "models" / "squeezenet1_1"
 SECTION_RESNET = "model formats: Caffe ResNet-50 (shared deploy prototxt, random weights)"
 SECTION_SQUEEZENET = "model formats: the real SqueezeNet 1.1 as Caffe, torchvision and ONNX"
+SECTION_VIT = "transformers: torchvision ViT-B/16 (random weights), a token layer"
 SECTION_WEB = "web demo: `python -m gradcam_core.web` (bundled SqueezeNet 1.1) over HTTP, against the engine here"
 GB = 1e9
 MB = 1e6
@@ -1128,6 +1130,41 @@ def web_run(image: Path, repeats: int, threads: int, report: Report) -> bool:
     return agree
 
 
+def vit_run(image_path: Path, repeats: int, report: Report) -> str:
+    """ViT-B/16 Grad-CAM at its default layer (the last block's ``ln_1``, a token layer: the layout step
+    drops the class token and unflattens the 14 x 14 patches) against the floor on the same net,
+    interleaved; the model line of the header."""
+    import torch
+    import torchvision
+
+    from gradcam_core import image as imageops
+    from gradcam_core.engine import explain
+    from gradcam_core.engine.layers import default_layer
+
+    torch.manual_seed(0)
+    net = torchvision.models.vit_b_16(weights=None).eval()
+    with torch.no_grad():  # torchvision starts the head at 0: every score 0, every map blank
+        net.heads.head.weight.normal_(0, 0.05)
+    image = imageops.preprocess(image_path, 224, 224)[None]
+    layer = default_layer(net, image)
+    expl = explain(net, image, layer, [CLASS], guided=False)
+    print(f"ViT-B/16 at {layer}: layout {expl.layout}, map {tuple(expl.cam_raw.shape[-2:])}, "
+          f"max {float(expl.cam_raw.max()):.3g}", flush=True)
+    times = interleaved({"floor": floor_of(net, image),
+                         "ours_cam": lambda: explain(net, image, layer, [CLASS], guided=False)}, repeats)
+    med = {k: statistics.median(t) for k, t in times.items()}
+    best = {k: min(t) for k, t in times.items()}
+    ratio = statistics.median(x / y for x, y in zip(times["ours_cam"], times["floor"]))
+    report.add(Row("ViT-B/16 floor: 1 forward + 1 backward to the input", med["floor"], best["floor"], 1.0,
+                   section=SECTION_VIT))
+    r = report.add(Row(f"ViT-B/16 Grad-CAM vs its floor (ours, layer {layer}, tokens)", med["ours_cam"],
+                       best["ours_cam"], ratio, section=SECTION_VIT, target="≤ 0.80× floor"))
+    r.ok = ratio <= 0.80
+    return (f"- Transformers: torchvision vit_b_16 with random weights (its head drawn from N(0, 0.05²)), input "
+            f"1×3×224×224 ({image_path.name}, Caffe preprocessing: the values do not matter for the timing), its "
+            f"default layer {layer} ({expl.layout}: 1 class token + 14×14 patches), class {CLASS} (0-based)")
+
+
 def fmt_ms(seconds: float) -> str:
     return f"{seconds * 1000:.1f} ms"
 
@@ -1147,11 +1184,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--image", type=Path, default=ROOT / "images" / "cat_dog.jpg")
     ap.add_argument("--markdown", type=Path, help="also write the report as Markdown to this file")
     ap.add_argument("--quick", action="store_true", help="smoke test: 2 rounds, 1 run of each subprocess")
-    ap.add_argument("--only", choices=("all", "formats", "web", "methods", "detection", "evaluate"), default="all",
+    ap.add_argument("--only", choices=("all", "formats", "web", "methods", "vit", "detection", "evaluate"),
+                    default="all",
                     help="'formats': only the model-format rows (Caffe ResNet-50, SqueezeNet 1.1 as Caffe, "
                          "torchvision and ONNX), a few minutes; 'web': only the web demo rows (a warm request "
                          "against the engine, 4 clients at once), about a minute; 'methods': only the CAM "
-                         "methods' rows (bench/cam_methods.py); 'detection': the object detection row "
+                         "methods' rows (bench/cam_methods.py); 'vit': only the ViT-B/16 Grad-CAM row (a token "
+                         "layer against its floor), about a minute; 'detection': the object detection row "
                          "(bench/detection_row.py); 'evaluate': gradcam-evaluate on the sample folder against its "
                          "maps alone (bench/evaluate_bench.py); default: everything")
     ap.add_argument("--scorecam-rounds", type=int, default=1,
@@ -1243,6 +1282,9 @@ def main(argv: list[str] | None = None) -> int:
 
         agree &= cam_methods.methods_run(args.cache, args.image, args.repeats, args.scorecam_rounds,
                                          args.threads, report, model_lines)
+    if args.only in ("all", "vit"):
+        print("ViT-B/16 ...", flush=True)
+        model_lines.append(vit_run(args.image, args.repeats, report))
     if args.only in ("all", "detection"):
         print("object detection ...", flush=True)
         sys.modules.setdefault("run", sys.modules[__name__])  # bench/detection_row.py imports this module as `run`
@@ -1260,7 +1302,7 @@ def main(argv: list[str] | None = None) -> int:
     # keep the batch rows together
     order = ["one image, one target", "k = 4 targets, one image (ours: one call; peers: 4 runs)",
              "batches (per image, against the one-image floor)", "model load and whole command (subprocesses)",
-             SECTION_RESNET, SECTION_SQUEEZENET, SECTION_WEB]
+             SECTION_RESNET, SECTION_SQUEEZENET, SECTION_VIT, SECTION_WEB]
     report.rows.sort(key=lambda r: order.index(r.section) if r.section in order else len(order))
 
     report.header = [

@@ -219,4 +219,5 @@ def test_defaults_are_the_original_ones():
         "input_scale": "", "channel_order": "",
         "save_overlay": 0,  # ours: the original's three files by default
         "method": "gradcam", "counterfactual": 0, "aug_smooth": 0, "eigen_smooth": 0,  # ours: the original's method
+        "layer_layout": "auto",  # ours: the layer's layout recognised from its shape
     }

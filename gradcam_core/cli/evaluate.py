@@ -25,6 +25,7 @@ class EvaluateOptions:
     methods: tuple[str, ...]
     labels: list[int | str] = field(default_factory=lambda: [PREDICTED])
     layer_name: str = ""
+    layer_layout: str = "auto"
     input_sz: int | None = None
     steps: int = 224
     batch_size: int = 32
@@ -53,7 +54,7 @@ def run(opts: EvaluateOptions, log: Log = print, warn: Log = print) -> list[Path
     resolve_layer(task.net, layer)
     log(f"Evaluating {len(opts.methods)} methods at layer {layer} on {len(opts.inputs.jobs)} image(s)")
     run_opts = EvaluationOptions(methods=opts.methods, layer=layer, steps=opts.steps, batch_size=opts.batch_size,
-                                 boxes=opts.boxes, save_overlay=opts.save_overlay, seed=opts.seed)
+                                 layer_layout=opts.layer_layout, boxes=opts.boxes, save_overlay=opts.save_overlay, seed=opts.seed)
     with input_size_errors(input_sz):
         result = evaluate(task, opts.inputs, targets, run_opts, opts.out_dir, warn=warn, input_sz=input_sz)
     log(f"Wrote {opts.out_dir / 'results.csv'}, {opts.out_dir / 'summary.md'} and {len(result.written) - 2} plots "

@@ -220,6 +220,9 @@ EIGEN_SMOOTH = Option("eigen_smooth", 0, "1 = each map from the first principal 
 METHOD_OPTIONS = (METHOD, COUNTERFACTUAL, AUG_SMOOTH, EIGEN_SMOOTH)
 """Every script's method options, after its own (``-batch_size`` also bounds a perturbation method's
 batch of masked images)."""
+LAYER_LAYOUT = Option("layer_layout", "auto", "how the layer's output holds its map: auto (recognised from its shape), "
+                      "nchw (N,C,H,W: convolutional nets), nhwc (N,H,W,C: Swin, ConvNeXt blocks) or tokens (N,T,C: "
+                      "ViT, with its class token).", choice("auto", "nchw", "nhwc", "tokens"))
 
 # classification (and the web command's classifier)
 MODEL_INPUT_SZ = INPUT_SZ.but(help="side of the square network input (default: an ONNX model's own size, else 224).",

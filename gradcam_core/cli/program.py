@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from ..engine import resolve_layer
+from ..engine.layers import describe_default
 from ..run.batches import ImageOutput, explain_images, nonfinite_message, unguided_message
 from ..run.inputs import Inputs
 from ..run.task import Methods, Task, render_image
@@ -52,7 +53,8 @@ def run_task(task: Task[Any], targets: Any, opts: RunOptions, log: Log = print) 
     if layer == task.original_layer:
         layer = task.default_layer(input_sz)
         if layer != opts.layer:
-            log(f"Grad-CAM layer: {layer} ({task.default_layer_reason}; -layer_name chooses another)")
+            reason = task.default_layer_reason or describe_default(task.net, layer)
+            log(f"Grad-CAM layer: {layer} ({reason}; -layer_name chooses another)")
     resolve_layer(task.net, layer)  # an unknown layer fails before any work, listing valid names
     for line in task.start_lines(targets):
         log(line)

@@ -43,6 +43,7 @@ from torch import nn
 from ..errors import GradCamError
 from ..image.resize import scale
 from .guided import SWITCHABLE_FUNCTIONS, GuideSwitch, switchable_activations
+from .layouts import LAYOUTS, layout_of
 from .methods import CamMethod, LayerContext, lookup
 from .params import frozen_parameters
 from .targets import ClassTarget, Negated, Target
@@ -60,7 +61,8 @@ class Explanation:
         scores: the model output, (N, ...) detached (a detector's: its list of N dicts of tensors, each
             detached).
         target_scores: (N, K), the score of each target (the thing explained).
-        activations: (N, C, h, w), the chosen layer's activations A.
+        activations: (N, C, h, w), the chosen layer's activations A (the (N, C, h, w) view of its
+            output, whatever its layout: see ``layout``).
         weights: (N, K, C), the method's channel weights (Grad-CAM: the gradients summed over h, w), or
             None for a method without channel weights (HiResCAM, LayerCAM, Eigen-CAM, FullGrad, ...).
         cam_raw: (N, K, h, w), the method's map at the layer's resolution, after its ReLU, before
@@ -77,6 +79,7 @@ class Explanation:
             (``"torch.nn.functional.elu"``) and TorchScript submodules holding activations
             (``"TorchScript module 'features'"``), in order of appearance; () when every activation was
             guided, and without guided backprop.
+        layout: the layer's layout, ``"nchw"``, ``"nhwc"`` or ``"tokens"`` (:mod:`.layouts`).
     """
 
     scores: torch.Tensor
@@ -89,6 +92,7 @@ class Explanation:
     guided_cam: torch.Tensor | None = None
     method: str = "gradcam"
     unguided: tuple[str, ...] = ()
+    layout: str = "nchw"
 
     def nonfinite(self, n: int) -> str:
         """What of image ``n``'s results holds a NaN or an infinity ("scores", "Grad-CAM map",
@@ -111,6 +115,7 @@ def explain(
     model: nn.Module, image: torch.Tensor, layer: LayerRef, targets: TargetSpec | Sequence[TargetSpec], *,
     guided: bool = ..., torch7_ties: bool | None = ..., method: str = ..., counterfactual: bool = ...,
     aug_smooth: bool = ..., eigen_smooth: bool = ..., batch_size: int | None = ..., progress: bool = ...,
+    layer_layout: str = ...,
 ) -> Explanation: ...
 
 
@@ -120,6 +125,7 @@ def explain(
     guided: bool = ..., torch7_ties: bool | None = ..., method: list[str] | tuple[str, ...],
     counterfactual: bool = ...,
     aug_smooth: bool = ..., eigen_smooth: bool = ..., batch_size: int | None = ..., progress: bool = ...,
+    layer_layout: str = ...,
 ) -> dict[str, Explanation]: ...
 
 
@@ -137,6 +143,7 @@ def explain(
     eigen_smooth: bool = False,
     batch_size: int | None = None,
     progress: bool = False,
+    layer_layout: str = "auto",
 ) -> Explanation | dict[str, Explanation]:
     """A CAM method's maps (Grad-CAM by default) and, by default, Guided Backprop and the guided map,
     for K targets on N images.
@@ -187,6 +194,11 @@ def explain(
         batch_size: the most perturbed inputs a perturbation method (Score-CAM, Ablation-CAM) runs in
             one forward; None: chosen from the free memory.
         progress: let methods with many forwards show a progress bar on a terminal.
+        layer_layout: how the layer's output holds its map (:mod:`.layouts`): ``"auto"`` (recognised from
+            its shape, the input's size and the model's patch size), ``"nchw"`` (N, C, h, w),
+            ``"nhwc"`` (N, h, w, C: Swin, ConvNeXt's permuted blocks) or ``"tokens"`` (N, E + h*w, C:
+            ViT, with E = 0-2 leading class / distillation tokens). Every method works on the (N, C, h, w)
+            view; perturbation methods write their replaced activations back in the layer's layout.
 
     Returns:
         An :class:`Explanation` with (N, K, ...) maps, or for a sequence of methods a dict from each
@@ -202,7 +214,9 @@ def explain(
     target_list = _as_targets(targets)
     if counterfactual:
         target_list = [Negated(t) for t in target_list]
-    options = _Options(guided, torch7_ties, eigen_smooth, batch_size, progress)
+    if layer_layout not in LAYOUTS:  # before any work
+        raise GradCamError(f"unknown layer_layout {layer_layout!r}; the layouts are: {', '.join(LAYOUTS)}")
+    options = _Options(guided, torch7_ties, eigen_smooth, batch_size, progress, layer_layout)
     if aug_smooth:
         from .smoothing import explain_augmented
 
@@ -223,6 +237,7 @@ class _Options:
     eigen_smooth: bool
     batch_size: int | None
     progress: bool
+    layer_layout: str = "auto"
 
 
 def _explain_once(model: nn.Module, image: torch.Tensor, layer: LayerRef, targets: list[Target],
@@ -256,10 +271,15 @@ def _explain_once(model: nn.Module, image: torch.Tensor, layer: LayerRef, target
             output = model(x)
         target_scores = torch.stack([_score(t, output) for t in targets], dim=1)  # (N, K)
         a_grad, activations = tap.result(layer)
+        # the (N, C, h, w) view of the layer's own layout (NCHW: the tensor itself)
+        # a model whose output is not a tensor (a detector's dicts) resizes its input inside: no size to compare
+        seen_size = (image.shape[-2], image.shape[-1]) if isinstance(output, torch.Tensor) else None
+        layout = layout_of(activations, seen_size, model, value_module, options.layer_layout, layer)
+        activations = layout.to_nchw(activations)
 
         grads = None
         if needs_gradients:
-            grads = _batched_grad(target_scores, a_grad, retain_graph=guided)  # (K, N, C, h, w)
+            grads = layout.to_nchw(_batched_grad(target_scores, a_grad, retain_graph=guided))  # (K, N, C, h, w)
         gb = None
         if guided:
             switch.guided = True
@@ -277,7 +297,7 @@ def _explain_once(model: nn.Module, image: torch.Tensor, layer: LayerRef, target
         model=model, image=image.detach(), output=detached(output), targets=targets,
         target_scores=target_scores.detach(), activations=activations,
         gradients=None if grads is None else grads.transpose(0, 1), layer_module=value_module,
-        batch_size=options.batch_size, progress=options.progress,
+        batch_size=options.batch_size, progress=options.progress, layout=layout,
     )
     first: Explanation | None = None
     results: dict[str, Explanation] = {}
@@ -289,6 +309,7 @@ def _explain_once(model: nn.Module, image: torch.Tensor, layer: LayerRef, target
                 scores=detached(output), target_scores=target_scores.detach(), activations=activations,
                 weights=weights, cam_raw=cam_raw, cam=cam, guided=gb,
                 guided_cam=None if gb is None else gb * cam[:, :, None], method=method.name, unguided=unguided,
+                layout=layout.kind,
             )
             results[method.name] = first
         else:
@@ -421,16 +442,10 @@ class _LayerTap(contextlib.AbstractContextManager):
         self._value = output
 
     def result(self, layer: LayerRef) -> tuple[torch.Tensor, torch.Tensor]:
-        """(gradient point, activations (N, C, h, w) detached) after the forward."""
+        """(gradient point, activations detached, in the layer's own layout) after the forward."""
         if self._grad_point is None or self._value is None:
             raise GradCamError(f"layer {layer!r} was not reached by the forward pass")
-        value = self._value.detach()
-        if value.dim() != 4:
-            raise GradCamError(
-                f"layer {layer!r} gives activations of shape {tuple(value.shape)}; Grad-CAM needs a "
-                "convolutional layer with (N, C, H, W) output"
-            )
-        return self._grad_point, value
+        return self._grad_point, self._value.detach()
 
     def crossed_only_by_layer(self, scores: torch.Tensor, leaf: torch.Tensor, unchanged: int) -> bool:
         """Whether the autograd graph walked back from ``scores``, stopping at the copy of the layer's

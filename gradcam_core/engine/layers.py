@@ -1,14 +1,19 @@
-"""Which layer Grad-CAM looks at when none is named: the last module whose output is a spatial map."""
+"""Which layer Grad-CAM looks at when none is named: the last module whose output is a spatial map, or for
+a transformer the last block's normalisation before its attention (a class-token readout) or before its
+MLP (a pooled readout); see :func:`default_layer`."""
 from __future__ import annotations
 
 import torch
 from torch import nn
 
 from ..errors import GradCamError
+from .layouts import Layout, patch_size_of, recognise, windowed_modules
 
 
 def spatial_layers(model: nn.Module, example_input: torch.Tensor) -> list[tuple[str, tuple[int, ...]]]:
-    """(name, output shape) of every layer whose output is a spatial map, (N, C, H, W) with H, W > 1, in
+    """(name, output shape) of every layer whose output is a spatial map in any layout (:mod:`.layouts`:
+    (N, C, H, W), (N, H, W, C) or tokens, as ``layer_layout="auto"`` recognises it; not a window
+    partition) with H, W > 1, in
     the order their forwards finish, found by one forward of ``example_input`` (N, C, H, W) under
     ``no_grad`` with a forward hook on every module (the hooks are removed afterwards, also on errors).
 
@@ -20,14 +25,26 @@ def spatial_layers(model: nn.Module, example_input: torch.Tensor) -> list[tuple[
     The model is run in whatever mode it is in (put it in ``eval()``: in training mode the forward
     would update batch-norm statistics).
     """
+    return [(name, shape) for name, shape, _, _ in _spatial(model, example_input)]
+
+
+def _spatial(model: nn.Module, example_input: torch.Tensor
+             ) -> list[tuple[str, tuple[int, ...], nn.Module, Layout]]:
+    """:func:`spatial_layers` with each layer's module and recognised layout."""
     names = _layer_names(model)
-    finished: dict[str, tuple[int, ...]] = {}
+    size = (int(example_input.shape[-2]), int(example_input.shape[-1]))
+    patch = patch_size_of(model)
+    windowed = windowed_modules(model)
+    finished: dict[str, tuple[tuple[int, ...], nn.Module, Layout]] = {}
 
     def record(name: str):
-        def hook(_m: nn.Module, _inputs: tuple, output: object) -> None:
-            if isinstance(output, torch.Tensor) and output.dim() == 4 and min(output.shape[-2:]) > 1:
+        def hook(module: nn.Module, _inputs: tuple, output: object) -> None:
+            if not isinstance(output, torch.Tensor) or output.dim() not in (3, 4):
+                return
+            layout = recognise(tuple(output.shape), size, patch=patch if output.dim() == 3 else None, module=module)
+            if isinstance(layout, Layout) and min(layout.grid) > 1 and not (layout.kind == "nhwc" and module in windowed):
                 finished.pop(name, None)  # re-inserted: dicts keep insertion order, i.e. the last call
-                finished[name] = tuple(output.shape)
+                finished[name] = (tuple(output.shape), module, layout)
 
         return hook
 
@@ -40,7 +57,7 @@ def spatial_layers(model: nn.Module, example_input: torch.Tensor) -> list[tuple[
     finally:
         for h in handles:
             h.remove()
-    return list(finished.items())
+    return [(name, shape, module, layout) for name, (shape, module, layout) in finished.items()]
 
 
 def parameter_dtype(model: nn.Module, default: torch.dtype = torch.float32) -> torch.dtype:
@@ -51,19 +68,70 @@ def parameter_dtype(model: nn.Module, default: torch.dtype = torch.float32) -> t
 
 
 def default_layer(model: nn.Module, example_input: torch.Tensor) -> str:
-    """The name of the LAST layer whose output is a spatial map for ``example_input`` (see
-    :func:`spatial_layers`), e.g. ``"layer4"`` for a torchvision ResNet, ``"features"`` for VGG's
-    convolutional part.
+    """The layer explained when none is named, for ``example_input`` (N, C, H, W):
 
-    Raises GradCamError when no layer gives an (N, C, H, W) output with H, W > 1.
+    * a transformer (a block holding an attention module and its normalisations, whose outputs are
+      spatial maps: ViT, DeiT, Swin v1/v2): the LAST block's first normalisation (``norm1``, ViT's
+      ``ln_1``, before its attention) when the layer holds extra tokens (a class token: the score reads
+      the patches only through the last attention, so the norm before the MLP has no gradient at the
+      patches), else its last one (``norm2``, before the MLP; after it in Swin v2's post-norm blocks: a
+      pooled readout such as Swin's reaches every position from there; TorchCAM found it the better
+      of the two on a trained Swin-T);
+    * anything else: the LAST layer whose output is a spatial map (see :func:`spatial_layers`), e.g.
+      ``"layer4"`` for a torchvision ResNet, ``"features"`` for VGG's convolutional part, ``"blocks.3"``
+      for MaxViT (its attention works on window partitions, not on a map).
+
+    Raises GradCamError when no layer gives a spatial map with H, W > 1.
     """
-    found = spatial_layers(model, example_input)
+    found = _spatial(model, example_input)
     if not found:
         raise GradCamError(
             f"no layer of the model gives a spatial map (N, C, H, W with H, W > 1) for an input of shape "
             f"{tuple(example_input.shape)}: name a layer (-layer_name)"
         )
-    return found[-1][0]
+    norm = _block_norm(model, found)
+    return norm if norm is not None else found[-1][0]
+
+
+def describe_default(model: nn.Module, layer: str) -> str:
+    """Why :func:`default_layer` chose ``layer``, in a few words (what the CLI prints beside it)."""
+    module = dict(model.named_modules()).get(layer) if layer else None
+    block = None if module is None else _blocks(model).get(module)
+    if block is None:
+        return "the last layer with a spatial output"
+    return "the last transformer block's " + ("first norm" if block[0] == 0 else "last norm")
+
+
+def _is_attention(module: nn.Module) -> bool:
+    return isinstance(module, nn.MultiheadAttention) or "attention" in type(module).__name__.lower()
+
+
+def _is_norm(module: nn.Module) -> bool:
+    return isinstance(module, nn.LayerNorm) or type(module).__name__ in ("RMSNorm", "LayerNorm")
+
+
+def _blocks(model: nn.Module) -> dict[nn.Module, tuple[int, nn.Module]]:
+    """Each normalisation that is a direct child of a transformer block (a module with an attention
+    child): (its position among the block's norms, the block)."""
+    found: dict[nn.Module, tuple[int, nn.Module]] = {}
+    for block in model.modules():
+        children = list(block.children())
+        if any(_is_attention(c) for c in children):
+            for i, norm in enumerate(c for c in children if _is_norm(c)):
+                found[norm] = (i, block)
+    return found
+
+
+def _block_norm(model: nn.Module, found: list[tuple[str, tuple[int, ...], nn.Module, Layout]]) -> str | None:
+    """The transformer rule of :func:`default_layer`, None for a model without such blocks."""
+    blocks = _blocks(model)
+    norms = [(name, module, layout) for name, _, module, layout in found if module in blocks]
+    if not norms:
+        return None
+    last_block = blocks[norms[-1][1]][1]
+    in_block = [item for item in norms if blocks[item[1]][1] is last_block]  # in forward order
+    name, _, layout = in_block[0] if in_block[0][2].extra else in_block[-1]
+    return name
 
 
 def _layer_names(model: nn.Module) -> list[tuple[nn.Module, str]]:

@@ -69,6 +69,7 @@ class EvaluationOptions:
 
     methods: tuple[str, ...]
     layer: str
+    layer_layout: str = "auto"
     steps: int = 224
     batch_size: int = 32
     boxes: Path | None = None
@@ -145,11 +146,11 @@ def evaluate(task: ClassificationTask, inputs: Inputs, targets: ClassTargets, op
             done: dict[tuple[int, int], list[Any]] = {}  # the maps scored in this chunk (_score_method)
             if start == 0:  # one untimed call first: the first forward's and backward's one-off costs are no method's
                 explain(task.net, images[:1], opts.layer, class_targets(targets.classes), method=opts.methods[0],
-                        guided=False, batch_size=opts.batch_size)
+                        guided=False, batch_size=opts.batch_size, layer_layout=opts.layer_layout)
             for method in opts.methods:
                 began = time.perf_counter()
                 expl = explain(task.net, images, opts.layer, class_targets(targets.classes, names), method=method,
-                               guided=False, batch_size=opts.batch_size)
+                               guided=False, batch_size=opts.batch_size, layer_layout=opts.layer_layout)
                 seconds = (time.perf_counter() - began) / len(chunk)
                 classes = resolve_classes(expl.scores, targets.classes)
                 maps[method] = expl.cam.detach().float().cpu()

@@ -69,6 +69,8 @@ class Methods:
         batch_size: the most perturbed inputs a perturbation method runs in one forward (None: the
             engine's choice).
         progress: methods with many forwards may show a progress bar on a terminal.
+        layer_layout: how the layer's output holds its map (``"auto"``, ``"nchw"``, ``"nhwc"``,
+            ``"tokens"``: :mod:`gradcam_core.engine.layouts`).
     """
 
     names: tuple[str, ...] = (DEFAULT_METHOD,)
@@ -77,9 +79,14 @@ class Methods:
     eigen_smooth: bool = False
     batch_size: int | None = None
     progress: bool = False
+    layer_layout: str = "auto"
 
     def __post_init__(self) -> None:
+        from ..engine.layouts import LAYOUTS
         from ..engine.methods import lookup
+
+        if self.layer_layout not in LAYOUTS:
+            raise GradCamError(f"unknown layer_layout {self.layer_layout!r}; the layouts are: {', '.join(LAYOUTS)}")
 
         names = tuple(dict.fromkeys(self.names))
         if not names:
@@ -92,7 +99,8 @@ class Methods:
         """The keyword arguments of :func:`~gradcam_core.engine.explain` (a list of methods: a dict of
         explanations)."""
         return {"method": list(self.names), "counterfactual": self.counterfactual, "aug_smooth": self.aug_smooth,
-                "eigen_smooth": self.eigen_smooth, "batch_size": self.batch_size, "progress": self.progress}
+                "eigen_smooth": self.eigen_smooth, "batch_size": self.batch_size, "progress": self.progress,
+                "layer_layout": self.layer_layout}
 
     def token(self, name: str) -> str:
         """The file-name token of method ``name`` (:func:`method_token`)."""
@@ -186,8 +194,9 @@ class Task(abc.ABC, Generic[S]):
     """What a target is called in options and fields: ``label``, ``answer``, ``caption``."""
     original_layer: ClassVar[str]
     """The original script's default layer."""
-    default_layer_reason: str = "the last layer with a spatial output"
-    """Why :meth:`default_layer` chose its layer, as a command line prints it."""
+    default_layer_reason: str | None = None
+    """Why :meth:`default_layer` chose its layer, as a command line prints it (None: the engine's
+    :func:`~gradcam_core.engine.layers.describe_default` says)."""
     dtype: ClassVar[torch.dtype] = torch.float32
     """The precision of the images and of the rendered maps (the original's default tensor type)."""
 

@@ -2,8 +2,8 @@
 
 Routes: ``GET /`` (the page), ``GET /static/<file>``, ``GET /samples/<name>``, ``GET /api/config`` and
 ``POST /api/explain`` (multipart: ``image`` or ``sample``, ``task``, ``label`` / ``question`` +
-``answer`` / ``caption``, ``layer``, ``method`` and its 0/1 modifiers ``counterfactual``, ``aug_smooth``,
-``eigen_smooth``). Every error is a JSON ``{"error": "<one line>"}`` with a 4xx
+``answer`` / ``caption``, ``layer``, ``layer_layout`` (auto, nchw, nhwc, tokens), ``method`` and its 0/1
+modifiers ``counterfactual``, ``aug_smooth``, ``eigen_smooth``). Every error is a JSON ``{"error": "<one line>"}`` with a 4xx
 status (503 when busy, 500 for a fault of ours), never a traceback.
 
 Guards, outermost first:
@@ -60,8 +60,8 @@ from ..errors import GradCamError
 from .demo import ENGINE, Abandoned, Demo
 
 STATIC = Path(__file__).with_name("static")
-FORM_FIELDS = ("task", "label", "question", "answer", "caption", "layer", "sample", "method", "counterfactual",
-               "aug_smooth", "eigen_smooth")
+FORM_FIELDS = ("task", "label", "question", "answer", "caption", "layer", "layer_layout", "sample", "method",
+               "counterfactual", "aug_smooth", "eigen_smooth")
 MAX_FIELD_BYTES = 64 << 10  # a text field (a question, a caption) far past any real one
 BODY_SECONDS = 60.0  # the whole form: a 20 MB upload at 3 Mbit/s
 IDLE_SECONDS = 10.0  # the longest pause within a body (and for a request's line and headers)

@@ -137,7 +137,8 @@ MODIFIERS = ("counterfactual", "aug_smooth", "eigen_smooth")
 
 
 def request_methods(fields: Mapping[str, str]) -> Methods:
-    """The form's ``method`` (one registered name; '' = Grad-CAM) and its 0/1 modifiers."""
+    """The form's ``method`` (one registered name; '' = Grad-CAM), its 0/1 modifiers and ``layer_layout``
+    ('' = auto)."""
     name = fields.get("method", "").strip() or DEFAULT_METHOD
     flags = {}
     for key in MODIFIERS:
@@ -145,7 +146,8 @@ def request_methods(fields: Mapping[str, str]) -> Methods:
         if value not in ("", "0", "1"):
             raise GradCamError(f"{key} {value!r}: expected 0 or 1")
         flags[key] = value == "1"
-    return Methods((name,), **flags)
+    return Methods((name,), counterfactual=flags["counterfactual"], aug_smooth=flags["aug_smooth"],
+                   eigen_smooth=flags["eigen_smooth"], layer_layout=fields.get("layer_layout", "").strip() or "auto")
 
 
 class DemoTask:

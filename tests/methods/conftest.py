@@ -54,13 +54,15 @@ TOLERANCE = 1e-4
 
 @dataclass(frozen=True)
 class Case:
-    """A model, its layer, N images (N, 3, S, S) and K target classes."""
+    """A model, its layer, N images (N, 3, S, S) and K target classes; ``reshape`` is pytorch-grad-cam's
+    ``reshape_transform`` for a layer that is not NCHW (tests/methods/test_layouts.py)."""
 
     name: str
     model: nn.Module
     layer: str
     images: torch.Tensor
     classes: tuple[int, ...]
+    reshape: Callable[[torch.Tensor], torch.Tensor] | None = None
 
     @property
     def module(self) -> nn.Module:
@@ -202,7 +204,7 @@ def pgc_map(case: Case, method: str, *, aug_smooth: bool = False, eigen_smooth: 
     x, targets = _stacked(case)
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(base_cam, "scale_cam_image", lambda cam, target_size=None: cam)
-        with _pgc(method)(case.model, [case.module]) as cam:
+        with _pgc(method)(case.model, [case.module], reshape_transform=case.reshape) as cam:
             maps = cam(x, targets, aug_smooth=aug_smooth, eigen_smooth=eigen_smooth)
     return _per_target(maps, case)
 
@@ -219,7 +221,7 @@ def pgc_projection(case: Case, method: str, *, eigen_smooth: bool, orient_by: Re
     ``eigen_smooth``, which is that sum.
     """
     x, targets = _stacked(case)
-    with _pgc(method)(case.model, [case.module]) as cam:
+    with _pgc(method)(case.model, [case.module], reshape_transform=case.reshape) as cam:
         outputs = cam.activations_and_grads(x)
         sum(t(o) for t, o in zip(targets, outputs)).backward()
         a = cam.activations_and_grads.activations[0].numpy()

@@ -32,6 +32,7 @@ OPTIONS = opt.OptionTable(
     opt.BATCH_SIZE,
     opt.save_overlay("caption_overlay_<caption>.png"),
     *opt.METHOD_OPTIONS,
+    opt.LAYER_LAYOUT,
 )
 
 

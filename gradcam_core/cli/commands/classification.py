@@ -46,6 +46,7 @@ OPTIONS = opt.OptionTable(
     opt.CHANNEL_ORDER,
     opt.save_overlay("classify_overlay_<L>.png"),
     *opt.METHOD_OPTIONS,
+    opt.LAYER_LAYOUT,
 )
 
 

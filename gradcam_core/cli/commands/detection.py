@@ -23,6 +23,7 @@ OPTIONS = opt.OptionTable(
     opt.BATCH_SIZE.but(help="the most masked or ablated copies a perturbation method (scorecam, ablationcam) runs in "
                        "one forward (images are explained one at a time)."),
     *opt.METHOD_OPTIONS,
+    opt.LAYER_LAYOUT,
 )
 
 

@@ -31,6 +31,7 @@ OPTIONS = opt.OptionTable(
     opt.MODEL_INPUT_SZ,
     opt.LAYER_NAME.but(default="", help="layer to explain (default: relu5_3 where the net has it, else its last "
                        "layer with a spatial output)."),
+    opt.LAYER_LAYOUT,
     opt.INPUT_IMAGE_PATH.but(default=IMAGES),
     opt.EVALUATE_METHODS,
     opt.LABEL.but(help="1-based class label(s) or class names, comma-separated; -1 = each image's predicted class."),
@@ -85,7 +86,8 @@ def main(v: SimpleNamespace) -> None:
     fmt.check(model, proto)  # its extra installed
     opts = program.EvaluateOptions(
         proto_file=proto, model_file=model, inputs=_images(v.input_image_path, out_dir), out_dir=out_dir,
-        methods=v.methods or tuple(_every_method()), labels=v.label, layer_name=v.layer_name, input_sz=v.input_sz,
+        methods=v.methods or tuple(_every_method()), labels=v.label, layer_name=v.layer_name,
+        layer_layout=v.layer_layout, input_sz=v.input_sz,
         steps=v.steps, batch_size=v.batch_size, boxes=_boxes(v.boxes), save_overlay=v.save_overlay,
         device=device_for(v.gpuid), arch=v.arch,
         synset_file=input_path("synset_file", v.synset_file, "") if v.synset_file else None,

@@ -39,6 +39,7 @@ OPTIONS = opt.OptionTable(
     opt.CHANNEL_ORDER,
     opt.SEGMENT_SAVE_OVERLAY,
     *opt.METHOD_OPTIONS,
+    opt.LAYER_LAYOUT,
 )
 
 

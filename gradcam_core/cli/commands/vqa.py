@@ -38,6 +38,7 @@ OPTIONS = opt.OptionTable(
     opt.BATCH_SIZE,
     opt.save_overlay("vqa_overlay_<answer>.png"),
     *opt.METHOD_OPTIONS,
+    opt.LAYER_LAYOUT,
 )
 
 

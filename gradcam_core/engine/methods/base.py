@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from ...errors import GradCamError
+from ..layouts import NCHW, Layout
 from ..targets import Target, pin
 
 
@@ -42,6 +43,8 @@ class LayerContext:
         layer_module: the module whose output is ``activations`` (perturbation methods replace it).
         batch_size: the most perturbed inputs a method runs in one forward (None: its own choice).
         progress: whether a method with many forwards may show a progress bar (tqdm on a terminal).
+        layout: the layer's own layout (:mod:`..layouts`): ``activations`` and ``gradients`` are its
+            (N, C, h, w) view; :meth:`score_activations` writes replacements back in it.
     """
 
     model: nn.Module
@@ -54,6 +57,7 @@ class LayerContext:
     layer_module: nn.Module
     batch_size: int | None = None
     progress: bool = False
+    layout: Layout = NCHW
     _pinned: dict[int, list[Target]] = field(default_factory=dict, repr=False)
     _scratch: dict[str, object] = field(default_factory=dict, repr=False)
     """What the perturbation helpers learnt about the model during the call (:mod:`.perturb`)."""
@@ -75,7 +79,8 @@ class LayerContext:
 
     def score_activations(self, activations: torch.Tensor, n: int) -> torch.Tensor:
         """The K target scores of image ``n`` with the layer's output replaced by each of B versions
-        of it: activations (B, C, h, w) -> (B, K), without gradients. The part of the model below the
+        of it: activations (B, C, h, w) -> (B, K), without gradients (written back in the layer's
+        layout; a token layout keeps its extra tokens as the layer gave them). The part of the model below the
         layer runs once, on image ``n`` alone, where the model allows a batch that grows at the layer;
         else on B copies of it."""
         from .perturb import score_replaced  # the forward-hook machinery lives with the perturbation helpers

@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from ..layouts import NCHW, Layout
+
 if TYPE_CHECKING:
     from .base import LayerContext
 
@@ -22,18 +24,21 @@ images a batch no longer makes a CPU forward faster per image, it only holds mor
 
 
 class _Replace:
-    """A forward hook that returns ``value`` instead of the layer's output (the layer still runs, on
-    the one unperturbed image)."""
+    """A forward hook that returns ``value`` (B, C, h, w) instead of the layer's output, in the layer's
+    ``layout`` (the layer still runs, on the one unperturbed image: a token layout's extra tokens are
+    taken from its output)."""
 
-    def __init__(self, value: torch.Tensor) -> None:
+    def __init__(self, value: torch.Tensor, layout: Layout = NCHW) -> None:
         self.value = value
+        self.layout = layout
 
     def __call__(self, _m: nn.Module, _inputs: tuple, output: torch.Tensor) -> torch.Tensor:
-        return self.value.to(dtype=output.dtype)
+        return self.layout.from_nchw(self.value, output).to(dtype=output.dtype)
 
 
 def score_replaced(ctx: LayerContext, activations: torch.Tensor, n: int) -> torch.Tensor:
-    """(B, C, h, w) replacements of image ``n``'s layer output -> (B, K) target scores, no gradients.
+    """(B, C, h, w) replacements of image ``n``'s layer output -> (B, K) target scores, no gradients;
+    written back in the layer's layout (``ctx.layout``).
 
     The model runs on image ``n`` alone and the batch appears at the layer: the layers below it run
     once per call (a caller passes as large a batch as memory allows, so they run a few times in all).
@@ -48,7 +53,7 @@ def score_replaced(ctx: LayerContext, activations: torch.Tensor, n: int) -> torc
     copies_only = ctx._scratch.get("replace_needs_copies", False)
     tries = (image.expand(b, *image.shape[1:]),) if copies_only else (image, image.expand(b, *image.shape[1:]))
     for inputs in tries:
-        handle = ctx.layer_module.register_forward_hook(_Replace(activations))
+        handle = ctx.layer_module.register_forward_hook(_Replace(activations, ctx.layout))
         try:
             with torch.no_grad():
                 out = ctx.model(inputs)
