@@ -51,6 +51,8 @@ What it does:
 7. Object detection (``--only detection``; bench/detection_row.py, whose docstring says what is timed):
    what detection.py computes for 5 boxes of a random-weight fasterrcnn_mobilenet_v3_large_fpn against
    one forward + backward of that detector.
+8. The evaluation (``--only evaluate``; bench/evaluate_bench.py): ``gradcam-evaluate`` on the sample
+   folder against the time of its maps alone.
 
 The floor is one forward plus one backward to the input, nothing else::
 
@@ -1182,13 +1184,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--image", type=Path, default=ROOT / "images" / "cat_dog.jpg")
     ap.add_argument("--markdown", type=Path, help="also write the report as Markdown to this file")
     ap.add_argument("--quick", action="store_true", help="smoke test: 2 rounds, 1 run of each subprocess")
-    ap.add_argument("--only", choices=("all", "formats", "web", "methods", "vit", "detection"), default="all",
+    ap.add_argument("--only", choices=("all", "formats", "web", "methods", "vit", "detection", "evaluate"),
+                    default="all",
                     help="'formats': only the model-format rows (Caffe ResNet-50, SqueezeNet 1.1 as Caffe, "
                          "torchvision and ONNX), a few minutes; 'web': only the web demo rows (a warm request "
                          "against the engine, 4 clients at once), about a minute; 'methods': only the CAM "
                          "methods' rows (bench/cam_methods.py); 'vit': only the ViT-B/16 Grad-CAM row (a token "
                          "layer against its floor), about a minute; 'detection': the object detection row "
-                         "(bench/detection_row.py); default: everything")
+                         "(bench/detection_row.py); 'evaluate': gradcam-evaluate on the sample folder against its "
+                         "maps alone (bench/evaluate_bench.py); default: everything")
     ap.add_argument("--scorecam-rounds", type=int, default=1,
                     help="rounds of the Score-CAM and Ablation-CAM rows on VGG-16 and ResNet-50, each call a "
                          "forward per channel (1; SqueezeNet's Score-CAM rows get 3x as many)")
@@ -1287,6 +1291,14 @@ def main(argv: list[str] | None = None) -> int:
         import detection_row
 
         agree &= detection_row.detection_run(args.image, args.repeats, report, model_lines)
+    if args.only in ("all", "evaluate"):
+        print("gradcam-evaluate ...", flush=True)
+        sys.modules.setdefault("run", sys.modules[__name__])  # bench/evaluate_bench.py imports this module as `run`
+        import evaluate_bench
+
+        evaluate_bench.evaluate_run(args.cache, 1 if args.quick else max(1, args.cli_repeats // 5), args.threads, report)
+        model_lines.append("- Evaluation: `gradcam-evaluate` (the bundled Caffe SqueezeNet 1.1, its default layer) on "
+                           "the 4 sample images with the sample boxes, every method, its defaults, in a fresh process")
     # keep the batch rows together
     order = ["one image, one target", "k = 4 targets, one image (ours: one call; peers: 4 runs)",
              "batches (per image, against the one-image floor)", "model load and whole command (subprocesses)",

@@ -3,7 +3,7 @@ line that names the extra when a feature needs it and it is not installed.
 
 The core install (torch, torchvision, numpy, pillow, simplejpeg, fire, tqdm) explains Caffe, Torch7
 and torchvision models; ONNX files and the converter need ``onnx``, the web demo ``web``, VQA questions
-``vqa``.
+``vqa``, the evaluation (plots, ROAD's sparse solve, connected regions) ``evaluate``.
 """
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ EXTRAS: dict[str, tuple[str, tuple[tuple[str, ...], ...]]] = {
     "onnx": ("ONNX models need", (("onnx",), ("onnx2torch",))),
     "web": ("the web demo needs", (("starlette",), ("uvicorn",), ("python_multipart", "multipart"))),
     "vqa": ("VQA questions (tokenized by nltk) need", (("nltk",),)),
+    "evaluate": ("gradcam-evaluate needs", (("matplotlib",), ("scipy",))),
 }
 
 

@@ -305,3 +305,19 @@ SCORE_THRESHOLD = Option("score_threshold", 0.5, "without -box: explain the dete
                          "(0 to 1).", as_fraction)
 MAX_BOXES = Option("max_boxes", 20, "without -box: explain at most this many detections per image, best first.",
                    as_positive_int)
+
+# gradcam-evaluate (cli/commands/evaluate.py)
+
+
+def every_method_or_names(name: str, value: Any) -> tuple[str, ...]:
+    """``-methods``: '' = every registered method (an empty tuple here: the command fills them in), else
+    :func:`method_names`."""
+    return () if not str(value).strip() else method_names(name, value)
+
+
+EVALUATE_METHODS = Option("methods", "", "the CAM methods to compare, comma-separated (default: every method).",
+                          every_method_or_names)
+BOXES = Option("boxes", "", "ground-truth boxes: a folder of Pascal VOC XML files named after the images, or a CSV "
+               "file image,x1,y1,x2,y2,label; without it no localization or pointing game.")
+STEPS = Option("steps", 224, "deletion and insertion steps (RISE's: 224 steps of 224 pixels at 224 x 224).",
+               as_positive_int)
