@@ -35,6 +35,8 @@ ENABLE = {
     "captioning": "start the server with -caption_model_path <a neuraltalk2 checkpoint .t7>",
     "segmentation": "start the server with -segment_model_file <an ONNX segmentation model>, or -segment_arch "
                     "<deeplabv3_resnet50, fcn_resnet50, ...> -segment_model_file <its state_dict>",
+    "detection": "start the server with -detect_arch <fasterrcnn_resnet50_fpn, retinanet_resnet50_fpn, ...> "
+                 "-detect_model_file <its state_dict>",
 }
 
 
@@ -102,6 +104,17 @@ OPTIONS = opt.OptionTable(
                "segmentation.py)."),
     opt.Option("segment_synset_file", "", "segmentation: class names (default: the ONNX file's, or torchvision's VOC "
                "names)."),
+    opt.DETECT_ARCH.but(default="", help="detection: a torchvision detection architecture (fasterrcnn_resnet50_fpn, "
+                        "retinanet_resnet50_fpn, ssdlite320_mobilenet_v3_large, ...); turns detection on.").prefixed(
+        "detect_", ""),
+    opt.DETECT_MODEL_FILE.but(help="detection: the detector's torchvision state_dict (.pth, loaded with "
+                              "weights_only=True); '' = random weights (their detections mean nothing).").prefixed(
+        "detect_", ""),
+    opt.DETECT_LAYER_NAME.prefixed("detect_", "detection: "),
+    opt.SCORE_THRESHOLD.but(help="explain the detections scoring at least this (0 to 1).").prefixed(
+        "detect_", "detection: "),
+    opt.MAX_BOXES.but(help="explain at most this many detections per image, best first.").prefixed(
+        "detect_", "detection: "),
     opt.Option("samples", SAMPLES, "a folder whose JPEG and PNG files are offered as samples ('' = none)."),
     opt.Option("max_upload_mb", 20, "the largest upload accepted, in MB (larger: 413).", as_positive_int),
     opt.Option("max_pixels", 40_000_000, "the largest image accepted, width x height (larger: 400).", as_positive_int),
@@ -120,15 +133,15 @@ OPTIONS = opt.OptionTable(
 
 @OPTIONS.command
 def main(v: SimpleNamespace) -> None:
-    """The Grad-CAM web demo: classification, VQA, captioning and segmentation in the browser, on your own models.
+    """The Grad-CAM web demo: classification, VQA, captioning, segmentation and detection in the browser, on your own models.
 
     python -m gradcam_core.web [-port 8000] [-host 127.0.0.1] [model options]
 
     Serves http://HOST:PORT/ (the page) and POST /api/explain (the JSON API the page uses; see docs/web.md).
     The models are named by the command-line scripts' own options and loaded once. Classification:
     default the bundled SqueezeNet 1.1 (gradcam_core/data/squeezenet1_1); VQA is on with -vqa_model_path and
-    -vqa_vocab_file, captioning with -caption_model_path, segmentation with -segment_model_file; a task left
-    off is shown disabled.
+    -vqa_vocab_file, captioning with -caption_model_path, segmentation with -segment_model_file, detection with -detect_arch;
+    a task left off is shown disabled.
     """
     from ..extras import require
 
@@ -185,6 +198,21 @@ def main(v: SimpleNamespace) -> None:
         elif v.segment_arch:
             raise GradCamError(f"-segment_arch {v.segment_arch} needs its weights: give its torchvision state_dict "
                                "with -segment_model_file; nothing is downloaded")
+        if v.detect_arch:
+            from ..tasks.detect import check_arch
+            from .demo import load_detection
+
+            try:  # a classifier's name is refused before any file is read
+                arch = check_arch(v.detect_arch)
+            except GradCamError as err:
+                raise GradCamError(str(err).replace("-arch ", "-detect_arch ", 1)) from None
+            tasks["detection"] = load_detection(
+                arch,
+                input_path("detect_model_file", v.detect_model_file, "") if v.detect_model_file else None,
+                layer=v.detect_layer_name, score_threshold=v.detect_score_threshold, max_boxes=v.detect_max_boxes,
+                device=device)
+        elif v.detect_model_file:
+            raise GradCamError("-detect_model_file needs -detect_arch (the torchvision architecture of the state_dict)")
         return tasks
 
     tasks = ENGINE.call(load_tasks)

@@ -218,6 +218,21 @@ class DemoTask:
                 gone: threading.Event | None = None) -> Result:
         """The whole explanation of the image file ``image`` for the form ``fields``. Once ``gone`` is
         set (the client left), the next stage is not started: :class:`Abandoned` is raised instead."""
+        checked, layer, rgb, x = self.prepare(image, fields, max_pixels, gone)
+        outcome, seconds = self.locked(self.run, x, checked, layer)
+        if bad := outcome.expl.nonfinite(0):  # black maps and an arbitrary class otherwise
+            raise GradCamError(nonfinite_message(bad, f"the {self.name} model ({self.model_name})",
+                                                 "check its weights and preprocessing", "this image"))
+        return self._result(outcome, layer, rgb, seconds)
+
+    def load(self, image: Path) -> torch.Tensor:
+        """The image file as the net sees it before preprocessing: (3, S, S) RGB in [0, 1]."""
+        return load_rgb(image, self.input_sz, self.input_sz, self.dtype, exif_orientation=True)
+
+    def prepare(self, image: Path, fields: Mapping[str, str], max_pixels: int,
+                gone: threading.Event | None = None) -> tuple[Checked, str, torch.Tensor, torch.Tensor]:
+        """The fields checked, the image's size checked and the image loaded (:meth:`load`): the checked
+        fields, the layer, the RGB image (3, H, W) and the net input (1, 3, H, W) on the device."""
         def keep_going() -> None:
             if gone is not None and gone.is_set():
                 raise Abandoned()
@@ -229,26 +244,25 @@ class DemoTask:
             raise GradCamError(f"the image is {width}x{height}: more than the server's limit of {max_pixels} pixels")
         # turned as its EXIF orientation says, as the browser shows it (the scripts ignore it)
         try:
-            rgb = load_rgb(image, self.input_sz, self.input_sz, self.dtype, exif_orientation=True)
+            rgb = self.load(image)
         except RuntimeError as err:  # torch's CPU allocator: the server's 503, as below
             if "can't allocate memory" in str(err):
                 raise MemoryError(str(err)) from None
             raise
         keep_going()  # the decode and resize of a large image done: the engine's forward and backward next
-        x = net_input(rgb, self.preprocessing, self.dtype)[None].to(self.device)
+        return checked, layer, rgb, net_input(rgb, self.preprocessing, self.dtype)[None].to(self.device)
+
+    def locked(self, fn: Callable[..., T], *args: Any) -> tuple[T, float]:
+        """``fn(*args)`` under :data:`ENGINE_LOCK`, and its seconds; a model's RuntimeError is one line."""
         with ENGINE_LOCK:
             start = time.perf_counter()
             try:
-                outcome = self.run(x, checked, layer)
+                out = fn(*args)
             except RuntimeError as err:  # e.g. an input size the net cannot take
                 if "can't allocate memory" in str(err):  # torch's CPU allocator: the server's 503, not a 400
                     raise MemoryError(str(err)) from None
                 raise GradCamError(f"the {self.name} model failed on this input: {str(err).splitlines()[0]}") from None
-            seconds = time.perf_counter() - start
-        if bad := outcome.expl.nonfinite(0):  # black maps and an arbitrary class otherwise
-            raise GradCamError(nonfinite_message(bad, f"the {self.name} model ({self.model_name})",
-                                                 "check its weights and preprocessing", "this image"))
-        return self._result(outcome, layer, rgb, seconds)
+            return out, time.perf_counter() - start
 
     def _result(self, outcome: Outcome, layer: str, rgb: torch.Tensor, seconds: float) -> Result:
         """The four images of the target, rendered as the CLI renders them, and the input."""
@@ -260,6 +274,114 @@ class DemoTask:
         files |= {k: r.filename for k, r in rendered.items()}
         return Result(self.name, layer, target.shown, outcome.image.predicted, outcome.image.predictions,
                       images, files, seconds, outcome.expl.method, outcome.methods.modifiers, outcome.expl.unguided)
+
+
+# ------------------------------------------------------------------------------------------ detection
+
+
+@dataclass
+class DetectionResult:
+    """A detection explanation as the API returns it (see docs/web.md, "Detection"): per box its
+    coordinates, class and score and its images (``gcam``, ``gb``, ``gb_gcam``: the bytes of
+    ``detection.py``'s files for that box, ``overlay``), and ``boxes``, the CLI's ``detect_boxes.png``."""
+
+    layer: str
+    boxes: list[dict[str, Any]]
+    images: dict[str, bytes]
+    files: dict[str, str]
+    explain_seconds: float
+    score_threshold: float
+    max_boxes: int
+    size: tuple[int, int]
+    """The image's (width, height): the boxes' coordinates are its pixels."""
+    message: str = ""
+    """Why no box is explained (no detection scores the threshold); '' when there are boxes."""
+    method: str = DEFAULT_METHOD
+    modifiers: dict[str, bool] = field(default_factory=dict)
+    unguided: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON body: images as ``data:image/png;base64,...`` URLs."""
+        def url(png: bytes) -> str:
+            return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+        body: dict[str, Any] = {
+            "task": "detection", "layer": self.layer, "method": self.method, "modifiers": self.modifiers,
+            "score_threshold": self.score_threshold, "max_boxes": self.max_boxes,
+            "width": self.size[0], "height": self.size[1],
+            "boxes": [box | {"images": {k: url(v) for k, v in box["images"].items()}} for box in self.boxes],
+            "images": {k: url(v) for k, v in self.images.items()}, "files": self.files,
+            "seconds": {"explain": round(self.explain_seconds, 4)},
+        }
+        if self.message:
+            body["message"] = self.message
+        if self.unguided:
+            body["unguided"] = list(self.unguided)
+            body["warning"] = unguided_message(self.unguided)
+        return body
+
+
+class DetectionDemoTask(DemoTask):
+    """A detector (:class:`~gradcam_core.run.detection.DetectionTask`) as the demo offers it: each
+    request explains every detection scoring at least ``score_threshold`` (at most ``max_boxes``, best
+    first) with the form's method, the image at its own size (the detector resizes it itself), as
+    ``detection.py`` does without ``-box``."""
+
+    PROBE = 224
+    """The side of the blank image the layer list is found with (any size: the detector resizes it)."""
+
+    def __init__(self, task: Any, model_name: str, layer: str, device: torch.device, *,
+                 score_threshold: float, max_boxes: int) -> None:
+        super().__init__(task, model_name, layer, self.PROBE, device)
+        self.targets = task.targets([], score_threshold=score_threshold, max_boxes=max_boxes)
+
+    def config(self) -> dict[str, Any]:
+        return super().config() | {"input_sz": None, "score_threshold": self.targets.score_threshold,
+                                   "max_boxes": self.targets.max_boxes}
+
+    def check(self, fields: Mapping[str, str]) -> Checked:
+        """The method fields (no target field: the boxes are the detections)."""
+        methods = request_methods(fields)
+        if methods.aug_smooth:
+            raise GradCamError("aug_smooth does not apply to detection: a flipped image's boxes are elsewhere")
+        return Checked(self.targets, methods)
+
+    def load(self, image: Path) -> torch.Tensor:
+        """The image at its own size: (3, H, W) RGB in [0, 1], as ``detection.py`` loads it."""
+        from ..image.decode import load_image, to_rgb
+
+        return to_rgb(load_image(image, self.dtype, exif_orientation=True))
+
+    def explain(self, image: Path, fields: Mapping[str, str], max_pixels: int,  # type: ignore[override]
+                gone: threading.Event | None = None) -> DetectionResult:
+        """Every detection above the threshold explained; none: the overview and the line saying so."""
+        from ..run.detection import render_boxes
+        from ..run.task import render_target
+
+        checked, layer, rgb, x = self.prepare(image, fields, max_pixels, gone)
+        batch, seconds = self.locked(self.task.explain, x, layer, checked.targets, checked.methods)
+        if bad := batch.nonfinite(0):
+            raise GradCamError(nonfinite_message(bad, f"the {self.name} model ({self.model_name})",
+                                                 "check its weights", "this image"))
+        image_result, methods = batch.images[0], checked.methods
+        boxes = []
+        for k, target in enumerate(image_result.targets):
+            expl = batch.explanations[methods.names[0]]
+            rendered = render_target(self.prefix, target.name, expl, 0, target.position(k), methods,
+                                     dtype=self.dtype, rgb=rgb)
+            shown = image_result.predicted["boxes"][k]
+            boxes.append({"index": shown["index"], "box": shown["box"], "label": shown["label"],
+                          "name": shown["name"], "score": shown["score"],
+                          "images": {kind: r.png for kind, r in rendered.items()},
+                          "files": {kind: r.filename for kind, r in rendered.items()}})
+        overview = render_boxes(self.prefix, rgb, image_result.predicted["boxes"])
+        images = {"input": png_bytes(rgb), "boxes": overview.png}
+        files = {"input": outputs.safe_filename(f"{self.prefix}_", "input"), "boxes": overview.filename}
+        message = "" if boxes else (image_result.lines[0] if image_result.lines else "no detection to explain")
+        size = (int(rgb.shape[-1]), int(rgb.shape[-2]))
+        return DetectionResult(layer, boxes, images, files, seconds, checked.targets.score_threshold,
+                               checked.targets.max_boxes, size, message, methods.names[0], methods.modifiers,
+                               batch.unguided)
 
 
 # ----------------------------------------------------------------------------------------- the demo
@@ -310,7 +432,7 @@ class Demo:
         raise GradCamError(f"unknown task {name!r}: expected one of {', '.join(TASKS)}")
 
 
-TASKS = ("classification", "vqa", "captioning", "segmentation")
+TASKS = ("classification", "vqa", "captioning", "segmentation", "detection")
 SAMPLE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 
@@ -374,6 +496,17 @@ def load_segmentation(model_file: Path, *, arch: str = "", synset_file: Path | N
     if task.names is not None:
         task.names = dataclasses.replace(task.names, source="the model's class names")
     return DemoTask(task, model_label(model_file, task.model.fmt), layer, input_sz, device)
+
+
+def load_detection(arch: str, model_file: Path | None, *, layer: str = "", score_threshold: float = 0.5,
+                   max_boxes: int = 20, device: torch.device = torch.device("cpu")) -> DetectionDemoTask:
+    """A torchvision detector as ``detection.py`` loads it (``model_file`` None: random weights, whose
+    detections mean nothing; ``layer`` '' = its default layer)."""
+    from ..run.detection import DetectionTask
+
+    task = DetectionTask.load(arch, model_file, device=device)
+    name = model_label(model_file, task.arch) if model_file else f"{task.arch} (random weights)"
+    return DetectionDemoTask(task, name, layer, device, score_threshold=score_threshold, max_boxes=max_boxes)
 
 
 def load_captioning(model_path: Path, *, layer: str = "30", input_sz: int = 224,

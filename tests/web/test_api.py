@@ -158,14 +158,16 @@ def test_the_default_classification_layer_is_the_clis(client):
 
 
 def test_a_disabled_task_names_the_option_that_enables_it(demo, tmp_path):
-    only = Demo({"classification": demo.tasks["classification"]}, {k: ENABLE[k] for k in ("vqa", "captioning")},
-                demo.samples)
+    only = Demo({"classification": demo.tasks["classification"]},
+                {k: ENABLE[k] for k in ("vqa", "captioning", "detection")}, demo.samples)
     with Client(only, tmp_path) as c:
         tasks = ok(c.http.get("/api/config"))["tasks"]
         assert tasks["vqa"] == {"enabled": False, "enable": ENABLE["vqa"]} and "-vqa_model_path" in ENABLE["vqa"]
         assert tasks["captioning"] == {"enabled": False, "enable": ENABLE["captioning"]}
         assert_error(c.explain(task="captioning"), 400, r"captioning task is not enabled.*-caption_model_path")
         assert_error(c.explain(task="vqa", question="What?"), 400, r"vqa task is not enabled.*-vqa_model_path")
+        assert_error(c.explain(task="detection"), 400, r"^the detection task is not enabled on this server: start "
+                     r"the server with -detect_arch .*-detect_model_file")
         assert c.leftovers() == []
 
 
@@ -279,7 +281,7 @@ TEXT = b"Shopping list:\n- eggs\n- milk\n"
     (dict(sample="cat_dog.jpg", task="classification"), r"an image or a sample, not both"),
     (dict(image=None, sample="nope.jpg", task="classification"), r"no sample named 'nope\.jpg'"),
     (dict(image=None, sample="../README.md", task="classification"), r"no sample named"),
-    (dict(task="detection"), r"unknown task 'detection'.*classification, vqa, captioning"),
+    (dict(task="tracking"), r"unknown task 'tracking'.*classification, vqa, captioning, segmentation, detection"),
     (dict(task=""), r"names no task: send task = classification, vqa, captioning"),
     (dict(task="classification", layer="fire99/concat"), r"layer 'fire99/concat'.*fire9/concat"),
     (dict(task="classification", label="0"), r"label 0 .*1 to 1000"),

@@ -11,7 +11,8 @@ wide at 1280 x 800 and beside the form, in view, at 1920 x 1080; at the uploaded
 the overlay the browser's blend of the heatmap over the input with the slider's opacity; a colour bar
 that is the heatmap's colour map; a click enlarges a picture, Escape or a click closes it; the result
 cleared when the task or the image changes; a spinner while a request runs; a top-5 row clicked
-explains that class.
+explains that class. Segmentation and detection, each on a server of its own: the class region over
+the input; the detected boxes, a button over each and a table, a box clicked showing its maps.
 
 Without Chromium (``apt-get install chromium``) the tests are skipped with a one-line reason, unless
 ``GRADCAM_REQUIRE_BROWSER=1`` (CI sets it): then a missing Chromium is an error. ``GRADCAM_NO_BROWSER=1``
@@ -697,3 +698,150 @@ def test_segmentation_shows_the_class_region_over_the_input(browser, segment_ser
         assert not page.shown("#result")
     finally:
         page.close()
+
+
+# ------------------------------------------------------------------------------------------ detection
+
+DETECT_ARCH = "fasterrcnn_mobilenet_v3_large_320_fpn"
+
+
+def detect_server_with(folder: Path, *args: str) -> Server:
+    """The bundled SqueezeNet and, for detection, tests/test_detection.py's seeded random
+    fasterrcnn_mobilenet_v3_large_320_fpn with class 18 ("dog") biased: every proposal a dog scoring
+    0.970, so cat_dog.jpg has boxes (at most 2 explained)."""
+    import torch
+    from test_detection import _dog_detector
+
+    path = folder / "dog_detector.pth"
+    if not path.exists():
+        torch.save(_dog_detector(DETECT_ARCH).state_dict(), path)
+    return Server("-detect_arch", DETECT_ARCH, "-detect_model_file", str(path), "-detect_max_boxes", "2", *args)
+
+
+@pytest.fixture(scope="module")
+def detect_folder(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("detect")
+
+
+@pytest.fixture(scope="module")
+def detect_server(detect_folder):
+    server = detect_server_with(detect_folder)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def explain_answer(page: Page) -> dict:
+    """Press Explain; the JSON the server answered the page with."""
+    with page.page.expect_response(lambda r: r.url.endswith("/api/explain")) as response:
+        page.explain()
+    return response.value.json()
+
+
+def assert_shows_box(page: Page, body: dict, index: int) -> None:
+    """The result's pictures and downloads are box ``index``'s images (the input: the image's own), its
+    table row and its button marked current, the others not."""
+    box = next(b for b in body["boxes"] if b["index"] == index)
+    images, files = page.result_images()
+    assert images == {"input": body["images"]["input"]} | {k: box["images"][k] for k in IMAGE_KEYS if k != "input"}
+    assert files == {k: box["files"][k] for k in IMAGE_KEYS if k != "input"}, files
+    p = page.page
+    current = p.eval_on_selector_all("#boxes-table tbody tr[aria-current='true'], #boxes-view .box-hotspot"
+                                     "[aria-current='true']", "es => es.map(e => e.tagName + e.dataset.index)")
+    assert current == [f"TR{index}", f"BUTTON{index}"], current
+    assert p.text_content("#target").endswith(f"shown: Box {index}: dog {100 * box['score']:.1f} %")
+
+
+def test_detection_draws_the_boxes_and_a_box_clicked_shows_its_maps_large(browser, detect_server, tmp_path):
+    """The detection task: the server's overview (its detect_boxes.png) with a button over each detected
+    box where the box is, and a table of the boxes; the first box's maps in the pictures; a box's button
+    (or its table row) clicked shows that box's images and opens its overlay in the lightbox; another
+    task clears the boxes."""
+    page = Page(browser, detect_server.url)
+    try:
+        p = page.page
+        assert "dog_detector.pth" in p.text_content("#task-detection-note")
+        p.check("#task-detection")
+        assert page.shown("#fields-detection") and not page.shown("#fields-classification")
+        assert p.text_content("#detect-note") == "Explains every detected box scoring at least 0.5 (at most 2, best first)."
+        p.set_input_files("#file", str(IMAGE))
+        body = explain_answer(page)
+        assert page.shown("#result") and not page.shown("#error"), p.text_content("#error")
+        boxes = body["boxes"]
+        assert [b["index"] for b in boxes] == [1, 2] and {b["name"] for b in boxes} == {"dog"}, boxes
+        assert boxes[0]["images"]["gcam"] != boxes[1]["images"]["gcam"]  # a box clicked shows other pictures
+        # the overview: the server's picture, a button over each box where the box is
+        assert page.shown("#boxes-figure") and p.get_attribute("#img-boxes", "src") == body["images"]["boxes"]
+        assert p.get_attribute("#dl-boxes", "download") == "detect_boxes.png"
+        with Image.open(IMAGE) as im:
+            assert (body["width"], body["height"]) == im.size
+        view = page.box("#boxes-view")
+        assert abs(view["width"] / view["height"] - body["width"] / body["height"]) < 0.02, view
+        sx, sy = view["width"] / body["width"], view["height"] / body["height"]
+        for b in boxes:
+            x1, y1, x2, y2 = b["box"]
+            shown = page.box(f"#boxes-view .box-hotspot[data-index='{b['index']}']")
+            for got, want in [(shown["left"], view["left"] + x1 * sx), (shown["top"], view["top"] + y1 * sy),
+                              (shown["right"], view["left"] + x2 * sx), (shown["bottom"], view["top"] + y2 * sy)]:
+                assert abs(got - want) < 1.5, (b, shown, view)
+        assert p.locator("#boxes-view .box-hotspot").count() == 2
+        assert_painted_like(page.painted_element("#boxes-view"), data_url_pixels(body["images"]["boxes"]), "boxes")
+        rows = p.eval_on_selector_all("#boxes-table tbody tr",
+                                      "rs => rs.map(r => [...r.cells].map(c => c.textContent))")
+        assert rows == [[str(b["index"]), "dog", f"{100 * b['score']:.1f} %"] for b in boxes], rows
+        assert page.shown("#boxes-table") and not page.shown("#predictions")
+        assert p.text_content("#result-layer") == f"Layer: {body['layer']}"
+        # the first box's maps, nothing enlarged yet
+        assert_shows_box(page, body, 1)
+        assert p.eval_on_selector("#lightbox", "d => d.open") is False
+        # box 2's button clicked: its maps, and its overlay large
+        p.click("#boxes-view .box-hotspot[data-index='2']")
+        p.wait_for_selector("#lightbox[open]")
+        assert p.eval_on_selector_all("#lightbox-picture img", "is => is.map(i => i.src)") == [
+            body["images"]["input"], boxes[1]["images"]["gcam"]]
+        assert p.text_content("#lightbox-caption").endswith(" - Box 2: dog " + rows[1][2])
+        p.keyboard.press("Escape")
+        p.wait_for_selector("#lightbox", state="hidden")
+        assert_shows_box(page, body, 2)
+        assert_painted_like(page.painted("gcam"), data_url_pixels(boxes[1]["images"]["gcam"]), "box 2's gcam")
+        page.screenshot("detection", tmp_path)
+        # box 1's table row clicked: its maps again, large
+        p.click("#boxes-table tbody tr:nth-child(1)")
+        p.wait_for_selector("#lightbox[open]")
+        assert p.text_content("#lightbox-caption").endswith(" - Box 1: dog " + rows[0][2])
+        p.keyboard.press("Escape")
+        p.wait_for_selector("#lightbox", state="hidden")
+        assert_shows_box(page, body, 1)
+        # another task: the result, the boxes and their table cleared; its result has no overview
+        p.check("#task-classification")
+        assert not page.shown("#result") and p.locator("#boxes-view .box-hotspot").count() == 0
+        assert p.locator("#boxes-table tbody tr").count() == 0
+        page.explain()
+        assert page.shown("#result") and not page.shown("#boxes-figure") and not page.shown("#boxes-table")
+        assert all(page.shown(s) for s in SHOWN.values())
+    finally:
+        page.close()
+
+
+def test_no_detection_shows_the_servers_message_and_the_overview(browser, detect_folder):
+    """A threshold no detection reaches: the server's message, its overview, no map, no table."""
+    server = detect_server_with(detect_folder, "-detect_score_threshold", "0.99")
+    try:
+        page = Page(browser, server.url)
+        try:
+            p = page.page
+            p.check("#task-detection")
+            p.set_input_files("#file", str(IMAGE))
+            body = explain_answer(page)
+            assert body["boxes"] == [] and body["message"] == ("no detection scores 0.99 or more (the best scores "
+                                                               "0.970): nothing to explain"), body
+            assert page.shown("#result") and not page.shown("#error"), p.text_content("#error")
+            assert p.text_content("#target") == body["message"]
+            assert page.shown("#boxes-figure") and p.get_attribute("#img-boxes", "src") == body["images"]["boxes"]
+            assert p.locator("#boxes-view .box-hotspot").count() == 0 and not page.shown("#boxes-table")
+            assert not any(page.shown(s) for s in SHOWN.values())
+        finally:
+            page.close()
+    finally:
+        server.stop()

@@ -29,7 +29,8 @@ def test_the_command_alone_serves_the_page_and_the_bundled_squeezenet(plain_serv
     assert lines[0] == "classification: squeezenet1_1.caffemodel (caffe), layer relu_conv10", lines
     assert lines[1] == f"vqa: off ({ENABLE['vqa']})" and lines[2] == f"captioning: off ({ENABLE['captioning']})"
     assert lines[3] == f"segmentation: off ({ENABLE['segmentation']})"
-    assert lines[4] == f"Serving on http://127.0.0.1:{plain_server.port}/ (Ctrl-C stops)"
+    assert lines[4] == f"detection: off ({ENABLE['detection']})"
+    assert lines[5] == f"Serving on http://127.0.0.1:{plain_server.port}/ (Ctrl-C stops)"
     with httpx.Client(base_url=plain_server.url, timeout=60) as http:
         page = http.get("/")
         assert page.status_code == 200 and page.text == (STATIC / "index.html").read_text()
@@ -41,6 +42,7 @@ def test_the_command_alone_serves_the_page_and_the_bundled_squeezenet(plain_serv
         assert config["tasks"]["vqa"] == {"enabled": False, "enable": ENABLE["vqa"]}
         assert config["tasks"]["captioning"] == {"enabled": False, "enable": ENABLE["captioning"]}
         assert config["tasks"]["segmentation"] == {"enabled": False, "enable": ENABLE["segmentation"]}
+        assert config["tasks"]["detection"] == {"enabled": False, "enable": ENABLE["detection"]}
         assert "-vqa_model_path" in ENABLE["vqa"] and "-caption_model_path" in ENABLE["captioning"]
         assert {s["name"] for s in config["samples"]} == {p.name for p in (ROOT / "images").glob("*.jpg")}
         response = http.post("/api/explain", data={"task": "classification", "label": "243"},
@@ -132,6 +134,7 @@ def run_command(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     (["-caption_model_path", "nowhere.t7"], "-caption_model_path: nowhere.t7 not found"),
     (["-colour", "red"], "unknown option -colour"),
     (["-arch", "squeezenet1_1"], "-arch squeezenet1_1 needs its weights: give its torchvision state_dict"),
+    (["-detect_arch", "resnet50"], "-detect_arch resnet50 is a classification architecture"),
 ])
 def test_bad_options_exit_2_with_one_line(tmp_path, args, message):
     with socket.socket() as busy:  # a port another program listens on
@@ -150,8 +153,8 @@ def test_bad_options_exit_2_with_one_line(tmp_path, args, message):
 def test_another_address_is_said_and_the_upload_folder_goes_when_the_server_stops(tmp_path):
     server = Server("-host", "0.0.0.0", env={"TMPDIR": str(tmp_path)})
     try:
-        assert server.lines[4].startswith("warning: listening on 0.0.0.0, not only on this machine"), server.lines
-        assert server.lines[5] == f"Serving on http://127.0.0.1:{server.port}/ (Ctrl-C stops)"
+        assert server.lines[5].startswith("warning: listening on 0.0.0.0, not only on this machine"), server.lines
+        assert server.lines[6] == f"Serving on http://127.0.0.1:{server.port}/ (Ctrl-C stops)"
         (uploads,) = tmp_path.glob("gradcam-web-*")
         with httpx.Client(base_url=server.url, timeout=60) as http:
             response = http.post("/api/explain", data={"task": "classification"},

@@ -9,10 +9,12 @@
 // still running). The API's images are squares at the net's input size; the page shows them at the
 // uploaded image's aspect ratio, and blends the heatmap over the input itself, with the opacity of the
 // slider (the downloads stay the server's files). A result image clicked opens large in #lightbox.
-// Segmentation also shows the class's region (the server's mask) over the input.
+// Segmentation also shows the class's region (the server's mask) over the input. Detection shows the
+// detected boxes (the server's detect_boxes.png) with a button over each box and a table of them: a box
+// clicked (on the picture or in the table) shows its maps in the pictures and opens its overlay large.
 "use strict";
 
-const TASKS = ["classification", "vqa", "captioning", "segmentation"];
+const TASKS = ["classification", "vqa", "captioning", "segmentation", "detection"];
 // the tasks whose target is a label: their label field and class-name completions
 const LABEL_FIELDS = { classification: ["label", "classes"], segmentation: ["seg-label", "seg-classes"] };
 const IMAGE_KEYS = ["input", "overlay", "gcam", "gb", "gb_gcam"];
@@ -25,6 +27,7 @@ const state = {
   previewUrl: null,
   size: null,      // a promise of the chosen image's {width, height} (null when it cannot be decoded)
   request: null,   // the AbortController of the request running, or null
+  box: "",         // detection: the title of the box whose maps the pictures show, or ""
 };
 
 const $ = (id) => document.getElementById(id);
@@ -87,6 +90,11 @@ function setupTasks(tasks) {
       // "243 boxer": completion by number or by name; labelValue() sends the number.
       $(list).replaceChildren(...classes.map((c, i) => option(i + 1 + " " + c)));
     }
+  }
+  const detection = tasks.detection;
+  if (detection && detection.enabled) {
+    $("detect-note").textContent = "Explains every detected box scoring at least " + detection.score_threshold +
+      " (at most " + detection.max_boxes + ", best first).";
   }
   const vqa = tasks.vqa;
   if (vqa && vqa.enabled) {
@@ -380,6 +388,12 @@ function clearResult() {
   for (const id of ["target", "predicted", "result-layer", "result-method", "time"]) $(id).textContent = "";
   $("predictions").hidden = true;
   $("predictions").tBodies[0].replaceChildren();
+  $("boxes-table").hidden = true;
+  $("boxes-table").tBodies[0].replaceChildren();
+  $("boxes-figure").hidden = true;
+  state.box = "";
+  for (const hotspot of $("boxes-view").querySelectorAll(".box-hotspot")) hotspot.remove();
+  for (const figure of mapFigures()) figure.hidden = false;
   for (const img of $("images").querySelectorAll("img")) img.removeAttribute("src");
   for (const link of $("images").querySelectorAll("a")) link.removeAttribute("href");
 }
@@ -466,6 +480,10 @@ function labelMethod(method, modifiers) {
 }
 
 function showResult(result, shape, browserSeconds) {
+  if (result.task === "detection") {
+    showDetection(result, shape, browserSeconds);
+    return;
+  }
   const [target, predicted] = describe(result.target, result.predicted);
   $("target").textContent = target;
   $("result-layer").textContent = "Layer: " + result.layer;
@@ -493,6 +511,11 @@ function showResult(result, shape, browserSeconds) {
     $("dl-mask").href = mask;
     $("dl-mask").download = files.mask || "mask.png";
   }
+  showDone(result, browserSeconds);
+}
+
+// The timings, and the result shown (scrolled to where it starts below the fold).
+function showDone(result, browserSeconds) {
   const s = result.seconds;
   $("time").textContent = "explained in " + s.explain.toFixed(2) + " s (request " + s.total.toFixed(2) + " s)";
   $("time").title = browserSeconds.toFixed(2) + " s in the browser, upload and download included";
@@ -501,6 +524,98 @@ function showResult(result, shape, browserSeconds) {
   if ($("result").getBoundingClientRect().top > window.innerHeight * 0.6) {
     $("result").scrollIntoView({ block: "start" });
   }
+}
+
+// ---- detection ---------------------------------------------------------------------------------
+
+// The result pictures of one target (all but the detection overview and the segmentation region).
+function mapFigures() {
+  return [...$("images").querySelectorAll("figure")].filter((f) => f.id !== "boxes-figure" && f.id !== "mask-figure");
+}
+
+function boxTitle(box) {
+  return "Box " + box.index + ": " + (box.name ?? box.label) + " " + percent(box.score);
+}
+
+// The detected boxes over the image (the server's overview, a button over each box) and their table;
+// the first box's maps in the pictures. No box: the server's message and the overview alone.
+function showDetection(result, shape, browserSeconds) {
+  const boxes = result.boxes;
+  $("target").textContent = boxes.length ? boxes.length + (boxes.length === 1 ? " box" : " boxes") + " explained"
+    : result.message;
+  $("predicted").textContent = "Score threshold " + result.score_threshold + ", at most " + result.max_boxes + " boxes";
+  $("result-layer").textContent = "Layer: " + result.layer;
+  labelMethod(result.method || "gradcam", result.modifiers);
+  setAspect({ width: result.width, height: result.height });
+  $("mask-figure").hidden = true;
+  $("boxes-figure").hidden = false;
+  $("img-boxes").src = result.images.boxes;
+  $("dl-boxes").href = result.images.boxes;
+  $("dl-boxes").download = result.files.boxes || "boxes.png";
+  for (const figure of mapFigures()) figure.hidden = boxes.length === 0;
+  const view = $("boxes-view");
+  const rows = [];
+  for (const box of boxes) {
+    const [x1, y1, x2, y2] = box.box;
+    const hotspot = document.createElement("button");
+    hotspot.type = "button";
+    hotspot.className = "box-hotspot";
+    hotspot.dataset.index = String(box.index);
+    hotspot.title = boxTitle(box);
+    hotspot.setAttribute("aria-label", "Show the maps of " + boxTitle(box));
+    // set through the CSSOM (the page's CSP allows no inline style attribute)
+    hotspot.style.left = (100 * x1 / result.width) + "%";
+    hotspot.style.top = (100 * y1 / result.height) + "%";
+    hotspot.style.width = (100 * (x2 - x1) / result.width) + "%";
+    hotspot.style.height = (100 * (y2 - y1) / result.height) + "%";
+    hotspot.addEventListener("click", (event) => {
+      event.stopPropagation(); // the overview itself enlarges on a click elsewhere
+      showBox(result, box, true);
+    });
+    view.append(hotspot);
+    const row = document.createElement("tr");
+    row.dataset.index = String(box.index);
+    for (const value of [box.index, box.name ?? box.label, percent(box.score)]) {
+      row.append(Object.assign(document.createElement("td"), { textContent: value }));
+    }
+    row.tabIndex = 0;
+    row.title = "Show the maps of box " + box.index;
+    row.addEventListener("click", () => showBox(result, box, true));
+    row.addEventListener("keydown", (event) => {
+      if (event.key === "Enter" || event.key === " ") {
+        event.preventDefault();
+        showBox(result, box, true);
+      }
+    });
+    rows.push(row);
+  }
+  $("boxes-table").tBodies[0].replaceChildren(...rows);
+  $("boxes-table").hidden = boxes.length === 0;
+  if (boxes.length) showBox(result, boxes[0], false);
+  showDone(result, browserSeconds);
+}
+
+// One box's images in the result pictures (its row and button marked); with ``enlarge`` its overlay
+// (the heatmap blended over the input) opens large.
+function showBox(result, box, enlarged) {
+  for (const key of IMAGE_KEYS) {
+    const url = key === "input" ? result.images.input : box.images[key];
+    if (key !== "overlay") $("img-" + key).src = url;
+    const link = $("dl-" + key);
+    link.href = url;
+    link.download = (key === "input" ? result.files.input : box.files[key]) || key + ".png";
+  }
+  $("blend-input").src = result.images.input;
+  $("blend-heat").src = box.images.gcam;
+  for (const element of [...$("boxes-table").tBodies[0].rows, ...$("boxes-view").querySelectorAll(".box-hotspot")]) {
+    const current = element.dataset.index === String(box.index);
+    if (current) element.setAttribute("aria-current", "true");
+    else element.removeAttribute("aria-current");
+  }
+  state.box = boxTitle(box);
+  $("target").textContent = result.boxes.length + (result.boxes.length === 1 ? " box" : " boxes") +
+    " explained; shown: " + state.box;
+  if (enlarged) enlarge($("overlay-view"));
 }
 
 // ---- the lightbox ------------------------------------------------------------------------------
@@ -516,7 +631,8 @@ function enlarge(picture) {
   });
   $("lightbox-picture").replaceChildren(...copies);
   $("lightbox-picture").classList.toggle("blend", picture.classList.contains("blend"));
-  $("lightbox-caption").textContent = picture.dataset.title;
+  $("lightbox-caption").textContent = picture.dataset.title +
+    (picture.id === "overlay-view" && state.box ? " - " + state.box : "");
   $("lightbox").showModal();
 }
 
