@@ -118,3 +118,26 @@ def test_the_site_builds_strictly(tmp_path):
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "site" / "index.html").is_file() and (tmp_path / "site" / "squeezenet_cat_dog.png").is_file()
+
+
+@pytest.mark.slow  # three models on random weights, each its own interpreter
+def test_the_readme_transformer_segmentation_and_detection_examples_run(tmp_path):
+    """The README's block after "Beyond the original", line by line, in an empty folder (the scripts and
+    the sample image from the checkout): each writes its files, and detection on random weights only
+    its overview."""
+    text = README.read_text()
+    block = sh_blocks(text[text.index("## Beyond the original"):])[0]
+    assert len(block) == 4 and "classification.py -arch vit_b_16" in block[1]
+    for line in block:
+        argv = shlex.split(line)
+        assert argv[0] == ".venv/bin/python"
+        argv[0] = sys.executable
+        if argv[1].endswith(".py"):
+            argv[1] = str(ROOT / argv[1])
+            argv += ["-input_image_path", str(ROOT / "images" / "cat_dog.jpg")]
+        done = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, (line, done.stderr)
+    written = sorted(p.name for p in (tmp_path / "output").iterdir())
+    assert {"classify_gcam_hm_243.png", "classify_gb_243.png", "classify_gb_gcam_243.png", "detect_boxes.png"} <= set(written)
+    assert any(n.startswith("segment_mask_") for n in written) and any(n.startswith("segment_overlay_") for n in written)
+    assert not any(n.startswith("detect_eigencam_hm_") for n in written)  # random weights: no box
