@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
 import subprocess
@@ -11,6 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+
+# Keep compiled modules (and pytest's rewritten test modules) even where the environment says
+# PYTHONDONTWRITEBYTECODE: without them every run, and every CLI subprocess, compiles the package and the
+# tests again (about a fifth of the quick run). They go to the checkout's ignored __pycache__ folders.
+sys.dont_write_bytecode = False
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "tests" / "data"

@@ -230,9 +230,10 @@ TOPOLOGIES = {
 }
 
 
-# the four largest nets are in the slow run; SqueezeNet 1.0/1.1 and MobileNet stay in the quick one
+# the four largest nets and SqueezeNet 1.0 (1.1's twin) are in the slow run; SqueezeNet 1.1 and MobileNet
+# stay in the quick one
 _LARGE = {"ResNet-50-deploy.prototxt", "bvlc_googlenet_deploy.prototxt", "bvlc_alexnet_deploy.prototxt",
-          "bvlc_reference_caffenet_deploy.prototxt"}
+          "bvlc_reference_caffenet_deploy.prototxt", "squeezenet_v1.0_deploy.prototxt"}
 
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in _LARGE else n

@@ -64,7 +64,7 @@ def hand_ablation(model: nn.Module, image: torch.Tensor, module: nn.Module, scor
     # float32, its maps come out within 1e-6); VGG's classifier is too slow in float64 for a quick test,
     # and in float32 both compute the same forwards
     ("resnet18", "layer1", 32, torch.float64, 0),
-    ("vgg11", "features.1", 32, torch.float32, 0),
+    pytest.param("vgg11", "features.1", 32, torch.float32, 0, marks=pytest.mark.slow),  # the slowest net
     # a residual sum: the minimum is not 0, so channels go to min - 1e7; pytorch-grad-cam sets the
     # k-th channel of one of its batches to min - k * 1e7, so it is compared with batches of 1
     # (float32: depthwise convolutions are slow in float64; the 1e7 drops keep their digits)

@@ -30,8 +30,8 @@ def reference(model: nn.Module, x: torch.Tensor, cls: int, eigen_smooth: bool = 
 LAYERS = {"resnet18": "layer1", "vgg11": "features.1", "mobilenet_v3_small": "features.3"}
 
 
-@pytest.mark.parametrize("arch", ARCHS)
-def test_equals_pytorch_grad_cam_on_torchvision_nets(arch):
+@pytest.mark.parametrize("arch", [pytest.param(a, marks=pytest.mark.slow) if a == "vgg11" else a for a in ARCHS])
+def test_equals_pytorch_grad_cam_on_torchvision_nets(arch):  # vgg11, the slowest net, in the slow run
     model = torchvision_net(arch, dtype=torch.float32)
     x = images(2, 32, torch.float32)
     ours = explain(model, x, LAYERS[arch], [5], method="fullgrad", guided=False)  # the layer is not used

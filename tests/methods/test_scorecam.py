@@ -66,7 +66,7 @@ def hand_scorecam(model: nn.Module, image: torch.Tensor, module: nn.Module, scor
 
 @pytest.mark.parametrize(("arch", "layer", "seed"), [
     ("resnet18", "layer1", 0),
-    ("vgg11", "features.1", 0),
+    pytest.param("vgg11", "features.1", 0, marks=pytest.mark.slow),  # the slowest net
     ("mobilenet_v3_small", "features.3", 3),  # a residual sum: negative activations too
 ])
 def test_equals_pytorch_grad_cam_on_torchvision_nets(arch, layer, seed):
