@@ -141,11 +141,11 @@ def test_bad_options_are_one_line(tmp_path, args, line):
     assert not (tmp_path / "ev").exists()
 
 
-@pytest.mark.slow  # every method (Score-CAM: a forward per channel) and ROAD's solves: a minute on 2 cores
+@pytest.mark.slow  # every method (Score-CAM: a forward per channel) and ROAD's solves, each image twice
 def test_sample_images_with_every_method(tmp_path):
-    """Two sample images (one with a box of its class, one without a box) and the sample boxes on the
-    bundled SqueezeNet, every method, at a layer of 256 channels and 16 steps; the whole folder at the
-    default layer and 224 steps is bench/evaluate_bench.py's row (many minutes on 2 cores)."""
+    """Two sample images (one with a box of the class, one without a box) and the sample boxes on the
+    bundled SqueezeNet, every method at its default layer, small (64 x 64, 8 steps); the whole folder at
+    224 is bench/evaluate_bench.py's row (many minutes on 2 cores)."""
     import shutil
 
     from gradcam_core.engine.methods import method_names
@@ -156,7 +156,7 @@ def test_sample_images_with_every_method(tmp_path):
         shutil.copy(ROOT / "images" / name, images / name)
     out = tmp_path / "ev"
     result = run_script(command(tmp_path), "-input_image_path", str(images), "-boxes", str(ROOT / "images" / "boxes"),
-                        "-out_path", f"{out}/", "-layer_name", "fire5/concat", "-steps", "16", cwd=tmp_path,
+                        "-label", "tiger cat", "-input_sz", "64", "-steps", "8", "-out_path", f"{out}/", cwd=tmp_path,
                         timeout=2400)
     assert result.returncode == 0, result.stderr
     assert "warning: firehydrants.jpg: no box; scored without localization" in result.stderr.splitlines()

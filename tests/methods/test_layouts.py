@@ -112,9 +112,9 @@ TINY: dict[str, Callable[[], Case]] = {
 }
 FULL: dict[str, Callable[[], Case]] = {
     "vit_b_16": lambda: _case("vit_b_16", _full("vit_b_16"), "encoder.layers.encoder_layer_11.ln_1", 224, 1,
-                              (3, 500), tokens_to_nchw(1, (14, 14))),
-    "swin_t": lambda: _case("swin_t", _full("swin_t"), "features.7.1.norm2", 224, 1, (3, 500), nhwc_to_nchw),
-    "maxvit_t": lambda: _case("maxvit_t", _full("maxvit_t"), "blocks.3", 224, 1, (3, 500), None),
+                              (243,), tokens_to_nchw(1, (14, 14))),
+    "swin_t": lambda: _case("swin_t", _full("swin_t"), "features.7.1.norm2", 224, 1, (243,), nhwc_to_nchw),
+    "maxvit_t": lambda: _case("maxvit_t", _full("maxvit_t"), "blocks.3", 224, 1, (243,), None),
 }
 LAYOUT_OF = {"vit": "tokens", "swin": "nhwc", "maxvit": "nchw", "vit_b_16": "tokens", "swin_t": "nhwc",
              "maxvit_t": "nchw"}
