@@ -37,7 +37,7 @@ from ..image.resize import scale
 from .targets import Target, mirror, pin
 
 if TYPE_CHECKING:
-    from .core import Explanation, LayerRef, _Options
+    from .explanation import Explanation, LayerRef, _Options
     from .methods import CamMethod
 
     ExplainOnce = Callable[[nn.Module, torch.Tensor, LayerRef, list[Target], Sequence[CamMethod], _Options],
