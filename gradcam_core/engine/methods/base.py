@@ -6,7 +6,7 @@ guided path; a method only turns what the engine gathered at the chosen layer - 
 the gradients ``G = d y_k / d A`` of each target score ``y_k``, or scores of perturbed inputs - into one
 map per image and target. ``@register`` files a method class under its :attr:`CamMethod.name`;
 :func:`lookup` finds it. Importing :mod:`gradcam_core.engine.methods` (one file per method) registers
-every method; :func:`lookup` and :func:`method_names` import it themselves.
+every method (the package imports :mod:`._all`, whichever of its modules is asked for first).
 
 Symbols used in the methods' docstrings: ``A^c`` the activation map of channel ``c`` at the layer
 (h x w), ``G^c_k = d y_k / d A^c`` its gradient for target ``k``, ``(i, j)`` a position in the map,
@@ -16,7 +16,6 @@ before scaling to the input.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from types import ModuleType
 from typing import ClassVar
 
 import torch
@@ -25,6 +24,19 @@ from torch import nn
 from ...errors import GradCamError
 from ..layouts import NCHW, Layout
 from ..targets import Target, pin
+
+
+class _Replace:
+    """A forward hook that returns ``value`` (B, C, h, w) instead of the layer's output, in the layer's
+    ``layout`` (the layer still runs, on the one unperturbed image: a token layout's extra tokens are
+    taken from its output)."""
+
+    def __init__(self, value: torch.Tensor, layout: Layout = NCHW) -> None:
+        self.value = value
+        self.layout = layout
+
+    def __call__(self, _m: nn.Module, _inputs: tuple, output: torch.Tensor) -> torch.Tensor:
+        return self.layout.from_nchw(self.value, output).to(dtype=output.dtype)
 
 
 @dataclass
@@ -80,12 +92,37 @@ class LayerContext:
     def score_activations(self, activations: torch.Tensor, n: int) -> torch.Tensor:
         """The K target scores of image ``n`` with the layer's output replaced by each of B versions
         of it: activations (B, C, h, w) -> (B, K), without gradients (written back in the layer's
-        layout; a token layout keeps its extra tokens as the layer gave them). The part of the model below the
-        layer runs once, on image ``n`` alone, where the model allows a batch that grows at the layer;
-        else on B copies of it."""
-        from .perturb import score_replaced  # the forward-hook machinery lives with the perturbation helpers
+        layout; a token layout keeps its extra tokens as the layer gave them).
 
-        return score_replaced(self, activations, n)
+        The model runs on image ``n`` alone and the batch appears at the layer: the layers below it run
+        once per call (a caller passes as large a batch as memory allows, so they run a few times in all).
+        A model whose later layers refer back to the input's batch size (a concatenation with an earlier
+        output, a reshape to a fixed batch) fails that way or gives another batch size; it then runs on B
+        copies of the image, and so do the later calls of this context. Layers above the chosen one may
+        overwrite ``activations`` in place (an in-place ReLU): pass a batch made for the call.
+        """
+        b = activations.shape[0]
+        targets = self.pinned_targets(n)
+        image = self.image[n : n + 1]
+        copies_only = self._scratch.get("replace_needs_copies", False)
+        tries = (image.expand(b, *image.shape[1:]),) if copies_only else (image, image.expand(b, *image.shape[1:]))
+        for inputs in tries:
+            handle = self.layer_module.register_forward_hook(_Replace(activations, self.layout))
+            try:
+                with torch.no_grad():
+                    out = self.model(inputs)
+                    scores = torch.stack([t(out) for t in targets], dim=1)
+            except RuntimeError:
+                if inputs.shape[0] == b:
+                    raise
+                self._scratch["replace_needs_copies"] = True
+                continue
+            finally:
+                handle.remove()
+            if scores.shape[0] == b:
+                return scores
+            self._scratch["replace_needs_copies"] = True
+        raise RuntimeError("the model's output does not follow the batch of replaced activations")
 
 
 class CamMethod:
@@ -177,27 +214,12 @@ def register(cls: type[CamMethod]) -> type[CamMethod]:
 
 def method_names() -> list[str]:
     """Every registered method's name, in the order of ``--help`` (Grad-CAM first)."""
-    _load()
     return list(_METHODS)
 
 
 def lookup(name: str) -> CamMethod:
     """The method named ``name``, or a GradCamError listing the known names."""
-    _load()
     method = _METHODS.get(name)
     if method is None:
         raise GradCamError(f"unknown CAM method {name!r}; the methods are: {', '.join(_METHODS)}")
     return method
-
-
-def _load() -> None:
-    """Register every method, in :mod:`._all`'s order whichever method module was imported first
-    (methods registered from elsewhere follow, in their registration order)."""
-    from . import _all
-
-    modules = [v.__name__ for v in vars(_all).values() if isinstance(v, ModuleType)]
-    order = {name: i for i, name in enumerate(modules)}
-    ranked = sorted(_METHODS.items(), key=lambda item: order.get(type(item[1]).__module__, len(order)))
-    if list(_METHODS) != [name for name, _ in ranked]:
-        _METHODS.clear()
-        _METHODS.update(ranked)

@@ -1,6 +1,6 @@
-"""What the perturbation methods (Score-CAM, Ablation-CAM) share: target scores with the chosen layer's
-output replaced by a batch of other activations, the batch size their forwards can afford, and their
-progress bar."""
+"""What the perturbation methods (Score-CAM, Ablation-CAM) share besides their :class:`.base.LayerContext`
+(which scores replaced activations, :meth:`~.base.LayerContext.score_activations`): the batch size their
+forwards can afford, and their progress bar."""
 from __future__ import annotations
 
 import sys
@@ -9,8 +9,6 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
-
-from ..layouts import NCHW, Layout
 
 if TYPE_CHECKING:
     from .base import LayerContext
@@ -21,54 +19,6 @@ CPU_BATCH_BYTES = _GIB
 CPU_BATCH_IMAGES = 64
 """The most whole-model forwards of one CPU batch (Score-CAM's masked images): past a few dozen
 images a batch no longer makes a CPU forward faster per image, it only holds more memory."""
-
-
-class _Replace:
-    """A forward hook that returns ``value`` (B, C, h, w) instead of the layer's output, in the layer's
-    ``layout`` (the layer still runs, on the one unperturbed image: a token layout's extra tokens are
-    taken from its output)."""
-
-    def __init__(self, value: torch.Tensor, layout: Layout = NCHW) -> None:
-        self.value = value
-        self.layout = layout
-
-    def __call__(self, _m: nn.Module, _inputs: tuple, output: torch.Tensor) -> torch.Tensor:
-        return self.layout.from_nchw(self.value, output).to(dtype=output.dtype)
-
-
-def score_replaced(ctx: LayerContext, activations: torch.Tensor, n: int) -> torch.Tensor:
-    """(B, C, h, w) replacements of image ``n``'s layer output -> (B, K) target scores, no gradients;
-    written back in the layer's layout (``ctx.layout``).
-
-    The model runs on image ``n`` alone and the batch appears at the layer: the layers below it run
-    once per call (a caller passes as large a batch as memory allows, so they run a few times in all).
-    A model whose later layers refer back to the input's batch size (a concatenation with an earlier
-    output, a reshape to a fixed batch) fails that way or gives another batch size; it then runs on B
-    copies of the image, and so do the later calls of this context. Layers above the chosen one may
-    overwrite ``activations`` in place (an in-place ReLU): pass a batch made for the call.
-    """
-    b = activations.shape[0]
-    targets = ctx.pinned_targets(n)
-    image = ctx.image[n : n + 1]
-    copies_only = ctx._scratch.get("replace_needs_copies", False)
-    tries = (image.expand(b, *image.shape[1:]),) if copies_only else (image, image.expand(b, *image.shape[1:]))
-    for inputs in tries:
-        handle = ctx.layer_module.register_forward_hook(_Replace(activations, ctx.layout))
-        try:
-            with torch.no_grad():
-                out = ctx.model(inputs)
-                scores = torch.stack([t(out) for t in targets], dim=1)
-        except RuntimeError:
-            if inputs.shape[0] == b:
-                raise
-            ctx._scratch["replace_needs_copies"] = True
-            continue
-        finally:
-            handle.remove()
-        if scores.shape[0] == b:
-            return scores
-        ctx._scratch["replace_needs_copies"] = True
-    raise RuntimeError("the model's output does not follow the batch of replaced activations")
 
 
 # --- how many perturbed inputs one forward takes ------------------------------------------------------
