@@ -49,8 +49,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import run
-from run import CLASS, CLASSES_K4, LAYER, MB, ROOT, SQUEEZENET, Report, Row, fmt_s, load_average
+import common
+from common import CLASS, CLASSES_K4, LAYER, MB, ROOT, SQUEEZENET, Report, Row, fmt_s, load_average
 
 GRADIENT_METHODS = ("gradcam", "gradcam++", "xgradcam", "hirescam", "gradcam-elementwise", "layercam")
 """The gradient methods: a map from the layer's activations and their gradients (one backward to the layer)."""
@@ -94,7 +94,7 @@ def load_net(key: str, cache: Path, image: Path, size: int = 224) -> Net:
         from gradcam_core import image as imageops
         from gradcam_core.tasks.classify import load_classifier
 
-        proto, model = run.ensure_vgg16(cache)
+        proto, model = common.ensure_vgg16(cache)
         net = load_classifier(proto, model)
         return Net(key, "VGG-16", net, imageops.preprocess(image, size, size)[None], LAYER, net.module_at(LAYER))
     if key == "resnet50":
@@ -206,7 +206,7 @@ def compare(method: str, ours_raw, theirs, n: Net, flipped: list | None = None) 
 
 def timed_rounds(variants: dict[str, Callable[[], object]], rounds: int, *, warmup: bool,
                  after: Callable[[], None] | None = None) -> dict[str, list[float]]:
-    """As ``run.interleaved`` (every variant once per round, ``after`` untimed after each call), with
+    """As ``common.interleaved`` (every variant once per round, ``after`` untimed after each call), with
     the warm-up round optional (a Score-CAM call on VGG-16 is minutes)."""
     times: dict[str, list[float]] = {k: [] for k in variants}
     for rnd in range(rounds + (1 if warmup else 0)):
@@ -262,7 +262,7 @@ def gradient_rows(n: Net, names: list[str], repeats: int, report: Report, lines:
             ok &= good
             lines.append(f"{'ok  ' if good else 'BAD '} {text}")
 
-    v: dict[str, Callable[[], object]] = {"floor": run.floor_of(n.net, n.x)}
+    v: dict[str, Callable[[], object]] = {"floor": common.floor_of(n.net, n.x)}
     for m in here:
         v[m] = (lambda m=m: explain(n.net, n.x, n.layer, [CLASS], guided=False, method=m))
     six = list(GRADIENT_METHODS)
@@ -357,7 +357,7 @@ def probe_run(net: str, method: str, variant: str, cache: Path, image: Path, siz
         spec = {"net": net, "method": method, "variant": variant, "cache": str(cache), "image": str(image),
                 "size": size, "threads": threads, "out": out}
         code = f"import sys; sys.path.insert(0, {str(ROOT / 'bench')!r}); import cam_methods; cam_methods.probe(sys.argv[1:])"
-        wall, vmhwm, rc, stdout, stderr = run.run_child(["-c", code, json.dumps(spec)], ROOT, run.child_env(threads))
+        wall, vmhwm, rc, stdout, stderr = common.run_child(["-c", code, json.dumps(spec)], ROOT, common.child_env(threads))
         if rc != 0:
             return {"error": (stderr.strip().splitlines() or [f"exit code {rc}"])[-1][:300]}
         res = json.loads(stdout.strip().splitlines()[-1])
@@ -520,7 +520,7 @@ def ablation_rows(n: Net, rounds: int, cache: Path, image: Path, threads: int, r
         return True
     ours_probe, theirs_probe, ok = probes(n, "ablationcam", cache, image, n.x.shape[-1], threads, lines)
     v: dict[str, Callable[[], object]] = {
-        "floor": run.floor_of(n.net, n.x),
+        "floor": common.floor_of(n.net, n.x),
         "ours": lambda: explain(n.net, n.x, n.layer, [CLASS], guided=False, method="ablationcam"),
     }
     if theirs_probe is not None:
@@ -549,7 +549,7 @@ def guided_rows(n: Net, rounds: int, calls: int, report: Report, also: str = "")
     from gradcam_core.engine import explain
 
     v: dict[str, Callable[[], object]] = {
-        "floor": run.floor_of(n.net, n.x),
+        "floor": common.floor_of(n.net, n.x),
         "ours": lambda: explain(n.net, n.x, n.layer, [CLASS]),
         "fast": lambda: explain(n.net, n.x, n.layer, [CLASS], torch7_ties=False),
         "cam": lambda: explain(n.net, n.x, n.layer, [CLASS], guided=False),

@@ -19,8 +19,8 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
-import run
-from run import Report, Row
+import common
+from common import Report, Row
 
 SECTION = "object detection (fasterrcnn_mobilenet_v3_large_fpn, random weights)"
 BOXES = 5
@@ -66,8 +66,8 @@ def detection_run(image: Path, repeats: int, report: Report, model_lines: list[s
         out = model(xi)
         torch.autograd.grad(out[0]["scores"][0], xi)
 
-    times = run.interleaved({"ours": ours, "maps": maps_only, "floor": floor}, repeats)
-    floor_s = f"{run.fmt_s(statistics.median(times['floor']))} ({run.fmt_s(min(times['floor']))})"
+    times = common.interleaved({"ours": ours, "maps": maps_only, "floor": floor}, repeats)
+    floor_s = f"{common.fmt_s(statistics.median(times['floor']))} ({common.fmt_s(min(times['floor']))})"
     for key, what, bound in (("ours", "Grad-CAM + guided backprop, as detection.py", BOUND),
                              ("maps", "Grad-CAM maps only (guided=False)", None)):
         ratio = statistics.median(a / b for a, b in zip(times[key], times["floor"]))

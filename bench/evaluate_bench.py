@@ -11,7 +11,7 @@ import shutil
 import statistics
 from pathlib import Path
 
-import run as bench  # bench/run.py (it registers itself under this name)
+import common as bench  # bench/common.py
 
 SECTION = "gradcam-evaluate (the sample folder, subprocess)"
 

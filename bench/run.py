@@ -80,67 +80,42 @@ import os
 import platform
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import textwrap
-import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(1, str(ROOT / "tests"))  # caffe_writer: the fixture writer the benchmark's VGG-16 is made with
+from common import (
+    CLASS,
+    CLASSES_K4,
+    GB,
+    LAYER,
+    MB,
+    ROOT,
+    SQUEEZENET,
+    Report,
+    Row,
+    child_env,
+    ensure_vgg16,
+    floor_of,
+    fmt_s,
+    interleaved,
+    load_average,
+    run_child,
+)
 
-LAYER = "relu5_3"
-CLASS = 242  # 0-based: label 243, "boxer" (the cat_dog image's dog)
-CLASSES_K4 = [242, 281, 282, 285]  # boxer, tabby, tiger cat, Egyptian cat
-MODEL_NAME = "VGG_ILSVRC_16_layers"
 RESNET50_PROTO = ROOT / "tests" / "data" / "prototxts" / "ResNet-50-deploy.prototxt"
-SQUEEZENET = ROOT / "models" / "squeezenet1_1"
 SECTION_RESNET = "model formats: Caffe ResNet-50 (shared deploy prototxt, random weights)"
 SECTION_SQUEEZENET = "model formats: the real SqueezeNet 1.1 as Caffe, torchvision and ONNX"
 SECTION_VIT = "transformers: torchvision ViT-B/16 (random weights), a token layer"
 SECTION_WEB = "web demo: `python -m gradcam_core.web` (bundled SqueezeNet 1.1) over HTTP, against the engine here"
-GB = 1e9
-MB = 1e6
 
 
 # --------------------------------------------------------------------------------------------------
 # Results
-
-
-@dataclass
-class Row:
-    """One line of the table."""
-
-    what: str
-    seconds: float | None = None  # median
-    fastest: float | None = None
-    ratio: float | None = None  # to the floor
-    extra: str = ""  # other figures (peak memory, throughput, speed-up)
-    target: str = ""
-    ok: bool | None = None
-    section: str = ""
-
-
-@dataclass
-class Report:
-    rows: list[Row] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    header: list[str] = field(default_factory=list)
-
-    def add(self, row: Row) -> Row:
-        self.rows.append(row)
-        return row
-
-
-def fmt_s(seconds: float | None) -> str:
-    if seconds is None:
-        return "n/a"
-    return f"{seconds * 1000:.0f} ms" if seconds < 10 else f"{seconds:.1f} s"
 
 
 def verdict(ok: bool | None) -> str:
@@ -177,33 +152,6 @@ def cpu_model() -> str:
     return platform.processor() or "unknown CPU"
 
 
-def load_average() -> str:
-    try:
-        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    except OSError:
-        return "n/a"
-
-
-def ensure_vgg16(cache: Path) -> tuple[Path, Path]:
-    """The full-size V1 VGG-16 (random weights) in ``cache/vgg16``, built once (about 3 s)."""
-    folder = cache / "vgg16"
-    proto = folder / f"{MODEL_NAME}_deploy.prototxt"
-    model = folder / f"{MODEL_NAME}.caffemodel"
-    if proto.is_file() and model.is_file() and model.stat().st_size > 500 * MB:
-        return proto, model
-    from caffe_writer import build_vgg16
-
-    print(f"building the full-size VGG-16 (V1, random weights) in {folder} ...", flush=True)
-    tmp = cache / f"vgg16.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    built_proto, built_model = build_vgg16(tmp, seed=0)
-    folder.mkdir(parents=True, exist_ok=True)
-    os.replace(built_proto, proto)
-    os.replace(built_model, model)
-    shutil.rmtree(tmp, ignore_errors=True)
-    return proto, model
-
-
 def ensure_folder(cache: Path, n: int = 32) -> Path:
     """``n`` distinct JPEGs (flips and crops of the sample images) for the folder run."""
     from PIL import Image, ImageOps
@@ -234,53 +182,6 @@ def ensure_folder(cache: Path, n: int = 32) -> Path:
 
 # --------------------------------------------------------------------------------------------------
 # Timing
-
-
-def interleaved(variants: dict[str, Callable[[], object]], repeats: int,
-                after: Callable[[], None] | None = None) -> dict[str, list[float]]:
-    """Run every variant once per round (A, B, C, A, B, C, ...) after one untimed warm-up round;
-    ``after`` runs untimed after each call. Returns the times of each variant."""
-    times: dict[str, list[float]] = {k: [] for k in variants}
-    for rnd in range(repeats + 1):
-        for name, fn in variants.items():
-            t0 = time.perf_counter()
-            fn()
-            dt = time.perf_counter() - t0
-            if after:
-                after()
-            if rnd:
-                times[name].append(dt)
-        if rnd:
-            print(f"  round {rnd}/{repeats} done (load {load_average()})", flush=True)
-    return times
-
-
-def run_child(args: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, int, int, str, str]:
-    """Run ``python *args`` (a script and its options, or ``-c code``) in a fresh interpreter:
-    (wall seconds, peak RSS bytes, exit code, stdout, stderr). The peak is the child's own VmHWM,
-    written at exit by bench/_child.py (``wait4``'s ru_maxrss would include this big process's
-    memory, inherited at fork)."""
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, \
-            tempfile.NamedTemporaryFile("r", suffix=".peak") as peak_file:
-        cmd = [sys.executable, str(ROOT / "bench" / "_child.py"), peak_file.name, *args]
-        t0 = time.perf_counter()
-        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=err)
-        _, status, _ = os.wait4(proc.pid, 0)
-        wall = time.perf_counter() - t0
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        out.seek(0)
-        err.seek(0)
-        text = peak_file.read().strip()
-        return wall, int(text) if text else 0, proc.returncode, out.read().decode(errors="replace"), \
-            err.read().decode(errors="replace")
-
-
-def child_env(threads: int) -> dict[str, str]:
-    env = dict(os.environ)
-    env["OMP_NUM_THREADS"] = str(threads)
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    env["PYTHONDONTWRITEBYTECODE"] = "1"
-    return env
 
 
 # --------------------------------------------------------------------------------------------------
@@ -380,25 +281,6 @@ def check_agreement(net, image, peers: dict, report: Report) -> bool:
 
 # --------------------------------------------------------------------------------------------------
 # The in-process race
-
-
-def floor_of(net, image) -> Callable[[], None]:
-    """The floor: one forward and one backward to the input, parameters frozen."""
-    import torch
-
-    def floor() -> None:
-        params = [p for p in net.parameters() if p.requires_grad]
-        for p in params:
-            p.requires_grad_(False)
-        try:
-            x = image.clone().requires_grad_()
-            out = net(x)
-            torch.autograd.grad(out[0, CLASS], x)
-        finally:
-            for p in params:
-                p.requires_grad_(True)
-
-    return floor
 
 
 def race(net, image, batch8, peers: dict, repeats: int, report: Report) -> float:
@@ -1277,7 +1159,6 @@ def main(argv: list[str] | None = None) -> int:
             "pairs of bursts: one client, then 4 clients at once (or the other way round)")
     if args.only in ("all", "methods"):
         print("CAM methods ...", flush=True)
-        sys.modules.setdefault("run", sys.modules[__name__])  # bench/cam_methods.py imports this module as `run`
         import cam_methods
 
         agree &= cam_methods.methods_run(args.cache, args.image, args.repeats, args.scorecam_rounds,
@@ -1287,13 +1168,11 @@ def main(argv: list[str] | None = None) -> int:
         model_lines.append(vit_run(args.image, args.repeats, report))
     if args.only in ("all", "detection"):
         print("object detection ...", flush=True)
-        sys.modules.setdefault("run", sys.modules[__name__])  # bench/detection_row.py imports this module as `run`
         import detection_row
 
         agree &= detection_row.detection_run(args.image, args.repeats, report, model_lines)
     if args.only in ("all", "evaluate"):
         print("gradcam-evaluate ...", flush=True)
-        sys.modules.setdefault("run", sys.modules[__name__])  # bench/evaluate_bench.py imports this module as `run`
         import evaluate_bench
 
         evaluate_bench.evaluate_run(args.cache, 1 if args.quick else max(1, args.cli_repeats // 5), args.threads, report)
