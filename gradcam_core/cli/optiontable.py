@@ -244,6 +244,9 @@ MEAN_FILE = Option("mean_file", "", "a Caffe mean image (mean.binaryproto), scal
                    "(not with -mean_value).")
 INPUT_SCALE = Option("input_scale", "", "Caffe's transform_param scale, applied after the mean (e.g. 0.017).")
 CHANNEL_ORDER = Option("channel_order", "", "bgr or rgb: the order of the net's input channels.")
+PREPROCESSING_OPTIONS = (PREPROCESS, MEAN_VALUE, MEAN_FILE, INPUT_SCALE, CHANNEL_ORDER)
+"""How an image becomes the net's input, in every classifier's and segmenter's option list (read by
+:func:`.options.as_input_options`)."""
 
 # VQA (the web command has them as -vqa_<name>)
 VQA_PROTO_FILE = PROTO_FILE.but(default="models/VGG_ILSVRC_19_layers_deploy.prototxt",

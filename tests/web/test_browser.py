@@ -118,6 +118,11 @@ class Page:
             "(!document.getElementById('result').hidden || !document.getElementById('error').hidden)",
             timeout=60_000)
 
+    def choose_task(self, task: str) -> None:
+        """Pick ``task``'s radio button: its fields are shown, classification's hidden."""
+        self.page.check(f"#task-{task}")
+        assert self.shown(f"#fields-{task}") and not self.shown("#fields-classification")
+
     def shown(self, selector: str) -> bool:
         return self.page.is_visible(selector)
 
@@ -241,8 +246,7 @@ def test_a_layer_from_the_list_and_a_class_name(page):
 
 def test_vqa_with_a_question_shows_the_clis_images(page, tmp_path):
     p = page.page
-    p.check("#task-vqa")
-    assert page.shown("#fields-vqa") and not page.shown("#fields-classification")
+    page.choose_task("vqa")
     assert p.input_value("#question") == "What animal?" and p.input_value("#layer") == "relu5_4"
     p.set_input_files("#file", str(IMAGE))
     p.fill("#answer", "dog")
@@ -680,8 +684,7 @@ def test_segmentation_shows_the_class_region_over_the_input(browser, segment_ser
     try:
         p = page.page
         assert "tiny_seg.onnx" in p.text_content("#task-segmentation-note")
-        p.check("#task-segmentation")
-        assert page.shown("#fields-segmentation") and not page.shown("#fields-classification")
+        page.choose_task("segmentation")
         p.set_input_files("#file", str(IMAGE))
         page.explain()
         assert page.shown("#result") and not page.shown("#error"), p.text_content("#error")
@@ -762,8 +765,7 @@ def test_detection_draws_the_boxes_and_a_box_clicked_shows_its_maps_large(browse
     try:
         p = page.page
         assert "dog_detector.pth" in p.text_content("#task-detection-note")
-        p.check("#task-detection")
-        assert page.shown("#fields-detection") and not page.shown("#fields-classification")
+        page.choose_task("detection")
         assert p.text_content("#detect-note") == "Explains every detected box scoring at least 0.5 (at most 2, best first)."
         p.set_input_files("#file", str(IMAGE))
         body = explain_answer(page)

@@ -47,11 +47,7 @@ OPTIONS = opt.OptionTable(
     opt.GPUID,
     opt.ARCH,
     opt.SYNSET_FILE,
-    opt.PREPROCESS,
-    opt.MEAN_VALUE,
-    opt.MEAN_FILE,
-    opt.INPUT_SCALE,
-    opt.CHANNEL_ORDER,
+    *opt.PREPROCESSING_OPTIONS,
 )
 
 
