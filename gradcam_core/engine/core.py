@@ -44,7 +44,7 @@ from ..errors import GradCamError
 from ..image.resize import scale
 from .explanation import Explanation, LayerRef, _Options
 from .guided import SWITCHABLE_FUNCTIONS, GuideSwitch, switchable_activations
-from .layouts import LAYOUTS, layout_of
+from .layouts import check_layout, layout_of
 from .methods import CamMethod, LayerContext, lookup
 from .params import frozen_parameters
 from .targets import ClassTarget, Negated, Target
@@ -161,8 +161,7 @@ def explain(
     target_list = _as_targets(targets)
     if counterfactual:
         target_list = [Negated(t) for t in target_list]
-    if layer_layout not in LAYOUTS:  # before any work
-        raise GradCamError(f"unknown layer_layout {layer_layout!r}; the layouts are: {', '.join(LAYOUTS)}")
+    check_layout(layer_layout)  # before any work
     options = _Options(guided, torch7_ties, eigen_smooth, batch_size, progress, layer_layout)
     if aug_smooth:
         from .smoothing import explain_augmented

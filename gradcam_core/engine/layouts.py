@@ -182,12 +182,18 @@ def recognise(shape: tuple[int, ...], input_size: tuple[int, int] | None, *, req
             "name another layer or set layer_layout")
 
 
+def check_layout(requested: str) -> str:
+    """``requested`` if it is one of :data:`LAYOUTS`, else a one-line GradCamError listing them."""
+    if requested not in LAYOUTS:
+        raise GradCamError(f"unknown layer_layout {requested!r}; the layouts are: {', '.join(LAYOUTS)}")
+    return requested
+
+
 def layout_of(output: torch.Tensor, input_size: tuple[int, int] | None, model: nn.Module | None, module: nn.Module | None,
               requested: str, layer: object) -> Layout:
     """The layer's :class:`Layout` for its ``output``, or a one-line GradCamError naming the layer and
     its shape. An NCHW output of a plausible grid costs a few integer comparisons."""
-    if requested not in LAYOUTS:
-        raise GradCamError(f"unknown layer_layout {requested!r}; the layouts are: {', '.join(LAYOUTS)}")
+    check_layout(requested)
     if output.dim() not in (3, 4):
         raise GradCamError(f"layer {layer!r} gives activations of shape {tuple(output.shape)}; Grad-CAM needs a "
                            "convolutional layer with (N, C, H, W) output (or a transformer's (N, H, W, C) or "

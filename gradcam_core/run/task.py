@@ -82,11 +82,10 @@ class Methods:
     layer_layout: str = "auto"
 
     def __post_init__(self) -> None:
-        from ..engine.layouts import LAYOUTS
+        from ..engine.layouts import check_layout
         from ..engine.methods import lookup
 
-        if self.layer_layout not in LAYOUTS:
-            raise GradCamError(f"unknown layer_layout {self.layer_layout!r}; the layouts are: {', '.join(LAYOUTS)}")
+        check_layout(self.layer_layout)
 
         names = tuple(dict.fromkeys(self.names))
         if not names:
