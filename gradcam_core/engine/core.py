@@ -46,7 +46,7 @@ from .explanation import Explanation, LayerRef, _Options
 from .guided import SWITCHABLE_FUNCTIONS, GuideSwitch, switchable_activations
 from .layouts import check_layout, layout_of
 from .methods import CamMethod, LayerContext, lookup
-from .params import frozen_parameters
+from .params import frozen_parameters, model_input
 from .targets import ClassTarget, Negated, Target
 from .torch7_conv import default_torch7_ties, release_workspace, torch7_conv_forward  # noqa: F401 (API)
 
@@ -181,7 +181,7 @@ def _explain_once(model: nn.Module, image: torch.Tensor, layer: LayerRef, target
     """One forward, the backwards the methods need, then each method's map: {name: explanation}."""
     guided = options.guided
     grad_module, value_module = resolve_layer(model, layer)
-    image = _to_model(model, image)
+    image = model_input(model, image)
     needs_gradients = any(m.uses_gradients for m in methods)
 
     switch = GuideSwitch()
@@ -302,13 +302,6 @@ def detached(output: T) -> T:
     if isinstance(output, (list, tuple)):
         return type(output)(detached(v) for v in output)
     return output
-
-
-def _to_model(model: nn.Module, image: torch.Tensor) -> torch.Tensor:
-    p = next(model.parameters(), None)
-    if p is None:
-        return image
-    return image.to(device=p.device, dtype=p.dtype if p.is_floating_point() else image.dtype)
 
 
 def _batched_grad(scores: torch.Tensor, wrt: torch.Tensor, *, retain_graph: bool) -> torch.Tensor:

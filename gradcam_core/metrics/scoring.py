@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..engine.params import model_input
+
 Score = Callable[[torch.Tensor], torch.Tensor]
 """Maps the model output (B, ...) to (B,) scores."""
 
@@ -39,14 +41,6 @@ class ClassProbability:
 def as_score(target: TargetSpec) -> Score:
     """An int as :class:`ClassProbability`, a callable as it is."""
     return ClassProbability(int(target)) if isinstance(target, int) else target
-
-
-def model_input(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
-    """``images`` on the model's device and in its floating-point precision."""
-    p = next(model.parameters(), None)
-    if p is None or not p.is_floating_point():
-        return images
-    return images.to(device=p.device, dtype=p.dtype)
 
 
 def images_scores(model: nn.Module, make: MakeBatch, count: int, score: Score, batch_size: int) -> torch.Tensor:
