@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from ..errors import GradCamError
-from .layouts import Layout, patch_size_of, recognise, windowed_modules
+from .layouts import Layout, recognise_layer
 
 
 def spatial_layers(model: nn.Module, example_input: torch.Tensor) -> list[tuple[str, tuple[int, ...]]]:
@@ -33,16 +33,14 @@ def _spatial(model: nn.Module, example_input: torch.Tensor
     """:func:`spatial_layers` with each layer's module and recognised layout."""
     names = _layer_names(model)
     size = (int(example_input.shape[-2]), int(example_input.shape[-1]))
-    patch = patch_size_of(model)
-    windowed = windowed_modules(model)
     finished: dict[str, tuple[tuple[int, ...], nn.Module, Layout]] = {}
 
     def record(name: str):
         def hook(module: nn.Module, _inputs: tuple, output: object) -> None:
             if not isinstance(output, torch.Tensor) or output.dim() not in (3, 4):
                 return
-            layout = recognise(tuple(output.shape), size, patch=patch if output.dim() == 3 else None, module=module)
-            if isinstance(layout, Layout) and min(layout.grid) > 1 and not (layout.kind == "nhwc" and module in windowed):
+            layout = recognise_layer(tuple(output.shape), size, model, module)
+            if isinstance(layout, Layout) and min(layout.grid) > 1:
                 finished.pop(name, None)  # re-inserted: dicts keep insertion order, i.e. the last call
                 finished[name] = (tuple(output.shape), module, layout)
 

@@ -189,6 +189,17 @@ def check_layout(requested: str) -> str:
     return requested
 
 
+def recognise_layer(shape: tuple[int, ...], input_size: tuple[int, int] | None, model: nn.Module | None,
+                    module: nn.Module | None, requested: str = "auto") -> Layout | str:
+    """:func:`recognise` for the output of ``module``, a layer of ``model``: with the model's patch size
+    for tokens, and a window partition (:data:`WINDOWED`) read as NHWC refused with ``"auto"``."""
+    found = recognise(shape, input_size, requested=requested, patch=patch_size_of(model) if len(shape) == 3 else None,
+                      module=module)
+    if requested == "auto" and isinstance(found, Layout) and found.kind == "nhwc" and module in windowed_modules(model):
+        return "it is a window partition (N, windows, cells, C); name the layer it is in"
+    return found
+
+
 def layout_of(output: torch.Tensor, input_size: tuple[int, int] | None, model: nn.Module | None, module: nn.Module | None,
               requested: str, layer: object) -> Layout:
     """The layer's :class:`Layout` for its ``output``, or a one-line GradCamError naming the layer and
@@ -198,10 +209,7 @@ def layout_of(output: torch.Tensor, input_size: tuple[int, int] | None, model: n
         raise GradCamError(f"layer {layer!r} gives activations of shape {tuple(output.shape)}; Grad-CAM needs a "
                            "convolutional layer with (N, C, H, W) output (or a transformer's (N, H, W, C) or "
                            "(N, T, C) tokens)")
-    found = recognise(tuple(output.shape), input_size, requested=requested,
-                      patch=patch_size_of(model) if output.dim() == 3 else None, module=module)
-    if requested == "auto" and isinstance(found, Layout) and found.kind == "nhwc" and module in windowed_modules(model):
-        found = "it is a window partition (N, windows, cells, C); name the layer it is in"
+    found = recognise_layer(tuple(output.shape), input_size, model, module, requested)
     if isinstance(found, str):
         raise GradCamError(f"layer {layer!r} gives activations of shape {tuple(output.shape)}, not a spatial map: {found}")
     return found
