@@ -220,3 +220,19 @@ def test_the_command_without_the_evaluate_extra_names_it(tmp_path):
     _one_line(result, "gradcam-evaluate",
               "gradcam-evaluate needs the 'evaluate' extra: pip install 'gradcam-core[evaluate]'")
     assert not (tmp_path / "out").exists()
+
+
+def test_the_default_model_is_the_bundled_one_outside_a_checkout(tmp_path, monkeypatch):
+    """An installed package (no checkout) run from an empty folder: the default model files are the
+    bundled SqueezeNet's."""
+    from gradcam_core.cli import paths
+    from gradcam_core.cli.commands import evaluate
+    from gradcam_core.data import SQUEEZENET, bundled
+
+    monkeypatch.setattr(paths, "CHECKOUT", None)
+    monkeypatch.chdir(tmp_path)
+    for option, default in (("model_file", evaluate.MODEL), ("proto_file", evaluate.PROTO)):
+        found = paths.input_path(option, default, default)
+        assert found == bundled(SQUEEZENET) / Path(default).name and found.is_file()
+    with pytest.raises(GradCamError, match="-model_file: models/squeezenet1_1/nosuch.caffemodel not found"):
+        paths.input_path("model_file", "models/squeezenet1_1/nosuch.caffemodel", "models/squeezenet1_1/nosuch.caffemodel")

@@ -106,11 +106,13 @@ def input_path(name: str, value: str, default: str, *, hint: str = "") -> Path:
 
 def _default_places(value: str) -> list[Path]:
     """Where else a default file is looked for: the checkout, then the package's data for a path in
-    ``images/`` (the folder a checkout links to it)."""
+    ``images/`` or ``models/squeezenet1_1/`` (the folders a checkout links to it)."""
     places = [CHECKOUT / value] if CHECKOUT is not None else []
     parts = Path(value).parts
     if len(parts) > 1 and parts[0] == IMAGES:
         places.append(bundled(IMAGES).joinpath(*parts[1:]))
+    elif len(parts) > 2 and parts[:2] == ("models", SQUEEZENET):
+        places.append(bundled(SQUEEZENET).joinpath(*parts[2:]))
     return places
 
 

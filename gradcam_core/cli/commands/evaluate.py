@@ -9,7 +9,7 @@ from types import SimpleNamespace
 from typing import TYPE_CHECKING
 
 from ...data import IMAGES as BUNDLED_IMAGES
-from ...data import SQUEEZENET, bundled
+from ...data import bundled
 from ...errors import GradCamError
 from ...run.batches import write_line
 from .. import optiontable as opt
@@ -76,9 +76,9 @@ def main(v: SimpleNamespace) -> None:
     out_dir = check_out_dir(v.out_path)
     if v.arch and v.model_file == MODEL:
         raise arch_weights_missing(v.arch)
-    model = _bundled_default("model_file", v.model_file, MODEL)
+    model = input_path("model_file", v.model_file, MODEL, hint=MODELS_HINT)
     fmt = format_of(model, v.arch)
-    proto = _bundled_default("proto_file", v.proto_file, PROTO) if fmt.needs_prototxt else None
+    proto = input_path("proto_file", v.proto_file, PROTO, hint=MODELS_HINT) if fmt.needs_prototxt else None
     fmt.check(model, proto)  # its extra installed
     opts = program.EvaluateOptions(
         proto_file=proto, model_file=model, inputs=_images(v.input_image_path, out_dir), out_dir=out_dir,
@@ -98,16 +98,6 @@ def _every_method() -> list[str]:
     from ...engine.methods import method_names
 
     return method_names()
-
-
-def _bundled_default(option: str, value: str, default: str) -> Path:
-    """A model file option: as given; left at its default, the bundled SqueezeNet's file where the
-    current folder (or the checkout) has none."""
-    if value == default and not Path(value).exists():
-        candidate = bundled(SQUEEZENET) / Path(default).name
-        if candidate.is_file():
-            return candidate
-    return input_path(option, value, default, hint=MODELS_HINT)
 
 
 def _images(value: str, out_dir: Path) -> Inputs:
