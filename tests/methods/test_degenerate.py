@@ -45,6 +45,7 @@ def test_finite_maps_for_constant_channels_and_zero_gradients(method):
     assert torch.isfinite(nothing.cam_raw).all()
 
 
+@pytest.mark.slow  # a fresh interpreter (2 s)
 def test_help_order_does_not_depend_on_which_method_module_was_imported_first():
     """A method module imported first, in a fresh interpreter: the names still come in ``_all``'s order."""
     import subprocess
